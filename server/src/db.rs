@@ -1,0 +1,207 @@
+//! Database access shared by every resource: connecting, migrating, transactions and the
+//! few places where SQLite and Postgres need different SQL.
+//!
+//! All queries go through sqlx's `Any` driver so one code path serves both databases.
+//! SQLite allows a single writer at a time, so on SQLite writes are funnelled through a
+//! one-connection pool (`write`) and start with `BEGIN IMMEDIATE`: waiting writers queue
+//! in the pool instead of spinning in SQLite's busy handler, and a transaction never has
+//! to upgrade a read lock (which fails instantly with SQLITE_BUSY under contention).
+//! On Postgres both pools are the same pool and row locks do the serialising.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::config::Config;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl FromStr for Backend {
+    type Err = anyhow::Error;
+
+    fn from_str(url: &str) -> anyhow::Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite: or postgres:, got `{url}`")
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub backend: Backend,
+    /// Pool for reads (several connections; WAL lets SQLite readers run beside the writer).
+    pub read: AnyPool,
+    /// Pool for write transactions (one connection on SQLite, the same pool on Postgres).
+    pub write: AnyPool,
+}
+
+pub type Tx = Transaction<'static, Any>;
+
+impl Db {
+    /// Connects to `config.database_url` and applies pending migrations.
+    pub async fn connect(config: &Config) -> anyhow::Result<Db> {
+        install_default_drivers();
+        let backend: Backend = config.database_url.parse()?;
+        let db = match backend {
+            Backend::Sqlite => {
+                let url = sqlite_url_creating_file(&config.database_url)?;
+                let synchronous = config.sqlite_synchronous.clone();
+                let options = move || {
+                    let synchronous = synchronous.clone();
+                    AnyPoolOptions::new().after_connect(move |conn, _meta| {
+                        let synchronous = synchronous.clone();
+                        Box::pin(async move {
+                            // WAL: readers never block the writer. busy_timeout covers other
+                            // processes (the CLI) writing to the same file.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA synchronous = {synchronous}"
+                            )))
+                            .await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                };
+                let write = options()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(60))
+                    .connect(&url)
+                    .await
+                    .with_context(|| format!("opening SQLite database {url}"))?;
+                let read = options()
+                    .max_connections(config.max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(60))
+                    .connect(&url)
+                    .await
+                    .with_context(|| format!("opening SQLite database {url}"))?;
+                Db { backend, read, write }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(config.max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(60))
+                    .connect(&config.database_url)
+                    .await
+                    .context("connecting to Postgres (is DATABASE_URL right and the server up?)")?;
+                Db { backend, read: pool.clone(), write: pool }
+            }
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Applies the migrations of this backend that have not run yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.write).await.context("applying database migrations")?;
+        Ok(())
+    }
+
+    /// Starts a write transaction (see the module comment for why SQLite needs IMMEDIATE).
+    pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write.begin().await,
+        }
+    }
+
+    /// SQL that reads a campaign row and, on Postgres, locks it until commit. Every
+    /// transaction that hands out or records votes for a campaign takes this lock first,
+    /// which serialises them per campaign (no over-assignment, gap-free vote sequence,
+    /// a single lock order so no deadlocks). SQLite already holds the database write lock.
+    pub fn lock_campaign_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => CAMPAIGN_LOCK_SQLITE,
+            Backend::Postgres => CAMPAIGN_LOCK_POSTGRES,
+        }
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+const CAMPAIGN_LOCK_SQLITE: &str =
+    "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1";
+const CAMPAIGN_LOCK_POSTGRES: &str = "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1 FOR UPDATE";
+
+/// `sqlite://file.db` → `sqlite://file.db?mode=rwc` so a fresh machine gets a new file.
+fn sqlite_url_creating_file(url: &str) -> anyhow::Result<String> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        anyhow::bail!(
+            "in-memory SQLite is not supported (the server uses separate read and write \
+             connections); use a file such as sqlite://pairwise.db"
+        );
+    }
+    if url.contains("mode=") {
+        return Ok(url.to_string());
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}mode=rwc"))
+}
+
+/// Current time as Unix milliseconds, the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+/// Errors after which re-running the whole transaction is the right answer: Postgres
+/// serialization failures and deadlocks, SQLite busy/locked.
+pub fn is_retryable(err: &sqlx::Error) -> bool {
+    let Some(db_err) = err.as_database_error() else {
+        return false;
+    };
+    match db_err.code().as_deref() {
+        Some("40001") | Some("40P01") => true,
+        Some("5") | Some("6") | Some("517") | Some("261") => true,
+        _ => db_err.message().contains("database is locked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode() {
+        assert_eq!(sqlite_url_creating_file("sqlite://a.db").unwrap(), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            sqlite_url_creating_file("sqlite://a.db?cache=shared").unwrap(),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(sqlite_url_creating_file("sqlite://a.db?mode=ro").unwrap(), "sqlite://a.db?mode=ro");
+        assert!(sqlite_url_creating_file("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!("sqlite://x".parse::<Backend>().unwrap(), Backend::Sqlite);
+        assert_eq!("postgres://u@h/d".parse::<Backend>().unwrap(), Backend::Postgres);
+        assert!("mysql://x".parse::<Backend>().is_err());
+    }
+}

@@ -1,0 +1,448 @@
+//! Streaming export of a campaign's votes as JSONL (`trl`, `messages`, `raw`).
+//!
+//! Rows are read from a database cursor and written to the response in 64 KiB chunks
+//! through a small bounded channel, so memory stays constant whatever the campaign size.
+//! Every export is cut at the campaign's vote sequence number read when it starts (the
+//! `X-Pairwise-Cursor` header); passing it back as `since` yields only what is new.
+//! See README "Export formats" for the exact fields.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tokio::sync::mpsc;
+
+use crate::assign::Choice;
+use crate::auth::CurrentUser;
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+use crate::import::Message;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Trl,
+    Messages,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaterIds {
+    /// A stable pseudonym per rater (keyed by the server secret).
+    #[default]
+    Pseudonym,
+    /// The raters' user ids.
+    Id,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    pub format: Format,
+    /// trl/messages: keep pairs with at least this many votes (default 1).
+    #[serde(default = "one")]
+    pub min_votes: i64,
+    /// trl/messages: keep pairs whose winning choice has at least this share of votes.
+    #[serde(default)]
+    pub min_agreement: f64,
+    /// Only what arrived after this cursor (a previous export's `X-Pairwise-Cursor`).
+    #[serde(default)]
+    pub since: i64,
+    /// trl/messages: add `pair_id`, `votes`, `agreement`, `strength`, `seq` to each row.
+    #[serde(default)]
+    pub meta: bool,
+    /// Include gold-check pairs (default: left out, they are rater tests).
+    #[serde(default)]
+    pub include_gold: bool,
+    /// raw: how raters are identified.
+    #[serde(default)]
+    pub raters: RaterIds,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl ExportParams {
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.min_votes < 1 {
+            return Err(ApiError::bad_request("min_votes: must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.min_agreement) {
+            return Err(ApiError::bad_request("min_agreement: must be between 0 and 1"));
+        }
+        if self.since < 0 {
+            return Err(ApiError::bad_request("since: must not be negative"));
+        }
+        Ok(())
+    }
+}
+
+/// Majority decision over one pair's votes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Aggregate {
+    pub votes: i64,
+    pub counts: [i64; 4],
+    /// `A` or `B` when that choice has strictly the most votes; None for a tie in the
+    /// vote count or when tie / both_bad wins.
+    pub winner: Option<Choice>,
+    /// Share of votes for the most chosen option.
+    pub agreement: f64,
+    /// Mean strength among the votes for the winner (where given).
+    pub strength: Option<f64>,
+}
+
+fn choice_index(choice: Choice) -> usize {
+    match choice {
+        Choice::A => 0,
+        Choice::B => 1,
+        Choice::Tie => 2,
+        Choice::BothBad => 3,
+    }
+}
+
+pub fn aggregate(votes: &[(Choice, Option<i64>)]) -> Aggregate {
+    let mut counts = [0i64; 4];
+    for (choice, _) in votes {
+        counts[choice_index(*choice)] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(0);
+    let leaders: Vec<usize> = (0..4).filter(|&i| counts[i] == top).collect();
+    let winner = match leaders.as_slice() {
+        [0] if top > 0 => Some(Choice::A),
+        [1] if top > 0 => Some(Choice::B),
+        _ => None,
+    };
+    let strengths: Vec<i64> =
+        votes.iter().filter(|(c, _)| Some(*c) == winner).filter_map(|(_, s)| *s).collect();
+    Aggregate {
+        votes: votes.len() as i64,
+        counts,
+        winner,
+        agreement: if votes.is_empty() { 0.0 } else { top as f64 / votes.len() as f64 },
+        strength: (!strengths.is_empty())
+            .then(|| strengths.iter().sum::<i64>() as f64 / strengths.len() as f64),
+    }
+}
+
+/// Stable pseudonym of a rater: not reversible without the server secret.
+pub fn pseudonym(secret: &str, rater_id: i64) -> String {
+    let digest = Sha256::digest(format!("{secret}:rater:{rater_id}").as_bytes());
+    format!("r_{}", &hex::encode(digest)[..12])
+}
+
+/// The prompt as one string for the `trl` format: the prompt itself, preceded by any
+/// earlier turns as `role: content` paragraphs.
+fn prompt_string(prompt: &str, messages: &[Message]) -> String {
+    if messages.is_empty() {
+        return prompt.to_string();
+    }
+    let mut out = String::new();
+    for m in messages {
+        out.push_str(&m.role);
+        out.push_str(": ");
+        out.push_str(&m.content);
+        out.push_str("\n\n");
+    }
+    out.push_str("user: ");
+    out.push_str(prompt);
+    out
+}
+
+fn conversation(prompt: &str, messages: &[Message], answer: &str) -> Value {
+    let mut turns: Vec<Value> = messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+    turns.push(json!({"role": "user", "content": prompt}));
+    turns.push(json!({"role": "assistant", "content": answer}));
+    Value::Array(turns)
+}
+
+struct PairVotes {
+    pair_id: i64,
+    prompt: String,
+    messages: String,
+    text_a: String,
+    text_b: String,
+    max_seq: i64,
+    votes: Vec<(Choice, Option<i64>)>,
+}
+
+fn preference_line(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<Option<Value>> {
+    let agg = aggregate(&pair.votes);
+    let Some(winner) = agg.winner else { return Ok(None) };
+    if agg.votes < params.min_votes || agg.agreement + 1e-12 < params.min_agreement {
+        return Ok(None);
+    }
+    let (chosen, rejected) =
+        if winner == Choice::A { (&pair.text_a, &pair.text_b) } else { (&pair.text_b, &pair.text_a) };
+    let messages: Vec<Message> = serde_json::from_str(&pair.messages)?;
+    let mut line = match params.format {
+        Format::Trl => json!({
+            "prompt": prompt_string(&pair.prompt, &messages),
+            "chosen": chosen,
+            "rejected": rejected,
+        }),
+        Format::Messages => json!({
+            "chosen": conversation(&pair.prompt, &messages, chosen),
+            "rejected": conversation(&pair.prompt, &messages, rejected),
+        }),
+        Format::Raw => unreachable!("raw rows are not aggregated"),
+    };
+    if params.meta {
+        line["pair_id"] = json!(pair.pair_id);
+        line["votes"] = json!(agg.votes);
+        line["agreement"] = json!(agg.agreement);
+        line["strength"] = json!(agg.strength);
+        line["seq"] = json!(pair.max_seq);
+    }
+    Ok(Some(line))
+}
+
+fn raw_line(row: &AnyRow, params: &ExportParams, secret: &str) -> anyhow::Result<Value> {
+    let rater: i64 = row.try_get("rater_id")?;
+    let swapped = row.try_get::<i64, _>("swapped")? != 0;
+    Ok(json!({
+        "vote_id": row.try_get::<i64, _>("id")?,
+        "seq": row.try_get::<i64, _>("seq")?,
+        "pair_id": row.try_get::<i64, _>("pair_id")?,
+        "prompt_id": row.try_get::<i64, _>("prompt_id")?,
+        "response_a_id": row.try_get::<i64, _>("response_a_id")?,
+        "response_b_id": row.try_get::<i64, _>("response_b_id")?,
+        "model_a": row.try_get::<String, _>("model_a")?,
+        "model_a_version": row.try_get::<Option<String>, _>("version_a")?,
+        "model_b": row.try_get::<String, _>("model_b")?,
+        "model_b_version": row.try_get::<Option<String>, _>("version_b")?,
+        "rater": match params.raters {
+            RaterIds::Pseudonym => json!(pseudonym(secret, rater)),
+            RaterIds::Id => json!(rater),
+        },
+        "choice": row.try_get::<String, _>("choice")?,
+        "strength": row.try_get::<Option<i64>, _>("strength")?,
+        "rationale": row.try_get::<Option<String>, _>("rationale")?,
+        "time_ms": row.try_get::<Option<i64>, _>("time_ms")?,
+        "swapped": swapped,
+        "left": if swapped { "b" } else { "a" },
+        "gold": row.try_get::<Option<String>, _>("gold_choice")?,
+        "created_at": row.try_get::<i64, _>("created_at")?,
+    }))
+}
+
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Collects serialized lines into chunks and sends them; false once the reader is gone.
+struct ChunkWriter {
+    buffer: Vec<u8>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl ChunkWriter {
+    async fn line(&mut self, value: &Value) -> bool {
+        serde_json::to_writer(&mut self.buffer, value).expect("JSON values always serialize");
+        self.buffer.push(b'\n');
+        if self.buffer.len() >= CHUNK_BYTES {
+            return self.flush().await;
+        }
+        true
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.buffer.is_empty() {
+            return true;
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK_BYTES)));
+        self.tx.send(Ok(chunk)).await.is_ok()
+    }
+
+    async fn fail(self, error: anyhow::Error) {
+        tracing::error!(error = %format!("{error:#}"), "export failed midway");
+        let _ = self.tx.send(Err(std::io::Error::other(error.to_string()))).await;
+    }
+}
+
+/// Starts an export; returns its cursor and a channel of JSONL chunks.
+pub async fn start_export(
+    db: &Db,
+    campaign_id: i64,
+    params: ExportParams,
+    secret: String,
+) -> ApiResult<(i64, mpsc::Receiver<Result<Bytes, std::io::Error>>)> {
+    params.validate()?;
+    let cursor: i64 = sqlx::query_scalar("SELECT vote_seq FROM campaigns WHERE id = $1")
+        .bind(campaign_id)
+        .fetch_optional(&db.read)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {campaign_id}")))?;
+    let (tx, rx) = mpsc::channel(4);
+    let pool = db.read.clone();
+    tokio::spawn(async move {
+        let mut writer = ChunkWriter { buffer: Vec::with_capacity(CHUNK_BYTES), tx };
+        let result = match params.format {
+            Format::Raw => stream_raw(&pool, campaign_id, cursor, &params, &secret, &mut writer).await,
+            Format::Trl | Format::Messages => stream_preferences(&pool, campaign_id, cursor, &params, &mut writer).await,
+        };
+        match result {
+            Ok(()) => {
+                writer.flush().await;
+            }
+            Err(error) => writer.fail(error).await,
+        }
+    });
+    Ok((cursor, rx))
+}
+
+async fn stream_raw(
+    pool: &sqlx::AnyPool,
+    campaign_id: i64,
+    cursor: i64,
+    params: &ExportParams,
+    secret: &str,
+    writer: &mut ChunkWriter,
+) -> anyhow::Result<()> {
+    let gold_filter = if params.include_gold { "" } else { " AND p.is_gold = 0" };
+    let sql = format!(
+        "SELECT c.id, c.seq, c.pair_id, p.prompt_id, p.response_a_id, p.response_b_id, ra.model AS model_a, \
+         ra.model_version AS version_a, rb.model AS model_b, rb.model_version AS version_b, c.rater_id, c.choice, c.strength, c.rationale, c.time_ms, c.swapped, p.gold_choice, \
+         c.created_at FROM comparisons c JOIN pairs p ON p.id = c.pair_id \
+         JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
+         WHERE c.campaign_id = $1 AND c.seq > $2 AND c.seq <= $3{gold_filter} ORDER BY c.seq"
+    );
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(params.since).bind(cursor).fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        if !writer.line(&raw_line(&row, params, secret)?).await {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+async fn stream_preferences(
+    pool: &sqlx::AnyPool,
+    campaign_id: i64,
+    cursor: i64,
+    params: &ExportParams,
+    writer: &mut ChunkWriter,
+) -> anyhow::Result<()> {
+    let gold_filter = if params.include_gold { "" } else { " AND p.is_gold = 0" };
+    // A pair is re-exported when it received any vote after `since`, aggregated over all
+    // its votes up to the cursor, so its label reflects everything known now.
+    let since_filter = if params.since > 0 {
+        " AND c.pair_id IN (SELECT n.pair_id FROM comparisons n WHERE n.campaign_id = $1 AND n.seq > $3 AND n.seq <= $2)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT c.pair_id, c.choice, c.strength, c.seq, pr.text AS prompt, pr.messages, ra.text AS text_a, rb.text AS text_b \
+         FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN prompts pr ON pr.id = p.prompt_id \
+         JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
+         WHERE c.campaign_id = $1 AND c.seq <= $2 AND $3 >= 0{gold_filter}{since_filter} ORDER BY c.pair_id, c.seq"
+    );
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(cursor).bind(params.since).fetch(pool);
+    let mut current: Option<PairVotes> = None;
+    while let Some(row) = rows.try_next().await? {
+        let pair_id: i64 = row.try_get("pair_id")?;
+        let choice: String = row.try_get("choice")?;
+        let choice = Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?;
+        let seq: i64 = row.try_get("seq")?;
+        let strength: Option<i64> = row.try_get("strength")?;
+        if current.as_ref().is_some_and(|p| p.pair_id != pair_id) {
+            let done = current.take().expect("checked above");
+            if let Some(line) = preference_line(&done, params)?
+                && !writer.line(&line).await
+            {
+                return Ok(());
+            }
+        }
+        match &mut current {
+            Some(pair) => {
+                pair.votes.push((choice, strength));
+                pair.max_seq = pair.max_seq.max(seq);
+            }
+            None => {
+                current = Some(PairVotes {
+                    pair_id,
+                    prompt: row.try_get("prompt")?,
+                    messages: row.try_get("messages")?,
+                    text_a: row.try_get("text_a")?,
+                    text_b: row.try_get("text_b")?,
+                    max_seq: seq,
+                    votes: vec![(choice, strength)],
+                })
+            }
+        }
+    }
+    if let Some(done) = current
+        && let Some(line) = preference_line(&done, params)?
+    {
+        writer.line(&line).await;
+    }
+    Ok(())
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/campaigns/{id}/export", get(export))
+}
+
+async fn export(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Query(params): Query<ExportParams>,
+) -> ApiResult<Response> {
+    user.require_admin()?;
+    let format = params.format;
+    let (cursor, rx) = start_export(&state.db, id, params, state.config.secret.clone()).await?;
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let format_name = serde_json::to_value(format).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"campaign-{id}-{format_name}.jsonl\""),
+        )
+        .header("X-Pairwise-Cursor", cursor)
+        .body(body)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_rules() {
+        let agg = aggregate(&[(Choice::A, Some(3)), (Choice::A, Some(1)), (Choice::B, Some(2))]);
+        assert_eq!(agg.winner, Some(Choice::A));
+        assert!((agg.agreement - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(agg.strength, Some(2.0));
+        // A draw between a and b, or tie/both_bad on top, is not a preference.
+        assert_eq!(aggregate(&[(Choice::A, None), (Choice::B, None)]).winner, None);
+        assert_eq!(aggregate(&[(Choice::Tie, None), (Choice::Tie, None), (Choice::A, None)]).winner, None);
+        assert_eq!(aggregate(&[(Choice::BothBad, None)]).winner, None);
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_and_secret_dependent() {
+        assert_eq!(pseudonym("s", 7), pseudonym("s", 7));
+        assert_ne!(pseudonym("s", 7), pseudonym("s", 8));
+        assert_ne!(pseudonym("s", 7), pseudonym("t", 7));
+    }
+
+    #[test]
+    fn prompt_string_keeps_earlier_turns() {
+        let turns = vec![Message { role: "user".into(), content: "hi".into() }, Message {
+            role: "assistant".into(),
+            content: "hello".into(),
+        }];
+        assert_eq!(prompt_string("more?", &turns), "user: hi\n\nassistant: hello\n\nuser: more?");
+        assert_eq!(prompt_string("q", &[]), "q");
+    }
+}

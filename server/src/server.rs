@@ -1,0 +1,79 @@
+//! Wiring: the axum router with every resource's routes, `/healthz`, and serving with
+//! graceful shutdown (in-flight requests finish; new connections are refused).
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+use crate::{assign, auth, campaigns, export, import, leaderboard, stats, tokens, users};
+
+/// JSON bodies other than imports are small; imports set their own limit.
+const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(tokens::router())
+        .merge(campaigns::router())
+        .merge(import::router(state.config.max_import_bytes))
+        .merge(assign::router())
+        .merge(export::router())
+        .merge(stats::router())
+        .merge(leaderboard::router())
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&state.db.read).await {
+        Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unavailable"})))
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

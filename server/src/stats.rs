@@ -1,0 +1,300 @@
+//! Campaign statistics: progress, inter-rater agreement (percent agreement and
+//! Krippendorff's alpha), gold accuracy and agreement per rater, position bias and
+//! time per vote. `GET /api/v1/campaigns/{id}/stats`.
+//!
+//! Krippendorff's alpha treats the choice as ordinal: `a` better < no preference
+//! (`tie` or `both_bad`) < `b` better, with the ordinal distance metric, over the
+//! non-gold pairs that have at least two votes.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::assign::Choice;
+use crate::auth::CurrentUser;
+use crate::campaigns::get_campaign;
+use crate::db::Db;
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+#[derive(Debug, Clone)]
+pub struct VoteRecord {
+    pub pair_id: i64,
+    pub rater_id: i64,
+    pub choice: Choice,
+    pub swapped: bool,
+    pub time_ms: Option<i64>,
+    pub gold: Option<Choice>,
+    pub is_gold: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Progress {
+    pub pairs_total: i64,
+    pub pairs_complete: i64,
+    pub target_votes: i64,
+    pub votes: i64,
+    pub gold_votes: i64,
+    pub raters: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Agreement {
+    /// Share of agreeing rater pairs over all pairs of votes on the same item.
+    pub percent: Option<f64>,
+    pub krippendorff_alpha: Option<f64>,
+    pub pairs_with_multiple_votes: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PositionBias {
+    /// Votes where one response won (a or b).
+    pub decisive_votes: i64,
+    /// Of those, how many went to the response shown on the left.
+    pub left_wins: i64,
+    /// left_wins / decisive_votes; 0.5 means no position bias.
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RaterStats {
+    pub rater_id: i64,
+    pub username: String,
+    pub votes: i64,
+    pub median_time_ms: Option<f64>,
+    pub gold_votes: i64,
+    pub gold_correct: i64,
+    pub gold_accuracy: Option<f64>,
+    /// How often this rater's votes match other raters' votes on the same pairs.
+    pub agreement_with_others: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CampaignStats {
+    pub campaign_id: i64,
+    pub progress: Progress,
+    pub agreement: Agreement,
+    pub position_bias: PositionBias,
+    pub median_time_ms: Option<f64>,
+    pub raters: Vec<RaterStats>,
+}
+
+pub fn median(values: &mut [i64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 { values[mid] as f64 } else { (values[mid - 1] + values[mid]) as f64 / 2.0 })
+}
+
+fn ordinal_value(choice: Choice) -> usize {
+    match choice {
+        Choice::A => 0,
+        Choice::Tie | Choice::BothBad => 1,
+        Choice::B => 2,
+    }
+}
+
+/// Krippendorff's alpha with the ordinal metric. `units` holds the ordinal values
+/// (0..levels) given to each item; items with fewer than two values are not pairable.
+pub fn krippendorff_alpha_ordinal(units: &[Vec<usize>], levels: usize) -> Option<f64> {
+    let mut coincidence = vec![vec![0.0f64; levels]; levels];
+    for values in units.iter().filter(|v| v.len() >= 2) {
+        let m = values.len() as f64;
+        for (i, &c) in values.iter().enumerate() {
+            for (j, &k) in values.iter().enumerate() {
+                if i != j {
+                    coincidence[c][k] += 1.0 / (m - 1.0);
+                }
+            }
+        }
+    }
+    let marginals: Vec<f64> = coincidence.iter().map(|row| row.iter().sum()).collect();
+    let n: f64 = marginals.iter().sum();
+    if n <= 1.0 {
+        return None;
+    }
+    let delta2 = |c: usize, k: usize| -> f64 {
+        if c == k {
+            return 0.0;
+        }
+        let (lo, hi) = (c.min(k), c.max(k));
+        let between: f64 = marginals[lo..=hi].iter().sum();
+        let d = between - (marginals[c] + marginals[k]) / 2.0;
+        d * d
+    };
+    let mut observed = 0.0;
+    let mut expected = 0.0;
+    for c in 0..levels {
+        for k in 0..levels {
+            let d = delta2(c, k);
+            observed += coincidence[c][k] * d;
+            expected += marginals[c] * marginals[k] * d;
+        }
+    }
+    expected /= n - 1.0;
+    if expected == 0.0 { None } else { Some(1.0 - observed / expected) }
+}
+
+/// Computes all statistics from the votes (pure; the handler loads the data).
+pub fn compute_stats(
+    campaign_id: i64,
+    progress_counts: (i64, i64, i64),
+    votes: &[VoteRecord],
+    usernames: &HashMap<i64, String>,
+) -> CampaignStats {
+    let (pairs_total, pairs_complete, overlap) = progress_counts;
+    let regular: Vec<&VoteRecord> = votes.iter().filter(|v| !v.is_gold).collect();
+    let mut by_pair: HashMap<i64, Vec<&VoteRecord>> = HashMap::new();
+    for vote in &regular {
+        by_pair.entry(vote.pair_id).or_default().push(vote);
+    }
+    let mut agreeing_pairs = 0i64;
+    let mut rater_pairs = 0i64;
+    let mut units = Vec::new();
+    for pair_votes in by_pair.values().filter(|v| v.len() >= 2) {
+        for (i, x) in pair_votes.iter().enumerate() {
+            for y in &pair_votes[i + 1..] {
+                rater_pairs += 1;
+                agreeing_pairs += i64::from(x.choice == y.choice);
+            }
+        }
+        units.push(pair_votes.iter().map(|v| ordinal_value(v.choice)).collect::<Vec<_>>());
+    }
+    let decisive: Vec<&&VoteRecord> = regular.iter().filter(|v| matches!(v.choice, Choice::A | Choice::B)).collect();
+    let left_wins = decisive.iter().filter(|v| (v.choice == Choice::A) != v.swapped).count() as i64;
+
+    let mut rater_ids: Vec<i64> = votes.iter().map(|v| v.rater_id).collect();
+    rater_ids.sort_unstable();
+    rater_ids.dedup();
+    let raters = rater_ids
+        .iter()
+        .map(|&rater| {
+            let mine: Vec<&VoteRecord> = votes.iter().filter(|v| v.rater_id == rater).collect();
+            let mut times: Vec<i64> = mine.iter().filter_map(|v| v.time_ms).collect();
+            let gold: Vec<&&VoteRecord> = mine.iter().filter(|v| v.is_gold && v.gold.is_some()).collect();
+            let gold_correct = gold.iter().filter(|v| Some(v.choice) == v.gold).count() as i64;
+            let (mut matches, mut compared) = (0i64, 0i64);
+            for vote in mine.iter().filter(|v| !v.is_gold) {
+                for other in by_pair.get(&vote.pair_id).into_iter().flatten().filter(|o| o.rater_id != rater) {
+                    compared += 1;
+                    matches += i64::from(other.choice == vote.choice);
+                }
+            }
+            RaterStats {
+                rater_id: rater,
+                username: usernames.get(&rater).cloned().unwrap_or_default(),
+                votes: mine.len() as i64,
+                median_time_ms: median(&mut times),
+                gold_votes: gold.len() as i64,
+                gold_correct,
+                gold_accuracy: (!gold.is_empty()).then(|| gold_correct as f64 / gold.len() as f64),
+                agreement_with_others: (compared > 0).then(|| matches as f64 / compared as f64),
+            }
+        })
+        .collect();
+    let mut all_times: Vec<i64> = votes.iter().filter_map(|v| v.time_ms).collect();
+    CampaignStats {
+        campaign_id,
+        progress: Progress {
+            pairs_total,
+            pairs_complete,
+            target_votes: pairs_total * overlap,
+            votes: regular.len() as i64,
+            gold_votes: (votes.len() - regular.len()) as i64,
+            raters: rater_ids.len() as i64,
+        },
+        agreement: Agreement {
+            percent: (rater_pairs > 0).then(|| agreeing_pairs as f64 / rater_pairs as f64),
+            krippendorff_alpha: krippendorff_alpha_ordinal(&units, 3),
+            pairs_with_multiple_votes: units.len() as i64,
+        },
+        position_bias: PositionBias {
+            decisive_votes: decisive.len() as i64,
+            left_wins,
+            rate: (!decisive.is_empty()).then(|| left_wins as f64 / decisive.len() as f64),
+        },
+        median_time_ms: median(&mut all_times),
+        raters,
+    }
+}
+
+pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStats> {
+    let campaign = get_campaign(db, campaign_id, 0).await?;
+    let pairs_complete: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pairs WHERE campaign_id = $1 AND is_gold = 0 AND vote_count >= $2")
+            .bind(campaign_id)
+            .bind(campaign.overlap)
+            .fetch_one(&db.read)
+            .await?;
+    let rows = sqlx::query(
+        "SELECT c.pair_id, c.rater_id, u.username, c.choice, c.swapped, c.time_ms, p.is_gold, p.gold_choice \
+         FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN users u ON u.id = c.rater_id \
+         WHERE c.campaign_id = $1 ORDER BY c.seq",
+    )
+    .bind(campaign_id)
+    .fetch_all(&db.read)
+    .await?;
+    let mut usernames = HashMap::new();
+    let mut votes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let rater_id: i64 = row.try_get("rater_id")?;
+        usernames.entry(rater_id).or_insert(row.try_get::<String, _>("username")?);
+        let choice: String = row.try_get("choice")?;
+        let gold: Option<String> = row.try_get("gold_choice")?;
+        votes.push(VoteRecord {
+            pair_id: row.try_get("pair_id")?,
+            rater_id,
+            choice: Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?,
+            swapped: row.try_get::<i64, _>("swapped")? != 0,
+            time_ms: row.try_get("time_ms")?,
+            gold: gold.as_deref().and_then(Choice::parse),
+            is_gold: row.try_get::<i64, _>("is_gold")? != 0,
+        });
+    }
+    Ok(compute_stats(campaign_id, (campaign.pairs, pairs_complete, campaign.overlap), &votes, &usernames))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/campaigns/{id}/stats", get(stats))
+}
+
+/// Admins get everything; an annotator gets the campaign totals and only their own row.
+async fn stats(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> ApiResult<Json<CampaignStats>> {
+    let mut stats = campaign_stats(&state.db, id).await?;
+    if !user.is_admin() {
+        stats.raters.retain(|r| r.rater_id == user.id);
+    }
+    Ok(Json(stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_matches_hand_computation() {
+        // Two units: (0,0) and (0,2). Coincidences: o00 = 2, o02 = o20 = 1.
+        // Marginals n0 = 3, n1 = 0, n2 = 1, n = 4. δ²(0,2) = (3+0+1 − (3+1)/2)² = 4.
+        // D_o = 2·1·4 = 8; D_e = 2·3·1·4 / 3 = 8 → alpha = 0.
+        let alpha = krippendorff_alpha_ordinal(&[vec![0, 0], vec![0, 2]], 3).unwrap();
+        assert!(alpha.abs() < 1e-12, "{alpha}");
+        // Perfect agreement with variation between units gives 1.
+        let alpha = krippendorff_alpha_ordinal(&[vec![0, 0], vec![2, 2, 2]], 3).unwrap();
+        assert!((alpha - 1.0).abs() < 1e-12);
+        // No variation at all: undefined.
+        assert_eq!(krippendorff_alpha_ordinal(&[vec![1, 1]], 3), None);
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(&mut [3, 1, 2]), Some(2.0));
+        assert_eq!(median(&mut [4, 1, 2, 3]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+}
