@@ -20,7 +20,7 @@ use sqlx::any::AnyRow;
 use crate::auth::CurrentUser;
 use crate::campaigns::CampaignStatus;
 use crate::db::{Db, Tx, is_retryable, is_unique_violation, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::import::Message;
 use crate::state::AppState;
 
@@ -123,7 +123,10 @@ struct Dice {
 impl Dice {
     fn roll() -> Dice {
         let mut rng = rand::rng();
-        Dice { gold_roll: rng.random(), swap: rng.random_bool(0.5) }
+        Dice {
+            gold_roll: rng.random(),
+            swap: rng.random_bool(0.5),
+        }
     }
 }
 
@@ -195,7 +198,9 @@ async fn served_pair(tx: &mut Tx, assignment: &AnyRow, campaign_id: i64) -> ApiR
 /// campaign lock.
 async fn assign(tx: &mut Tx, campaign: &LockedCampaign, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
     if campaign.status != CampaignStatus::Active {
-        return Ok(Next::Unavailable { campaign_status: campaign.status });
+        return Ok(Next::Unavailable {
+            campaign_status: campaign.status,
+        });
     }
     reclaim_expired(tx, campaign.id, now).await?;
     // Asking again while holding a lease returns the same pair (page reloads are harmless).
@@ -208,7 +213,9 @@ async fn assign(tx: &mut Tx, campaign: &LockedCampaign, rater: i64, now: i64, di
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(held) = held {
-        return Ok(Next::Assigned { pair: served_pair(tx, &held, campaign.id).await? });
+        return Ok(Next::Assigned {
+            pair: served_pair(tx, &held, campaign.id).await?,
+        });
     }
     let regular: Option<i64> = sqlx::query_scalar(
         "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
@@ -250,7 +257,10 @@ async fn assign(tx: &mut Tx, campaign: &LockedCampaign, rater: i64, now: i64, di
     let (pair_id, is_gold) = match gold {
         Some(id) => (id, true),
         None => {
-            sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1").bind(regular).execute(&mut **tx).await?;
+            sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1")
+                .bind(regular)
+                .execute(&mut **tx)
+                .await?;
             (regular, false)
         }
     };
@@ -270,7 +280,9 @@ async fn assign(tx: &mut Tx, campaign: &LockedCampaign, rater: i64, now: i64, di
     .bind(now + campaign.lease_ms)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(Next::Assigned { pair: served_pair(tx, &assignment, campaign.id).await? })
+    Ok(Next::Assigned {
+        pair: served_pair(tx, &assignment, campaign.id).await?,
+    })
 }
 
 /// Runs a write transaction, retrying on deadlock / serialization failure / SQLite busy.
@@ -351,7 +363,9 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
     if let Some(strength) = req.strength
         && !(1..=3).contains(&strength)
     {
-        return Err(ApiError::bad_request("strength: must be 1 (slightly), 2 (clearly) or 3 (much better)"));
+        return Err(ApiError::bad_request(
+            "strength: must be 1 (slightly), 2 (clearly) or 3 (much better)",
+        ));
     }
     if req.rationale.as_ref().is_some_and(|r| r.len() > 10_000) {
         return Err(ApiError::bad_request("rationale: at most 10000 bytes"));
@@ -361,7 +375,9 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
     }
     match (req.assignment_id, req.pair_id) {
         (Some(_), None) | (None, Some(_)) => Ok(()),
-        _ => Err(ApiError::bad_request("give exactly one of assignment_id (leased vote) or pair_id (free vote)")),
+        _ => Err(ApiError::bad_request(
+            "give exactly one of assignment_id (leased vote) or pair_id (free vote)",
+        )),
     }
 }
 
@@ -381,11 +397,13 @@ fn stored_vote(row: &AnyRow) -> ApiResult<StoredVote> {
 const VOTE_COLUMNS: &str = "id, seq, pair_id, choice, strength, swapped, created_at";
 
 async fn my_votes(tx: &mut Tx, rater: i64, campaign_id: i64) -> ApiResult<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM comparisons WHERE rater_id = $1 AND campaign_id = $2")
-        .bind(rater)
-        .bind(campaign_id)
-        .fetch_one(&mut **tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM comparisons WHERE rater_id = $1 AND campaign_id = $2")
+            .bind(rater)
+            .bind(campaign_id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
 }
 
 /// Records a vote (idempotent on `client_key`) and hands out the next pair.
@@ -400,7 +418,10 @@ pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<Vo
             // finds the winner's row through the idempotency key.
             Err(ApiError::Database(e)) if tries < 3 && is_unique_violation(&e) => continue,
             Err(ApiError::Database(e)) if is_unique_violation(&e) => {
-                return Err(ApiError::conflict("already_voted", "you have already voted on this pair"));
+                return Err(ApiError::conflict(
+                    "already_voted",
+                    "you have already voted on this pair",
+                ));
             }
             other => return other,
         }
@@ -411,12 +432,14 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
     let now = now_ms();
     let mut tx = db.begin_write().await?;
     let campaign_id: i64 = match (req.assignment_id, req.pair_id) {
-        (Some(assignment_id), _) => sqlx::query_scalar("SELECT campaign_id FROM assignments WHERE id = $1 AND rater_id = $2")
-            .bind(assignment_id)
-            .bind(rater)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?,
+        (Some(assignment_id), _) => {
+            sqlx::query_scalar("SELECT campaign_id FROM assignments WHERE id = $1 AND rater_id = $2")
+                .bind(assignment_id)
+                .bind(rater)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?
+        }
         (None, Some(pair_id)) => sqlx::query_scalar("SELECT campaign_id FROM pairs WHERE id = $1")
             .bind(pair_id)
             .fetch_optional(&mut *tx)
@@ -447,12 +470,20 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
             (None, None) => false,
         };
         if !same_target {
-            return Err(ApiError::conflict("key_reused", "client_key was already used for a different pair"));
+            return Err(ApiError::conflict(
+                "key_reused",
+                "client_key was already used for a different pair",
+            ));
         }
         let next = assign(&mut tx, &campaign, rater, now, dice).await?;
         let my_votes = my_votes(&mut tx, rater, campaign.id).await?;
         tx.commit().await?;
-        return Ok(VoteOutcome { vote, duplicate: true, my_votes, next });
+        return Ok(VoteOutcome {
+            vote,
+            duplicate: true,
+            my_votes,
+            next,
+        });
     }
     if campaign.status == CampaignStatus::Closed {
         return Err(ApiError::conflict("campaign_closed", "the campaign is closed"));
@@ -469,16 +500,22 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
             let is_gold = row.try_get::<i64, _>("is_gold")? != 0;
             match status.as_str() {
                 "active" => {}
-                "voted" => return Err(ApiError::conflict("already_voted", "you have already voted on this pair")),
+                "voted" => {
+                    return Err(ApiError::conflict(
+                        "already_voted",
+                        "you have already voted on this pair",
+                    ));
+                }
                 // The lease lapsed (or was skipped): accept the work if the pair still has room.
                 _ if is_gold => {}
                 _ => {
-                    let reclaimed = sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1 AND claimed < $2")
-                        .bind(pair_id)
-                        .bind(campaign.overlap)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
+                    let reclaimed =
+                        sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1 AND claimed < $2")
+                            .bind(pair_id)
+                            .bind(campaign.overlap)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
                     if reclaimed == 0 {
                         return Err(ApiError::conflict(
                             "lease_expired",
@@ -491,7 +528,9 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
         }
         (None, Some(pair_id)) => {
             if !campaign.free_votes {
-                return Err(ApiError::forbidden("this campaign only accepts votes on leased pairs (assignment_id)"));
+                return Err(ApiError::forbidden(
+                    "this campaign only accepts votes on leased pairs (assignment_id)",
+                ));
             }
             let held = sqlx::query("SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2")
                 .bind(pair_id)
@@ -503,7 +542,10 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
                 None => false,
             };
             if !held_active {
-                sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1").bind(pair_id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1")
+                    .bind(pair_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let assignment_id: i64 = sqlx::query_scalar(
                 "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
@@ -549,12 +591,23 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1").bind(pair_id).execute(&mut *tx).await?;
-    sqlx::query("UPDATE assignments SET status = 'voted' WHERE id = $1").bind(assignment_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1")
+        .bind(pair_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE assignments SET status = 'voted' WHERE id = $1")
+        .bind(assignment_id)
+        .execute(&mut *tx)
+        .await?;
     let next = assign(&mut tx, &campaign, rater, now, dice).await?;
     let my_votes = my_votes(&mut tx, rater, campaign.id).await?;
     tx.commit().await?;
-    Ok(VoteOutcome { vote: stored_vote(&row)?, duplicate: false, my_votes, next })
+    Ok(VoteOutcome {
+        vote: stored_vote(&row)?,
+        duplicate: false,
+        my_votes,
+        next,
+    })
 }
 
 /// Gives a leased pair back without voting; it will not be offered to this rater again.
@@ -562,16 +615,21 @@ pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
     with_retries(|| async {
         let now = now_ms();
         let mut tx = db.begin_write().await?;
-        let row = sqlx::query("SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2")
-            .bind(assignment_id)
-            .bind(rater)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
+        let row = sqlx::query(
+            "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
+        )
+        .bind(assignment_id)
+        .bind(rater)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
         let campaign = lock_campaign(db, &mut tx, row.try_get("campaign_id")?).await?;
         let status: String = row.try_get("status")?;
         if status == "active" {
-            sqlx::query("UPDATE assignments SET status = 'skipped' WHERE id = $1").bind(assignment_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE assignments SET status = 'skipped' WHERE id = $1")
+                .bind(assignment_id)
+                .execute(&mut *tx)
+                .await?;
             if row.try_get::<i64, _>("is_gold")? == 0 {
                 sqlx::query("UPDATE pairs SET claimed = claimed - 1 WHERE id = $1")
                     .bind(row.try_get::<i64, _>("pair_id")?)
@@ -602,7 +660,7 @@ async fn next_handler(State(state): State<AppState>, user: CurrentUser, Path(id)
 async fn vote_handler(
     State(state): State<AppState>,
     user: CurrentUser,
-    Json(req): Json<VoteRequest>,
+    ApiJson(req): ApiJson<VoteRequest>,
 ) -> ApiResult<Json<VoteOutcome>> {
     Ok(Json(submit_vote(&state.db, user.id, &req).await?))
 }

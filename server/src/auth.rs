@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::db::now_ms;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "pairwise_session";
@@ -116,6 +116,21 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// The caller, who must be an admin. Extracted before the request body, so a
+/// non-admin is refused before anything in the body is looked at.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<AdminUser> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        user.require_admin()?;
+        Ok(AdminUser(user))
+    }
+}
+
 pub fn sha256_hex(data: &str) -> String {
     hex::encode(Sha256::digest(data.as_bytes()))
 }
@@ -124,7 +139,10 @@ pub fn sha256_hex(data: &str) -> String {
 pub fn random_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// Argon2id hash in PHC string format. CPU-heavy: call from a blocking thread.
@@ -139,8 +157,7 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 pub async fn hash_password_blocking(password: String) -> anyhow::Result<String> {
@@ -155,30 +172,49 @@ pub fn validate_password(password: &str) -> ApiResult<()> {
 }
 
 /// Fixed-window limiter on failed logins, keyed by username and by client address, so
-/// neither guessing one account's password nor spraying many accounts is fast.
+/// neither guessing one account's password nor spraying many accounts is fast. An address
+/// gets a larger budget than an account because many people can share one (NAT, proxy).
 pub struct LoginLimiter {
-    max_failures: u32,
+    per_user: u32,
+    per_address: u32,
     window: Duration,
     failures: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
+/// Limiter keys of one login attempt.
+pub struct LoginKeys {
+    user: String,
+    address: String,
+}
+
+impl LoginKeys {
+    pub fn new(username: &str, address: &str) -> LoginKeys {
+        LoginKeys {
+            user: format!("user:{username}"),
+            address: format!("addr:{address}"),
+        }
+    }
+}
+
 impl LoginLimiter {
     pub fn new(max_failures_per_minute: u32) -> LoginLimiter {
+        let per_user = max_failures_per_minute.max(1);
         LoginLimiter {
-            max_failures: max_failures_per_minute.max(1),
+            per_user,
+            per_address: per_user * 5,
             window: Duration::from_secs(60),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Err(seconds to wait) when any key is over the limit.
-    pub fn check(&self, keys: &[String]) -> Result<(), u64> {
+    /// Err(seconds to wait) when the account or the address is over its limit.
+    pub fn check(&self, keys: &LoginKeys) -> Result<(), u64> {
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("limiter lock");
         failures.retain(|_, (start, _)| now.duration_since(*start) < self.window);
-        for key in keys {
+        for (key, limit) in [(&keys.user, self.per_user), (&keys.address, self.per_address)] {
             if let Some((start, count)) = failures.get(key)
-                && *count >= self.max_failures
+                && *count >= limit
             {
                 let wait = self.window.saturating_sub(now.duration_since(*start));
                 return Err(wait.as_secs().max(1));
@@ -187,17 +223,17 @@ impl LoginLimiter {
         Ok(())
     }
 
-    pub fn record_failure(&self, keys: &[String]) {
+    pub fn record_failure(&self, keys: &LoginKeys) {
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("limiter lock");
-        for key in keys {
-            let entry = failures.entry(key.clone()).or_insert((now, 0));
-            entry.1 += 1;
+        for key in [&keys.user, &keys.address] {
+            failures.entry(key.clone()).or_insert((now, 0)).1 += 1;
         }
     }
 
-    pub fn clear(&self, key: &str) {
-        self.failures.lock().expect("limiter lock").remove(key);
+    /// A successful login clears the account's failures (not the address's).
+    pub fn record_success(&self, keys: &LoginKeys) {
+        self.failures.lock().expect("limiter lock").remove(&keys.user);
     }
 }
 
@@ -220,14 +256,12 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0G5S2Xkz1Lq1E7Qd3wqGQwZ8mO0iY9iQ0E0v7m1Lr9c";
 
 /// Checks a username/password pair (with rate limiting) and returns the user on success.
-pub async fn check_login(
-    state: &AppState,
-    client: &str,
-    username: &str,
-    password: &str,
-) -> ApiResult<CurrentUser> {
-    let keys = [format!("user:{username}"), format!("addr:{client}")];
-    state.login_limiter.check(&keys).map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+pub async fn check_login(state: &AppState, client: &str, username: &str, password: &str) -> ApiResult<CurrentUser> {
+    let keys = LoginKeys::new(username, client);
+    state
+        .login_limiter
+        .check(&keys)
+        .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
     let row = sqlx::query("SELECT id, username, role, password_hash FROM users WHERE username = $1 AND active = 1")
         .bind(username)
         .fetch_optional(&state.db.read)
@@ -250,7 +284,7 @@ pub async fn check_login(
         .map_err(anyhow::Error::from)?;
     match user {
         Some(user) if ok => {
-            state.login_limiter.clear(&keys[0]);
+            state.login_limiter.record_success(&keys);
             Ok(user)
         }
         _ => {
@@ -267,7 +301,10 @@ pub async fn create_session(state: &AppState, user_id: i64) -> ApiResult<Cookie<
     let expires = now + state.config.session_hours * 3_600_000;
     let mut tx = state.db.begin_write().await?;
     // Opportunistic clean-up keeps the table from growing without bound.
-    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(sha256_hex(&secret))
         .bind(user_id)
@@ -293,7 +330,7 @@ async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     jar: CookieJar,
-    Json(req): Json<LoginRequest>,
+    ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<(CookieJar, Json<CurrentUser>)> {
     let user = check_login(&state, &addr.ip().to_string(), &req.username, &req.password).await?;
     let cookie = create_session(&state, user.id).await?;
@@ -333,11 +370,16 @@ mod tests {
     #[test]
     fn limiter_blocks_after_max_failures() {
         let limiter = LoginLimiter::new(2);
-        let keys = ["user:a".to_string()];
+        let keys = LoginKeys::new("a", "10.0.0.1");
         assert!(limiter.check(&keys).is_ok());
         limiter.record_failure(&keys);
         limiter.record_failure(&keys);
         assert!(limiter.check(&keys).is_err());
-        assert!(limiter.check(&["user:b".to_string()]).is_ok());
+        // Another account from the same address still has budget (address limit is 10).
+        assert!(limiter.check(&LoginKeys::new("b", "10.0.0.1")).is_ok());
+        for _ in 0..8 {
+            limiter.record_failure(&LoginKeys::new("c", "10.0.0.1"));
+        }
+        assert!(limiter.check(&LoginKeys::new("d", "10.0.0.1")).is_err());
     }
 }

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::auth::CurrentUser;
+use crate::auth::{AdminUser, CurrentUser};
 use crate::db::{Db, is_unique_violation, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,10 +266,9 @@ async fn show(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i
 
 async fn create(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Json(new): Json<NewCampaign>,
+    AdminUser(user): AdminUser,
+    ApiJson(new): ApiJson<NewCampaign>,
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
-    user.require_admin()?;
     let campaign = create_campaign(&state.db, &new).await?;
     tracing::info!(by = %user.username, campaign = campaign.id, "campaign created");
     Ok((StatusCode::CREATED, Json(campaign)))
@@ -277,10 +276,11 @@ async fn create(
 
 async fn update(
     State(state): State<AppState>,
-    user: CurrentUser,
+    AdminUser(user): AdminUser,
     Path(id): Path<i64>,
-    Json(update): Json<CampaignUpdate>,
+    ApiJson(update): ApiJson<CampaignUpdate>,
 ) -> ApiResult<Json<Campaign>> {
-    user.require_admin()?;
-    Ok(Json(update_campaign(&state.db, id, &update).await?))
+    let campaign = update_campaign(&state.db, id, &update).await?;
+    tracing::info!(by = %user.username, campaign = id, status = campaign.status.as_str(), "campaign updated");
+    Ok(Json(campaign))
 }

@@ -59,8 +59,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => Config::default(),
         };
@@ -85,8 +84,7 @@ impl Config {
             self.cookie_secure = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Some(v) = var("PAIRWISE_MAX_IMPORT_BYTES") {
-            self.max_import_bytes =
-                v.parse().context("PAIRWISE_MAX_IMPORT_BYTES must be an integer")?;
+            self.max_import_bytes = v.parse().context("PAIRWISE_MAX_IMPORT_BYTES must be an integer")?;
         }
         if let Some(v) = var("PAIRWISE_SQLITE_SYNCHRONOUS") {
             self.sqlite_synchronous = v;
@@ -95,8 +93,9 @@ impl Config {
             self.max_connections = v.parse().context("PAIRWISE_MAX_CONNECTIONS must be an integer")?;
         }
         if let Some(v) = var("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE") {
-            self.login_attempts_per_minute =
-                v.parse().context("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE must be an integer")?;
+            self.login_attempts_per_minute = v
+                .parse()
+                .context("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE must be an integer")?;
         }
         if !matches!(self.sqlite_synchronous.as_str(), "full" | "normal") {
             anyhow::bail!(

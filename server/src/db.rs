@@ -69,10 +69,8 @@ impl Db {
                             // WAL: readers never block the writer. busy_timeout covers other
                             // processes (the CLI) writing to the same file.
                             conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute(sqlx::AssertSqlSafe(format!(
-                                "PRAGMA synchronous = {synchronous}"
-                            )))
-                            .await?;
+                            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}")))
+                                .await?;
                             conn.execute("PRAGMA busy_timeout = 10000").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             Ok(())
@@ -100,7 +98,11 @@ impl Db {
                     .connect(&config.database_url)
                     .await
                     .context("connecting to Postgres (is DATABASE_URL right and the server up?)")?;
-                Db { backend, read: pool.clone(), write: pool }
+                Db {
+                    backend,
+                    read: pool.clone(),
+                    write: pool,
+                }
             }
         };
         db.migrate().await?;
@@ -113,7 +115,10 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&self.write).await.context("applying database migrations")?;
+        migrator
+            .run(&self.write)
+            .await
+            .context("applying database migrations")?;
         Ok(())
     }
 
@@ -144,7 +149,8 @@ impl Db {
 
 const CAMPAIGN_LOCK_SQLITE: &str =
     "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1";
-const CAMPAIGN_LOCK_POSTGRES: &str = "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1 FOR UPDATE";
+const CAMPAIGN_LOCK_POSTGRES: &str =
+    "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1 FOR UPDATE";
 
 /// `sqlite://file.db` → `sqlite://file.db?mode=rwc` so a fresh machine gets a new file.
 fn sqlite_url_creating_file(url: &str) -> anyhow::Result<String> {
@@ -163,7 +169,10 @@ fn sqlite_url_creating_file(url: &str) -> anyhow::Result<String> {
 
 /// Current time as Unix milliseconds, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -189,12 +198,18 @@ mod tests {
 
     #[test]
     fn sqlite_urls_get_create_mode() {
-        assert_eq!(sqlite_url_creating_file("sqlite://a.db").unwrap(), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            sqlite_url_creating_file("sqlite://a.db").unwrap(),
+            "sqlite://a.db?mode=rwc"
+        );
         assert_eq!(
             sqlite_url_creating_file("sqlite://a.db?cache=shared").unwrap(),
             "sqlite://a.db?cache=shared&mode=rwc"
         );
-        assert_eq!(sqlite_url_creating_file("sqlite://a.db?mode=ro").unwrap(), "sqlite://a.db?mode=ro");
+        assert_eq!(
+            sqlite_url_creating_file("sqlite://a.db?mode=ro").unwrap(),
+            "sqlite://a.db?mode=ro"
+        );
         assert!(sqlite_url_creating_file("sqlite::memory:").is_err());
     }
 

@@ -24,7 +24,11 @@ Use the strength to say how sure you are: slightly, clearly or much better.";
 
 /// Seeds the demo if it is not there yet; returns the import report when it seeded.
 pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
-    if list_campaigns(db, 0, false).await?.iter().any(|c| c.name == DEMO_CAMPAIGN) {
+    if list_campaigns(db, 0, false)
+        .await?
+        .iter()
+        .any(|c| c.name == DEMO_CAMPAIGN)
+    {
         return Ok(None);
     }
     let existing: Vec<String> = list_users(db).await?.into_iter().map(|u| u.username).collect();
@@ -33,15 +37,18 @@ pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
             create_user(db, name, password, role).await?;
         }
     }
-    let campaign = create_campaign(db, &NewCampaign {
-        name: DEMO_CAMPAIGN.into(),
-        guidelines: DEMO_GUIDELINES.into(),
-        overlap: 3,
-        gold_rate: 0.1,
-        status: CampaignStatus::Active,
-        lease_seconds: 600,
-        free_votes: false,
-    })
+    let campaign = create_campaign(
+        db,
+        &NewCampaign {
+            name: DEMO_CAMPAIGN.into(),
+            guidelines: DEMO_GUIDELINES.into(),
+            overlap: 3,
+            gold_rate: 0.1,
+            status: CampaignStatus::Active,
+            lease_seconds: 600,
+            free_votes: false,
+        },
+    )
     .await?;
     let report = import_jsonl(db, campaign.id, DEMO_JSONL.as_bytes(), &PairingOptions::default()).await?;
     Ok(Some(report))

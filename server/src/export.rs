@@ -6,12 +6,12 @@
 //! `X-Pairwise-Cursor` header); passing it back as `since` yields only what is new.
 //! See README "Export formats" for the exact fields.
 
+use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,9 +21,9 @@ use sqlx::any::AnyRow;
 use tokio::sync::mpsc;
 
 use crate::assign::Choice;
-use crate::auth::CurrentUser;
+use crate::auth::AdminUser;
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::import::Message;
 use crate::state::AppState;
 
@@ -123,15 +123,21 @@ pub fn aggregate(votes: &[(Choice, Option<i64>)]) -> Aggregate {
         [1] if top > 0 => Some(Choice::B),
         _ => None,
     };
-    let strengths: Vec<i64> =
-        votes.iter().filter(|(c, _)| Some(*c) == winner).filter_map(|(_, s)| *s).collect();
+    let strengths: Vec<i64> = votes
+        .iter()
+        .filter(|(c, _)| Some(*c) == winner)
+        .filter_map(|(_, s)| *s)
+        .collect();
     Aggregate {
         votes: votes.len() as i64,
         counts,
         winner,
-        agreement: if votes.is_empty() { 0.0 } else { top as f64 / votes.len() as f64 },
-        strength: (!strengths.is_empty())
-            .then(|| strengths.iter().sum::<i64>() as f64 / strengths.len() as f64),
+        agreement: if votes.is_empty() {
+            0.0
+        } else {
+            top as f64 / votes.len() as f64
+        },
+        strength: (!strengths.is_empty()).then(|| strengths.iter().sum::<i64>() as f64 / strengths.len() as f64),
     }
 }
 
@@ -160,7 +166,10 @@ fn prompt_string(prompt: &str, messages: &[Message]) -> String {
 }
 
 fn conversation(prompt: &str, messages: &[Message], answer: &str) -> Value {
-    let mut turns: Vec<Value> = messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+    let mut turns: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": m.content}))
+        .collect();
     turns.push(json!({"role": "user", "content": prompt}));
     turns.push(json!({"role": "assistant", "content": answer}));
     Value::Array(turns)
@@ -182,8 +191,11 @@ fn preference_line(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<Op
     if agg.votes < params.min_votes || agg.agreement + 1e-12 < params.min_agreement {
         return Ok(None);
     }
-    let (chosen, rejected) =
-        if winner == Choice::A { (&pair.text_a, &pair.text_b) } else { (&pair.text_b, &pair.text_a) };
+    let (chosen, rejected) = if winner == Choice::A {
+        (&pair.text_a, &pair.text_b)
+    } else {
+        (&pair.text_b, &pair.text_a)
+    };
     let messages: Vec<Message> = serde_json::from_str(&pair.messages)?;
     let mut line = match params.format {
         Format::Trl => json!({
@@ -284,10 +296,15 @@ pub async fn start_export(
     let (tx, rx) = mpsc::channel(4);
     let pool = db.read.clone();
     tokio::spawn(async move {
-        let mut writer = ChunkWriter { buffer: Vec::with_capacity(CHUNK_BYTES), tx };
+        let mut writer = ChunkWriter {
+            buffer: Vec::with_capacity(CHUNK_BYTES),
+            tx,
+        };
         let result = match params.format {
             Format::Raw => stream_raw(&pool, campaign_id, cursor, &params, &secret, &mut writer).await,
-            Format::Trl | Format::Messages => stream_preferences(&pool, campaign_id, cursor, &params, &mut writer).await,
+            Format::Trl | Format::Messages => {
+                stream_preferences(&pool, campaign_id, cursor, &params, &mut writer).await
+            }
         };
         match result {
             Ok(()) => {
@@ -315,7 +332,11 @@ async fn stream_raw(
          JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
          WHERE c.campaign_id = $1 AND c.seq > $2 AND c.seq <= $3{gold_filter} ORDER BY c.seq"
     );
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(params.since).bind(cursor).fetch(pool);
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(campaign_id)
+        .bind(params.since)
+        .bind(cursor)
+        .fetch(pool);
     while let Some(row) = rows.try_next().await? {
         if !writer.line(&raw_line(&row, params, secret)?).await {
             return Ok(());
@@ -345,7 +366,11 @@ async fn stream_preferences(
          JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
          WHERE c.campaign_id = $1 AND c.seq <= $2 AND $3 >= 0{gold_filter}{since_filter} ORDER BY c.pair_id, c.seq"
     );
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(cursor).bind(params.since).fetch(pool);
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(campaign_id)
+        .bind(cursor)
+        .bind(params.since)
+        .fetch(pool);
     let mut current: Option<PairVotes> = None;
     while let Some(row) = rows.try_next().await? {
         let pair_id: i64 = row.try_get("pair_id")?;
@@ -393,15 +418,17 @@ pub fn router() -> Router<AppState> {
 
 async fn export(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _admin: AdminUser,
     Path(id): Path<i64>,
-    Query(params): Query<ExportParams>,
+    ApiQuery(params): ApiQuery<ExportParams>,
 ) -> ApiResult<Response> {
-    user.require_admin()?;
     let format = params.format;
     let (cursor, rx) = start_export(&state.db, id, params, state.config.secret.clone()).await?;
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let format_name = serde_json::to_value(format).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let format_name = serde_json::to_value(format)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(
@@ -425,7 +452,10 @@ mod tests {
         assert_eq!(agg.strength, Some(2.0));
         // A draw between a and b, or tie/both_bad on top, is not a preference.
         assert_eq!(aggregate(&[(Choice::A, None), (Choice::B, None)]).winner, None);
-        assert_eq!(aggregate(&[(Choice::Tie, None), (Choice::Tie, None), (Choice::A, None)]).winner, None);
+        assert_eq!(
+            aggregate(&[(Choice::Tie, None), (Choice::Tie, None), (Choice::A, None)]).winner,
+            None
+        );
         assert_eq!(aggregate(&[(Choice::BothBad, None)]).winner, None);
     }
 
@@ -438,11 +468,20 @@ mod tests {
 
     #[test]
     fn prompt_string_keeps_earlier_turns() {
-        let turns = vec![Message { role: "user".into(), content: "hi".into() }, Message {
-            role: "assistant".into(),
-            content: "hello".into(),
-        }];
-        assert_eq!(prompt_string("more?", &turns), "user: hi\n\nassistant: hello\n\nuser: more?");
+        let turns = vec![
+            Message {
+                role: "user".into(),
+                content: "hi".into(),
+            },
+            Message {
+                role: "assistant".into(),
+                content: "hello".into(),
+            },
+        ];
+        assert_eq!(
+            prompt_string("more?", &turns),
+            "user: hi\n\nassistant: hello\n\nuser: more?"
+        );
         assert_eq!(prompt_string("q", &[]), "q");
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use rand::seq::SliceRandom;
@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::auth::CurrentUser;
+use crate::auth::AdminUser;
 use crate::campaigns::{CampaignStatus, get_campaign};
 use crate::db::{Db, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 /// Longest accepted prompt or response text, in bytes.
@@ -62,7 +62,11 @@ pub struct ResponseIn {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemBody {
     Responses(Vec<ResponseIn>),
-    Pair { a: ResponseIn, b: ResponseIn, gold: Option<String> },
+    Pair {
+        a: Box<ResponseIn>,
+        b: Box<ResponseIn>,
+        gold: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +108,11 @@ struct LineParser<'a> {
 
 impl LineParser<'_> {
     fn error(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(LineError { line: self.line, field: field.to_string(), message: message.into() });
+        self.errors.push(LineError {
+            line: self.line,
+            field: field.to_string(),
+            message: message.into(),
+        });
     }
 
     fn text(&mut self, obj: &Map<String, Value>, field: &str, required: bool) -> Option<String> {
@@ -134,13 +142,18 @@ impl LineParser<'_> {
     fn unknown_fields(&mut self, obj: &Map<String, Value>, prefix: &str, allowed: &[&str]) {
         for key in obj.keys() {
             if !allowed.contains(&key.as_str()) {
-                self.error(&format!("{prefix}{key}"), format!("unknown field (allowed: {})", allowed.join(", ")));
+                self.error(
+                    &format!("{prefix}{key}"),
+                    format!("unknown field (allowed: {})", allowed.join(", ")),
+                );
             }
         }
     }
 
     fn messages(&mut self, obj: &Map<String, Value>) -> Vec<Message> {
-        let Some(value) = obj.get("messages") else { return Vec::new() };
+        let Some(value) = obj.get("messages") else {
+            return Vec::new();
+        };
         let Some(list) = value.as_array() else {
             self.error("messages", "must be a list of {role, content} objects");
             return Vec::new();
@@ -156,9 +169,10 @@ impl LineParser<'_> {
             let role = self.text(m, "role", true);
             let content = self.text(m, "content", false).unwrap_or_default();
             match role.as_deref() {
-                Some("system" | "user" | "assistant") => {
-                    messages.push(Message { role: role.unwrap_or_default(), content })
-                }
+                Some("system" | "user" | "assistant") => messages.push(Message {
+                    role: role.unwrap_or_default(),
+                    content,
+                }),
                 Some(other) => self.error(
                     &format!("{field}.role"),
                     format!("must be system, user or assistant, got `{other}`"),
@@ -205,7 +219,9 @@ impl LineParser<'_> {
         let before = self.errors.len();
         let text = self.text(obj, "text", true);
         let model = self.text(obj, "model", true);
-        let version = self.text(obj, "model_version", false).or_else(|| self.text(obj, "checkpoint", false));
+        let version = self
+            .text(obj, "model_version", false)
+            .or_else(|| self.text(obj, "checkpoint", false));
         let params = match obj.get("params") {
             None | Some(Value::Null) => json!({}),
             Some(v @ Value::Object(_)) => v.clone(),
@@ -220,7 +236,12 @@ impl LineParser<'_> {
                 e.field = format!("{field}.{}", e.field);
             }
         }
-        Some(ResponseIn { text: text?, model: model?, model_version: version, params })
+        Some(ResponseIn {
+            text: text?,
+            model: model?,
+            model_version: version,
+            params,
+        })
     }
 
     fn item(&mut self, value: Value) -> Option<ImportItem> {
@@ -242,15 +263,24 @@ impl LineParser<'_> {
                     None
                 }
                 Some(Value::Array(list)) if list.len() > MAX_RESPONSES => {
-                    self.error("responses", format!("has {} responses, the limit is {MAX_RESPONSES}", list.len()));
+                    self.error(
+                        "responses",
+                        format!("has {} responses, the limit is {MAX_RESPONSES}", list.len()),
+                    );
                     None
                 }
                 Some(Value::Array(list)) => {
-                    let parsed: Vec<Option<ResponseIn>> =
-                        list.iter().enumerate().map(|(i, r)| self.response(r, &format!("responses[{i}]"))).collect();
+                    let parsed: Vec<Option<ResponseIn>> = list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| self.response(r, &format!("responses[{i}]")))
+                        .collect();
                     let mut seen = HashSet::new();
-                    let unique: Vec<ResponseIn> =
-                        parsed.into_iter().flatten().filter(|r| seen.insert(r.text.clone())).collect();
+                    let unique: Vec<ResponseIn> = parsed
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| seen.insert(r.text.clone()))
+                        .collect();
                     if unique.len() < 2 && self.errors.len() == before {
                         self.error("responses", "needs at least 2 responses with different texts");
                     }
@@ -262,8 +292,11 @@ impl LineParser<'_> {
                 }
             }
         } else if obj.contains_key("response_a") || obj.contains_key("response_b") {
-            let allowed: Vec<&str> =
-                common.iter().copied().chain(["response_a", "response_b", "model_a", "model_b", "gold"]).collect();
+            let allowed: Vec<&str> = common
+                .iter()
+                .copied()
+                .chain(["response_a", "response_b", "model_a", "model_b", "gold"])
+                .collect();
             self.unknown_fields(&obj, "", &allowed);
             let a = self.text(&obj, "response_a", true);
             let b = self.text(&obj, "response_b", true);
@@ -286,15 +319,28 @@ impl LineParser<'_> {
                 model_version: None,
                 params: json!({}),
             };
-            Some(ItemBody::Pair { a: response(a?, model_a), b: response(b?, model_b), gold })
+            Some(ItemBody::Pair {
+                a: Box::new(response(a?, model_a)),
+                b: Box::new(response(b?, model_b)),
+                gold,
+            })
         } else {
-            self.error("responses", "is required (or `response_a` and `response_b` for a ready pair)");
+            self.error(
+                "responses",
+                "is required (or `response_a` and `response_b` for a ready pair)",
+            );
             None
         };
         if self.errors.len() > before {
             return None;
         }
-        Some(ImportItem { line: self.line, prompt: prompt?, messages, metadata, body: body? })
+        Some(ImportItem {
+            line: self.line,
+            prompt: prompt?,
+            messages,
+            metadata,
+            body: body?,
+        })
     }
 }
 
@@ -308,7 +354,11 @@ pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
             break;
         }
         if line > MAX_LINES {
-            errors.push(LineError { line, field: String::new(), message: format!("more than {MAX_LINES} lines") });
+            errors.push(LineError {
+                line,
+                field: String::new(),
+                message: format!("more than {MAX_LINES} lines"),
+            });
             break;
         }
         if raw.len() > MAX_LINE_BYTES {
@@ -322,7 +372,11 @@ pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
         let text = match std::str::from_utf8(raw) {
             Ok(text) => text.trim(),
             Err(e) => {
-                errors.push(LineError { line, field: String::new(), message: format!("not valid UTF-8: {e}") });
+                errors.push(LineError {
+                    line,
+                    field: String::new(),
+                    message: format!("not valid UTF-8: {e}"),
+                });
                 continue;
             }
         };
@@ -331,15 +385,28 @@ pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
         }
         match serde_json::from_str::<Value>(text) {
             Ok(value) => {
-                if let Some(item) = (LineParser { line, errors: &mut errors }).item(value) {
+                if let Some(item) = (LineParser {
+                    line,
+                    errors: &mut errors,
+                })
+                .item(value)
+                {
                     items.push(item);
                 }
             }
-            Err(e) => errors.push(LineError { line, field: String::new(), message: format!("invalid JSON: {e}") }),
+            Err(e) => errors.push(LineError {
+                line,
+                field: String::new(),
+                message: format!("invalid JSON: {e}"),
+            }),
         }
     }
     if items.is_empty() && errors.is_empty() {
-        errors.push(LineError { line: 0, field: String::new(), message: "the file has no records".into() });
+        errors.push(LineError {
+            line: 0,
+            field: String::new(),
+            message: "the file has no records".into(),
+        });
     }
     if errors.is_empty() { Ok(items) } else { Err(errors) }
 }
@@ -376,13 +443,19 @@ pub async fn import_items(
 ) -> ApiResult<ImportReport> {
     let campaign = get_campaign(db, campaign_id, 0).await?;
     if campaign.status == CampaignStatus::Closed {
-        return Err(ApiError::conflict("campaign_closed", format!("campaign {campaign_id} is closed")));
+        return Err(ApiError::conflict(
+            "campaign_closed",
+            format!("campaign {campaign_id} is closed"),
+        ));
     }
     if options.max_pairs_per_prompt == Some(0) {
         return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
-    let mut report = ImportReport { lines: items.len(), ..ImportReport::default() };
+    let mut report = ImportReport {
+        lines: items.len(),
+        ..ImportReport::default()
+    };
     let now = now_ms();
     let mut tx = db.begin_write().await?;
     for item in items {
@@ -414,7 +487,7 @@ pub async fn import_items(
         };
         let (responses, pairs, gold): (Vec<&ResponseIn>, Vec<(usize, usize)>, Option<&str>) = match &item.body {
             ItemBody::Responses(list) => (list.iter().collect(), pair_indices(list.len(), options, &mut rng), None),
-            ItemBody::Pair { a, b, gold } => (vec![a, b], vec![(0, 1)], gold.as_deref()),
+            ItemBody::Pair { a, b, gold } => (vec![a.as_ref(), b.as_ref()], vec![(0, 1)], gold.as_deref()),
         };
         let mut response_ids = Vec::with_capacity(responses.len());
         for response in responses {
@@ -477,16 +550,16 @@ pub async fn import_items(
 }
 
 /// Parses, validates and imports a file; the error lists every bad line.
-pub async fn import_jsonl(
-    db: &Db,
-    campaign_id: i64,
-    data: &[u8],
-    options: &PairingOptions,
-) -> ApiResult<ImportReport> {
+pub async fn import_jsonl(db: &Db, campaign_id: i64, data: &[u8], options: &PairingOptions) -> ApiResult<ImportReport> {
     let items = parse_import(data).map_err(|errors| {
         let first = &errors[0];
         let message = if first.field.is_empty() {
-            format!("line {}: {} ({} problem(s), nothing imported)", first.line, first.message, errors.len())
+            format!(
+                "line {}: {} ({} problem(s), nothing imported)",
+                first.line,
+                first.message,
+                errors.len()
+            )
         } else {
             format!(
                 "line {}: field `{}` {} ({} problem(s), nothing imported)",
@@ -496,7 +569,10 @@ pub async fn import_jsonl(
                 errors.len()
             )
         };
-        ApiError::BadRequest { message, details: Some(json!({ "errors": errors })) }
+        ApiError::BadRequest {
+            message,
+            details: Some(json!({ "errors": errors })),
+        }
     })?;
     import_items(db, campaign_id, &items, options).await
 }
@@ -510,12 +586,11 @@ pub fn router(max_import_bytes: usize) -> Router<AppState> {
 
 async fn import(
     State(state): State<AppState>,
-    user: CurrentUser,
+    AdminUser(user): AdminUser,
     Path(id): Path<i64>,
-    Query(options): Query<PairingOptions>,
+    ApiQuery(options): ApiQuery<PairingOptions>,
     body: Bytes,
 ) -> ApiResult<Json<ImportReport>> {
-    user.require_admin()?;
     let report = import_jsonl(&state.db, id, &body, &options).await?;
     tracing::info!(by = %user.username, campaign = id, pairs = report.pairs_created, "import");
     Ok(Json(report))
@@ -527,7 +602,8 @@ mod tests {
 
     #[test]
     fn parses_both_line_shapes() {
-        let data = br#"{"prompt":"p1","responses":[{"text":"x","model":"m1"},{"text":"y","model":"m2","checkpoint":"c7"}]}
+        let data =
+            br#"{"prompt":"p1","responses":[{"text":"x","model":"m1"},{"text":"y","model":"m2","checkpoint":"c7"}]}
 
 {"prompt":"p2","response_a":"a","response_b":"b","gold":"a","messages":[{"role":"system","content":"be brief"}]}"#;
         let items = parse_import(data).unwrap();
@@ -542,16 +618,27 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_field() {
-        let data = b"{\"prompt\":\"ok\",\"responses\":[{\"text\":\"x\",\"model\":\"m\"},{\"text\":\"y\",\"model\":\"m\"}]}\n\
+        let data =
+            b"{\"prompt\":\"ok\",\"responses\":[{\"text\":\"x\",\"model\":\"m\"},{\"text\":\"y\",\"model\":\"m\"}]}\n\
 {\"prompt\":\"p\",\"responses\":[{\"text\":\"x\"},{\"text\":\"y\",\"model\":\"m\"}]}\n\
 not json\n\
 {\"prompt\":\"p\",\"response_a\":\"a\",\"response_b\":\"a\",\"colour\":1}\n";
         let errors = parse_import(data).unwrap_err();
-        assert_eq!(errors[0], LineError { line: 2, field: "responses[0].model".into(), message: "is required".into() });
+        assert_eq!(
+            errors[0],
+            LineError {
+                line: 2,
+                field: "responses[0].model".into(),
+                message: "is required".into()
+            }
+        );
         assert_eq!(errors[1].line, 3);
         assert!(errors[1].message.starts_with("invalid JSON"));
         let fields: Vec<&str> = errors[2..].iter().map(|e| e.field.as_str()).collect();
-        assert!(fields.contains(&"colour") && fields.contains(&"response_b"), "{errors:?}");
+        assert!(
+            fields.contains(&"colour") && fields.contains(&"response_b"),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -565,7 +652,10 @@ not json\n\
     fn pair_sampling_is_seeded_and_bounded() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         assert_eq!(pair_indices(4, &PairingOptions::default(), &mut rng).len(), 6);
-        let options = PairingOptions { max_pairs_per_prompt: Some(2), seed: 1 };
+        let options = PairingOptions {
+            max_pairs_per_prompt: Some(2),
+            seed: 1,
+        };
         let a = pair_indices(5, &options, &mut rand::rngs::StdRng::seed_from_u64(1));
         let b = pair_indices(5, &options, &mut rand::rngs::StdRng::seed_from_u64(1));
         assert_eq!(a, b);

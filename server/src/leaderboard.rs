@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use rand::SeedableRng;
@@ -18,10 +18,10 @@ use rand_distr::{Binomial, Distribution};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::auth::CurrentUser;
+use crate::auth::AdminUser;
 use crate::campaigns::get_campaign;
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 const PRIOR: f64 = 1e-3;
@@ -66,15 +66,19 @@ fn sigmoid(x: f64) -> f64 {
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for col in 0..n {
-        let pivot = (col..n).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs())).unwrap_or(col);
+        let pivot = (col..n)
+            .max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))
+            .unwrap_or(col);
         a.swap(col, pivot);
         b.swap(col, pivot);
-        for row in col + 1..n {
-            let factor = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= factor * a[col][k];
+        let (pivot_rows, rest) = a.split_at_mut(col + 1);
+        let pivot_row = &pivot_rows[col];
+        for (offset, row) in rest.iter_mut().enumerate() {
+            let factor = row[col] / pivot_row[col];
+            for (value, pivot_value) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *value -= factor * pivot_value;
             }
-            b[row] -= factor * b[col];
+            b[col + 1 + offset] -= factor * b[col];
         }
     }
     let mut x = vec![0.0; n];
@@ -147,7 +151,15 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); names.len()];
     for _ in 0..rounds {
-        let mut resampled: Vec<Matchup> = matchups.iter().map(|m| Matchup { i_wins: 0, j_wins: 0, ties: 0, ..*m }).collect();
+        let mut resampled: Vec<Matchup> = matchups
+            .iter()
+            .map(|m| Matchup {
+                i_wins: 0,
+                j_wins: 0,
+                ties: 0,
+                ..*m
+            })
+            .collect();
         let mut remaining = battles;
         let mut remaining_mass = battles as f64;
         for &(cell, count) in &cells {
@@ -156,7 +168,9 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
                 continue;
             }
             let p = (count as f64 / remaining_mass).clamp(0.0, 1.0);
-            let drawn = Binomial::new(remaining, p).map(|b| b.sample(&mut rng)).unwrap_or(remaining);
+            let drawn = Binomial::new(remaining, p)
+                .map(|b| b.sample(&mut rng))
+                .unwrap_or(remaining);
             remaining -= drawn;
             remaining_mass -= count as f64;
             let m = &mut resampled[cell / 3];
@@ -189,13 +203,29 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
                 }
             }
             let score = to_elo(theta[k]);
-            let (ci_low, ci_high) =
-                if s.is_empty() { (score, score) } else { (percentile(&s, 0.025), percentile(&s, 0.975)) };
-            ModelScore { model: name.clone(), score, ci_low, ci_high, wins, losses, ties }
+            let (ci_low, ci_high) = if s.is_empty() {
+                (score, score)
+            } else {
+                (percentile(&s, 0.025), percentile(&s, 0.975))
+            };
+            ModelScore {
+                model: name.clone(),
+                score,
+                ci_low,
+                ci_high,
+                wins,
+                losses,
+                ties,
+            }
         })
         .collect();
     models.sort_by(|a, b| b.score.total_cmp(&a.score));
-    Leaderboard { campaign_id, battles, bootstrap_rounds: rounds, models }
+    Leaderboard {
+        campaign_id,
+        battles,
+        bootstrap_rounds: rounds,
+        models,
+    }
 }
 
 pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed: u64) -> ApiResult<Leaderboard> {
@@ -236,7 +266,13 @@ pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed
     }
     let matchups: Vec<Matchup> = tallies
         .into_iter()
-        .map(|((a, b), (i_wins, j_wins, ties))| Matchup { i: index[&a], j: index[&b], i_wins, j_wins, ties })
+        .map(|((a, b), (i_wins, j_wins, ties))| Matchup {
+            i: index[&a],
+            j: index[&b],
+            i_wins,
+            j_wins,
+            ties,
+        })
         .collect();
     Ok(leaderboard(campaign_id, &names, &matchups, rounds, seed))
 }
@@ -259,15 +295,16 @@ pub fn router() -> Router<AppState> {
 
 async fn show(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _admin: AdminUser,
     Path(id): Path<i64>,
-    Query(params): Query<LeaderboardParams>,
+    ApiQuery(params): ApiQuery<LeaderboardParams>,
 ) -> ApiResult<Json<Leaderboard>> {
-    user.require_admin()?;
     if params.bootstrap > 5000 {
         return Err(ApiError::bad_request("bootstrap: at most 5000 rounds"));
     }
-    Ok(Json(campaign_leaderboard(&state.db, id, params.bootstrap, params.seed).await?))
+    Ok(Json(
+        campaign_leaderboard(&state.db, id, params.bootstrap, params.seed).await?,
+    ))
 }
 
 #[cfg(test)]
@@ -277,7 +314,13 @@ mod tests {
     #[test]
     fn two_models_recover_log_odds() {
         // 7 wins, 3 losses, 2 ties → scores 8 : 4, so θ_0 − θ_1 = ln 2.
-        let m = [Matchup { i: 0, j: 1, i_wins: 7, j_wins: 3, ties: 2 }];
+        let m = [Matchup {
+            i: 0,
+            j: 1,
+            i_wins: 7,
+            j_wins: 3,
+            ties: 2,
+        }];
         let theta = fit_bradley_terry(2, &m);
         assert!((theta[0] - theta[1] - 2f64.ln()).abs() < 1e-3, "{theta:?}");
         assert!((theta[0] + theta[1]).abs() < 1e-12);
@@ -287,9 +330,27 @@ mod tests {
     fn bootstrap_interval_contains_the_estimate_and_is_seeded() {
         let names = vec!["x".to_string(), "y".to_string(), "z".to_string()];
         let m = [
-            Matchup { i: 0, j: 1, i_wins: 30, j_wins: 10, ties: 5 },
-            Matchup { i: 1, j: 2, i_wins: 20, j_wins: 20, ties: 0 },
-            Matchup { i: 0, j: 2, i_wins: 25, j_wins: 5, ties: 2 },
+            Matchup {
+                i: 0,
+                j: 1,
+                i_wins: 30,
+                j_wins: 10,
+                ties: 5,
+            },
+            Matchup {
+                i: 1,
+                j: 2,
+                i_wins: 20,
+                j_wins: 20,
+                ties: 0,
+            },
+            Matchup {
+                i: 0,
+                j: 2,
+                i_wins: 25,
+                j_wins: 5,
+                ties: 2,
+            },
         ];
         let board = leaderboard(1, &names, &m, 100, 7);
         assert_eq!(board.models[0].model, "x");

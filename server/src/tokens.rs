@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use crate::auth::{CurrentUser, TOKEN_PREFIX, random_secret, sha256_hex};
 use crate::db::{Db, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +72,10 @@ pub async fn create_token(db: &Db, user_id: i64, name: &str) -> ApiResult<NewTok
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(NewToken { info: token_from_row(&row)?, token })
+    Ok(NewToken {
+        info: token_from_row(&row)?,
+        token,
+    })
 }
 
 /// Tokens of one user, or of everyone when `user_id` is None.
@@ -90,7 +93,10 @@ pub async fn list_tokens(db: &Db, user_id: Option<i64>) -> ApiResult<Vec<TokenIn
 /// Revokes a token; `owner` restricts it to that user's tokens.
 pub async fn revoke_token(db: &Db, id: i64, owner: Option<i64>) -> ApiResult<()> {
     let mut tx = db.begin_write().await?;
-    let row = sqlx::query("SELECT user_id FROM api_tokens WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+    let row = sqlx::query("SELECT user_id FROM api_tokens WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let token_owner: i64 = match row {
         Some(row) => row.try_get("user_id")?,
         None => return Err(ApiError::NotFound(format!("token {id}"))),
@@ -108,7 +114,9 @@ pub async fn revoke_token(db: &Db, id: i64, owner: Option<i64>) -> ApiResult<()>
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/tokens", get(list).post(create)).route("/api/v1/tokens/{id}", delete(revoke))
+    Router::new()
+        .route("/api/v1/tokens", get(list).post(create))
+        .route("/api/v1/tokens/{id}", delete(revoke))
 }
 
 #[derive(Deserialize)]
@@ -127,7 +135,7 @@ async fn list(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Jso
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
-    Json(req): Json<TokenRequest>,
+    ApiJson(req): ApiJson<TokenRequest>,
 ) -> ApiResult<(StatusCode, Json<NewToken>)> {
     let owner = match req.user_id {
         Some(id) if id != user.id => {

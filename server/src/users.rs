@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::auth::{CurrentUser, Role, hash_password_blocking, validate_password};
+use crate::auth::{AdminUser, Role, hash_password_blocking, validate_password};
 use crate::db::{Db, is_unique_violation, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,7 +34,9 @@ fn user_from_row(row: &AnyRow) -> ApiResult<User> {
 }
 
 fn validate_username(username: &str) -> ApiResult<()> {
-    let ok_chars = username.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
+    let ok_chars = username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
     if username.is_empty() || username.len() > 64 || !ok_chars {
         return Err(ApiError::bad_request(
             "username must be 1-64 characters of letters, digits, `_`, `.`, `-` or `@`",
@@ -103,7 +105,10 @@ pub async fn update_user(db: &Db, id: i64, update: UserUpdate) -> ApiResult<User
         None => None,
     };
     let mut tx = db.begin_write().await?;
-    let exists = sqlx::query("SELECT id FROM users WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+    let exists = sqlx::query("SELECT id FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     if exists.is_none() {
         return Err(ApiError::NotFound(format!("user {id}")));
     }
@@ -115,13 +120,24 @@ pub async fn update_user(db: &Db, id: i64, update: UserUpdate) -> ApiResult<User
             .await?;
     }
     if let Some(role) = update.role {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2").bind(role.as_str()).bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+            .bind(role.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     if let Some(hash) = hash {
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(hash).bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     if update.active == Some(false) || update.password.is_some() {
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     let row = sqlx::query("SELECT id, username, role, active, created_at FROM users WHERE id = $1")
         .bind(id)
@@ -145,17 +161,15 @@ struct NewUser {
     role: Role,
 }
 
-async fn list(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<Vec<User>>> {
-    user.require_admin()?;
+async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<User>>> {
     Ok(Json(list_users(&state.db).await?))
 }
 
 async fn create(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Json(new): Json<NewUser>,
+    AdminUser(user): AdminUser,
+    ApiJson(new): ApiJson<NewUser>,
 ) -> ApiResult<(axum::http::StatusCode, Json<User>)> {
-    user.require_admin()?;
     let created = create_user(&state.db, &new.username, &new.password, new.role).await?;
     tracing::info!(by = %user.username, user = %created.username, "user created");
     Ok((axum::http::StatusCode::CREATED, Json(created)))
@@ -163,11 +177,10 @@ async fn create(
 
 async fn update(
     State(state): State<AppState>,
-    user: CurrentUser,
+    AdminUser(user): AdminUser,
     Path(id): Path<i64>,
-    Json(update): Json<UserUpdate>,
+    ApiJson(update): ApiJson<UserUpdate>,
 ) -> ApiResult<Json<User>> {
-    user.require_admin()?;
     if id == user.id && (update.active == Some(false) || update.role == Some(Role::Annotator)) {
         return Err(ApiError::bad_request("admins cannot disable or demote themselves"));
     }

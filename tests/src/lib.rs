@@ -1,1 +1,253 @@
-//! Shared helpers for the end-to-end tests.
+//! Harness for the end-to-end tests: starts the real server on a loopback port against a
+//! fresh database (a temporary SQLite file, or a new Postgres database per test), and
+//! gives tests HTTP clients authenticated as admins or annotators.
+//!
+//! Postgres comes from `PAIRWISE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); it must be running — the Postgres
+//! tests fail rather than skip, so CI cannot pass without exercising Postgres.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use pairwise_server::auth::Role;
+use pairwise_server::config::Config;
+use pairwise_server::db::Db;
+use pairwise_server::state::AppState;
+use pairwise_server::{server, tokens, users};
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body once per backend: `both_backends!(name)` expands to
+/// `name::sqlite` and `name::postgres` test functions calling `name(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name($crate::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("PAIRWISE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+pub struct TestServer {
+    pub base: String,
+    pub db: Db,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    postgres_database: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            secret: "test-secret".into(),
+            sqlite_synchronous: "normal".into(),
+            ..Config::default()
+        };
+        let mut postgres_database = None;
+        config.database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("pairwise.db").display()),
+            Backend::Postgres => {
+                let name = format!(
+                    "pairwise_test_{}_{}_{}",
+                    std::process::id(),
+                    DATABASES.fetch_add(1, Ordering::SeqCst),
+                    rand::random::<u32>()
+                );
+                sqlx::any::install_default_drivers();
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::AnyConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("Postgres at {admin} is needed for this test: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+                postgres_database = Some(name.clone());
+                format!("{base}/{name}")
+            }
+        };
+        adjust(&mut config);
+        let db = Db::connect(&config).await.expect("connect test database");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let state = AppState::new(db.clone(), config.clone());
+        let handle = tokio::spawn(server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            base,
+            db,
+            config,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            postgres_database,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates a user and an API token; returns an HTTP client that sends it.
+    pub async fn client_for(&self, username: &str, role: Role) -> ApiClient {
+        let user = users::create_user(&self.db, username, "password-123", role)
+            .await
+            .expect("create user");
+        let token = tokens::create_token(&self.db, user.id, "test")
+            .await
+            .expect("create token");
+        ApiClient {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: Some(token.token),
+            user_id: user.id,
+        }
+    }
+
+    /// An HTTP client with a cookie jar and no token.
+    pub fn anonymous(&self) -> ApiClient {
+        let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
+        ApiClient {
+            http,
+            base: self.base.clone(),
+            token: None,
+            user_id: 0,
+        }
+    }
+
+    /// Shuts the server down gracefully and drops the Postgres database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+        self.db.close().await;
+        if let Some(name) = self.postgres_database.take() {
+            let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiClient {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+    pub user_id: i64,
+}
+
+/// Status and parsed JSON body (Null when the body is not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl ApiClient {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn send(builder: reqwest::RequestBuilder) -> Reply {
+        let response = builder.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Self::send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        Self::send(self.request(reqwest::Method::POST, path).json(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Reply {
+        Self::send(self.request(reqwest::Method::PATCH, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        Self::send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post_body(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        Self::send(self.request(reqwest::Method::POST, path).body(body)).await
+    }
+}
+
+/// Creates an active campaign through the API and returns its id.
+pub async fn create_campaign(admin: &ApiClient, settings: Value) -> i64 {
+    let reply = admin.post("/api/v1/campaigns", &settings).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply.json["id"].as_i64().unwrap()
+}
+
+/// Imports JSONL lines into a campaign, asserting success.
+pub async fn import(admin: &ApiClient, campaign: i64, lines: &[Value]) -> Value {
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let reply = admin
+        .post_body(&format!("/api/v1/campaigns/{campaign}/import"), body)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json
+}
+
+/// Parses a JSONL body.
+pub fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("JSONL line"))
+        .collect()
+}

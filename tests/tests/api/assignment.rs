@@ -1,0 +1,282 @@
+//! Assignment and voting: concurrency, overlap, leases, swaps, idempotency, skips.
+
+use std::collections::{HashMap, HashSet};
+
+use pairwise_server::auth::Role;
+use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import};
+use serde_json::{Value, json};
+
+fn pairs_of(prompts: usize) -> Vec<Value> {
+    (0..prompts)
+        .map(|i| {
+            json!({"prompt": format!("prompt {i}"), "response_a": format!("a{i}"), "response_b": format!("b{i}"),
+                         "model_a": "ma", "model_b": "mb"})
+        })
+        .collect()
+}
+
+async fn raters(server: &TestServer, n: usize) -> Vec<ApiClient> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        clients.push(server.client_for(&format!("rater{i}"), Role::Annotator).await);
+    }
+    clients
+}
+
+/// Each rater asks for work and votes until nothing is left; returns acknowledged votes.
+async fn rate_until_done(rater: ApiClient, campaign: i64) -> Vec<(i64, i64)> {
+    let mut acknowledged = Vec::new();
+    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    let mut waits = 0;
+    loop {
+        match next["status"].as_str().unwrap() {
+            "assigned" => {
+                let pair = &next["pair"];
+                let choice = if pair["left"].as_str().unwrap().starts_with('a') {
+                    "left"
+                } else {
+                    "right"
+                };
+                let reply = rater
+                    .post("/api/v1/votes", &json!({"assignment_id": pair["assignment_id"], "choice": choice,
+                        "strength": 2, "time_ms": 1500, "client_key": format!("{}-{}", rater.user_id, pair["pair_id"])}))
+                    .await;
+                assert_eq!(reply.status, 200, "{}", reply.text);
+                acknowledged.push((
+                    reply.json["vote"]["id"].as_i64().unwrap(),
+                    reply.json["vote"]["pair_id"].as_i64().unwrap(),
+                ));
+                next = reply.json["next"].clone();
+            }
+            "waiting" if waits < 1000 => {
+                waits += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+            }
+            "done" => return acknowledged,
+            other => panic!("unexpected next status {other}: {next}"),
+        }
+    }
+}
+
+async fn concurrent_raters_respect_overlap(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = create_campaign(&admin, json!({"name": "busy", "overlap": 3, "status": "active"})).await;
+    import(&admin, campaign, &pairs_of(12)).await;
+    let raters = raters(&server, 50).await;
+
+    // 50 raters ask at the same moment while only 12 × 3 = 36 slots exist.
+    let first: Vec<Value> = futures::future::join_all(
+        raters
+            .iter()
+            .map(|r| async move { r.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json }),
+    )
+    .await;
+    let assigned: Vec<&Value> = first.iter().filter(|n| n["status"] == "assigned").collect();
+    assert_eq!(assigned.len(), 36, "exactly the open slots are leased");
+    assert!(
+        first
+            .iter()
+            .filter(|n| n["status"] != "assigned")
+            .all(|n| n["status"] == "waiting")
+    );
+    let mut per_pair: HashMap<i64, usize> = HashMap::new();
+    for n in &assigned {
+        *per_pair.entry(n["pair"]["pair_id"].as_i64().unwrap()).or_default() += 1;
+    }
+    assert!(per_pair.values().all(|&held| held == 3), "{per_pair:?}");
+
+    // Now everyone rates to the end, concurrently.
+    let handles: Vec<_> = raters
+        .into_iter()
+        .map(|r| tokio::spawn(rate_until_done(r, campaign)))
+        .collect();
+    let mut acknowledged = Vec::new();
+    for handle in handles {
+        acknowledged.extend(handle.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), 36);
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as("SELECT id, pair_id, rater_id FROM comparisons")
+        .fetch_all(&server.db.read)
+        .await
+        .unwrap();
+    let stored: HashSet<i64> = rows.iter().map(|r| r.0).collect();
+    assert!(
+        acknowledged.iter().all(|(id, _)| stored.contains(id)),
+        "every acknowledged vote is stored"
+    );
+    let mut votes_per_pair: HashMap<i64, usize> = HashMap::new();
+    let mut rater_pair = HashSet::new();
+    for (_, pair, rater) in &rows {
+        *votes_per_pair.entry(*pair).or_default() += 1;
+        assert!(
+            rater_pair.insert((*pair, *rater)),
+            "rater {rater} voted twice on pair {pair}"
+        );
+    }
+    assert_eq!(votes_per_pair.len(), 12);
+    assert!(votes_per_pair.values().all(|&v| v == 3), "{votes_per_pair:?}");
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM comparisons ORDER BY seq")
+        .fetch_all(&server.db.read)
+        .await
+        .unwrap();
+    assert_eq!(seqs, (1..=36).collect::<Vec<i64>>(), "vote sequence is gap-free");
+    server.stop().await;
+}
+both_backends!(concurrent_raters_respect_overlap);
+
+async fn votes_map_swaps_and_are_idempotent(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = create_campaign(&admin, json!({"name": "swap", "overlap": 1, "status": "active"})).await;
+    import(&admin, campaign, &pairs_of(40)).await;
+    let rater = server.client_for("rater", Role::Annotator).await;
+
+    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    // Asking again while holding a lease returns the same pair.
+    let again = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    assert_eq!(next["pair"]["assignment_id"], again["pair"]["assignment_id"]);
+    let mut swaps = HashSet::new();
+    for i in 0..40 {
+        let pair = next["pair"].clone();
+        // Always pick the screen side that shows response a; the stored choice must be `a`.
+        let a_is_left = pair["left"].as_str().unwrap().starts_with('a');
+        swaps.insert(!a_is_left);
+        let body = json!({"assignment_id": pair["assignment_id"], "choice": if a_is_left { "left" } else { "right" },
+            "strength": 3, "rationale": "a is right", "time_ms": 100 + i, "client_key": format!("key-{i}")});
+        let reply = rater.post("/api/v1/votes", &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json["vote"]["choice"], "a");
+        assert_eq!(reply.json["vote"]["swapped"], json!(!a_is_left));
+        assert_eq!(reply.json["duplicate"], false);
+        assert_eq!(reply.json["my_votes"], i + 1);
+        // Resubmitting the same vote is acknowledged without a second row.
+        let dup = rater.post("/api/v1/votes", &body).await;
+        assert_eq!(dup.status, 200, "{}", dup.text);
+        assert_eq!(dup.json["duplicate"], true);
+        assert_eq!(dup.json["vote"]["id"], reply.json["vote"]["id"]);
+        next = reply.json["next"].clone();
+    }
+    assert_eq!(next["status"], "done");
+    assert_eq!(swaps.len(), 2, "left/right order is randomised");
+    let stored: Vec<(String, i64)> = sqlx::query_as("SELECT choice, swapped FROM comparisons")
+        .fetch_all(&server.db.read)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 40);
+    assert!(stored.iter().all(|(c, _)| c == "a"));
+    let swapped_in_db = stored.iter().filter(|(_, s)| *s == 1).count();
+    assert!(swapped_in_db > 0 && swapped_in_db < 40);
+
+    // The same key on another pair is a conflict, not a silent overwrite.
+    let campaign2 = create_campaign(&admin, json!({"name": "swap2", "overlap": 1, "status": "active"})).await;
+    import(
+        &admin,
+        campaign2,
+        &[json!({"prompt": "q", "response_a": "x", "response_b": "y"})],
+    )
+    .await;
+    let pair = rater.get(&format!("/api/v1/campaigns/{campaign2}/next")).await.json["pair"].clone();
+    let reused = rater
+        .post(
+            "/api/v1/votes",
+            &json!({"assignment_id": pair["assignment_id"], "choice": "tie", "client_key": "key-0"}),
+        )
+        .await;
+    assert_eq!(reused.status, 409, "{}", reused.text);
+    assert_eq!(reused.json["error"], "key_reused");
+    // Bad input is named.
+    let bad = rater
+        .post(
+            "/api/v1/votes",
+            &json!({"assignment_id": pair["assignment_id"], "choice": "left", "strength": 5, "client_key": "k"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.json["message"].as_str().unwrap().starts_with("strength"));
+    // Another rater cannot vote on this rater's lease.
+    let other = server.client_for("other", Role::Annotator).await;
+    let stolen = other
+        .post(
+            "/api/v1/votes",
+            &json!({"assignment_id": pair["assignment_id"], "choice": "tie", "client_key": "s"}),
+        )
+        .await;
+    assert_eq!(stolen.status, 404);
+    // Votes need a lease unless the campaign allows free votes.
+    let free = rater
+        .post(
+            "/api/v1/votes",
+            &json!({"pair_id": pair["pair_id"], "choice": "tie", "client_key": "f"}),
+        )
+        .await;
+    assert_eq!(free.status, 403, "{}", free.text);
+    server.stop().await;
+}
+both_backends!(votes_map_swaps_and_are_idempotent);
+
+async fn expired_leases_and_skips_return_pairs(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = create_campaign(&admin, json!({"name": "lease", "overlap": 1, "status": "active"})).await;
+    import(&admin, campaign, &pairs_of(1)).await;
+    let (alice, bob) = (
+        server.client_for("alice", Role::Annotator).await,
+        server.client_for("bob", Role::Annotator).await,
+    );
+
+    let held = alice.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    assert_eq!(held["status"], "assigned");
+    assert_eq!(
+        bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json["status"],
+        "waiting"
+    );
+    // Alice's lease runs out: the pair goes to Bob.
+    sqlx::query("UPDATE assignments SET expires_at = 0")
+        .execute(&server.db.write)
+        .await
+        .unwrap();
+    let bobs = bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    assert_eq!(bobs["status"], "assigned");
+    assert_eq!(bobs["pair"]["pair_id"], held["pair"]["pair_id"]);
+    // Alice's late vote is refused because the only slot is now Bob's…
+    let late = alice
+        .post(
+            "/api/v1/votes",
+            &json!({"assignment_id": held["pair"]["assignment_id"], "choice": "tie", "client_key": "late"}),
+        )
+        .await;
+    assert_eq!(late.status, 409, "{}", late.text);
+    assert_eq!(late.json["error"], "lease_expired");
+    // …Bob skips, so the slot is free again and Alice's late vote is accepted.
+    let after_skip = bob
+        .post(
+            &format!("/api/v1/assignments/{}/skip", bobs["pair"]["assignment_id"]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(after_skip.status, 200, "{}", after_skip.text);
+    assert_eq!(after_skip.json["status"], "done", "a skipped pair is not offered again");
+    let late = alice
+        .post(
+            "/api/v1/votes",
+            &json!({"assignment_id": held["pair"]["assignment_id"], "choice": "tie", "client_key": "late"}),
+        )
+        .await;
+    assert_eq!(late.status, 200, "{}", late.text);
+    let claimed: i64 = sqlx::query_scalar("SELECT claimed FROM pairs")
+        .fetch_one(&server.db.read)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 1);
+
+    // Paused campaigns hand out nothing; closed ones refuse votes.
+    admin
+        .patch(&format!("/api/v1/campaigns/{campaign}"), &json!({"status": "paused"}))
+        .await;
+    let paused = bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    assert_eq!(paused, json!({"status": "unavailable", "campaign_status": "paused"}));
+    server.stop().await;
+}
+both_backends!(expired_leases_and_skips_return_pairs);

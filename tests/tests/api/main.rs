@@ -1,0 +1,8 @@
+//! REST API end-to-end tests; every test runs against SQLite and against Postgres.
+
+mod assignment;
+mod auth;
+mod cli;
+mod export;
+mod import;
+mod stats;
