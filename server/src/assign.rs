@@ -7,22 +7,24 @@
 //! a rater never holds or votes on the same pair twice; leases past their expiry return to
 //! the pool the next time anyone asks for work. Every transaction here first locks the
 //! campaign row (`Db::lock_campaign_sql`), which makes these checks race-free on Postgres
-//! and matches SQLite's single writer.
+//! and matches SQLite's single writer. The transactions run through `Db::transact`, which
+//! group-commits them on SQLite (see `store`).
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use std::sync::Arc;
 
+use crate::args;
 use crate::auth::CurrentUser;
 use crate::campaigns::CampaignStatus;
-use crate::db::{Db, Tx, is_retryable, is_unique_violation, now_ms};
+use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::import::Message;
 use crate::state::AppState;
+use crate::store::{SqlRow, Store, tx_body};
 
 /// Choice as the rater saw it on screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,73 +132,71 @@ impl Dice {
     }
 }
 
-async fn lock_campaign(db: &Db, tx: &mut Tx, id: i64) -> ApiResult<LockedCampaign> {
-    let row = sqlx::query(db.lock_campaign_sql())
-        .bind(id)
-        .fetch_optional(&mut **tx)
+async fn lock_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<LockedCampaign> {
+    let row = tx
+        .fetch_optional(Db::lock_campaign_sql(tx.backend()), args![id])
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("campaign {id}")))?;
-    let status: String = row.try_get("status")?;
+    let status = row.text("status")?;
     Ok(LockedCampaign {
         id,
         status: CampaignStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown status {status}"))?,
-        overlap: row.try_get("overlap")?,
-        gold_rate: row.try_get("gold_rate")?,
-        lease_ms: row.try_get::<i64, _>("lease_seconds")? * 1000,
-        free_votes: row.try_get::<i64, _>("free_votes")? != 0,
+        overlap: row.int("overlap")?,
+        gold_rate: row.real("gold_rate")?,
+        lease_ms: row.int("lease_seconds")? * 1000,
+        free_votes: row.int("free_votes")? != 0,
     })
 }
 
 /// Returns leases past their expiry to the pool.
-async fn reclaim_expired(tx: &mut Tx, campaign_id: i64, now: i64) -> ApiResult<()> {
-    let expired: Vec<AnyRow> = sqlx::query(
-        "UPDATE assignments SET status = 'expired' WHERE campaign_id = $1 AND status = 'active' AND expires_at <= $2 \
-         RETURNING pair_id, is_gold",
-    )
-    .bind(campaign_id)
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await?;
+async fn reclaim_expired(tx: &mut dyn Store, campaign_id: i64, now: i64) -> ApiResult<()> {
+    let expired = tx
+        .fetch_all(
+            "UPDATE assignments SET status = 'expired' WHERE campaign_id = $1 AND status = 'active' AND expires_at <= $2 \
+             RETURNING pair_id, is_gold",
+            args![campaign_id, now],
+        )
+        .await?;
     for row in expired {
-        if row.try_get::<i64, _>("is_gold")? == 0 {
-            sqlx::query("UPDATE pairs SET claimed = claimed - 1 WHERE id = $1")
-                .bind(row.try_get::<i64, _>("pair_id")?)
-                .execute(&mut **tx)
-                .await?;
+        if row.int("is_gold")? == 0 {
+            tx.execute(
+                "UPDATE pairs SET claimed = claimed - 1 WHERE id = $1",
+                args![row.int("pair_id")?],
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
-async fn served_pair(tx: &mut Tx, assignment: &AnyRow, campaign_id: i64) -> ApiResult<ServedPair> {
-    let pair_id: i64 = assignment.try_get("pair_id")?;
-    let swapped = assignment.try_get::<i64, _>("swapped")? != 0;
-    let row = sqlx::query(
-        "SELECT pr.text AS prompt, pr.messages, ra.text AS text_a, rb.text AS text_b FROM pairs p \
-         JOIN prompts pr ON pr.id = p.prompt_id JOIN responses ra ON ra.id = p.response_a_id \
-         JOIN responses rb ON rb.id = p.response_b_id WHERE p.id = $1",
-    )
-    .bind(pair_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let messages: String = row.try_get("messages")?;
-    let (a, b): (String, String) = (row.try_get("text_a")?, row.try_get("text_b")?);
+async fn served_pair(tx: &mut dyn Store, assignment: &SqlRow, campaign_id: i64) -> ApiResult<ServedPair> {
+    let pair_id = assignment.int("pair_id")?;
+    let swapped = assignment.int("swapped")? != 0;
+    let row = tx
+        .fetch_one(
+            "SELECT pr.text AS prompt, pr.messages, ra.text AS text_a, rb.text AS text_b FROM pairs p \
+             JOIN prompts pr ON pr.id = p.prompt_id JOIN responses ra ON ra.id = p.response_a_id \
+             JOIN responses rb ON rb.id = p.response_b_id WHERE p.id = $1",
+            args![pair_id],
+        )
+        .await?;
+    let (a, b) = (row.text("text_a")?, row.text("text_b")?);
     let (left, right) = if swapped { (b, a) } else { (a, b) };
     Ok(ServedPair {
-        assignment_id: assignment.try_get("id")?,
+        assignment_id: assignment.int("id")?,
         campaign_id,
         pair_id,
-        prompt: row.try_get("prompt")?,
-        messages: serde_json::from_str(&messages).map_err(anyhow::Error::from)?,
+        prompt: row.text("prompt")?,
+        messages: serde_json::from_str(&row.text("messages")?).map_err(anyhow::Error::from)?,
         left,
         right,
-        expires_at: assignment.try_get("expires_at")?,
+        expires_at: assignment.int("expires_at")?,
     })
 }
 
 /// Finds (or keeps) the rater's current pair. Runs inside a transaction holding the
 /// campaign lock.
-async fn assign(tx: &mut Tx, campaign: &LockedCampaign, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
+async fn assign(tx: &mut dyn Store, campaign: &LockedCampaign, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
     if campaign.status != CampaignStatus::Active {
         return Ok(Next::Unavailable {
             campaign_status: campaign.status,
@@ -204,114 +204,81 @@ async fn assign(tx: &mut Tx, campaign: &LockedCampaign, rater: i64, now: i64, di
     }
     reclaim_expired(tx, campaign.id, now).await?;
     // Asking again while holding a lease returns the same pair (page reloads are harmless).
-    let held = sqlx::query(
-        "SELECT id, pair_id, swapped, expires_at FROM assignments \
-         WHERE rater_id = $1 AND campaign_id = $2 AND status = 'active' ORDER BY id LIMIT 1",
-    )
-    .bind(rater)
-    .bind(campaign.id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let held = tx
+        .fetch_optional(
+            "SELECT id, pair_id, swapped, expires_at FROM assignments \
+             WHERE rater_id = $1 AND campaign_id = $2 AND status = 'active' ORDER BY id LIMIT 1",
+            args![rater, campaign.id],
+        )
+        .await?;
     if let Some(held) = held {
         return Ok(Next::Assigned {
             pair: served_pair(tx, &held, campaign.id).await?,
         });
     }
-    let regular: Option<i64> = sqlx::query_scalar(
-        "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
-         AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
-         ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1",
-    )
-    .bind(campaign.id)
-    .bind(campaign.overlap)
-    .bind(rater)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(regular) = regular else {
-        let open: Option<i64> = sqlx::query_scalar(
-            "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.vote_count < $2 \
+    let regular = tx
+        .fetch_optional(
+            "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
              AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
-             LIMIT 1",
+             ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1",
+            args![campaign.id, campaign.overlap, rater],
         )
-        .bind(campaign.id)
-        .bind(campaign.overlap)
-        .bind(rater)
-        .fetch_optional(&mut **tx)
         .await?;
+    let Some(regular) = regular else {
+        let open = tx
+            .fetch_optional(
+                "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.vote_count < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
+                 LIMIT 1",
+                args![campaign.id, campaign.overlap, rater],
+            )
+            .await?;
         return Ok(if open.is_some() { Next::Waiting } else { Next::Done });
     };
     // Gold checks are mixed in only while there is real work, at the campaign's rate.
-    let gold: Option<i64> = if campaign.gold_rate > 0.0 && dice.gold_roll < campaign.gold_rate {
-        sqlx::query_scalar(
+    let gold = if campaign.gold_rate > 0.0 && dice.gold_roll < campaign.gold_rate {
+        tx.fetch_optional(
             "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 1 \
              AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $2 AND a.status <> 'expired') \
              ORDER BY p.vote_count, p.shuffle_key LIMIT 1",
+            args![campaign.id, rater],
         )
-        .bind(campaign.id)
-        .bind(rater)
-        .fetch_optional(&mut **tx)
         .await?
     } else {
         None
     };
     let (pair_id, is_gold) = match gold {
-        Some(id) => (id, true),
+        Some(row) => (row.int("id")?, true),
         None => {
-            sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1")
-                .bind(regular)
-                .execute(&mut **tx)
+            let id = regular.int("id")?;
+            tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![id])
                 .await?;
-            (regular, false)
+            (id, false)
         }
     };
-    let assignment = sqlx::query(
-        "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
-         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7) \
-         ON CONFLICT (pair_id, rater_id) DO UPDATE SET status = 'active', swapped = excluded.swapped, \
-         created_at = excluded.created_at, expires_at = excluded.expires_at \
-         RETURNING id, pair_id, swapped, expires_at",
-    )
-    .bind(campaign.id)
-    .bind(pair_id)
-    .bind(rater)
-    .bind(i64::from(dice.swap))
-    .bind(i64::from(is_gold))
-    .bind(now)
-    .bind(now + campaign.lease_ms)
-    .fetch_one(&mut **tx)
-    .await?;
+    let assignment = tx
+        .fetch_one(
+            "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, $7) \
+             ON CONFLICT (pair_id, rater_id) DO UPDATE SET status = 'active', swapped = excluded.swapped, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at \
+             RETURNING id, pair_id, swapped, expires_at",
+            args![campaign.id, pair_id, rater, dice.swap, is_gold, now, now + campaign.lease_ms],
+        )
+        .await?;
     Ok(Next::Assigned {
         pair: served_pair(tx, &assignment, campaign.id).await?,
     })
 }
 
-/// Runs a write transaction, retrying on deadlock / serialization failure / SQLite busy.
-async fn with_retries<T, F, Fut>(mut attempt: F) -> ApiResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ApiResult<T>>,
-{
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Err(ApiError::Database(e)) if tries < 5 && is_retryable(&e) => {
-                tracing::debug!(error = %e, tries, "retrying transaction");
-                tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 pub async fn next_pair(db: &Db, campaign_id: i64, rater: i64) -> ApiResult<Next> {
-    with_retries(|| async {
-        let mut tx = db.begin_write().await?;
-        let campaign = lock_campaign(db, &mut tx, campaign_id).await?;
-        let next = assign(&mut tx, &campaign, rater, now_ms(), Dice::roll()).await?;
-        tx.commit().await?;
-        Ok(next)
-    })
+    let dice = Dice::roll();
+    db.transact(tx_body(move |tx| {
+        Box::pin(async move {
+            let campaign = lock_campaign(tx, campaign_id).await?;
+            assign(tx, &campaign, rater, now_ms(), dice).await
+        })
+    }))
     .await
 }
 
@@ -381,43 +348,46 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
     }
 }
 
-fn stored_vote(row: &AnyRow) -> ApiResult<StoredVote> {
-    let choice: String = row.try_get("choice")?;
+fn stored_vote(row: &SqlRow) -> ApiResult<StoredVote> {
+    let choice = row.text("choice")?;
     Ok(StoredVote {
-        id: row.try_get("id")?,
-        seq: row.try_get("seq")?,
-        pair_id: row.try_get("pair_id")?,
+        id: row.int("id")?,
+        seq: row.int("seq")?,
+        pair_id: row.int("pair_id")?,
         choice: Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?,
-        strength: row.try_get("strength")?,
-        swapped: row.try_get::<i64, _>("swapped")? != 0,
-        created_at: row.try_get("created_at")?,
+        strength: row.opt_int("strength")?,
+        swapped: row.int("swapped")? != 0,
+        created_at: row.int("created_at")?,
     })
 }
 
-const VOTE_COLUMNS: &str = "id, seq, pair_id, choice, strength, swapped, created_at";
-
-async fn my_votes(tx: &mut Tx, rater: i64, campaign_id: i64) -> ApiResult<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM comparisons WHERE rater_id = $1 AND campaign_id = $2")
-            .bind(rater)
-            .bind(campaign_id)
-            .fetch_one(&mut **tx)
-            .await?,
+async fn my_votes(tx: &mut dyn Store, rater: i64, campaign_id: i64) -> ApiResult<i64> {
+    tx.fetch_one(
+        "SELECT COUNT(*) AS n FROM comparisons WHERE rater_id = $1 AND campaign_id = $2",
+        args![rater, campaign_id],
     )
+    .await?
+    .int("n")
 }
 
 /// Records a vote (idempotent on `client_key`) and hands out the next pair.
 pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<VoteOutcome> {
     validate_vote(req)?;
     let dice = Dice::roll();
+    let req = Arc::new(req.clone());
     let mut tries = 0;
     loop {
         tries += 1;
-        match with_retries(|| vote_once(db, rater, req, dice)).await {
+        let req = req.clone();
+        let body = tx_body(move |tx| {
+            let req = req.clone();
+            Box::pin(async move { vote_once(tx, rater, &req, now_ms(), dice).await })
+        });
+        match db.transact(body).await {
             // Two copies of the same vote racing on Postgres: the loser re-runs and
             // finds the winner's row through the idempotency key.
-            Err(ApiError::Database(e)) if tries < 3 && is_unique_violation(&e) => continue,
-            Err(ApiError::Database(e)) if is_unique_violation(&e) => {
+            Err(ApiError::Database(e)) if tries < 3 && e.is_unique_violation() => continue,
+            Err(ApiError::Database(e)) if e.is_unique_violation() => {
                 return Err(ApiError::conflict(
                     "already_voted",
                     "you have already voted on this pair",
@@ -428,44 +398,40 @@ pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<Vo
     }
 }
 
-async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiResult<VoteOutcome> {
-    let now = now_ms();
-    let mut tx = db.begin_write().await?;
-    let campaign_id: i64 = match (req.assignment_id, req.pair_id) {
-        (Some(assignment_id), _) => {
-            sqlx::query_scalar("SELECT campaign_id FROM assignments WHERE id = $1 AND rater_id = $2")
-                .bind(assignment_id)
-                .bind(rater)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?
-        }
-        (None, Some(pair_id)) => sqlx::query_scalar("SELECT campaign_id FROM pairs WHERE id = $1")
-            .bind(pair_id)
-            .fetch_optional(&mut *tx)
+async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, dice: Dice) -> ApiResult<VoteOutcome> {
+    let campaign_id = match (req.assignment_id, req.pair_id) {
+        (Some(assignment_id), _) => tx
+            .fetch_optional(
+                "SELECT campaign_id FROM assignments WHERE id = $1 AND rater_id = $2",
+                args![assignment_id, rater],
+            )
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?,
+        (None, Some(pair_id)) => tx
+            .fetch_optional("SELECT campaign_id FROM pairs WHERE id = $1", args![pair_id])
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("pair {pair_id}")))?,
         (None, None) => unreachable!("validated"),
-    };
-    let campaign = lock_campaign(db, &mut tx, campaign_id).await?;
+    }
+    .int("campaign_id")?;
+    let campaign = lock_campaign(tx, campaign_id).await?;
 
-    let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {VOTE_COLUMNS} FROM comparisons WHERE rater_id = $1 AND client_key = $2"
-    )))
-    .bind(rater)
-    .bind(&req.client_key)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let existing = tx
+        .fetch_optional(
+            "SELECT id, seq, pair_id, choice, strength, swapped, created_at FROM comparisons \
+             WHERE rater_id = $1 AND client_key = $2",
+            args![rater, req.client_key.as_str()],
+        )
+        .await?;
     if let Some(existing) = existing {
         let vote = stored_vote(&existing)?;
         let same_target = match (req.assignment_id, req.pair_id) {
             (_, Some(pair_id)) => pair_id == vote.pair_id,
             (Some(assignment_id), None) => {
-                let pair: Option<i64> = sqlx::query_scalar("SELECT pair_id FROM assignments WHERE id = $1")
-                    .bind(assignment_id)
-                    .fetch_optional(&mut *tx)
+                let pair = tx
+                    .fetch_optional("SELECT pair_id FROM assignments WHERE id = $1", args![assignment_id])
                     .await?;
-                pair == Some(vote.pair_id)
+                pair.map(|row| row.int("pair_id")).transpose()? == Some(vote.pair_id)
             }
             (None, None) => false,
         };
@@ -475,9 +441,8 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
                 "client_key was already used for a different pair",
             ));
         }
-        let next = assign(&mut tx, &campaign, rater, now, dice).await?;
-        let my_votes = my_votes(&mut tx, rater, campaign.id).await?;
-        tx.commit().await?;
+        let next = assign(tx, &campaign, rater, now, dice).await?;
+        let my_votes = my_votes(tx, rater, campaign.id).await?;
         return Ok(VoteOutcome {
             vote,
             duplicate: true,
@@ -491,14 +456,15 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
 
     let (assignment_id, pair_id, swapped) = match (req.assignment_id, req.pair_id) {
         (Some(assignment_id), _) => {
-            let row = sqlx::query("SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1")
-                .bind(assignment_id)
-                .fetch_one(&mut *tx)
+            let row = tx
+                .fetch_one(
+                    "SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1",
+                    args![assignment_id],
+                )
                 .await?;
-            let pair_id: i64 = row.try_get("pair_id")?;
-            let status: String = row.try_get("status")?;
-            let is_gold = row.try_get::<i64, _>("is_gold")? != 0;
-            match status.as_str() {
+            let pair_id = row.int("pair_id")?;
+            let is_gold = row.int("is_gold")? != 0;
+            match row.text("status")?.as_str() {
                 "active" => {}
                 "voted" => {
                     return Err(ApiError::conflict(
@@ -509,13 +475,12 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
                 // The lease lapsed (or was skipped): accept the work if the pair still has room.
                 _ if is_gold => {}
                 _ => {
-                    let reclaimed =
-                        sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1 AND claimed < $2")
-                            .bind(pair_id)
-                            .bind(campaign.overlap)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
+                    let reclaimed = tx
+                        .execute(
+                            "UPDATE pairs SET claimed = claimed + 1 WHERE id = $1 AND claimed < $2",
+                            args![pair_id, campaign.overlap],
+                        )
+                        .await?;
                     if reclaimed == 0 {
                         return Err(ApiError::conflict(
                             "lease_expired",
@@ -524,7 +489,7 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
                     }
                 }
             }
-            (assignment_id, pair_id, row.try_get::<i64, _>("swapped")? != 0)
+            (assignment_id, pair_id, row.int("swapped")? != 0)
         }
         (None, Some(pair_id)) => {
             if !campaign.free_votes {
@@ -532,33 +497,29 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
                     "this campaign only accepts votes on leased pairs (assignment_id)",
                 ));
             }
-            let held = sqlx::query("SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2")
-                .bind(pair_id)
-                .bind(rater)
-                .fetch_optional(&mut *tx)
+            let held = tx
+                .fetch_optional(
+                    "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2",
+                    args![pair_id, rater],
+                )
                 .await?;
             let held_active = match &held {
-                Some(row) => row.try_get::<String, _>("status")? == "active",
+                Some(row) => row.text("status")? == "active",
                 None => false,
             };
             if !held_active {
-                sqlx::query("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1")
-                    .bind(pair_id)
-                    .execute(&mut *tx)
+                tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![pair_id])
                     .await?;
             }
-            let assignment_id: i64 = sqlx::query_scalar(
-                "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
-                 SELECT campaign_id, id, $1, 'active', $2, is_gold, $3, $3 FROM pairs WHERE id = $4 \
-                 ON CONFLICT (pair_id, rater_id) DO UPDATE SET swapped = excluded.swapped RETURNING id",
-            )
-            .bind(rater)
-            .bind(i64::from(req.swapped))
-            .bind(now)
-            .bind(pair_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            (assignment_id, pair_id, req.swapped)
+            let assignment = tx
+                .fetch_one(
+                    "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
+                     SELECT campaign_id, id, $1, 'active', $2, is_gold, $3, $3 FROM pairs WHERE id = $4 \
+                     ON CONFLICT (pair_id, rater_id) DO UPDATE SET swapped = excluded.swapped RETURNING id",
+                    args![rater, req.swapped, now, pair_id],
+                )
+                .await?;
+            (assignment.int("id")?, pair_id, req.swapped)
         }
         (None, None) => unreachable!("validated"),
     };
@@ -568,40 +529,47 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
         Choice::A | Choice::B => req.strength,
         Choice::Tie | Choice::BothBad => None,
     };
-    let seq: i64 = sqlx::query_scalar("UPDATE campaigns SET vote_seq = vote_seq + 1 WHERE id = $1 RETURNING vote_seq")
-        .bind(campaign.id)
-        .fetch_one(&mut *tx)
+    let seq = tx
+        .fetch_one(
+            "UPDATE campaigns SET vote_seq = vote_seq + 1 WHERE id = $1 RETURNING vote_seq",
+            args![campaign.id],
+        )
+        .await?
+        .int("vote_seq")?;
+    let rationale = req.rationale.as_deref().filter(|r| !r.trim().is_empty());
+    let row = tx
+        .fetch_one(
+            "INSERT INTO comparisons (campaign_id, seq, pair_id, rater_id, assignment_id, choice, strength, rationale, \
+             time_ms, swapped, client_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             RETURNING id, seq, pair_id, choice, strength, swapped, created_at",
+            args![
+                campaign.id,
+                seq,
+                pair_id,
+                rater,
+                assignment_id,
+                choice.as_str(),
+                strength,
+                rationale,
+                req.time_ms,
+                swapped,
+                req.client_key.as_str(),
+                now
+            ],
+        )
         .await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO comparisons (campaign_id, seq, pair_id, rater_id, assignment_id, choice, strength, rationale, \
-         time_ms, swapped, client_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         RETURNING {VOTE_COLUMNS}"
-    )))
-    .bind(campaign.id)
-    .bind(seq)
-    .bind(pair_id)
-    .bind(rater)
-    .bind(assignment_id)
-    .bind(choice.as_str())
-    .bind(strength)
-    .bind(req.rationale.as_deref().filter(|r| !r.trim().is_empty()))
-    .bind(req.time_ms)
-    .bind(i64::from(swapped))
-    .bind(&req.client_key)
-    .bind(now)
-    .fetch_one(&mut *tx)
+    tx.execute(
+        "UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1",
+        args![pair_id],
+    )
     .await?;
-    sqlx::query("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1")
-        .bind(pair_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE assignments SET status = 'voted' WHERE id = $1")
-        .bind(assignment_id)
-        .execute(&mut *tx)
-        .await?;
-    let next = assign(&mut tx, &campaign, rater, now, dice).await?;
-    let my_votes = my_votes(&mut tx, rater, campaign.id).await?;
-    tx.commit().await?;
+    tx.execute(
+        "UPDATE assignments SET status = 'voted' WHERE id = $1",
+        args![assignment_id],
+    )
+    .await?;
+    let next = assign(tx, &campaign, rater, now, dice).await?;
+    let my_votes = my_votes(tx, rater, campaign.id).await?;
     Ok(VoteOutcome {
         vote: stored_vote(&row)?,
         duplicate: false,
@@ -612,37 +580,38 @@ async fn vote_once(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiRes
 
 /// Gives a leased pair back without voting; it will not be offered to this rater again.
 pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
-    with_retries(|| async {
-        let now = now_ms();
-        let mut tx = db.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
-        )
-        .bind(assignment_id)
-        .bind(rater)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
-        let campaign = lock_campaign(db, &mut tx, row.try_get("campaign_id")?).await?;
-        let status: String = row.try_get("status")?;
-        if status == "active" {
-            sqlx::query("UPDATE assignments SET status = 'skipped' WHERE id = $1")
-                .bind(assignment_id)
-                .execute(&mut *tx)
-                .await?;
-            if row.try_get::<i64, _>("is_gold")? == 0 {
-                sqlx::query("UPDATE pairs SET claimed = claimed - 1 WHERE id = $1")
-                    .bind(row.try_get::<i64, _>("pair_id")?)
-                    .execute(&mut *tx)
+    let dice = Dice::roll();
+    db.transact(tx_body(move |tx| {
+        Box::pin(async move {
+            let row = tx
+                .fetch_optional(
+                    "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
+                    args![assignment_id, rater],
+                )
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
+            let campaign = lock_campaign(tx, row.int("campaign_id")?).await?;
+            match row.text("status")?.as_str() {
+                "active" => {
+                    tx.execute(
+                        "UPDATE assignments SET status = 'skipped' WHERE id = $1",
+                        args![assignment_id],
+                    )
                     .await?;
+                    if row.int("is_gold")? == 0 {
+                        tx.execute(
+                            "UPDATE pairs SET claimed = claimed - 1 WHERE id = $1",
+                            args![row.int("pair_id")?],
+                        )
+                        .await?;
+                    }
+                }
+                "voted" => return Err(ApiError::conflict("already_voted", "this pair was already voted on")),
+                _ => {}
             }
-        } else if status == "voted" {
-            return Err(ApiError::conflict("already_voted", "this pair was already voted on"));
-        }
-        let next = assign(&mut tx, &campaign, rater, now, Dice::roll()).await?;
-        tx.commit().await?;
-        Ok(next)
-    })
+            assign(tx, &campaign, rater, now_ms(), dice).await
+        })
+    }))
     .await
 }
 

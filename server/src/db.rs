@@ -17,6 +17,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::config::Config;
+use crate::error::ApiResult;
+use crate::store::{SqliteWriter, TxBody, transact_sqlx};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -48,6 +50,8 @@ pub struct Db {
     pub read: AnyPool,
     /// Pool for write transactions (one connection on SQLite, the same pool on Postgres).
     pub write: AnyPool,
+    /// SQLite only: the group-committing writer thread of the hot path (see `store`).
+    sqlite_writer: Option<SqliteWriter>,
 }
 
 pub type Tx = Transaction<'static, Any>;
@@ -89,7 +93,14 @@ impl Db {
                     .connect(&url)
                     .await
                     .with_context(|| format!("opening SQLite database {url}"))?;
-                Db { backend, read, write }
+                let writer = SqliteWriter::start(&sqlite_path(&url), &config.sqlite_synchronous)
+                    .with_context(|| format!("opening SQLite writer for {url}"))?;
+                Db {
+                    backend,
+                    read,
+                    write,
+                    sqlite_writer: Some(writer),
+                }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -102,6 +113,7 @@ impl Db {
                     backend,
                     read: pool.clone(),
                     write: pool,
+                    sqlite_writer: None,
                 }
             }
         };
@@ -130,12 +142,21 @@ impl Db {
         }
     }
 
+    /// Runs a hot-path write transaction (see `store`): on the SQLite writer thread with
+    /// group commit, or as a retried sqlx transaction on Postgres.
+    pub async fn transact<T: Send + 'static>(&self, body: TxBody<T>) -> ApiResult<T> {
+        match &self.sqlite_writer {
+            Some(writer) => writer.transact(body).await,
+            None => transact_sqlx(self.backend, &self.write, body).await,
+        }
+    }
+
     /// SQL that reads a campaign row and, on Postgres, locks it until commit. Every
     /// transaction that hands out or records votes for a campaign takes this lock first,
     /// which serialises them per campaign (no over-assignment, gap-free vote sequence,
     /// a single lock order so no deadlocks). SQLite already holds the database write lock.
-    pub fn lock_campaign_sql(&self) -> &'static str {
-        match self.backend {
+    pub fn lock_campaign_sql(backend: Backend) -> &'static str {
+        match backend {
             Backend::Sqlite => CAMPAIGN_LOCK_SQLITE,
             Backend::Postgres => CAMPAIGN_LOCK_POSTGRES,
         }
@@ -167,6 +188,15 @@ fn sqlite_url_creating_file(url: &str) -> anyhow::Result<String> {
     Ok(format!("{url}{separator}mode=rwc"))
 }
 
+/// The file path inside a `sqlite://PATH?options` URL.
+fn sqlite_path(url: &str) -> String {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest).to_string()
+}
+
 /// Current time as Unix milliseconds, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -177,19 +207,6 @@ pub fn now_ms() -> i64 {
 
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|e| e.is_unique_violation())
-}
-
-/// Errors after which re-running the whole transaction is the right answer: Postgres
-/// serialization failures and deadlocks, SQLite busy/locked.
-pub fn is_retryable(err: &sqlx::Error) -> bool {
-    let Some(db_err) = err.as_database_error() else {
-        return false;
-    };
-    match db_err.code().as_deref() {
-        Some("40001") | Some("40P01") => true,
-        Some("5") | Some("6") | Some("517") | Some("261") => true,
-        _ => db_err.message().contains("database is locked"),
-    }
 }
 
 #[cfg(test)]
@@ -211,6 +228,13 @@ mod tests {
             "sqlite://a.db?mode=ro"
         );
         assert!(sqlite_url_creating_file("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn sqlite_path_from_url() {
+        assert_eq!(sqlite_path("sqlite://data/p.db?mode=rwc"), "data/p.db");
+        assert_eq!(sqlite_path("sqlite:///tmp/p.db"), "/tmp/p.db");
+        assert_eq!(sqlite_path("sqlite:p.db"), "p.db");
     }
 
     #[test]

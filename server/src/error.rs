@@ -26,7 +26,7 @@ pub enum ApiError {
     #[error("too many attempts, retry in {retry_after_s} s")]
     TooManyRequests { retry_after_s: u64 },
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::store::DbError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -98,6 +98,12 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::Database(error.into())
+    }
+}
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {

@@ -15,5 +15,6 @@ pub mod leaderboard;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod store;
 pub mod tokens;
 pub mod users;

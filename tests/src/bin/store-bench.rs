@@ -44,7 +44,12 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
@@ -66,7 +71,11 @@ struct ServerProcess {
 impl ServerProcess {
     async fn start(database_url: &str, port: u16) -> anyhow::Result<ServerProcess> {
         let binary: PathBuf = std::env::current_exe()?.with_file_name("pairwise");
-        anyhow::ensure!(binary.exists(), "{} not found: build it with `cargo build --release -p pairwise-server`", binary.display());
+        anyhow::ensure!(
+            binary.exists(),
+            "{} not found: build it with `cargo build --release -p pairwise-server`",
+            binary.display()
+        );
         let child = Command::new(binary)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .env("DATABASE_URL", database_url)
@@ -77,7 +86,12 @@ impl ServerProcess {
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if http
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return Ok(ServerProcess { child, base });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -128,15 +142,18 @@ async fn make_raters(db: &Db, prefix: &str, n: usize) -> anyhow::Result<Vec<(i64
 }
 
 async fn make_campaign(db: &Db, name: &str, pairs: usize) -> anyhow::Result<i64> {
-    let campaign = create_campaign(db, &NewCampaign {
-        name: name.into(),
-        guidelines: String::new(),
-        overlap: 3,
-        gold_rate: 0.0,
-        status: CampaignStatus::Active,
-        lease_seconds: 600,
-        free_votes: false,
-    })
+    let campaign = create_campaign(
+        db,
+        &NewCampaign {
+            name: name.into(),
+            guidelines: String::new(),
+            overlap: 3,
+            gold_rate: 0.0,
+            status: CampaignStatus::Active,
+            lease_seconds: 600,
+            free_votes: false,
+        },
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let response = |text: String, model: &str| ResponseIn {
@@ -152,13 +169,21 @@ async fn make_campaign(db: &Db, name: &str, pairs: usize) -> anyhow::Result<i64>
             messages: Vec::new(),
             metadata: json!({}),
             body: ItemBody::Pair {
-                a: Box::new(response(format!("Response A to prompt {i}, a few sentences long. ").repeat(4), "model-a")),
-                b: Box::new(response(format!("Response B to prompt {i}, a few sentences long. ").repeat(4), "model-b")),
+                a: Box::new(response(
+                    format!("Response A to prompt {i}, a few sentences long. ").repeat(4),
+                    "model-a",
+                )),
+                b: Box::new(response(
+                    format!("Response B to prompt {i}, a few sentences long. ").repeat(4),
+                    "model-b",
+                )),
                 gold: None,
             },
         })
         .collect();
-    import_items(db, campaign.id, &items, &PairingOptions::default()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    import_items(db, campaign.id, &items, &PairingOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(campaign.id)
 }
 
@@ -177,14 +202,25 @@ async fn vote_loop(
     phase: &'static str,
 ) -> anyhow::Result<(usize, Vec<Duration>)> {
     let http = reqwest::Client::new();
-    let mut next: Value = http.get(format!("{base}/api/v1/campaigns/{campaign}/next")).bearer_auth(&token).send().await?.json().await?;
+    let mut next: Value = http
+        .get(format!("{base}/api/v1/campaigns/{campaign}/next"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
     let mut latencies = Vec::new();
     let mut votes = 0;
     while Instant::now() < until && next["status"] == "assigned" {
         let body = json!({"assignment_id": next["pair"]["assignment_id"], "choice": if votes % 3 == 0 { "left" } else { "right" },
             "strength": 2, "time_ms": 4200, "client_key": format!("{phase}{votes}")});
         let started = Instant::now();
-        let reply = http.post(format!("{base}/api/v1/votes")).bearer_auth(&token).json(&body).send().await?;
+        let reply = http
+            .post(format!("{base}/api/v1/votes"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await?;
         anyhow::ensure!(reply.status().is_success(), "vote failed: {}", reply.text().await?);
         let outcome: Value = reply.json().await?;
         latencies.push(started.elapsed());
@@ -199,7 +235,11 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
     let started = Instant::now();
     let campaign = make_campaign(db, "votes", pairs).await?;
     let raters = make_raters(db, "rater", args.clients).await?;
-    eprintln!("set up {pairs} pairs and {} raters in {:.1} s", args.clients, started.elapsed().as_secs_f64());
+    eprintln!(
+        "set up {pairs} pairs and {} raters in {:.1} s",
+        args.clients,
+        started.elapsed().as_secs_f64()
+    );
     // Warm-up: one vote per client, not counted.
     let warm = Instant::now() + Duration::from_millis(300);
     let handles: Vec<_> = raters
@@ -227,7 +267,10 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
 
     // `GET /next` for raters holding no lease: each call makes a fresh assignment.
     let fresh = make_raters(db, "fresh", args.clients * 20).await?;
-    let chunks: Vec<Vec<String>> = fresh.chunks(20).map(|c| c.iter().map(|(_, t)| t.clone()).collect()).collect();
+    let chunks: Vec<Vec<String>> = fresh
+        .chunks(20)
+        .map(|c| c.iter().map(|(_, t)| t.clone()).collect())
+        .collect();
     let handles: Vec<_> = chunks
         .into_iter()
         .map(|tokens| {
@@ -237,7 +280,11 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
                 let mut latencies = Vec::new();
                 for token in tokens {
                     let started = Instant::now();
-                    let reply = http.get(format!("{base}/api/v1/campaigns/{campaign}/next")).bearer_auth(&token).send().await?;
+                    let reply = http
+                        .get(format!("{base}/api/v1/campaigns/{campaign}/next"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await?;
                     anyhow::ensure!(reply.status().is_success());
                     let body: Value = reply.json().await?;
                     anyhow::ensure!(body["status"] == "assigned", "no pair: {body}");
@@ -252,7 +299,12 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
         next_latencies.extend(h.await??);
     }
     next_latencies.sort();
-    Ok(VoteFigures { votes, seconds, vote_latencies, next_latencies })
+    Ok(VoteFigures {
+        votes,
+        seconds,
+        vote_latencies,
+        next_latencies,
+    })
 }
 
 /// Inserts `n` votes directly (25 raters × n/25 pairs), in multi-row batches.
@@ -275,7 +327,18 @@ async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
         let placeholders: Vec<String> = (0..rows)
             .map(|r| {
                 let b = r * 9;
-                format!("($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10)
+                format!(
+                    "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10
+                )
             })
             .collect();
         let sql = format!(
@@ -292,7 +355,11 @@ async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
                 .bind(pair_ids[k / raters_n])
                 .bind(raters[k % raters_n].0)
                 .bind(choice)
-                .bind(if choice == "tie" { None } else { Some((k % 3) as i64 + 1) })
+                .bind(if choice == "tie" {
+                    None
+                } else {
+                    Some((k % 3) as i64 + 1)
+                })
                 .bind((1000 + k % 9000) as i64)
                 .bind((k % 2) as i64)
                 .bind(format!("k{k}"))
@@ -306,16 +373,28 @@ async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
             pending = 0;
         }
     }
-    sqlx::query("UPDATE campaigns SET vote_seq = $1 WHERE id = $2").bind(seq).bind(campaign).execute(&mut *tx).await?;
+    sqlx::query("UPDATE campaigns SET vote_seq = $1 WHERE id = $2")
+        .bind(seq)
+        .bind(campaign)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(campaign)
 }
 
-async fn measure_export(server: &ServerProcess, token: &str, campaign: i64, format: &str) -> anyhow::Result<(usize, usize, f64)> {
+async fn measure_export(
+    server: &ServerProcess,
+    token: &str,
+    campaign: i64,
+    format: &str,
+) -> anyhow::Result<(usize, usize, f64)> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut response = http
-        .get(format!("{}/api/v1/campaigns/{campaign}/export?format={format}", server.base))
+        .get(format!(
+            "{}/api/v1/campaigns/{campaign}/export?format={format}",
+            server.base
+        ))
         .bearer_auth(token)
         .send()
         .await?;
@@ -330,7 +409,10 @@ async fn measure_export(server: &ServerProcess, token: &str, campaign: i64, form
 
 async fn admin_token(db: &Db) -> anyhow::Result<String> {
     let (id, token) = make_raters(db, "benchadmin", 1).await?.remove(0);
-    sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1").bind(id).execute(&db.write).await?;
+    sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
+        .bind(id)
+        .execute(&db.write)
+        .await?;
     Ok(token)
 }
 
@@ -343,11 +425,19 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
         sqlx::any::install_default_drivers();
         let db_name = format!("pairwise_bench_{}", std::process::id());
         let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut conn)
+            .await?;
         pg_database = Some(db_name.clone());
-        format!("{}/{db_name}", postgres_admin_url().rsplit_once('/').context("postgres url")?.0)
+        format!(
+            "{}/{db_name}",
+            postgres_admin_url().rsplit_once('/').context("postgres url")?.0
+        )
     };
-    let config = Config { database_url: database_url.clone(), ..Config::default() };
+    let config = Config {
+        database_url: database_url.clone(),
+        ..Config::default()
+    };
     let db = Db::connect(&config).await?;
 
     let mut server = ServerProcess::start(&database_url, port).await?;
@@ -372,7 +462,11 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
     let started = Instant::now();
     let campaign = bulk_votes(&db, args.export_votes).await?;
     let token = admin_token(&db).await?;
-    eprintln!("{name}: inserted {} votes in {:.1} s", args.export_votes, started.elapsed().as_secs_f64());
+    eprintln!(
+        "{name}: inserted {} votes in {:.1} s",
+        args.export_votes,
+        started.elapsed().as_secs_f64()
+    );
     for format in ["raw", "trl"] {
         // A fresh server process per export, so its peak RSS is the export's.
         let mut server = ServerProcess::start(&database_url, port).await?;
@@ -391,7 +485,9 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
     db.close().await;
     if let Some(db_name) = pg_database {
         let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)"))).execute(&mut conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)")))
+            .execute(&mut conn)
+            .await?;
     }
     Ok(())
 }
