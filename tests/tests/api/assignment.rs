@@ -280,3 +280,56 @@ async fn expired_leases_and_skips_return_pairs(backend: Backend) {
     server.stop().await;
 }
 both_backends!(expired_leases_and_skips_return_pairs);
+
+async fn gold_checks_are_mixed_in_at_the_campaign_rate(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let always = create_campaign(
+        &admin,
+        json!({"name": "gold", "overlap": 1, "gold_rate": 1.0, "status": "active"}),
+    )
+    .await;
+    let mut lines = pairs_of(2);
+    lines.push(json!({"prompt": "gold q", "response_a": "right", "response_b": "wrong", "gold": "a"}));
+    import(&admin, always, &lines).await;
+    let rater = server.client_for("rater", Role::Annotator).await;
+    let mut served = Vec::new();
+    let mut next = rater.get(&format!("/api/v1/campaigns/{always}/next")).await.json;
+    while next["status"] == "assigned" {
+        served.push(next["pair"]["prompt"].as_str().unwrap().to_string());
+        let body = json!({"assignment_id": next["pair"]["assignment_id"], "choice": "tie", "client_key": served.len().to_string()});
+        next = rater.post("/api/v1/votes", &body).await.json["next"].clone();
+    }
+    // With rate 1 the gold check comes first, while regular work remains; it is never repeated.
+    assert_eq!(served.len(), 3, "{served:?}");
+    assert_eq!(served[0], "gold q");
+    let mut rest = served[1..].to_vec();
+    rest.sort();
+    assert_eq!(rest, vec!["prompt 0", "prompt 1"]);
+    let gold_votes: i64 = sqlx::query_scalar("SELECT vote_count FROM pairs WHERE is_gold = 1")
+        .fetch_one(&server.db.read)
+        .await
+        .unwrap();
+    assert_eq!(gold_votes, 1);
+
+    // Rate 0: gold pairs are never served.
+    let never = create_campaign(
+        &admin,
+        json!({"name": "nogold", "overlap": 1, "gold_rate": 0.0, "status": "active"}),
+    )
+    .await;
+    import(&admin, never, &lines).await;
+    for i in 0..2 {
+        let next = rater.get(&format!("/api/v1/campaigns/{never}/next")).await.json;
+        assert_ne!(next["pair"]["prompt"], "gold q");
+        let body =
+            json!({"assignment_id": next["pair"]["assignment_id"], "choice": "tie", "client_key": format!("n{i}")});
+        assert_eq!(rater.post("/api/v1/votes", &body).await.status, 200);
+    }
+    assert_eq!(
+        rater.get(&format!("/api/v1/campaigns/{never}/next")).await.json["status"],
+        "done"
+    );
+    server.stop().await;
+}
+both_backends!(gold_checks_are_mixed_in_at_the_campaign_rate);
