@@ -107,7 +107,8 @@ CREATE INDEX assignments_by_rater ON assignments (rater_id, campaign_id, status)
 CREATE TABLE comparisons (
     id            INTEGER PRIMARY KEY,
     campaign_id   INTEGER NOT NULL REFERENCES campaigns (id),
-    seq           INTEGER NOT NULL,
+    -- Set last in the vote transaction, under the campaign row lock (see assign.rs).
+    seq           INTEGER,
     pair_id       INTEGER NOT NULL REFERENCES pairs (id),
     rater_id      INTEGER NOT NULL REFERENCES users (id),
     assignment_id INTEGER REFERENCES assignments (id),
@@ -124,3 +125,5 @@ CREATE TABLE comparisons (
 );
 CREATE INDEX comparisons_by_pair ON comparisons (campaign_id, pair_id);
 CREATE INDEX comparisons_by_rater ON comparisons (rater_id, campaign_id);
+-- A rater holds at most one live lease per campaign, even under concurrent requests.
+CREATE UNIQUE INDEX assignments_one_active ON assignments (rater_id, campaign_id) WHERE status = 'active';

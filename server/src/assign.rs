@@ -4,11 +4,15 @@
 //!
 //! Invariants, per campaign: a pair's `claimed` (votes + live leases) never exceeds the
 //! overlap, so no pair gets more votes than wanted and no more leases are out than needed;
-//! a rater never holds or votes on the same pair twice; leases past their expiry return to
-//! the pool the next time anyone asks for work. Every transaction here first locks the
-//! campaign row (`Db::lock_campaign_sql`), which makes these checks race-free on Postgres
-//! and matches SQLite's single writer. The transactions run through `Db::transact`, which
-//! group-commits them on SQLite (see `store`).
+//! a rater never holds or votes on the same pair twice, nor more than one lease at a time;
+//! leases past their expiry return to the pool the next time anyone asks for work.
+//!
+//! Concurrency: SQLite runs these transactions one at a time (`Db::transact` group-commits
+//! them on its writer thread). On Postgres they run in parallel: a pair is claimed under
+//! its row lock (`FOR UPDATE SKIP LOCKED`, so raters do not queue behind each other), the
+//! unique indexes catch a rater's own concurrent requests (the loser retries), and only the
+//! final step of a vote — taking the next vote sequence number — locks the campaign row,
+//! which keeps `seq` gap-free and in commit order for export cursors.
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -20,11 +24,11 @@ use std::sync::Arc;
 use crate::args;
 use crate::auth::CurrentUser;
 use crate::campaigns::CampaignStatus;
-use crate::db::{Db, now_ms};
+use crate::db::{Backend, Db, now_ms};
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::import::Message;
 use crate::state::AppState;
-use crate::store::{SqlRow, Store, tx_body};
+use crate::store::{SqlRow, Store, TxBody, tx_body};
 
 /// Choice as the rater saw it on screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +110,7 @@ pub enum Next {
     Unavailable { campaign_status: CampaignStatus },
 }
 
-struct LockedCampaign {
+struct CampaignSettings {
     id: i64,
     status: CampaignStatus,
     overlap: i64,
@@ -132,13 +136,16 @@ impl Dice {
     }
 }
 
-async fn lock_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<LockedCampaign> {
+async fn load_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<CampaignSettings> {
     let row = tx
-        .fetch_optional(Db::lock_campaign_sql(tx.backend()), args![id])
+        .fetch_optional(
+            "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1",
+            args![id],
+        )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("campaign {id}")))?;
     let status = row.text("status")?;
-    Ok(LockedCampaign {
+    Ok(CampaignSettings {
         id,
         status: CampaignStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown status {status}"))?,
         overlap: row.int("overlap")?,
@@ -194,9 +201,34 @@ async fn served_pair(tx: &mut dyn Store, assignment: &SqlRow, campaign_id: i64) 
     })
 }
 
-/// Finds (or keeps) the rater's current pair. Runs inside a transaction holding the
-/// campaign lock.
-async fn assign(tx: &mut dyn Store, campaign: &LockedCampaign, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
+const CANDIDATE_SQL: &str = "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
+     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
+     ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1";
+const CANDIDATE_SKIP_LOCKED_SQL: &str = "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
+     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
+     ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1 FOR UPDATE OF p SKIP LOCKED";
+const CANDIDATE_WAIT_SQL: &str = "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
+     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
+     ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1 FOR UPDATE OF p";
+
+/// The regular pair to hand out next, locked for this transaction (Postgres). The caller
+/// increments its `claimed`, which the lock makes safe.
+async fn claimable_pair(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64) -> ApiResult<Option<i64>> {
+    let args = || args![campaign.id, campaign.overlap, rater];
+    let found = match tx.backend() {
+        Backend::Sqlite => tx.fetch_optional(CANDIDATE_SQL, args()).await?,
+        // Skip pairs other transactions are claiming right now; if every candidate is
+        // locked, wait for one (Postgres re-checks `claimed` once the lock is granted).
+        Backend::Postgres => match tx.fetch_optional(CANDIDATE_SKIP_LOCKED_SQL, args()).await? {
+            Some(row) => Some(row),
+            None => tx.fetch_optional(CANDIDATE_WAIT_SQL, args()).await?,
+        },
+    };
+    found.map(|row| row.int("id")).transpose()
+}
+
+/// Finds (or keeps) the rater's current pair.
+async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
     if campaign.status != CampaignStatus::Active {
         return Ok(Next::Unavailable {
             campaign_status: campaign.status,
@@ -216,14 +248,7 @@ async fn assign(tx: &mut dyn Store, campaign: &LockedCampaign, rater: i64, now: 
             pair: served_pair(tx, &held, campaign.id).await?,
         });
     }
-    let regular = tx
-        .fetch_optional(
-            "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
-             AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
-             ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1",
-            args![campaign.id, campaign.overlap, rater],
-        )
-        .await?;
+    let regular = claimable_pair(tx, campaign, rater).await?;
     let Some(regular) = regular else {
         let open = tx
             .fetch_optional(
@@ -250,10 +275,9 @@ async fn assign(tx: &mut dyn Store, campaign: &LockedCampaign, rater: i64, now: 
     let (pair_id, is_gold) = match gold {
         Some(row) => (row.int("id")?, true),
         None => {
-            let id = regular.int("id")?;
-            tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![id])
+            tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![regular])
                 .await?;
-            (id, false)
+            (regular, false)
         }
     };
     let assignment = tx
@@ -271,14 +295,30 @@ async fn assign(tx: &mut dyn Store, campaign: &LockedCampaign, rater: i64, now: 
     })
 }
 
+/// Runs a transaction again when it lost a race on a unique index (Postgres: the same
+/// rater's concurrent requests); the re-run sees the winner's rows.
+async fn retry_on_unique_violation<T: Send + 'static>(db: &Db, body: TxBody<T>) -> ApiResult<T> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match db.transact(body.clone()).await {
+            Err(ApiError::Database(e)) if tries < 3 && e.is_unique_violation() => continue,
+            other => return other,
+        }
+    }
+}
+
 pub async fn next_pair(db: &Db, campaign_id: i64, rater: i64) -> ApiResult<Next> {
     let dice = Dice::roll();
-    db.transact(tx_body(move |tx| {
-        Box::pin(async move {
-            let campaign = lock_campaign(tx, campaign_id).await?;
-            assign(tx, &campaign, rater, now_ms(), dice).await
-        })
-    }))
+    retry_on_unique_violation(
+        db,
+        tx_body(move |tx| {
+            Box::pin(async move {
+                let campaign = load_campaign(tx, campaign_id).await?;
+                assign(tx, &campaign, rater, now_ms(), dice).await
+            })
+        }),
+    )
     .await
 }
 
@@ -414,7 +454,7 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
         (None, None) => unreachable!("validated"),
     }
     .int("campaign_id")?;
-    let campaign = lock_campaign(tx, campaign_id).await?;
+    let campaign = load_campaign(tx, campaign_id).await?;
 
     let existing = tx
         .fetch_optional(
@@ -514,7 +554,7 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             let assignment = tx
                 .fetch_one(
                     "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
-                     SELECT campaign_id, id, $1, 'active', $2, is_gold, $3, $3 FROM pairs WHERE id = $4 \
+                     SELECT campaign_id, id, $1, 'voted', $2, is_gold, $3, $3 FROM pairs WHERE id = $4 \
                      ON CONFLICT (pair_id, rater_id) DO UPDATE SET swapped = excluded.swapped RETURNING id",
                     args![rater, req.swapped, now, pair_id],
                 )
@@ -529,22 +569,14 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
         Choice::A | Choice::B => req.strength,
         Choice::Tie | Choice::BothBad => None,
     };
-    let seq = tx
-        .fetch_one(
-            "UPDATE campaigns SET vote_seq = vote_seq + 1 WHERE id = $1 RETURNING vote_seq",
-            args![campaign.id],
-        )
-        .await?
-        .int("vote_seq")?;
     let rationale = req.rationale.as_deref().filter(|r| !r.trim().is_empty());
     let row = tx
         .fetch_one(
-            "INSERT INTO comparisons (campaign_id, seq, pair_id, rater_id, assignment_id, choice, strength, rationale, \
-             time_ms, swapped, client_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             RETURNING id, seq, pair_id, choice, strength, swapped, created_at",
+            "INSERT INTO comparisons (campaign_id, pair_id, rater_id, assignment_id, choice, strength, rationale, \
+             time_ms, swapped, client_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             RETURNING id",
             args![
                 campaign.id,
-                seq,
                 pair_id,
                 rater,
                 assignment_id,
@@ -570,8 +602,24 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
     .await?;
     let next = assign(tx, &campaign, rater, now, dice).await?;
     let my_votes = my_votes(tx, rater, campaign.id).await?;
+    // Last, so the campaign row stays locked only until the commit right after: votes get
+    // their sequence numbers in commit order, and a reader that sees `vote_seq = N` knows
+    // every vote up to N is committed.
+    let seq = tx
+        .fetch_one(
+            "UPDATE campaigns SET vote_seq = vote_seq + 1 WHERE id = $1 RETURNING vote_seq",
+            args![campaign.id],
+        )
+        .await?
+        .int("vote_seq")?;
+    let vote = tx
+        .fetch_one(
+            "UPDATE comparisons SET seq = $1 WHERE id = $2 RETURNING id, seq, pair_id, choice, strength, swapped, created_at",
+            args![seq, row.int("id")?],
+        )
+        .await?;
     Ok(VoteOutcome {
-        vote: stored_vote(&row)?,
+        vote: stored_vote(&vote)?,
         duplicate: false,
         my_votes,
         next,
@@ -581,37 +629,40 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
 /// Gives a leased pair back without voting; it will not be offered to this rater again.
 pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
     let dice = Dice::roll();
-    db.transact(tx_body(move |tx| {
-        Box::pin(async move {
-            let row = tx
-                .fetch_optional(
-                    "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
-                    args![assignment_id, rater],
-                )
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
-            let campaign = lock_campaign(tx, row.int("campaign_id")?).await?;
-            match row.text("status")?.as_str() {
-                "active" => {
-                    tx.execute(
-                        "UPDATE assignments SET status = 'skipped' WHERE id = $1",
-                        args![assignment_id],
+    retry_on_unique_violation(
+        db,
+        tx_body(move |tx| {
+            Box::pin(async move {
+                let row = tx
+                    .fetch_optional(
+                        "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
+                        args![assignment_id, rater],
                     )
-                    .await?;
-                    if row.int("is_gold")? == 0 {
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
+                let campaign = load_campaign(tx, row.int("campaign_id")?).await?;
+                match row.text("status")?.as_str() {
+                    "active" => {
                         tx.execute(
-                            "UPDATE pairs SET claimed = claimed - 1 WHERE id = $1",
-                            args![row.int("pair_id")?],
+                            "UPDATE assignments SET status = 'skipped' WHERE id = $1",
+                            args![assignment_id],
                         )
                         .await?;
+                        if row.int("is_gold")? == 0 {
+                            tx.execute(
+                                "UPDATE pairs SET claimed = claimed - 1 WHERE id = $1",
+                                args![row.int("pair_id")?],
+                            )
+                            .await?;
+                        }
                     }
+                    "voted" => return Err(ApiError::conflict("already_voted", "this pair was already voted on")),
+                    _ => {}
                 }
-                "voted" => return Err(ApiError::conflict("already_voted", "this pair was already voted on")),
-                _ => {}
-            }
-            assign(tx, &campaign, rater, now_ms(), dice).await
-        })
-    }))
+                assign(tx, &campaign, rater, now_ms(), dice).await
+            })
+        }),
+    )
     .await
 }
 

@@ -151,27 +151,11 @@ impl Db {
         }
     }
 
-    /// SQL that reads a campaign row and, on Postgres, locks it until commit. Every
-    /// transaction that hands out or records votes for a campaign takes this lock first,
-    /// which serialises them per campaign (no over-assignment, gap-free vote sequence,
-    /// a single lock order so no deadlocks). SQLite already holds the database write lock.
-    pub fn lock_campaign_sql(backend: Backend) -> &'static str {
-        match backend {
-            Backend::Sqlite => CAMPAIGN_LOCK_SQLITE,
-            Backend::Postgres => CAMPAIGN_LOCK_POSTGRES,
-        }
-    }
-
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
     }
 }
-
-const CAMPAIGN_LOCK_SQLITE: &str =
-    "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1";
-const CAMPAIGN_LOCK_POSTGRES: &str =
-    "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1 FOR UPDATE";
 
 /// `sqlite://file.db` → `sqlite://file.db?mode=rwc` so a fresh machine gets a new file.
 fn sqlite_url_creating_file(url: &str) -> anyhow::Result<String> {
