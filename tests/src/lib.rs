@@ -145,11 +145,16 @@ impl TestServer {
         }
     }
 
-    /// Shuts the server down gracefully and drops the Postgres database.
-    pub async fn stop(mut self) {
+    /// Asks the server to shut down gracefully (as SIGTERM does) without waiting.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Shuts the server down gracefully and drops the Postgres database.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
         if let Some(handle) = self.handle.take() {
             handle.await.unwrap().unwrap();
         }

@@ -5,4 +5,5 @@ mod auth;
 mod cli;
 mod export;
 mod import;
+mod shutdown;
 mod stats;
