@@ -342,24 +342,19 @@ async fn user_command(command: UserCommand, db: &Db) -> anyhow::Result<()> {
             print_json(&create_user(db, &username, &password, role).await.map_err(explain)?)?;
         }
         UserCommand::List => print_json(&list_users(db).await.map_err(explain)?)?,
-        UserCommand::Disable { username } => {
-            let user = find_user(db, &username).await.map_err(explain)?;
-            let update = UserUpdate {
-                active: Some(false),
-                ..UserUpdate::default()
-            };
-            print_json(&update_user(db, user.id, update).await.map_err(explain)?)?;
-        }
-        UserCommand::Enable { username } => {
-            let user = find_user(db, &username).await.map_err(explain)?;
-            let update = UserUpdate {
-                active: Some(true),
-                ..UserUpdate::default()
-            };
-            print_json(&update_user(db, user.id, update).await.map_err(explain)?)?;
-        }
+        UserCommand::Disable { username } => set_active(db, &username, false).await?,
+        UserCommand::Enable { username } => set_active(db, &username, true).await?,
     }
     Ok(())
+}
+
+async fn set_active(db: &Db, username: &str, active: bool) -> anyhow::Result<()> {
+    let user = find_user(db, username).await.map_err(explain)?;
+    let update = UserUpdate {
+        active: Some(active),
+        ..UserUpdate::default()
+    };
+    print_json(&update_user(db, user.id, update).await.map_err(explain)?)
 }
 
 async fn token_command(command: TokenCommand, db: &Db) -> anyhow::Result<()> {
