@@ -402,13 +402,13 @@ async fn stream_preferences(
         "SELECT c.pair_id, c.choice, c.strength, c.seq, pr.text AS prompt, pr.messages, ra.text AS text_a, rb.text AS text_b \
          FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN prompts pr ON pr.id = p.prompt_id \
          JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
-         WHERE c.campaign_id = $1 AND c.seq <= $2 AND $3 >= 0{gold_filter}{since_filter} ORDER BY c.pair_id, c.seq"
+         WHERE c.campaign_id = $1 AND c.seq <= $2{gold_filter}{since_filter} ORDER BY c.pair_id, c.seq"
     );
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(campaign_id)
-        .bind(cursor)
-        .bind(params.since)
-        .fetch(pool);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(cursor);
+    if params.since > 0 {
+        query = query.bind(params.since);
+    }
+    let mut rows = query.fetch(pool);
     let mut current: Option<PairVotes> = None;
     while let Some(row) = rows.try_next().await? {
         let pair_id: i64 = row.try_get("pair_id")?;
