@@ -129,10 +129,7 @@ struct Dice {
 impl Dice {
     fn roll() -> Dice {
         let mut rng = rand::rng();
-        Dice {
-            gold_roll: rng.random(),
-            swap: rng.random_bool(0.5),
-        }
+        Dice { gold_roll: rng.random(), swap: rng.random_bool(0.5) }
     }
 }
 
@@ -166,11 +163,7 @@ async fn reclaim_expired(tx: &mut dyn Store, campaign_id: i64, now: i64) -> ApiR
         .await?;
     for row in expired {
         if row.int("is_gold")? == 0 {
-            tx.execute(
-                "UPDATE pairs SET claimed = claimed - 1 WHERE id = $1",
-                args![row.int("pair_id")?],
-            )
-            .await?;
+            tx.execute("UPDATE pairs SET claimed = claimed - 1 WHERE id = $1", args![row.int("pair_id")?]).await?;
         }
     }
     Ok(())
@@ -230,9 +223,7 @@ async fn claimable_pair(tx: &mut dyn Store, campaign: &CampaignSettings, rater: 
 /// Finds (or keeps) the rater's current pair.
 async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
     if campaign.status != CampaignStatus::Active {
-        return Ok(Next::Unavailable {
-            campaign_status: campaign.status,
-        });
+        return Ok(Next::Unavailable { campaign_status: campaign.status });
     }
     reclaim_expired(tx, campaign.id, now).await?;
     // Asking again while holding a lease returns the same pair (page reloads are harmless).
@@ -244,9 +235,7 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
         )
         .await?;
     if let Some(held) = held {
-        return Ok(Next::Assigned {
-            pair: served_pair(tx, &held, campaign.id).await?,
-        });
+        return Ok(Next::Assigned { pair: served_pair(tx, &held, campaign.id).await? });
     }
     let regular = claimable_pair(tx, campaign, rater).await?;
     let Some(regular) = regular else {
@@ -275,8 +264,7 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
     let (pair_id, is_gold) = match gold {
         Some(row) => (row.int("id")?, true),
         None => {
-            tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![regular])
-                .await?;
+            tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![regular]).await?;
             (regular, false)
         }
     };
@@ -290,9 +278,7 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
             args![campaign.id, pair_id, rater, dice.swap, is_gold, now, now + campaign.lease_ms],
         )
         .await?;
-    Ok(Next::Assigned {
-        pair: served_pair(tx, &assignment, campaign.id).await?,
-    })
+    Ok(Next::Assigned { pair: served_pair(tx, &assignment, campaign.id).await? })
 }
 
 /// Runs a transaction again when it lost a race on a unique index (Postgres: the same
@@ -370,9 +356,7 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
     if let Some(strength) = req.strength
         && !(1..=3).contains(&strength)
     {
-        return Err(ApiError::bad_request(
-            "strength: must be 1 (slightly), 2 (clearly) or 3 (much better)",
-        ));
+        return Err(ApiError::bad_request("strength: must be 1 (slightly), 2 (clearly) or 3 (much better)"));
     }
     if req.rationale.as_ref().is_some_and(|r| r.len() > 10_000) {
         return Err(ApiError::bad_request("rationale: at most 10000 bytes"));
@@ -382,9 +366,7 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
     }
     match (req.assignment_id, req.pair_id) {
         (Some(_), None) | (None, Some(_)) => Ok(()),
-        _ => Err(ApiError::bad_request(
-            "give exactly one of assignment_id (leased vote) or pair_id (free vote)",
-        )),
+        _ => Err(ApiError::bad_request("give exactly one of assignment_id (leased vote) or pair_id (free vote)")),
     }
 }
 
@@ -428,10 +410,7 @@ pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<Vo
             // finds the winner's row through the idempotency key.
             Err(ApiError::Database(e)) if tries < 3 && e.is_unique_violation() => continue,
             Err(ApiError::Database(e)) if e.is_unique_violation() => {
-                return Err(ApiError::conflict(
-                    "already_voted",
-                    "you have already voted on this pair",
-                ));
+                return Err(ApiError::conflict("already_voted", "you have already voted on this pair"));
             }
             other => return other,
         }
@@ -468,27 +447,18 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
         let same_target = match (req.assignment_id, req.pair_id) {
             (_, Some(pair_id)) => pair_id == vote.pair_id,
             (Some(assignment_id), None) => {
-                let pair = tx
-                    .fetch_optional("SELECT pair_id FROM assignments WHERE id = $1", args![assignment_id])
-                    .await?;
+                let pair =
+                    tx.fetch_optional("SELECT pair_id FROM assignments WHERE id = $1", args![assignment_id]).await?;
                 pair.map(|row| row.int("pair_id")).transpose()? == Some(vote.pair_id)
             }
             (None, None) => false,
         };
         if !same_target {
-            return Err(ApiError::conflict(
-                "key_reused",
-                "client_key was already used for a different pair",
-            ));
+            return Err(ApiError::conflict("key_reused", "client_key was already used for a different pair"));
         }
         let next = assign(tx, &campaign, rater, now, dice).await?;
         let my_votes = my_votes(tx, rater, campaign.id).await?;
-        return Ok(VoteOutcome {
-            vote,
-            duplicate: true,
-            my_votes,
-            next,
-        });
+        return Ok(VoteOutcome { vote, duplicate: true, my_votes, next });
     }
     if campaign.status == CampaignStatus::Closed {
         return Err(ApiError::conflict("campaign_closed", "the campaign is closed"));
@@ -507,10 +477,7 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             match row.text("status")?.as_str() {
                 "active" => {}
                 "voted" => {
-                    return Err(ApiError::conflict(
-                        "already_voted",
-                        "you have already voted on this pair",
-                    ));
+                    return Err(ApiError::conflict("already_voted", "you have already voted on this pair"));
                 }
                 // The lease lapsed (or was skipped): accept the work if the pair still has room.
                 _ if is_gold => {}
@@ -533,9 +500,7 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
         }
         (None, Some(pair_id)) => {
             if !campaign.free_votes {
-                return Err(ApiError::forbidden(
-                    "this campaign only accepts votes on leased pairs (assignment_id)",
-                ));
+                return Err(ApiError::forbidden("this campaign only accepts votes on leased pairs (assignment_id)"));
             }
             let held = tx
                 .fetch_optional(
@@ -548,8 +513,7 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
                 None => false,
             };
             if !held_active {
-                tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![pair_id])
-                    .await?;
+                tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![pair_id]).await?;
             }
             let assignment = tx
                 .fetch_one(
@@ -590,26 +554,15 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             ],
         )
         .await?;
-    tx.execute(
-        "UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1",
-        args![pair_id],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE assignments SET status = 'voted' WHERE id = $1",
-        args![assignment_id],
-    )
-    .await?;
+    tx.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1", args![pair_id]).await?;
+    tx.execute("UPDATE assignments SET status = 'voted' WHERE id = $1", args![assignment_id]).await?;
     let next = assign(tx, &campaign, rater, now, dice).await?;
     let my_votes = my_votes(tx, rater, campaign.id).await?;
     // Last, so the campaign row stays locked only until the commit right after: votes get
     // their sequence numbers in commit order, and a reader that sees `vote_seq = N` knows
     // every vote up to N is committed.
     let seq = tx
-        .fetch_one(
-            "UPDATE campaigns SET vote_seq = vote_seq + 1 WHERE id = $1 RETURNING vote_seq",
-            args![campaign.id],
-        )
+        .fetch_one("UPDATE campaigns SET vote_seq = vote_seq + 1 WHERE id = $1 RETURNING vote_seq", args![campaign.id])
         .await?
         .int("vote_seq")?;
     let vote = tx
@@ -618,12 +571,7 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             args![seq, row.int("id")?],
         )
         .await?;
-    Ok(VoteOutcome {
-        vote: stored_vote(&vote)?,
-        duplicate: false,
-        my_votes,
-        next,
-    })
+    Ok(VoteOutcome { vote: stored_vote(&vote)?, duplicate: false, my_votes, next })
 }
 
 /// Gives a leased pair back without voting; it will not be offered to this rater again.
@@ -643,11 +591,8 @@ pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
                 let campaign = load_campaign(tx, row.int("campaign_id")?).await?;
                 match row.text("status")?.as_str() {
                     "active" => {
-                        tx.execute(
-                            "UPDATE assignments SET status = 'skipped' WHERE id = $1",
-                            args![assignment_id],
-                        )
-                        .await?;
+                        tx.execute("UPDATE assignments SET status = 'skipped' WHERE id = $1", args![assignment_id])
+                            .await?;
                         if row.int("is_gold")? == 0 {
                             tx.execute(
                                 "UPDATE pairs SET claimed = claimed - 1 WHERE id = $1",

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::args;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
@@ -62,11 +63,7 @@ pub struct CurrentUser {
 
 impl CurrentUser {
     pub fn require_admin(&self) -> ApiResult<()> {
-        if self.role == Role::Admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("this action needs the admin role"))
-        }
+        if self.role == Role::Admin { Ok(()) } else { Err(ApiError::forbidden("this action needs the admin role")) }
     }
 
     pub fn is_admin(&self) -> bool {
@@ -85,32 +82,23 @@ impl FromRequestParts<AppState> for CurrentUser {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let row = if let Some(token) = bearer {
-            sqlx::query(
-                "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
-                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.active = 1",
-            )
-            .bind(sha256_hex(token.trim()))
-            .fetch_optional(&state.db.read)
-            .await?
+            let sql = "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
+                       WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.active = 1";
+            state.db.read_row(sql, args![sha256_hex(token.trim())]).await?
         } else {
             let jar = CookieJar::from_headers(&parts.headers);
             let Some(cookie) = jar.get(SESSION_COOKIE) else {
                 return Err(ApiError::Unauthorized);
             };
-            sqlx::query(
-                "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
-                 WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.active = 1",
-            )
-            .bind(sha256_hex(cookie.value()))
-            .bind(now)
-            .fetch_optional(&state.db.read)
-            .await?
+            let sql = "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+                       WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.active = 1";
+            state.db.read_row(sql, args![sha256_hex(cookie.value()), now]).await?
         };
         let row = row.ok_or(ApiError::Unauthorized)?;
-        let role: String = row.try_get("role")?;
+        let role = row.text("role")?;
         Ok(CurrentUser {
-            id: row.try_get("id")?,
-            username: row.try_get("username")?,
+            id: row.int("id")?,
+            username: row.text("username")?,
             role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?,
         })
     }
@@ -139,10 +127,7 @@ pub fn sha256_hex(data: &str) -> String {
 pub fn random_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Argon2id hash in PHC string format. CPU-heavy: call from a blocking thread.
@@ -189,10 +174,7 @@ pub struct LoginKeys {
 
 impl LoginKeys {
     pub fn new(username: &str, address: &str) -> LoginKeys {
-        LoginKeys {
-            user: format!("user:{username}"),
-            address: format!("addr:{address}"),
-        }
+        LoginKeys { user: format!("user:{username}"), address: format!("addr:{address}") }
     }
 }
 
@@ -258,10 +240,7 @@ static DUMMY_HASH: LazyLock<String> =
 /// Checks a username/password pair (with rate limiting) and returns the user on success.
 pub async fn check_login(state: &AppState, client: &str, username: &str, password: &str) -> ApiResult<CurrentUser> {
     let keys = LoginKeys::new(username, client);
-    state
-        .login_limiter
-        .check(&keys)
-        .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+    state.login_limiter.check(&keys).map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
     let row = sqlx::query("SELECT id, username, role, password_hash FROM users WHERE username = $1 AND active = 1")
         .bind(username)
         .fetch_optional(&state.db.read)
@@ -279,9 +258,8 @@ pub async fn check_login(state: &AppState, client: &str, username: &str, passwor
         None => (None, DUMMY_HASH.clone()),
     };
     let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(anyhow::Error::from)?;
+    let ok =
+        tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.map_err(anyhow::Error::from)?;
     match user {
         Some(user) if ok => {
             state.login_limiter.record_success(&keys);
@@ -301,10 +279,7 @@ pub async fn create_session(state: &AppState, user_id: i64) -> ApiResult<Cookie<
     let expires = now + state.config.session_hours * 3_600_000;
     let mut tx = state.db.begin_write().await?;
     // Opportunistic clean-up keeps the table from growing without bound.
-    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(sha256_hex(&secret))
         .bind(user_id)

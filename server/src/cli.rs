@@ -206,27 +206,15 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// Turns API errors into readable CLI errors, listing every import problem.
 fn explain(error: ApiError) -> anyhow::Error {
-    if let ApiError::BadRequest {
-        message,
-        details: Some(details),
-    } = &error
+    if let ApiError::BadRequest { message, details: Some(details) } = &error
         && let Some(errors) = details.get("errors").and_then(|e| e.as_array())
     {
         let lines: Vec<String> = errors
             .iter()
             .map(|e| {
                 let field = e["field"].as_str().unwrap_or_default();
-                let field = if field.is_empty() {
-                    String::new()
-                } else {
-                    format!(" field `{field}`")
-                };
-                format!(
-                    "  line {}{}: {}",
-                    e["line"],
-                    field,
-                    e["message"].as_str().unwrap_or_default()
-                )
+                let field = if field.is_empty() { String::new() } else { format!(" field `{field}`") };
+                format!("  line {}{}: {}", e["line"], field, e["message"].as_str().unwrap_or_default())
             })
             .collect();
         return anyhow::anyhow!("{message}\n{}", lines.join("\n"));
@@ -271,12 +259,7 @@ async fn run_command(command: Command, db: &Db, mut config: Config) -> anyhow::R
         Command::User(command) => user_command(command, db).await?,
         Command::Token(command) => token_command(command, db).await?,
         Command::Campaign(command) => campaign_command(command, db).await?,
-        Command::Import {
-            campaign,
-            file,
-            max_pairs_per_prompt,
-            seed,
-        } => {
+        Command::Import { campaign, file, max_pairs_per_prompt, seed } => {
             let data = if file.as_os_str() == "-" {
                 let mut data = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)?;
@@ -292,10 +275,7 @@ async fn run_command(command: Command, db: &Db, mut config: Config) -> anyhow::R
                     config.max_import_bytes
                 );
             }
-            let options = PairingOptions {
-                max_pairs_per_prompt,
-                seed,
-            };
+            let options = PairingOptions { max_pairs_per_prompt, seed };
             let report = import_jsonl(db, campaign, &data, &options)
                 .await
                 .map_err(explain)
@@ -304,11 +284,9 @@ async fn run_command(command: Command, db: &Db, mut config: Config) -> anyhow::R
         }
         Command::Export(args) => export_command(args, db, &config).await?,
         Command::Stats { campaign } => print_json(&stats::campaign_stats(db, campaign).await.map_err(explain)?)?,
-        Command::Leaderboard { campaign, bootstrap } => print_json(
-            &leaderboard::campaign_leaderboard(db, campaign, bootstrap, 0)
-                .await
-                .map_err(explain)?,
-        )?,
+        Command::Leaderboard { campaign, bootstrap } => {
+            print_json(&leaderboard::campaign_leaderboard(db, campaign, bootstrap, 0).await.map_err(explain)?)?
+        }
     }
     Ok(())
 }
@@ -325,11 +303,7 @@ fn print_demo_logins() {
 
 async fn user_command(command: UserCommand, db: &Db) -> anyhow::Result<()> {
     match command {
-        UserCommand::Add {
-            username,
-            role,
-            password,
-        } => {
+        UserCommand::Add { username, role, password } => {
             let password = match password {
                 Some(p) => p,
                 None => {
@@ -350,10 +324,7 @@ async fn user_command(command: UserCommand, db: &Db) -> anyhow::Result<()> {
 
 async fn set_active(db: &Db, username: &str, active: bool) -> anyhow::Result<()> {
     let user = find_user(db, username).await.map_err(explain)?;
-    let update = UserUpdate {
-        active: Some(active),
-        ..UserUpdate::default()
-    };
+    let update = UserUpdate { active: Some(active), ..UserUpdate::default() };
     print_json(&update_user(db, user.id, update).await.map_err(explain)?)
 }
 
@@ -362,10 +333,7 @@ async fn token_command(command: TokenCommand, db: &Db) -> anyhow::Result<()> {
         TokenCommand::Create { user, name } => {
             let user = find_user(db, &user).await.map_err(explain)?;
             let token = create_token(db, user.id, &name).await.map_err(explain)?;
-            eprintln!(
-                "token {} created for {}; store it now, it is not shown again:",
-                token.info.id, user.username
-            );
+            eprintln!("token {} created for {}; store it now, it is not shown again:", token.info.id, user.username);
             println!("{}", token.token);
         }
         TokenCommand::Revoke { id } => {
@@ -379,36 +347,17 @@ async fn token_command(command: TokenCommand, db: &Db) -> anyhow::Result<()> {
 
 async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<()> {
     match command {
-        CampaignCommand::Create {
-            name,
-            overlap,
-            gold_rate,
-            guidelines_file,
-            status,
-            lease_seconds,
-            free_votes,
-        } => {
+        CampaignCommand::Create { name, overlap, gold_rate, guidelines_file, status, lease_seconds, free_votes } => {
             let guidelines = match guidelines_file {
                 Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
                 None => String::new(),
             };
-            let new = NewCampaign {
-                name,
-                guidelines,
-                overlap,
-                gold_rate,
-                status,
-                lease_seconds,
-                free_votes,
-            };
+            let new = NewCampaign { name, guidelines, overlap, gold_rate, status, lease_seconds, free_votes };
             print_json(&create_campaign(db, &new).await.map_err(explain)?)?;
         }
         CampaignCommand::List => print_json(&list_campaigns(db, 0, false).await.map_err(explain)?)?,
         CampaignCommand::Close { id } => {
-            let update = CampaignUpdate {
-                status: Some(CampaignStatus::Closed),
-                ..CampaignUpdate::default()
-            };
+            let update = CampaignUpdate { status: Some(CampaignStatus::Closed), ..CampaignUpdate::default() };
             print_json(&update_campaign(db, id, &update).await.map_err(explain)?)?;
         }
     }
@@ -423,15 +372,9 @@ async fn export_command(args: ExportArgs, db: &Db, config: &Config) -> anyhow::R
         since: args.since,
         meta: args.meta,
         include_gold: args.include_gold,
-        raters: if args.rater_ids {
-            RaterIds::Id
-        } else {
-            RaterIds::Pseudonym
-        },
+        raters: if args.rater_ids { RaterIds::Id } else { RaterIds::Pseudonym },
     };
-    let (cursor, mut rx) = start_export(db, args.campaign, params, config.secret.clone())
-        .await
-        .map_err(explain)?;
+    let (cursor, mut rx) = start_export(db, args.campaign, params, config.secret.clone()).await.map_err(explain)?;
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,

@@ -52,9 +52,7 @@ impl Default for Config {
 impl Config {
     /// Loads the TOML file (if any), then applies environment variables.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("PAIRWISE_CONFIG").map(Into::into));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("PAIRWISE_CONFIG").map(Into::into));
         let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
@@ -93,15 +91,11 @@ impl Config {
             self.max_connections = v.parse().context("PAIRWISE_MAX_CONNECTIONS must be an integer")?;
         }
         if let Some(v) = var("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE") {
-            self.login_attempts_per_minute = v
-                .parse()
-                .context("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE must be an integer")?;
+            self.login_attempts_per_minute =
+                v.parse().context("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE must be an integer")?;
         }
         if !matches!(self.sqlite_synchronous.as_str(), "full" | "normal") {
-            anyhow::bail!(
-                "sqlite_synchronous must be `full` or `normal`, got `{}`",
-                self.sqlite_synchronous
-            );
+            anyhow::bail!("sqlite_synchronous must be `full` or `normal`, got `{}`", self.sqlite_synchronous);
         }
         Ok(())
     }
@@ -114,9 +108,7 @@ mod tests {
     #[test]
     fn environment_overrides_file_values() {
         let mut config: Config = toml::from_str("bind = \"0.0.0.0:8080\"\nsecret = \"s\"").unwrap();
-        config
-            .apply_env(|name| (name == "PAIRWISE_BIND").then(|| "127.0.0.1:9".to_string()))
-            .unwrap();
+        config.apply_env(|name| (name == "PAIRWISE_BIND").then(|| "127.0.0.1:9".to_string())).unwrap();
         assert_eq!(config.bind, "127.0.0.1:9");
         assert_eq!(config.secret, "s");
     }

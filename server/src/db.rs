@@ -9,6 +9,7 @@
 //! On Postgres both pools are the same pool and row locks do the serialising.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::config::Config;
 use crate::error::ApiResult;
-use crate::store::{SqliteWriter, TxBody, transact_sqlx};
+use crate::store::{SqlRow, SqlValue, SqliteReaders, SqliteWriter, TxBody, fetch_all_sqlx, transact_sqlx};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -52,6 +53,8 @@ pub struct Db {
     pub write: AnyPool,
     /// SQLite only: the group-committing writer thread of the hot path (see `store`).
     sqlite_writer: Option<SqliteWriter>,
+    /// SQLite only: inline read connections for per-request lookups.
+    sqlite_readers: Option<Arc<SqliteReaders>>,
 }
 
 pub type Tx = Transaction<'static, Any>;
@@ -73,8 +76,7 @@ impl Db {
                             // WAL: readers never block the writer. busy_timeout covers other
                             // processes (the CLI) writing to the same file.
                             conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}")))
-                                .await?;
+                            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
                             conn.execute("PRAGMA busy_timeout = 10000").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             Ok(())
@@ -95,12 +97,8 @@ impl Db {
                     .with_context(|| format!("opening SQLite database {url}"))?;
                 let writer = SqliteWriter::start(&sqlite_path(&url), &config.sqlite_synchronous)
                     .with_context(|| format!("opening SQLite writer for {url}"))?;
-                Db {
-                    backend,
-                    read,
-                    write,
-                    sqlite_writer: Some(writer),
-                }
+                let readers = Arc::new(SqliteReaders::new(&sqlite_path(&url)));
+                Db { backend, read, write, sqlite_writer: Some(writer), sqlite_readers: Some(readers) }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -109,12 +107,7 @@ impl Db {
                     .connect(&config.database_url)
                     .await
                     .context("connecting to Postgres (is DATABASE_URL right and the server up?)")?;
-                Db {
-                    backend,
-                    read: pool.clone(),
-                    write: pool,
-                    sqlite_writer: None,
-                }
+                Db { backend, read: pool.clone(), write: pool, sqlite_writer: None, sqlite_readers: None }
             }
         };
         db.migrate().await?;
@@ -127,10 +120,7 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator
-            .run(&self.write)
-            .await
-            .context("applying database migrations")?;
+        migrator.run(&self.write).await.context("applying database migrations")?;
         Ok(())
     }
 
@@ -149,6 +139,15 @@ impl Db {
             Some(writer) => writer.transact(body).await,
             None => transact_sqlx(self.backend, &self.write, body).await,
         }
+    }
+
+    /// One row of a small, frequent read (per-request lookups such as authentication).
+    pub async fn read_row(&self, sql: &'static str, args: Vec<SqlValue>) -> ApiResult<Option<SqlRow>> {
+        let rows = match &self.sqlite_readers {
+            Some(readers) => readers.fetch_all(sql, &args)?,
+            None => fetch_all_sqlx(&self.read, sql, args).await?,
+        };
+        Ok(rows.into_iter().next())
     }
 
     pub async fn close(&self) {
@@ -174,19 +173,13 @@ fn sqlite_url_creating_file(url: &str) -> anyhow::Result<String> {
 
 /// The file path inside a `sqlite://PATH?options` URL.
 fn sqlite_path(url: &str) -> String {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     rest.split('?').next().unwrap_or(rest).to_string()
 }
 
 /// Current time as Unix milliseconds, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -199,18 +192,12 @@ mod tests {
 
     #[test]
     fn sqlite_urls_get_create_mode() {
-        assert_eq!(
-            sqlite_url_creating_file("sqlite://a.db").unwrap(),
-            "sqlite://a.db?mode=rwc"
-        );
+        assert_eq!(sqlite_url_creating_file("sqlite://a.db").unwrap(), "sqlite://a.db?mode=rwc");
         assert_eq!(
             sqlite_url_creating_file("sqlite://a.db?cache=shared").unwrap(),
             "sqlite://a.db?cache=shared&mode=rwc"
         );
-        assert_eq!(
-            sqlite_url_creating_file("sqlite://a.db?mode=ro").unwrap(),
-            "sqlite://a.db?mode=ro"
-        );
+        assert_eq!(sqlite_url_creating_file("sqlite://a.db?mode=ro").unwrap(), "sqlite://a.db?mode=ro");
         assert!(sqlite_url_creating_file("sqlite::memory:").is_err());
     }
 

@@ -24,11 +24,7 @@ Use the strength to say how sure you are: slightly, clearly or much better.";
 
 /// Seeds the demo if it is not there yet; returns the import report when it seeded.
 pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
-    if list_campaigns(db, 0, false)
-        .await?
-        .iter()
-        .any(|c| c.name == DEMO_CAMPAIGN)
-    {
+    if list_campaigns(db, 0, false).await?.iter().any(|c| c.name == DEMO_CAMPAIGN) {
         return Ok(None);
     }
     let existing: Vec<String> = list_users(db).await?.into_iter().map(|u| u.username).collect();

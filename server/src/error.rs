@@ -33,17 +33,11 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            message: message.into(),
-            details: None,
-        }
+        ApiError::BadRequest { message: message.into(), details: None }
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::Conflict {
-            code,
-            message: message.into(),
-        }
+        ApiError::Conflict { code, message: message.into() }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -80,18 +74,14 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut body = json!({ "error": code, "message": message });
-        if let ApiError::BadRequest {
-            details: Some(details), ..
-        } = &self
-        {
+        if let ApiError::BadRequest { details: Some(details), .. } = &self {
             body["details"] = details.clone();
         }
         let mut response = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after_s } = self {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(retry_after_s),
-            );
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_s));
         }
         response
     }

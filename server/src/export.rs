@@ -125,20 +125,12 @@ pub fn aggregate(votes: &[(Choice, Option<i64>)]) -> Aggregate {
         [1] if top > 0 => Some(Choice::B),
         _ => None,
     };
-    let strengths: Vec<i64> = votes
-        .iter()
-        .filter(|(c, _)| Some(*c) == winner)
-        .filter_map(|(_, s)| *s)
-        .collect();
+    let strengths: Vec<i64> = votes.iter().filter(|(c, _)| Some(*c) == winner).filter_map(|(_, s)| *s).collect();
     Aggregate {
         votes: votes.len() as i64,
         counts,
         winner,
-        agreement: if votes.is_empty() {
-            0.0
-        } else {
-            top as f64 / votes.len() as f64
-        },
+        agreement: if votes.is_empty() { 0.0 } else { top as f64 / votes.len() as f64 },
         strength: (!strengths.is_empty()).then(|| strengths.iter().sum::<i64>() as f64 / strengths.len() as f64),
     }
 }
@@ -168,10 +160,7 @@ fn prompt_string(prompt: &str, messages: &[Message]) -> String {
 }
 
 fn conversation(prompt: &str, messages: &[Message], answer: &str) -> Value {
-    let mut turns: Vec<Value> = messages
-        .iter()
-        .map(|m| json!({"role": m.role, "content": m.content}))
-        .collect();
+    let mut turns: Vec<Value> = messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
     turns.push(json!({"role": "user", "content": prompt}));
     turns.push(json!({"role": "assistant", "content": answer}));
     Value::Array(turns)
@@ -193,11 +182,8 @@ fn preference_line(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<Op
     if agg.votes < params.min_votes || agg.agreement + 1e-12 < params.min_agreement {
         return Ok(None);
     }
-    let (chosen, rejected) = if winner == Choice::A {
-        (&pair.text_a, &pair.text_b)
-    } else {
-        (&pair.text_b, &pair.text_a)
-    };
+    let (chosen, rejected) =
+        if winner == Choice::A { (&pair.text_a, &pair.text_b) } else { (&pair.text_b, &pair.text_a) };
     let messages: Vec<Message> = serde_json::from_str(&pair.messages)?;
     let mut line = match params.format {
         Format::Trl => json!({
@@ -256,10 +242,7 @@ fn raw_line(
     let rater: i64 = row.try_get(8)?;
     let swapped = row.try_get::<i64, _>(13)? != 0;
     let rater = match params.raters {
-        RaterIds::Pseudonym => pseudonyms
-            .entry(rater)
-            .or_insert_with(|| json!(pseudonym(secret, rater)))
-            .clone(),
+        RaterIds::Pseudonym => pseudonyms.entry(rater).or_insert_with(|| json!(pseudonym(secret, rater))).clone(),
         RaterIds::Id => json!(rater),
     };
     Ok(RawVote {
@@ -333,10 +316,7 @@ pub async fn start_export(
     let (tx, rx) = mpsc::channel(4);
     let pool = db.read.clone();
     tokio::spawn(async move {
-        let mut writer = ChunkWriter {
-            buffer: Vec::with_capacity(CHUNK_BYTES),
-            tx,
-        };
+        let mut writer = ChunkWriter { buffer: Vec::with_capacity(CHUNK_BYTES), tx };
         let result = match params.format {
             Format::Raw => stream_raw(&pool, campaign_id, cursor, &params, &secret, &mut writer).await,
             Format::Trl | Format::Messages => {
@@ -369,11 +349,7 @@ async fn stream_raw(
          JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
          WHERE c.campaign_id = $1 AND c.seq > $2 AND c.seq <= $3{gold_filter} ORDER BY c.seq"
     );
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(campaign_id)
-        .bind(params.since)
-        .bind(cursor)
-        .fetch(pool);
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(params.since).bind(cursor).fetch(pool);
     let mut pseudonyms = HashMap::new();
     while let Some(row) = rows.try_next().await? {
         if !writer.line(&raw_line(&row, params, &mut pseudonyms, secret)?).await? {
@@ -463,16 +439,10 @@ async fn export(
     let format = params.format;
     let (cursor, rx) = start_export(&state.db, id, params, state.config.secret.clone()).await?;
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let format_name = serde_json::to_value(format)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
+    let format_name = serde_json::to_value(format).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"campaign-{id}-{format_name}.jsonl\""),
-        )
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"campaign-{id}-{format_name}.jsonl\""))
         .header("X-Pairwise-Cursor", cursor)
         .body(body)
         .map_err(|e| ApiError::Internal(e.into()))
@@ -490,10 +460,7 @@ mod tests {
         assert_eq!(agg.strength, Some(2.0));
         // A draw between a and b, or tie/both_bad on top, is not a preference.
         assert_eq!(aggregate(&[(Choice::A, None), (Choice::B, None)]).winner, None);
-        assert_eq!(
-            aggregate(&[(Choice::Tie, None), (Choice::Tie, None), (Choice::A, None)]).winner,
-            None
-        );
+        assert_eq!(aggregate(&[(Choice::Tie, None), (Choice::Tie, None), (Choice::A, None)]).winner, None);
         assert_eq!(aggregate(&[(Choice::BothBad, None)]).winner, None);
     }
 
@@ -507,19 +474,10 @@ mod tests {
     #[test]
     fn prompt_string_keeps_earlier_turns() {
         let turns = vec![
-            Message {
-                role: "user".into(),
-                content: "hi".into(),
-            },
-            Message {
-                role: "assistant".into(),
-                content: "hello".into(),
-            },
+            Message { role: "user".into(), content: "hi".into() },
+            Message { role: "assistant".into(), content: "hello".into() },
         ];
-        assert_eq!(
-            prompt_string("more?", &turns),
-            "user: hi\n\nassistant: hello\n\nuser: more?"
-        );
+        assert_eq!(prompt_string("more?", &turns), "user: hi\n\nassistant: hello\n\nuser: more?");
         assert_eq!(prompt_string("q", &[]), "q");
     }
 }

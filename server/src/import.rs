@@ -62,11 +62,7 @@ pub struct ResponseIn {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemBody {
     Responses(Vec<ResponseIn>),
-    Pair {
-        a: Box<ResponseIn>,
-        b: Box<ResponseIn>,
-        gold: Option<String>,
-    },
+    Pair { a: Box<ResponseIn>, b: Box<ResponseIn>, gold: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,11 +104,7 @@ struct LineParser<'a> {
 
 impl LineParser<'_> {
     fn error(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(LineError {
-            line: self.line,
-            field: field.to_string(),
-            message: message.into(),
-        });
+        self.errors.push(LineError { line: self.line, field: field.to_string(), message: message.into() });
     }
 
     fn text(&mut self, obj: &Map<String, Value>, field: &str, required: bool) -> Option<String> {
@@ -142,10 +134,7 @@ impl LineParser<'_> {
     fn unknown_fields(&mut self, obj: &Map<String, Value>, prefix: &str, allowed: &[&str]) {
         for key in obj.keys() {
             if !allowed.contains(&key.as_str()) {
-                self.error(
-                    &format!("{prefix}{key}"),
-                    format!("unknown field (allowed: {})", allowed.join(", ")),
-                );
+                self.error(&format!("{prefix}{key}"), format!("unknown field (allowed: {})", allowed.join(", ")));
             }
         }
     }
@@ -169,14 +158,12 @@ impl LineParser<'_> {
             let role = self.text(m, "role", true);
             let content = self.text(m, "content", false).unwrap_or_default();
             match role.as_deref() {
-                Some("system" | "user" | "assistant") => messages.push(Message {
-                    role: role.unwrap_or_default(),
-                    content,
-                }),
-                Some(other) => self.error(
-                    &format!("{field}.role"),
-                    format!("must be system, user or assistant, got `{other}`"),
-                ),
+                Some("system" | "user" | "assistant") => {
+                    messages.push(Message { role: role.unwrap_or_default(), content })
+                }
+                Some(other) => {
+                    self.error(&format!("{field}.role"), format!("must be system, user or assistant, got `{other}`"))
+                }
                 None => {}
             }
         }
@@ -219,9 +206,7 @@ impl LineParser<'_> {
         let before = self.errors.len();
         let text = self.text(obj, "text", true);
         let model = self.text(obj, "model", true);
-        let version = self
-            .text(obj, "model_version", false)
-            .or_else(|| self.text(obj, "checkpoint", false));
+        let version = self.text(obj, "model_version", false).or_else(|| self.text(obj, "checkpoint", false));
         let params = match obj.get("params") {
             None | Some(Value::Null) => json!({}),
             Some(v @ Value::Object(_)) => v.clone(),
@@ -236,12 +221,7 @@ impl LineParser<'_> {
                 e.field = format!("{field}.{}", e.field);
             }
         }
-        Some(ResponseIn {
-            text: text?,
-            model: model?,
-            model_version: version,
-            params,
-        })
+        Some(ResponseIn { text: text?, model: model?, model_version: version, params })
     }
 
     fn item(&mut self, value: Value) -> Option<ImportItem> {
@@ -263,24 +243,15 @@ impl LineParser<'_> {
                     None
                 }
                 Some(Value::Array(list)) if list.len() > MAX_RESPONSES => {
-                    self.error(
-                        "responses",
-                        format!("has {} responses, the limit is {MAX_RESPONSES}", list.len()),
-                    );
+                    self.error("responses", format!("has {} responses, the limit is {MAX_RESPONSES}", list.len()));
                     None
                 }
                 Some(Value::Array(list)) => {
-                    let parsed: Vec<Option<ResponseIn>> = list
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| self.response(r, &format!("responses[{i}]")))
-                        .collect();
+                    let parsed: Vec<Option<ResponseIn>> =
+                        list.iter().enumerate().map(|(i, r)| self.response(r, &format!("responses[{i}]"))).collect();
                     let mut seen = HashSet::new();
-                    let unique: Vec<ResponseIn> = parsed
-                        .into_iter()
-                        .flatten()
-                        .filter(|r| seen.insert(r.text.clone()))
-                        .collect();
+                    let unique: Vec<ResponseIn> =
+                        parsed.into_iter().flatten().filter(|r| seen.insert(r.text.clone())).collect();
                     if unique.len() < 2 && self.errors.len() == before {
                         self.error("responses", "needs at least 2 responses with different texts");
                     }
@@ -292,11 +263,8 @@ impl LineParser<'_> {
                 }
             }
         } else if obj.contains_key("response_a") || obj.contains_key("response_b") {
-            let allowed: Vec<&str> = common
-                .iter()
-                .copied()
-                .chain(["response_a", "response_b", "model_a", "model_b", "gold"])
-                .collect();
+            let allowed: Vec<&str> =
+                common.iter().copied().chain(["response_a", "response_b", "model_a", "model_b", "gold"]).collect();
             self.unknown_fields(&obj, "", &allowed);
             let a = self.text(&obj, "response_a", true);
             let b = self.text(&obj, "response_b", true);
@@ -313,34 +281,17 @@ impl LineParser<'_> {
             if a.is_some() && a == b {
                 self.error("response_b", "is identical to response_a");
             }
-            let response = |text: String, model: String| ResponseIn {
-                text,
-                model,
-                model_version: None,
-                params: json!({}),
-            };
-            Some(ItemBody::Pair {
-                a: Box::new(response(a?, model_a)),
-                b: Box::new(response(b?, model_b)),
-                gold,
-            })
+            let response =
+                |text: String, model: String| ResponseIn { text, model, model_version: None, params: json!({}) };
+            Some(ItemBody::Pair { a: Box::new(response(a?, model_a)), b: Box::new(response(b?, model_b)), gold })
         } else {
-            self.error(
-                "responses",
-                "is required (or `response_a` and `response_b` for a ready pair)",
-            );
+            self.error("responses", "is required (or `response_a` and `response_b` for a ready pair)");
             None
         };
         if self.errors.len() > before {
             return None;
         }
-        Some(ImportItem {
-            line: self.line,
-            prompt: prompt?,
-            messages,
-            metadata,
-            body: body?,
-        })
+        Some(ImportItem { line: self.line, prompt: prompt?, messages, metadata, body: body? })
     }
 }
 
@@ -354,11 +305,7 @@ pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
             break;
         }
         if line > MAX_LINES {
-            errors.push(LineError {
-                line,
-                field: String::new(),
-                message: format!("more than {MAX_LINES} lines"),
-            });
+            errors.push(LineError { line, field: String::new(), message: format!("more than {MAX_LINES} lines") });
             break;
         }
         if raw.len() > MAX_LINE_BYTES {
@@ -372,11 +319,7 @@ pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
         let text = match std::str::from_utf8(raw) {
             Ok(text) => text.trim(),
             Err(e) => {
-                errors.push(LineError {
-                    line,
-                    field: String::new(),
-                    message: format!("not valid UTF-8: {e}"),
-                });
+                errors.push(LineError { line, field: String::new(), message: format!("not valid UTF-8: {e}") });
                 continue;
             }
         };
@@ -385,28 +328,15 @@ pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
         }
         match serde_json::from_str::<Value>(text) {
             Ok(value) => {
-                if let Some(item) = (LineParser {
-                    line,
-                    errors: &mut errors,
-                })
-                .item(value)
-                {
+                if let Some(item) = (LineParser { line, errors: &mut errors }).item(value) {
                     items.push(item);
                 }
             }
-            Err(e) => errors.push(LineError {
-                line,
-                field: String::new(),
-                message: format!("invalid JSON: {e}"),
-            }),
+            Err(e) => errors.push(LineError { line, field: String::new(), message: format!("invalid JSON: {e}") }),
         }
     }
     if items.is_empty() && errors.is_empty() {
-        errors.push(LineError {
-            line: 0,
-            field: String::new(),
-            message: "the file has no records".into(),
-        });
+        errors.push(LineError { line: 0, field: String::new(), message: "the file has no records".into() });
     }
     if errors.is_empty() { Ok(items) } else { Err(errors) }
 }
@@ -443,19 +373,13 @@ pub async fn import_items(
 ) -> ApiResult<ImportReport> {
     let campaign = get_campaign(db, campaign_id, 0).await?;
     if campaign.status == CampaignStatus::Closed {
-        return Err(ApiError::conflict(
-            "campaign_closed",
-            format!("campaign {campaign_id} is closed"),
-        ));
+        return Err(ApiError::conflict("campaign_closed", format!("campaign {campaign_id} is closed")));
     }
     if options.max_pairs_per_prompt == Some(0) {
         return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
-    let mut report = ImportReport {
-        lines: items.len(),
-        ..ImportReport::default()
-    };
+    let mut report = ImportReport { lines: items.len(), ..ImportReport::default() };
     let now = now_ms();
     let mut tx = db.begin_write().await?;
     for item in items {
@@ -554,12 +478,7 @@ pub async fn import_jsonl(db: &Db, campaign_id: i64, data: &[u8], options: &Pair
     let items = parse_import(data).map_err(|errors| {
         let first = &errors[0];
         let message = if first.field.is_empty() {
-            format!(
-                "line {}: {} ({} problem(s), nothing imported)",
-                first.line,
-                first.message,
-                errors.len()
-            )
+            format!("line {}: {} ({} problem(s), nothing imported)", first.line, first.message, errors.len())
         } else {
             format!(
                 "line {}: field `{}` {} ({} problem(s), nothing imported)",
@@ -569,10 +488,7 @@ pub async fn import_jsonl(db: &Db, campaign_id: i64, data: &[u8], options: &Pair
                 errors.len()
             )
         };
-        ApiError::BadRequest {
-            message,
-            details: Some(json!({ "errors": errors })),
-        }
+        ApiError::BadRequest { message, details: Some(json!({ "errors": errors })) }
     })?;
     import_items(db, campaign_id, &items, options).await
 }
@@ -624,21 +540,11 @@ mod tests {
 not json\n\
 {\"prompt\":\"p\",\"response_a\":\"a\",\"response_b\":\"a\",\"colour\":1}\n";
         let errors = parse_import(data).unwrap_err();
-        assert_eq!(
-            errors[0],
-            LineError {
-                line: 2,
-                field: "responses[0].model".into(),
-                message: "is required".into()
-            }
-        );
+        assert_eq!(errors[0], LineError { line: 2, field: "responses[0].model".into(), message: "is required".into() });
         assert_eq!(errors[1].line, 3);
         assert!(errors[1].message.starts_with("invalid JSON"));
         let fields: Vec<&str> = errors[2..].iter().map(|e| e.field.as_str()).collect();
-        assert!(
-            fields.contains(&"colour") && fields.contains(&"response_b"),
-            "{errors:?}"
-        );
+        assert!(fields.contains(&"colour") && fields.contains(&"response_b"), "{errors:?}");
     }
 
     #[test]
@@ -652,10 +558,7 @@ not json\n\
     fn pair_sampling_is_seeded_and_bounded() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         assert_eq!(pair_indices(4, &PairingOptions::default(), &mut rng).len(), 6);
-        let options = PairingOptions {
-            max_pairs_per_prompt: Some(2),
-            seed: 1,
-        };
+        let options = PairingOptions { max_pairs_per_prompt: Some(2), seed: 1 };
         let a = pair_indices(5, &options, &mut rand::rngs::StdRng::seed_from_u64(1));
         let b = pair_indices(5, &options, &mut rand::rngs::StdRng::seed_from_u64(1));
         assert_eq!(a, b);

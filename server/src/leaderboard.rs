@@ -66,9 +66,7 @@ fn sigmoid(x: f64) -> f64 {
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))
-            .unwrap_or(col);
+        let pivot = (col..n).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs())).unwrap_or(col);
         a.swap(col, pivot);
         b.swap(col, pivot);
         let (pivot_rows, rest) = a.split_at_mut(col + 1);
@@ -151,15 +149,8 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); names.len()];
     for _ in 0..rounds {
-        let mut resampled: Vec<Matchup> = matchups
-            .iter()
-            .map(|m| Matchup {
-                i_wins: 0,
-                j_wins: 0,
-                ties: 0,
-                ..*m
-            })
-            .collect();
+        let mut resampled: Vec<Matchup> =
+            matchups.iter().map(|m| Matchup { i_wins: 0, j_wins: 0, ties: 0, ..*m }).collect();
         let mut remaining = battles;
         let mut remaining_mass = battles as f64;
         for &(cell, count) in &cells {
@@ -168,9 +159,7 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
                 continue;
             }
             let p = (count as f64 / remaining_mass).clamp(0.0, 1.0);
-            let drawn = Binomial::new(remaining, p)
-                .map(|b| b.sample(&mut rng))
-                .unwrap_or(remaining);
+            let drawn = Binomial::new(remaining, p).map(|b| b.sample(&mut rng)).unwrap_or(remaining);
             remaining -= drawn;
             remaining_mass -= count as f64;
             let m = &mut resampled[cell / 3];
@@ -203,29 +192,13 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
                 }
             }
             let score = to_elo(theta[k]);
-            let (ci_low, ci_high) = if s.is_empty() {
-                (score, score)
-            } else {
-                (percentile(&s, 0.025), percentile(&s, 0.975))
-            };
-            ModelScore {
-                model: name.clone(),
-                score,
-                ci_low,
-                ci_high,
-                wins,
-                losses,
-                ties,
-            }
+            let (ci_low, ci_high) =
+                if s.is_empty() { (score, score) } else { (percentile(&s, 0.025), percentile(&s, 0.975)) };
+            ModelScore { model: name.clone(), score, ci_low, ci_high, wins, losses, ties }
         })
         .collect();
     models.sort_by(|a, b| b.score.total_cmp(&a.score));
-    Leaderboard {
-        campaign_id,
-        battles,
-        bootstrap_rounds: rounds,
-        models,
-    }
+    Leaderboard { campaign_id, battles, bootstrap_rounds: rounds, models }
 }
 
 pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed: u64) -> ApiResult<Leaderboard> {
@@ -266,13 +239,7 @@ pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed
     }
     let matchups: Vec<Matchup> = tallies
         .into_iter()
-        .map(|((a, b), (i_wins, j_wins, ties))| Matchup {
-            i: index[&a],
-            j: index[&b],
-            i_wins,
-            j_wins,
-            ties,
-        })
+        .map(|((a, b), (i_wins, j_wins, ties))| Matchup { i: index[&a], j: index[&b], i_wins, j_wins, ties })
         .collect();
     Ok(leaderboard(campaign_id, &names, &matchups, rounds, seed))
 }
@@ -302,9 +269,7 @@ async fn show(
     if params.bootstrap > 5000 {
         return Err(ApiError::bad_request("bootstrap: at most 5000 rounds"));
     }
-    Ok(Json(
-        campaign_leaderboard(&state.db, id, params.bootstrap, params.seed).await?,
-    ))
+    Ok(Json(campaign_leaderboard(&state.db, id, params.bootstrap, params.seed).await?))
 }
 
 #[cfg(test)]
@@ -314,13 +279,7 @@ mod tests {
     #[test]
     fn two_models_recover_log_odds() {
         // 7 wins, 3 losses, 2 ties → scores 8 : 4, so θ_0 − θ_1 = ln 2.
-        let m = [Matchup {
-            i: 0,
-            j: 1,
-            i_wins: 7,
-            j_wins: 3,
-            ties: 2,
-        }];
+        let m = [Matchup { i: 0, j: 1, i_wins: 7, j_wins: 3, ties: 2 }];
         let theta = fit_bradley_terry(2, &m);
         assert!((theta[0] - theta[1] - 2f64.ln()).abs() < 1e-3, "{theta:?}");
         assert!((theta[0] + theta[1]).abs() < 1e-12);
@@ -330,27 +289,9 @@ mod tests {
     fn bootstrap_interval_contains_the_estimate_and_is_seeded() {
         let names = vec!["x".to_string(), "y".to_string(), "z".to_string()];
         let m = [
-            Matchup {
-                i: 0,
-                j: 1,
-                i_wins: 30,
-                j_wins: 10,
-                ties: 5,
-            },
-            Matchup {
-                i: 1,
-                j: 2,
-                i_wins: 20,
-                j_wins: 20,
-                ties: 0,
-            },
-            Matchup {
-                i: 0,
-                j: 2,
-                i_wins: 25,
-                j_wins: 5,
-                ties: 2,
-            },
+            Matchup { i: 0, j: 1, i_wins: 30, j_wins: 10, ties: 5 },
+            Matchup { i: 1, j: 2, i_wins: 20, j_wins: 20, ties: 0 },
+            Matchup { i: 0, j: 2, i_wins: 25, j_wins: 5, ties: 2 },
         ];
         let board = leaderboard(1, &names, &m, 100, 7);
         assert_eq!(board.models[0].model, "x");

@@ -16,10 +16,6 @@ pub struct AppState {
 impl AppState {
     pub fn new(db: Db, config: Config) -> AppState {
         let limiter = LoginLimiter::new(config.login_attempts_per_minute);
-        AppState {
-            db,
-            config: Arc::new(config),
-            login_limiter: Arc::new(limiter),
-        }
+        AppState { db, config: Arc::new(config), login_limiter: Arc::new(limiter) }
     }
 }

@@ -89,11 +89,7 @@ pub fn median(values: &mut [i64]) -> Option<f64> {
     }
     values.sort_unstable();
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid] as f64
-    } else {
-        (values[mid - 1] + values[mid]) as f64 / 2.0
-    })
+    Some(if values.len() % 2 == 1 { values[mid] as f64 } else { (values[mid - 1] + values[mid]) as f64 / 2.0 })
 }
 
 fn ordinal_value(choice: Choice) -> usize {
@@ -142,11 +138,7 @@ pub fn krippendorff_alpha_ordinal(units: &[Vec<usize>], levels: usize) -> Option
         }
     }
     expected /= n - 1.0;
-    if expected == 0.0 {
-        None
-    } else {
-        Some(1.0 - observed / expected)
-    }
+    if expected == 0.0 { None } else { Some(1.0 - observed / expected) }
 }
 
 /// Computes all statistics from the votes (pure; the handler loads the data).
@@ -174,10 +166,7 @@ pub fn compute_stats(
         }
         units.push(pair_votes.iter().map(|v| ordinal_value(v.choice)).collect::<Vec<_>>());
     }
-    let decisive: Vec<&&VoteRecord> = regular
-        .iter()
-        .filter(|v| matches!(v.choice, Choice::A | Choice::B))
-        .collect();
+    let decisive: Vec<&&VoteRecord> = regular.iter().filter(|v| matches!(v.choice, Choice::A | Choice::B)).collect();
     let left_wins = decisive.iter().filter(|v| (v.choice == Choice::A) != v.swapped).count() as i64;
 
     let mut rater_ids: Vec<i64> = votes.iter().map(|v| v.rater_id).collect();
@@ -192,12 +181,7 @@ pub fn compute_stats(
             let gold_correct = gold.iter().filter(|v| Some(v.choice) == v.gold).count() as i64;
             let (mut matches, mut compared) = (0i64, 0i64);
             for vote in mine.iter().filter(|v| !v.is_gold) {
-                for other in by_pair
-                    .get(&vote.pair_id)
-                    .into_iter()
-                    .flatten()
-                    .filter(|o| o.rater_id != rater)
-                {
+                for other in by_pair.get(&vote.pair_id).into_iter().flatten().filter(|o| o.rater_id != rater) {
                     compared += 1;
                     matches += i64::from(other.choice == vote.choice);
                 }
@@ -260,9 +244,7 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
     let mut votes = Vec::with_capacity(rows.len());
     for row in rows {
         let rater_id: i64 = row.try_get("rater_id")?;
-        usernames
-            .entry(rater_id)
-            .or_insert(row.try_get::<String, _>("username")?);
+        usernames.entry(rater_id).or_insert(row.try_get::<String, _>("username")?);
         let choice: String = row.try_get("choice")?;
         let gold: Option<String> = row.try_get("gold_choice")?;
         votes.push(VoteRecord {
@@ -275,12 +257,7 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
             is_gold: row.try_get::<i64, _>("is_gold")? != 0,
         });
     }
-    Ok(compute_stats(
-        campaign_id,
-        (campaign.pairs, pairs_complete, campaign.overlap),
-        &votes,
-        &usernames,
-    ))
+    Ok(compute_stats(campaign_id, (campaign.pairs, pairs_complete, campaign.overlap), &votes, &usernames))
 }
 
 pub fn router() -> Router<AppState> {

@@ -99,8 +99,7 @@ impl SqlRow {
     }
 
     pub fn int(&self, column: &str) -> ApiResult<i64> {
-        self.opt_int(column)?
-            .ok_or_else(|| anyhow::anyhow!("column `{column}` is NULL").into())
+        self.opt_int(column)?.ok_or_else(|| anyhow::anyhow!("column `{column}` is NULL").into())
     }
 
     pub fn opt_text(&self, column: &str) -> ApiResult<Option<String>> {
@@ -112,8 +111,7 @@ impl SqlRow {
     }
 
     pub fn text(&self, column: &str) -> ApiResult<String> {
-        self.opt_text(column)?
-            .ok_or_else(|| anyhow::anyhow!("column `{column}` is NULL").into())
+        self.opt_text(column)?.ok_or_else(|| anyhow::anyhow!("column `{column}` is NULL").into())
     }
 
     pub fn real(&self, column: &str) -> ApiResult<f64> {
@@ -179,9 +177,7 @@ impl dyn Store + '_ {
     }
 
     pub async fn fetch_one(&mut self, sql: &'static str, args: Vec<SqlValue>) -> ApiResult<SqlRow> {
-        self.fetch_optional(sql, args)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("query returned no row").into())
+        self.fetch_optional(sql, args).await?.ok_or_else(|| anyhow::anyhow!("query returned no row").into())
     }
 }
 
@@ -214,15 +210,27 @@ fn row_from_sqlx(row: &AnyRow, names: &Arc<Vec<String>>) -> Result<SqlRow, sqlx:
         } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
             v.map_or(SqlValue::Null, SqlValue::Real)
         } else {
-            row.try_get::<Option<String>, _>(i)?
-                .map_or(SqlValue::Null, SqlValue::Text)
+            row.try_get::<Option<String>, _>(i)?.map_or(SqlValue::Null, SqlValue::Text)
         };
         values.push(value);
     }
-    Ok(SqlRow {
-        names: names.clone(),
-        values,
-    })
+    Ok(SqlRow { names: names.clone(), values })
+}
+
+/// Runs a read on a sqlx pool and returns `SqlRow`s.
+pub async fn fetch_all_sqlx(
+    pool: &sqlx::AnyPool,
+    sql: &'static str,
+    args: Vec<SqlValue>,
+) -> Result<Vec<SqlRow>, DbError> {
+    let rows = bind_sqlx(sqlx::query(sql), args).fetch_all(pool).await?;
+    rows_from_sqlx(&rows)
+}
+
+fn rows_from_sqlx(rows: &[AnyRow]) -> Result<Vec<SqlRow>, DbError> {
+    let Some(first) = rows.first() else { return Ok(Vec::new()) };
+    let names = Arc::new(first.columns().iter().map(|c| c.name().to_string()).collect::<Vec<_>>());
+    Ok(rows.iter().map(|r| row_from_sqlx(r, &names)).collect::<Result<Vec<_>, _>>()?)
 }
 
 impl Store for SqlxStore<'_> {
@@ -237,20 +245,12 @@ impl Store for SqlxStore<'_> {
                 return Ok(Vec::new());
             };
             let names = Arc::new(first.columns().iter().map(|c| c.name().to_string()).collect::<Vec<_>>());
-            Ok(rows
-                .iter()
-                .map(|r| row_from_sqlx(r, &names))
-                .collect::<Result<Vec<_>, _>>()?)
+            Ok(rows.iter().map(|r| row_from_sqlx(r, &names)).collect::<Result<Vec<_>, _>>()?)
         })
     }
 
     fn execute(&mut self, sql: &'static str, args: Vec<SqlValue>) -> BoxFuture<'_, Result<u64, DbError>> {
-        Box::pin(async move {
-            Ok(bind_sqlx(sqlx::query(sql), args)
-                .execute(&mut **self.tx)
-                .await?
-                .rows_affected())
-        })
+        Box::pin(async move { Ok(bind_sqlx(sqlx::query(sql), args).execute(&mut **self.tx).await?.rows_affected()) })
     }
 }
 
@@ -271,9 +271,8 @@ impl rusqlite::ToSql for SqlValue {
     }
 }
 
-const PLACEHOLDERS: [&str; 16] = [
-    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15", "$16",
-];
+const PLACEHOLDERS: [&str; 16] =
+    ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15", "$16"];
 
 impl SqliteStore {
     fn prepare(&self, sql: &'static str, args: &[SqlValue]) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
@@ -290,13 +289,7 @@ impl SqliteStore {
     fn query(&self, sql: &'static str, args: &[SqlValue]) -> rusqlite::Result<Vec<SqlRow>> {
         use rusqlite::types::ValueRef;
         let mut statement = self.prepare(sql, args)?;
-        let names = Arc::new(
-            statement
-                .column_names()
-                .into_iter()
-                .map(String::from)
-                .collect::<Vec<_>>(),
-        );
+        let names = Arc::new(statement.column_names().into_iter().map(String::from).collect::<Vec<_>>());
         let mut rows = statement.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
@@ -312,10 +305,7 @@ impl SqliteStore {
                     })
                 })
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            out.push(SqlRow {
-                names: names.clone(),
-                values,
-            });
+            out.push(SqlRow { names: names.clone(), values });
         }
         Ok(out)
     }
@@ -332,11 +322,8 @@ impl Store for SqliteStore {
     }
 
     fn execute(&mut self, sql: &'static str, args: Vec<SqlValue>) -> BoxFuture<'_, Result<u64, DbError>> {
-        let result = self
-            .prepare(sql, &args)
-            .and_then(|mut s| s.raw_execute())
-            .map(|n| n as u64)
-            .map_err(DbError::from);
+        let result =
+            self.prepare(sql, &args).and_then(|mut s| s.raw_execute()).map(|n| n as u64).map_err(DbError::from);
         Box::pin(std::future::ready(result))
     }
 }
@@ -377,9 +364,7 @@ impl SqliteWriter {
         conn.set_prepared_statement_cache_capacity(64);
         let (jobs, receiver) = mpsc::unbounded_channel();
         let store = SqliteStore { conn };
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer_loop(store, receiver))?;
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(store, receiver))?;
         Ok(SqliteWriter { jobs })
     }
 
@@ -389,9 +374,7 @@ impl SqliteWriter {
             None => {
                 let deliver: Deliver = Box::new(move |outcome: Result<(), String>| {
                     let message = outcome.err().unwrap_or_default();
-                    let _ = reply.send(Err(
-                        anyhow::anyhow!("could not start a write transaction: {message}").into()
-                    ));
+                    let _ = reply.send(Err(anyhow::anyhow!("could not start a write transaction: {message}").into()));
                 });
                 (true, deliver)
             }
@@ -436,11 +419,8 @@ fn writer_loop(mut store: SqliteStore, mut receiver: mpsc::UnboundedReceiver<Job
         for job in batch {
             let savepoint = store.conn.execute_batch("SAVEPOINT request");
             let (failed, deliver) = job(if savepoint.is_ok() { Some(&mut store) } else { None });
-            let undo = if failed || savepoint.is_err() {
-                "ROLLBACK TO request; RELEASE request"
-            } else {
-                "RELEASE request"
-            };
+            let undo =
+                if failed || savepoint.is_err() { "ROLLBACK TO request; RELEASE request" } else { "RELEASE request" };
             if savepoint.is_ok()
                 && let Err(e) = store.conn.execute_batch(undo)
             {
@@ -458,6 +438,36 @@ fn writer_loop(mut store: SqliteStore, mut receiver: mpsc::UnboundedReceiver<Job
     }
 }
 
+/// Small SQLite read connections used inline for the per-request lookups (authentication):
+/// a ~10 µs query run on the calling thread costs less than handing it to sqlx's worker
+/// thread and waiting to be woken up.
+pub struct SqliteReaders {
+    path: String,
+    idle: std::sync::Mutex<Vec<SqliteStore>>,
+}
+
+impl SqliteReaders {
+    pub fn new(path: &str) -> SqliteReaders {
+        SqliteReaders { path: path.to_string(), idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    pub fn fetch_all(&self, sql: &'static str, args: &[SqlValue]) -> Result<Vec<SqlRow>, DbError> {
+        let idle = self.idle.lock().expect("reader pool lock").pop();
+        let reader = match idle {
+            Some(reader) => reader,
+            None => {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = rusqlite::Connection::open_with_flags(&self.path, flags)?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                SqliteStore { conn }
+            }
+        };
+        let rows = reader.query(sql, args)?;
+        self.idle.lock().expect("reader pool lock").push(reader);
+        Ok(rows)
+    }
+}
+
 /// Runs `body` in a sqlx transaction, retrying on deadlock / serialization failure.
 pub async fn transact_sqlx<T>(backend: Backend, pool: &sqlx::AnyPool, body: TxBody<T>) -> ApiResult<T> {
     let mut tries = 0u64;
@@ -466,11 +476,7 @@ pub async fn transact_sqlx<T>(backend: Backend, pool: &sqlx::AnyPool, body: TxBo
         let mut tx = pool.begin().await.map_err(DbError::from)?;
         let result = body(&mut SqlxStore { backend, tx: &mut tx }).await;
         let result = match result {
-            Ok(value) => tx
-                .commit()
-                .await
-                .map_err(|e| ApiError::from(DbError::from(e)))
-                .map(|()| value),
+            Ok(value) => tx.commit().await.map_err(|e| ApiError::from(DbError::from(e))).map(|()| value),
             Err(e) => Err(e),
         };
         match result {
@@ -491,10 +497,7 @@ mod tests {
     async fn a_failing_request_rolls_back_alone_within_a_group_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute_batch("CREATE TABLE t (n INTEGER UNIQUE)")
-            .unwrap();
+        rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (n INTEGER UNIQUE)").unwrap();
         let writer = SqliteWriter::start(path.to_str().unwrap(), "full").unwrap();
         let requests = (0..64i64).map(|n| {
             let writer = writer.clone();
@@ -507,9 +510,7 @@ mod tests {
                             if n % 2 == 1 {
                                 return Err(ApiError::bad_request("odd"));
                             }
-                            let row = tx
-                                .fetch_one("SELECT COUNT(*) AS c FROM t WHERE n = $1", crate::args![n])
-                                .await?;
+                            let row = tx.fetch_one("SELECT COUNT(*) AS c FROM t WHERE n = $1", crate::args![n]).await?;
                             row.int("c")
                         })
                     }))
@@ -532,11 +533,9 @@ mod tests {
         // A unique violation is classified as such.
         let duplicate = writer
             .transact(tx_body(|tx| {
-                Box::pin(async move {
-                    tx.execute("INSERT INTO t (n) VALUES (0)", vec![])
-                        .await
-                        .map_err(ApiError::from)
-                })
+                Box::pin(
+                    async move { tx.execute("INSERT INTO t (n) VALUES (0)", vec![]).await.map_err(ApiError::from) },
+                )
             }))
             .await;
         assert!(matches!(duplicate, Err(ApiError::Database(e)) if e.is_unique_violation()));

@@ -72,10 +72,7 @@ pub async fn create_token(db: &Db, user_id: i64, name: &str) -> ApiResult<NewTok
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(NewToken {
-        info: token_from_row(&row)?,
-        token,
-    })
+    Ok(NewToken { info: token_from_row(&row)?, token })
 }
 
 /// Tokens of one user, or of everyone when `user_id` is None.
@@ -93,10 +90,7 @@ pub async fn list_tokens(db: &Db, user_id: Option<i64>) -> ApiResult<Vec<TokenIn
 /// Revokes a token; `owner` restricts it to that user's tokens.
 pub async fn revoke_token(db: &Db, id: i64, owner: Option<i64>) -> ApiResult<()> {
     let mut tx = db.begin_write().await?;
-    let row = sqlx::query("SELECT user_id FROM api_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row = sqlx::query("SELECT user_id FROM api_tokens WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
     let token_owner: i64 = match row {
         Some(row) => row.try_get("user_id")?,
         None => return Err(ApiError::NotFound(format!("token {id}"))),
@@ -114,9 +108,7 @@ pub async fn revoke_token(db: &Db, id: i64, owner: Option<i64>) -> ApiResult<()>
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tokens", get(list).post(create))
-        .route("/api/v1/tokens/{id}", delete(revoke))
+    Router::new().route("/api/v1/tokens", get(list).post(create)).route("/api/v1/tokens/{id}", delete(revoke))
 }
 
 #[derive(Deserialize)]

@@ -34,13 +34,9 @@ fn user_from_row(row: &AnyRow) -> ApiResult<User> {
 }
 
 fn validate_username(username: &str) -> ApiResult<()> {
-    let ok_chars = username
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
+    let ok_chars = username.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
     if username.is_empty() || username.len() > 64 || !ok_chars {
-        return Err(ApiError::bad_request(
-            "username must be 1-64 characters of letters, digits, `_`, `.`, `-` or `@`",
-        ));
+        return Err(ApiError::bad_request("username must be 1-64 characters of letters, digits, `_`, `.`, `-` or `@`"));
     }
     Ok(())
 }
@@ -72,9 +68,8 @@ pub async fn create_user(db: &Db, username: &str, password: &str, role: Role) ->
 }
 
 pub async fn list_users(db: &Db) -> ApiResult<Vec<User>> {
-    let rows = sqlx::query("SELECT id, username, role, active, created_at FROM users ORDER BY id")
-        .fetch_all(&db.read)
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, username, role, active, created_at FROM users ORDER BY id").fetch_all(&db.read).await?;
     rows.iter().map(user_from_row).collect()
 }
 
@@ -105,10 +100,7 @@ pub async fn update_user(db: &Db, id: i64, update: UserUpdate) -> ApiResult<User
         None => None,
     };
     let mut tx = db.begin_write().await?;
-    let exists = sqlx::query("SELECT id FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists = sqlx::query("SELECT id FROM users WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
     if exists.is_none() {
         return Err(ApiError::NotFound(format!("user {id}")));
     }
@@ -120,24 +112,13 @@ pub async fn update_user(db: &Db, id: i64, update: UserUpdate) -> ApiResult<User
             .await?;
     }
     if let Some(role) = update.role {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
-            .bind(role.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2").bind(role.as_str()).bind(id).execute(&mut *tx).await?;
     }
     if let Some(hash) = hash {
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(hash)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(hash).bind(id).execute(&mut *tx).await?;
     }
     if update.active == Some(false) || update.password.is_some() {
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
     }
     let row = sqlx::query("SELECT id, username, role, active, created_at FROM users WHERE id = $1")
         .bind(id)
@@ -148,9 +129,7 @@ pub async fn update_user(db: &Db, id: i64, update: UserUpdate) -> ApiResult<User
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/users", get(list).post(create))
-        .route("/api/v1/users/{id}", patch(update))
+    Router::new().route("/api/v1/users", get(list).post(create)).route("/api/v1/users/{id}", patch(update))
 }
 
 #[derive(Deserialize)]

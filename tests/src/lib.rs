@@ -64,11 +64,8 @@ impl TestServer {
 
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config {
-            secret: "test-secret".into(),
-            sqlite_synchronous: "normal".into(),
-            ..Config::default()
-        };
+        let mut config =
+            Config { secret: "test-secret".into(), sqlite_synchronous: "normal".into(), ..Config::default() };
         let mut postgres_database = None;
         config.database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("pairwise.db").display()),
@@ -84,10 +81,7 @@ impl TestServer {
                 let mut conn = sqlx::AnyConnection::connect(&admin)
                     .await
                     .unwrap_or_else(|e| panic!("Postgres at {admin} is needed for this test: {e}"));
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
                 let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
                 postgres_database = Some(name.clone());
@@ -103,15 +97,7 @@ impl TestServer {
         let handle = tokio::spawn(server::serve(listener, state, async move {
             let _ = rx.await;
         }));
-        TestServer {
-            base,
-            db,
-            config,
-            shutdown: Some(tx),
-            handle: Some(handle),
-            postgres_database,
-            _dir: dir,
-        }
+        TestServer { base, db, config, shutdown: Some(tx), handle: Some(handle), postgres_database, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -120,29 +106,15 @@ impl TestServer {
 
     /// Creates a user and an API token; returns an HTTP client that sends it.
     pub async fn client_for(&self, username: &str, role: Role) -> ApiClient {
-        let user = users::create_user(&self.db, username, "password-123", role)
-            .await
-            .expect("create user");
-        let token = tokens::create_token(&self.db, user.id, "test")
-            .await
-            .expect("create token");
-        ApiClient {
-            http: reqwest::Client::new(),
-            base: self.base.clone(),
-            token: Some(token.token),
-            user_id: user.id,
-        }
+        let user = users::create_user(&self.db, username, "password-123", role).await.expect("create user");
+        let token = tokens::create_token(&self.db, user.id, "test").await.expect("create token");
+        ApiClient { http: reqwest::Client::new(), base: self.base.clone(), token: Some(token.token), user_id: user.id }
     }
 
     /// An HTTP client with a cookie jar and no token.
     pub fn anonymous(&self) -> ApiClient {
         let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
-        ApiClient {
-            http,
-            base: self.base.clone(),
-            token: None,
-            user_id: 0,
-        }
+        ApiClient { http, base: self.base.clone(), token: None, user_id: 0 }
     }
 
     /// Asks the server to shut down gracefully (as SIGTERM does) without waiting.
@@ -161,12 +133,10 @@ impl TestServer {
         self.db.close().await;
         if let Some(name) = self.postgres_database.take() {
             let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             conn.close().await.unwrap();
         }
     }
@@ -203,12 +173,7 @@ impl ApiClient {
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            json,
-        }
+        Reply { status, headers, text, json }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -242,17 +207,12 @@ pub async fn create_campaign(admin: &ApiClient, settings: Value) -> i64 {
 /// Imports JSONL lines into a campaign, asserting success.
 pub async fn import(admin: &ApiClient, campaign: i64, lines: &[Value]) -> Value {
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let reply = admin
-        .post_body(&format!("/api/v1/campaigns/{campaign}/import"), body)
-        .await;
+    let reply = admin.post_body(&format!("/api/v1/campaigns/{campaign}/import"), body).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     reply.json
 }
 
 /// Parses a JSONL body.
 pub fn jsonl(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).expect("JSONL line"))
-        .collect()
+    text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("JSONL line")).collect()
 }

@@ -86,12 +86,7 @@ impl ServerProcess {
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            if http
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
                 return Ok(ServerProcess { child, base });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,12 +151,8 @@ async fn make_campaign(db: &Db, name: &str, pairs: usize) -> anyhow::Result<i64>
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let response = |text: String, model: &str| ResponseIn {
-        text,
-        model: model.into(),
-        model_version: None,
-        params: json!({}),
-    };
+    let response =
+        |text: String, model: &str| ResponseIn { text, model: model.into(), model_version: None, params: json!({}) };
     let items: Vec<ImportItem> = (0..pairs)
         .map(|i| ImportItem {
             line: i + 1,
@@ -169,21 +160,13 @@ async fn make_campaign(db: &Db, name: &str, pairs: usize) -> anyhow::Result<i64>
             messages: Vec::new(),
             metadata: json!({}),
             body: ItemBody::Pair {
-                a: Box::new(response(
-                    format!("Response A to prompt {i}, a few sentences long. ").repeat(4),
-                    "model-a",
-                )),
-                b: Box::new(response(
-                    format!("Response B to prompt {i}, a few sentences long. ").repeat(4),
-                    "model-b",
-                )),
+                a: Box::new(response(format!("Response A to prompt {i}, a few sentences long. ").repeat(4), "model-a")),
+                b: Box::new(response(format!("Response B to prompt {i}, a few sentences long. ").repeat(4), "model-b")),
                 gold: None,
             },
         })
         .collect();
-    import_items(db, campaign.id, &items, &PairingOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    import_items(db, campaign.id, &items, &PairingOptions::default()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(campaign.id)
 }
 
@@ -202,25 +185,15 @@ async fn vote_loop(
     phase: &'static str,
 ) -> anyhow::Result<(usize, Vec<Duration>)> {
     let http = reqwest::Client::new();
-    let mut next: Value = http
-        .get(format!("{base}/api/v1/campaigns/{campaign}/next"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let mut next: Value =
+        http.get(format!("{base}/api/v1/campaigns/{campaign}/next")).bearer_auth(&token).send().await?.json().await?;
     let mut latencies = Vec::new();
     let mut votes = 0;
     while Instant::now() < until && next["status"] == "assigned" {
         let body = json!({"assignment_id": next["pair"]["assignment_id"], "choice": if votes % 3 == 0 { "left" } else { "right" },
             "strength": 2, "time_ms": 4200, "client_key": format!("{phase}{votes}")});
         let started = Instant::now();
-        let reply = http
-            .post(format!("{base}/api/v1/votes"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await?;
+        let reply = http.post(format!("{base}/api/v1/votes")).bearer_auth(&token).json(&body).send().await?;
         anyhow::ensure!(reply.status().is_success(), "vote failed: {}", reply.text().await?);
         let outcome: Value = reply.json().await?;
         latencies.push(started.elapsed());
@@ -235,11 +208,7 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
     let started = Instant::now();
     let campaign = make_campaign(db, "votes", pairs).await?;
     let raters = make_raters(db, "rater", args.clients).await?;
-    eprintln!(
-        "set up {pairs} pairs and {} raters in {:.1} s",
-        args.clients,
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("set up {pairs} pairs and {} raters in {:.1} s", args.clients, started.elapsed().as_secs_f64());
     // Warm-up: one vote per client, not counted.
     let warm = Instant::now() + Duration::from_millis(300);
     let handles: Vec<_> = raters
@@ -267,10 +236,7 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
 
     // `GET /next` for raters holding no lease: each call makes a fresh assignment.
     let fresh = make_raters(db, "fresh", args.clients * 20).await?;
-    let chunks: Vec<Vec<String>> = fresh
-        .chunks(20)
-        .map(|c| c.iter().map(|(_, t)| t.clone()).collect())
-        .collect();
+    let chunks: Vec<Vec<String>> = fresh.chunks(20).map(|c| c.iter().map(|(_, t)| t.clone()).collect()).collect();
     let handles: Vec<_> = chunks
         .into_iter()
         .map(|tokens| {
@@ -280,11 +246,8 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
                 let mut latencies = Vec::new();
                 for token in tokens {
                     let started = Instant::now();
-                    let reply = http
-                        .get(format!("{base}/api/v1/campaigns/{campaign}/next"))
-                        .bearer_auth(&token)
-                        .send()
-                        .await?;
+                    let reply =
+                        http.get(format!("{base}/api/v1/campaigns/{campaign}/next")).bearer_auth(&token).send().await?;
                     anyhow::ensure!(reply.status().is_success());
                     let body: Value = reply.json().await?;
                     anyhow::ensure!(body["status"] == "assigned", "no pair: {body}");
@@ -299,12 +262,7 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
         next_latencies.extend(h.await??);
     }
     next_latencies.sort();
-    Ok(VoteFigures {
-        votes,
-        seconds,
-        vote_latencies,
-        next_latencies,
-    })
+    Ok(VoteFigures { votes, seconds, vote_latencies, next_latencies })
 }
 
 /// Inserts `n` votes directly (25 raters × n/25 pairs), in multi-row batches.
@@ -355,11 +313,7 @@ async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
                 .bind(pair_ids[k / raters_n])
                 .bind(raters[k % raters_n].0)
                 .bind(choice)
-                .bind(if choice == "tie" {
-                    None
-                } else {
-                    Some((k % 3) as i64 + 1)
-                })
+                .bind(if choice == "tie" { None } else { Some((k % 3) as i64 + 1) })
                 .bind((1000 + k % 9000) as i64)
                 .bind((k % 2) as i64)
                 .bind(format!("k{k}"))
@@ -373,11 +327,7 @@ async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
             pending = 0;
         }
     }
-    sqlx::query("UPDATE campaigns SET vote_seq = $1 WHERE id = $2")
-        .bind(seq)
-        .bind(campaign)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("UPDATE campaigns SET vote_seq = $1 WHERE id = $2").bind(seq).bind(campaign).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(campaign)
 }
@@ -391,10 +341,7 @@ async fn measure_export(
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut response = http
-        .get(format!(
-            "{}/api/v1/campaigns/{campaign}/export?format={format}",
-            server.base
-        ))
+        .get(format!("{}/api/v1/campaigns/{campaign}/export?format={format}", server.base))
         .bearer_auth(token)
         .send()
         .await?;
@@ -409,10 +356,7 @@ async fn measure_export(
 
 async fn admin_token(db: &Db) -> anyhow::Result<String> {
     let (id, token) = make_raters(db, "benchadmin", 1).await?.remove(0);
-    sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
-        .bind(id)
-        .execute(&db.write)
-        .await?;
+    sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1").bind(id).execute(&db.write).await?;
     Ok(token)
 }
 
@@ -425,19 +369,11 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
         sqlx::any::install_default_drivers();
         let db_name = format!("pairwise_bench_{}", std::process::id());
         let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut conn).await?;
         pg_database = Some(db_name.clone());
-        format!(
-            "{}/{db_name}",
-            postgres_admin_url().rsplit_once('/').context("postgres url")?.0
-        )
+        format!("{}/{db_name}", postgres_admin_url().rsplit_once('/').context("postgres url")?.0)
     };
-    let config = Config {
-        database_url: database_url.clone(),
-        ..Config::default()
-    };
+    let config = Config { database_url: database_url.clone(), ..Config::default() };
     let db = Db::connect(&config).await?;
 
     let mut server = ServerProcess::start(&database_url, port).await?;
@@ -462,11 +398,7 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
     let started = Instant::now();
     let campaign = bulk_votes(&db, args.export_votes).await?;
     let token = admin_token(&db).await?;
-    eprintln!(
-        "{name}: inserted {} votes in {:.1} s",
-        args.export_votes,
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("{name}: inserted {} votes in {:.1} s", args.export_votes, started.elapsed().as_secs_f64());
     for format in ["raw", "trl"] {
         // A fresh server process per export, so its peak RSS is the export's.
         let mut server = ServerProcess::start(&database_url, port).await?;
@@ -485,9 +417,7 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
     db.close().await;
     if let Some(db_name) = pg_database {
         let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)")))
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)"))).execute(&mut conn).await?;
     }
     Ok(())
 }

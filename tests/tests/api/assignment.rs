@@ -32,11 +32,7 @@ async fn rate_until_done(rater: ApiClient, campaign: i64) -> Vec<(i64, i64)> {
         match next["status"].as_str().unwrap() {
             "assigned" => {
                 let pair = &next["pair"];
-                let choice = if pair["left"].as_str().unwrap().starts_with('a') {
-                    "left"
-                } else {
-                    "right"
-                };
+                let choice = if pair["left"].as_str().unwrap().starts_with('a') { "left" } else { "right" };
                 let reply = rater
                     .post("/api/v1/votes", &json!({"assignment_id": pair["assignment_id"], "choice": choice,
                         "strength": 2, "time_ms": 1500, "client_key": format!("{}-{}", rater.user_id, pair["pair_id"])}))
@@ -68,19 +64,12 @@ async fn concurrent_raters_respect_overlap(backend: Backend) {
 
     // 50 raters ask at the same moment while only 12 × 3 = 36 slots exist.
     let first: Vec<Value> = futures::future::join_all(
-        raters
-            .iter()
-            .map(|r| async move { r.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json }),
+        raters.iter().map(|r| async move { r.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json }),
     )
     .await;
     let assigned: Vec<&Value> = first.iter().filter(|n| n["status"] == "assigned").collect();
     assert_eq!(assigned.len(), 36, "exactly the open slots are leased");
-    assert!(
-        first
-            .iter()
-            .filter(|n| n["status"] != "assigned")
-            .all(|n| n["status"] == "waiting")
-    );
+    assert!(first.iter().filter(|n| n["status"] != "assigned").all(|n| n["status"] == "waiting"));
     let mut per_pair: HashMap<i64, usize> = HashMap::new();
     for n in &assigned {
         *per_pair.entry(n["pair"]["pair_id"].as_i64().unwrap()).or_default() += 1;
@@ -88,39 +77,26 @@ async fn concurrent_raters_respect_overlap(backend: Backend) {
     assert!(per_pair.values().all(|&held| held == 3), "{per_pair:?}");
 
     // Now everyone rates to the end, concurrently.
-    let handles: Vec<_> = raters
-        .into_iter()
-        .map(|r| tokio::spawn(rate_until_done(r, campaign)))
-        .collect();
+    let handles: Vec<_> = raters.into_iter().map(|r| tokio::spawn(rate_until_done(r, campaign))).collect();
     let mut acknowledged = Vec::new();
     for handle in handles {
         acknowledged.extend(handle.await.unwrap());
     }
     assert_eq!(acknowledged.len(), 36);
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as("SELECT id, pair_id, rater_id FROM comparisons")
-        .fetch_all(&server.db.read)
-        .await
-        .unwrap();
+    let rows: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT id, pair_id, rater_id FROM comparisons").fetch_all(&server.db.read).await.unwrap();
     let stored: HashSet<i64> = rows.iter().map(|r| r.0).collect();
-    assert!(
-        acknowledged.iter().all(|(id, _)| stored.contains(id)),
-        "every acknowledged vote is stored"
-    );
+    assert!(acknowledged.iter().all(|(id, _)| stored.contains(id)), "every acknowledged vote is stored");
     let mut votes_per_pair: HashMap<i64, usize> = HashMap::new();
     let mut rater_pair = HashSet::new();
     for (_, pair, rater) in &rows {
         *votes_per_pair.entry(*pair).or_default() += 1;
-        assert!(
-            rater_pair.insert((*pair, *rater)),
-            "rater {rater} voted twice on pair {pair}"
-        );
+        assert!(rater_pair.insert((*pair, *rater)), "rater {rater} voted twice on pair {pair}");
     }
     assert_eq!(votes_per_pair.len(), 12);
     assert!(votes_per_pair.values().all(|&v| v == 3), "{votes_per_pair:?}");
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM comparisons ORDER BY seq")
-        .fetch_all(&server.db.read)
-        .await
-        .unwrap();
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM comparisons ORDER BY seq").fetch_all(&server.db.read).await.unwrap();
     assert_eq!(seqs, (1..=36).collect::<Vec<i64>>(), "vote sequence is gap-free");
     server.stop().await;
 }
@@ -160,10 +136,8 @@ async fn votes_map_swaps_and_are_idempotent(backend: Backend) {
     }
     assert_eq!(next["status"], "done");
     assert_eq!(swaps.len(), 2, "left/right order is randomised");
-    let stored: Vec<(String, i64)> = sqlx::query_as("SELECT choice, swapped FROM comparisons")
-        .fetch_all(&server.db.read)
-        .await
-        .unwrap();
+    let stored: Vec<(String, i64)> =
+        sqlx::query_as("SELECT choice, swapped FROM comparisons").fetch_all(&server.db.read).await.unwrap();
     assert_eq!(stored.len(), 40);
     assert!(stored.iter().all(|(c, _)| c == "a"));
     let swapped_in_db = stored.iter().filter(|(_, s)| *s == 1).count();
@@ -171,18 +145,10 @@ async fn votes_map_swaps_and_are_idempotent(backend: Backend) {
 
     // The same key on another pair is a conflict, not a silent overwrite.
     let campaign2 = create_campaign(&admin, json!({"name": "swap2", "overlap": 1, "status": "active"})).await;
-    import(
-        &admin,
-        campaign2,
-        &[json!({"prompt": "q", "response_a": "x", "response_b": "y"})],
-    )
-    .await;
+    import(&admin, campaign2, &[json!({"prompt": "q", "response_a": "x", "response_b": "y"})]).await;
     let pair = rater.get(&format!("/api/v1/campaigns/{campaign2}/next")).await.json["pair"].clone();
     let reused = rater
-        .post(
-            "/api/v1/votes",
-            &json!({"assignment_id": pair["assignment_id"], "choice": "tie", "client_key": "key-0"}),
-        )
+        .post("/api/v1/votes", &json!({"assignment_id": pair["assignment_id"], "choice": "tie", "client_key": "key-0"}))
         .await;
     assert_eq!(reused.status, 409, "{}", reused.text);
     assert_eq!(reused.json["error"], "key_reused");
@@ -198,19 +164,12 @@ async fn votes_map_swaps_and_are_idempotent(backend: Backend) {
     // Another rater cannot vote on this rater's lease.
     let other = server.client_for("other", Role::Annotator).await;
     let stolen = other
-        .post(
-            "/api/v1/votes",
-            &json!({"assignment_id": pair["assignment_id"], "choice": "tie", "client_key": "s"}),
-        )
+        .post("/api/v1/votes", &json!({"assignment_id": pair["assignment_id"], "choice": "tie", "client_key": "s"}))
         .await;
     assert_eq!(stolen.status, 404);
     // Votes need a lease unless the campaign allows free votes.
-    let free = rater
-        .post(
-            "/api/v1/votes",
-            &json!({"pair_id": pair["pair_id"], "choice": "tie", "client_key": "f"}),
-        )
-        .await;
+    let free =
+        rater.post("/api/v1/votes", &json!({"pair_id": pair["pair_id"], "choice": "tie", "client_key": "f"})).await;
     assert_eq!(free.status, 403, "{}", free.text);
     server.stop().await;
 }
@@ -221,22 +180,14 @@ async fn expired_leases_and_skips_return_pairs(backend: Backend) {
     let admin = server.client_for("admin", Role::Admin).await;
     let campaign = create_campaign(&admin, json!({"name": "lease", "overlap": 1, "status": "active"})).await;
     import(&admin, campaign, &pairs_of(1)).await;
-    let (alice, bob) = (
-        server.client_for("alice", Role::Annotator).await,
-        server.client_for("bob", Role::Annotator).await,
-    );
+    let (alice, bob) =
+        (server.client_for("alice", Role::Annotator).await, server.client_for("bob", Role::Annotator).await);
 
     let held = alice.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
     assert_eq!(held["status"], "assigned");
-    assert_eq!(
-        bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json["status"],
-        "waiting"
-    );
+    assert_eq!(bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json["status"], "waiting");
     // Alice's lease runs out: the pair goes to Bob.
-    sqlx::query("UPDATE assignments SET expires_at = 0")
-        .execute(&server.db.write)
-        .await
-        .unwrap();
+    sqlx::query("UPDATE assignments SET expires_at = 0").execute(&server.db.write).await.unwrap();
     let bobs = bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
     assert_eq!(bobs["status"], "assigned");
     assert_eq!(bobs["pair"]["pair_id"], held["pair"]["pair_id"]);
@@ -250,12 +201,7 @@ async fn expired_leases_and_skips_return_pairs(backend: Backend) {
     assert_eq!(late.status, 409, "{}", late.text);
     assert_eq!(late.json["error"], "lease_expired");
     // …Bob skips, so the slot is free again and Alice's late vote is accepted.
-    let after_skip = bob
-        .post(
-            &format!("/api/v1/assignments/{}/skip", bobs["pair"]["assignment_id"]),
-            &json!({}),
-        )
-        .await;
+    let after_skip = bob.post(&format!("/api/v1/assignments/{}/skip", bobs["pair"]["assignment_id"]), &json!({})).await;
     assert_eq!(after_skip.status, 200, "{}", after_skip.text);
     assert_eq!(after_skip.json["status"], "done", "a skipped pair is not offered again");
     let late = alice
@@ -265,16 +211,11 @@ async fn expired_leases_and_skips_return_pairs(backend: Backend) {
         )
         .await;
     assert_eq!(late.status, 200, "{}", late.text);
-    let claimed: i64 = sqlx::query_scalar("SELECT claimed FROM pairs")
-        .fetch_one(&server.db.read)
-        .await
-        .unwrap();
+    let claimed: i64 = sqlx::query_scalar("SELECT claimed FROM pairs").fetch_one(&server.db.read).await.unwrap();
     assert_eq!(claimed, 1);
 
     // Paused campaigns hand out nothing; closed ones refuse votes.
-    admin
-        .patch(&format!("/api/v1/campaigns/{campaign}"), &json!({"status": "paused"}))
-        .await;
+    admin.patch(&format!("/api/v1/campaigns/{campaign}"), &json!({"status": "paused"})).await;
     let paused = bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
     assert_eq!(paused, json!({"status": "unavailable", "campaign_status": "paused"}));
     server.stop().await;
@@ -284,11 +225,8 @@ both_backends!(expired_leases_and_skips_return_pairs);
 async fn gold_checks_are_mixed_in_at_the_campaign_rate(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.client_for("admin", Role::Admin).await;
-    let always = create_campaign(
-        &admin,
-        json!({"name": "gold", "overlap": 1, "gold_rate": 1.0, "status": "active"}),
-    )
-    .await;
+    let always =
+        create_campaign(&admin, json!({"name": "gold", "overlap": 1, "gold_rate": 1.0, "status": "active"})).await;
     let mut lines = pairs_of(2);
     lines.push(json!({"prompt": "gold q", "response_a": "right", "response_b": "wrong", "gold": "a"}));
     import(&admin, always, &lines).await;
@@ -306,18 +244,13 @@ async fn gold_checks_are_mixed_in_at_the_campaign_rate(backend: Backend) {
     let mut rest = served[1..].to_vec();
     rest.sort();
     assert_eq!(rest, vec!["prompt 0", "prompt 1"]);
-    let gold_votes: i64 = sqlx::query_scalar("SELECT vote_count FROM pairs WHERE is_gold = 1")
-        .fetch_one(&server.db.read)
-        .await
-        .unwrap();
+    let gold_votes: i64 =
+        sqlx::query_scalar("SELECT vote_count FROM pairs WHERE is_gold = 1").fetch_one(&server.db.read).await.unwrap();
     assert_eq!(gold_votes, 1);
 
     // Rate 0: gold pairs are never served.
-    let never = create_campaign(
-        &admin,
-        json!({"name": "nogold", "overlap": 1, "gold_rate": 0.0, "status": "active"}),
-    )
-    .await;
+    let never =
+        create_campaign(&admin, json!({"name": "nogold", "overlap": 1, "gold_rate": 0.0, "status": "active"})).await;
     import(&admin, never, &lines).await;
     for i in 0..2 {
         let next = rater.get(&format!("/api/v1/campaigns/{never}/next")).await.json;
@@ -326,10 +259,7 @@ async fn gold_checks_are_mixed_in_at_the_campaign_rate(backend: Backend) {
             json!({"assignment_id": next["pair"]["assignment_id"], "choice": "tie", "client_key": format!("n{i}")});
         assert_eq!(rater.post("/api/v1/votes", &body).await.status, 200);
     }
-    assert_eq!(
-        rater.get(&format!("/api/v1/campaigns/{never}/next")).await.json["status"],
-        "done"
-    );
+    assert_eq!(rater.get(&format!("/api/v1/campaigns/{never}/next")).await.json["status"], "done");
     server.stop().await;
 }
 both_backends!(gold_checks_are_mixed_in_at_the_campaign_rate);

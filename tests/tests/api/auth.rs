@@ -13,11 +13,7 @@ async fn auth_rules(backend: Backend) {
 
     // No credentials: every API route is closed.
     let anonymous = server.anonymous();
-    for path in [
-        "/api/v1/campaigns",
-        "/api/v1/auth/me",
-        &format!("/api/v1/campaigns/{campaign}/next"),
-    ] {
+    for path in ["/api/v1/campaigns", "/api/v1/auth/me", &format!("/api/v1/campaigns/{campaign}/next")] {
         assert_eq!(anonymous.get(path).await.status, 401, "{path}");
     }
     assert_eq!(anonymous.get("/healthz").await.status, 200);
@@ -39,10 +35,7 @@ async fn auth_rules(backend: Backend) {
             _ if path.ends_with("/import") => annotator.post_body(path, "{}").await,
             _ => {
                 annotator
-                    .post(
-                        path,
-                        &json!({"name": "x", "username": "x", "password": "long-enough", "role": "admin"}),
-                    )
+                    .post(path, &json!({"name": "x", "username": "x", "password": "long-enough", "role": "admin"}))
                     .await
             }
         };
@@ -64,128 +57,61 @@ async fn auth_rules(backend: Backend) {
     let other = server.client_for("other", Role::Annotator).await;
     let token_id = created.json["id"].as_i64().unwrap();
     assert_eq!(other.delete(&format!("/api/v1/tokens/{token_id}")).await.status, 404);
-    assert_eq!(
-        annotator.delete(&format!("/api/v1/tokens/{token_id}")).await.status,
-        204
-    );
+    assert_eq!(annotator.delete(&format!("/api/v1/tokens/{token_id}")).await.status, 204);
     assert_eq!(with_second.get("/api/v1/auth/me").await.status, 401);
     let listed = annotator.get("/api/v1/tokens").await.json;
-    assert!(
-        listed.as_array().unwrap().iter().all(|t| t.get("token").is_none()),
-        "secrets are never listed"
-    );
+    assert!(listed.as_array().unwrap().iter().all(|t| t.get("token").is_none()), "secrets are never listed");
 
     // Sessions: login sets an HttpOnly cookie; logout ends the session.
     let browser = server.anonymous();
-    let login = browser
-        .post(
-            "/api/v1/auth/login",
-            &json!({"username": "ann", "password": "password-123"}),
-        )
-        .await;
+    let login = browser.post("/api/v1/auth/login", &json!({"username": "ann", "password": "password-123"})).await;
     assert_eq!(login.status, 200, "{}", login.text);
     let cookie = login.headers["set-cookie"].to_str().unwrap();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
-        "{cookie}"
-    );
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     assert_eq!(browser.get("/api/v1/auth/me").await.json["role"], "annotator");
     assert_eq!(browser.post("/api/v1/auth/logout", &json!({})).await.status, 200);
     assert_eq!(browser.get("/api/v1/auth/me").await.status, 401);
 
     // Disabling a user cuts off both their tokens and their sessions.
-    let login = browser
-        .post(
-            "/api/v1/auth/login",
-            &json!({"username": "other", "password": "password-123"}),
-        )
-        .await;
+    let login = browser.post("/api/v1/auth/login", &json!({"username": "other", "password": "password-123"})).await;
     assert_eq!(login.status, 200);
-    let disabled = admin
-        .patch(&format!("/api/v1/users/{}", other.user_id), &json!({"active": false}))
-        .await;
+    let disabled = admin.patch(&format!("/api/v1/users/{}", other.user_id), &json!({"active": false})).await;
     assert_eq!(disabled.status, 200, "{}", disabled.text);
     assert_eq!(other.get("/api/v1/auth/me").await.status, 401);
     assert_eq!(browser.get("/api/v1/auth/me").await.status, 401);
     assert_eq!(
-        browser
-            .post(
-                "/api/v1/auth/login",
-                &json!({"username": "other", "password": "password-123"})
-            )
-            .await
-            .status,
+        browser.post("/api/v1/auth/login", &json!({"username": "other", "password": "password-123"})).await.status,
         401
     );
 
     // Login is rate limited (3 failures per minute in this test's config).
     let guesser = server.anonymous();
     for _ in 0..3 {
-        let reply = guesser
-            .post(
-                "/api/v1/auth/login",
-                &json!({"username": "admin", "password": "wrong-guess"}),
-            )
-            .await;
+        let reply = guesser.post("/api/v1/auth/login", &json!({"username": "admin", "password": "wrong-guess"})).await;
         assert_eq!(reply.status, 401);
     }
-    let blocked = guesser
-        .post(
-            "/api/v1/auth/login",
-            &json!({"username": "admin", "password": "password-123"}),
-        )
-        .await;
+    let blocked = guesser.post("/api/v1/auth/login", &json!({"username": "admin", "password": "password-123"})).await;
     assert_eq!(blocked.status, 429, "{}", blocked.text);
     assert!(blocked.headers.contains_key("retry-after"));
 
     // Admin user management: create, reset password, refuse self-demotion.
-    let made = admin
-        .post(
-            "/api/v1/users",
-            &json!({"username": "new", "password": "short", "role": "annotator"}),
-        )
-        .await;
+    let made = admin.post("/api/v1/users", &json!({"username": "new", "password": "short", "role": "annotator"})).await;
     assert_eq!(made.status, 422);
-    let made = admin
-        .post(
-            "/api/v1/users",
-            &json!({"username": "new", "password": "long-enough", "role": "annotator"}),
-        )
-        .await;
+    let made =
+        admin.post("/api/v1/users", &json!({"username": "new", "password": "long-enough", "role": "annotator"})).await;
     assert_eq!(made.status, 201, "{}", made.text);
-    let dup = admin
-        .post(
-            "/api/v1/users",
-            &json!({"username": "new", "password": "long-enough", "role": "annotator"}),
-        )
-        .await;
+    let dup =
+        admin.post("/api/v1/users", &json!({"username": "new", "password": "long-enough", "role": "annotator"})).await;
     assert_eq!(dup.status, 409);
-    let reset = admin
-        .patch(
-            &format!("/api/v1/users/{}", made.json["id"]),
-            &json!({"password": "another-one"}),
-        )
-        .await;
+    let reset = admin.patch(&format!("/api/v1/users/{}", made.json["id"]), &json!({"password": "another-one"})).await;
     assert_eq!(reset.status, 200);
     let fresh = server.anonymous();
     assert_eq!(
-        fresh
-            .post(
-                "/api/v1/auth/login",
-                &json!({"username": "new", "password": "another-one"})
-            )
-            .await
-            .status,
+        fresh.post("/api/v1/auth/login", &json!({"username": "new", "password": "another-one"})).await.status,
         200
     );
     assert_eq!(
-        admin
-            .patch(
-                &format!("/api/v1/users/{}", admin.user_id),
-                &json!({"role": "annotator"})
-            )
-            .await
-            .status,
+        admin.patch(&format!("/api/v1/users/{}", admin.user_id), &json!({"role": "annotator"})).await.status,
         422
     );
     server.stop().await;

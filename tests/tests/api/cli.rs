@@ -15,42 +15,20 @@ async fn cli_round_trip(backend: Backend) {
     let server = TestServer::start(backend).await;
     let dir = tempfile::tempdir().unwrap();
     pairwise(&server, &["migrate"]).await.unwrap();
-    pairwise(
-        &server,
-        &["user", "add", "boss", "--role", "admin", "--password", "password-123"],
-    )
-    .await
-    .unwrap();
-    pairwise(&server, &["campaign", "create", "--name", "cli", "--overlap", "1"])
-        .await
-        .unwrap();
-    let campaign: i64 = sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'cli'")
-        .fetch_one(&server.db.read)
-        .await
-        .unwrap();
+    pairwise(&server, &["user", "add", "boss", "--role", "admin", "--password", "password-123"]).await.unwrap();
+    pairwise(&server, &["campaign", "create", "--name", "cli", "--overlap", "1"]).await.unwrap();
+    let campaign: i64 =
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'cli'").fetch_one(&server.db.read).await.unwrap();
 
     let bad = dir.path().join("bad.jsonl");
-    std::fs::write(
-        &bad,
-        "{\"prompt\":\"p\",\"response_a\":\"x\",\"response_b\":\"y\"}\n{\"prompt\":\"q\"}\n",
-    )
-    .unwrap();
-    let err = pairwise(
-        &server,
-        &["import", "--campaign", &campaign.to_string(), bad.to_str().unwrap()],
-    )
-    .await
-    .unwrap_err();
+    std::fs::write(&bad, "{\"prompt\":\"p\",\"response_a\":\"x\",\"response_b\":\"y\"}\n{\"prompt\":\"q\"}\n").unwrap();
+    let err =
+        pairwise(&server, &["import", "--campaign", &campaign.to_string(), bad.to_str().unwrap()]).await.unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("line 2 field `responses`"), "{message}");
     let good = dir.path().join("good.jsonl");
     std::fs::write(&good, "{\"prompt\":\"p\",\"response_a\":\"x\",\"response_b\":\"y\"}\n").unwrap();
-    pairwise(
-        &server,
-        &["import", "--campaign", &campaign.to_string(), good.to_str().unwrap()],
-    )
-    .await
-    .unwrap();
+    pairwise(&server, &["import", "--campaign", &campaign.to_string(), good.to_str().unwrap()]).await.unwrap();
 
     let rater = server.client_for("rater", Role::Annotator).await;
     let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
@@ -60,28 +38,13 @@ async fn cli_round_trip(backend: Backend) {
     let out = dir.path().join("out.jsonl");
     pairwise(
         &server,
-        &[
-            "export",
-            "--campaign",
-            &campaign.to_string(),
-            "--format",
-            "trl",
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &["export", "--campaign", &campaign.to_string(), "--format", "trl", "--out", out.to_str().unwrap()],
     )
     .await
     .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        "{\"chosen\":\"x\",\"prompt\":\"p\",\"rejected\":\"y\"}\n"
-    );
-    pairwise(&server, &["stats", "--campaign", &campaign.to_string()])
-        .await
-        .unwrap();
-    pairwise(&server, &["campaign", "close", &campaign.to_string()])
-        .await
-        .unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"chosen\":\"x\",\"prompt\":\"p\",\"rejected\":\"y\"}\n");
+    pairwise(&server, &["stats", "--campaign", &campaign.to_string()]).await.unwrap();
+    pairwise(&server, &["campaign", "close", &campaign.to_string()]).await.unwrap();
     let status: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
         .bind(campaign)
         .fetch_one(&server.db.read)
@@ -90,13 +53,8 @@ async fn cli_round_trip(backend: Backend) {
     assert_eq!(status, "closed");
 
     pairwise(&server, &["token", "create", "--user", "boss"]).await.unwrap();
-    let token_id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM api_tokens")
-        .fetch_one(&server.db.read)
-        .await
-        .unwrap();
-    pairwise(&server, &["token", "revoke", &token_id.to_string()])
-        .await
-        .unwrap();
+    let token_id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM api_tokens").fetch_one(&server.db.read).await.unwrap();
+    pairwise(&server, &["token", "revoke", &token_id.to_string()]).await.unwrap();
     pairwise(&server, &["user", "disable", "rater"]).await.unwrap();
     assert_eq!(rater.get("/api/v1/auth/me").await.status, 401);
     let err = pairwise(&server, &["user", "disable", "nobody"]).await.unwrap_err();

@@ -27,11 +27,8 @@ async fn pair_id(server: &TestServer, prompt: &str) -> i64 {
 async fn export_formats_and_policies(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.client_for("admin", Role::Admin).await;
-    let campaign = create_campaign(
-        &admin,
-        json!({"name": "exp", "overlap": 3, "status": "active", "free_votes": true}),
-    )
-    .await;
+    let campaign =
+        create_campaign(&admin, json!({"name": "exp", "overlap": 3, "status": "active", "free_votes": true})).await;
     import(
         &admin,
         campaign,
@@ -72,12 +69,7 @@ async fn export_formats_and_policies(backend: Backend) {
     let trl = get("format=trl").await;
     assert_eq!(trl.status, 200, "{}", trl.text);
     assert_eq!(trl.headers["x-pairwise-cursor"], "8");
-    assert!(
-        trl.headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/x-ndjson")
-    );
+    assert!(trl.headers["content-type"].to_str().unwrap().starts_with("application/x-ndjson"));
     assert_eq!(
         jsonl(&trl.text),
         vec![
@@ -128,10 +120,7 @@ async fn export_formats_and_policies(backend: Backend) {
     assert_eq!(new.headers["x-pairwise-cursor"], "9");
     let rows = jsonl(&new.text);
     assert_eq!(rows.len(), 1);
-    assert_eq!(
-        (rows[0]["pair_id"].as_i64().unwrap(), rows[0]["votes"].as_i64().unwrap()),
-        (p3, 2)
-    );
+    assert_eq!((rows[0]["pair_id"].as_i64().unwrap(), rows[0]["votes"].as_i64().unwrap()), (p3, 2));
     assert_eq!(jsonl(&get("format=raw&since=8").await.text).len(), 1);
     assert_eq!(get("format=trl&since=9").await.text, "");
 
@@ -141,12 +130,7 @@ async fn export_formats_and_policies(backend: Backend) {
     assert!(bad.text.contains("format"), "{}", bad.text);
     let bad = get("format=trl&min_agreement=2").await;
     assert_eq!(bad.status, 422);
-    assert_eq!(
-        r[0].get(&format!("/api/v1/campaigns/{campaign}/export?format=raw"))
-            .await
-            .status,
-        403
-    );
+    assert_eq!(r[0].get(&format!("/api/v1/campaigns/{campaign}/export?format=raw")).await.status, 403);
     server.stop().await;
 }
 both_backends!(export_formats_and_policies);

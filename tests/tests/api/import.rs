@@ -5,10 +5,7 @@ use pairwise_tests::{Backend, TestServer, both_backends, create_campaign, import
 use serde_json::json;
 
 async fn pair_count(server: &TestServer) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM pairs")
-        .fetch_one(&server.db.read)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT COUNT(*) FROM pairs").fetch_one(&server.db.read).await.unwrap()
 }
 
 async fn import_good_and_bad_files(backend: Backend) {
@@ -47,10 +44,7 @@ async fn import_good_and_bad_files(backend: Backend) {
     let four = json!({"prompt": "Name a colour", "responses": [
         {"text": "red", "model": "a"}, {"text": "blue", "model": "b"}, {"text": "green", "model": "c"}, {"text": "cyan", "model": "d"}]});
     let reply = admin
-        .post_body(
-            &format!("/api/v1/campaigns/{campaign}/import?max_pairs_per_prompt=2&seed=3"),
-            format!("{four}\n"),
-        )
+        .post_body(&format!("/api/v1/campaigns/{campaign}/import?max_pairs_per_prompt=2&seed=3"), format!("{four}\n"))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["pairs_created"], 2);
@@ -63,23 +57,16 @@ async fn import_good_and_bad_files(backend: Backend) {
         json!({"prompt": "p", "responses": [{"text": "x", "model": "m"}, {"text": "y"}]}),
         json!({"prompt": "", "response_a": "a", "response_b": "b", "gold": "left"})
     );
-    let reply = admin
-        .post_body(&format!("/api/v1/campaigns/{campaign}/import"), body)
-        .await;
+    let reply = admin.post_body(&format!("/api/v1/campaigns/{campaign}/import"), body).await;
     assert_eq!(reply.status, 422, "{}", reply.text);
     assert!(
-        reply.json["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("line 3: field `responses[1].model` is required"),
+        reply.json["message"].as_str().unwrap().starts_with("line 3: field `responses[1].model` is required"),
         "{}",
         reply.text
     );
     let errors = reply.json["details"]["errors"].as_array().unwrap();
-    let located: Vec<(i64, &str)> = errors
-        .iter()
-        .map(|e| (e["line"].as_i64().unwrap(), e["field"].as_str().unwrap()))
-        .collect();
+    let located: Vec<(i64, &str)> =
+        errors.iter().map(|e| (e["line"].as_i64().unwrap(), e["field"].as_str().unwrap())).collect();
     assert!(located.contains(&(4, "prompt")), "{located:?}");
     assert!(located.contains(&(4, "gold")), "{located:?}");
     assert!(located.contains(&(5, "")), "{located:?}");
@@ -95,14 +82,10 @@ async fn import_good_and_bad_files(backend: Backend) {
     let server = TestServer::start_with(backend, |c| c.max_import_bytes = 1000).await;
     let admin = server.client_for("admin", Role::Admin).await;
     let campaign = create_campaign(&admin, json!({"name": "small"})).await;
-    let reply = admin
-        .post_body(&format!("/api/v1/campaigns/{campaign}/import"), "x".repeat(2000))
-        .await;
+    let reply = admin.post_body(&format!("/api/v1/campaigns/{campaign}/import"), "x".repeat(2000)).await;
     assert_eq!(reply.status, 413, "{}", reply.text);
     // Unknown campaign.
-    let reply = admin
-        .post_body("/api/v1/campaigns/999/import", format!("{good}\n"))
-        .await;
+    let reply = admin.post_body("/api/v1/campaigns/999/import", format!("{good}\n")).await;
     assert_eq!(reply.status, 404, "{}", reply.text);
     server.stop().await;
 }

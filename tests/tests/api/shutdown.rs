@@ -22,10 +22,7 @@ async fn shutdown_finishes_in_flight_requests(backend: Backend) {
     .execute(&server.db.write)
     .await
     .unwrap();
-    sqlx::query("UPDATE campaigns SET vote_seq = 3000")
-        .execute(&server.db.write)
-        .await
-        .unwrap();
+    sqlx::query("UPDATE campaigns SET vote_seq = 3000").execute(&server.db.write).await.unwrap();
 
     let mut response = admin
         .http

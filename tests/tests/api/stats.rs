@@ -23,11 +23,8 @@ fn close(actual: &serde_json::Value, expected: f64, tolerance: f64) {
 async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.client_for("admin", Role::Admin).await;
-    let campaign = create_campaign(
-        &admin,
-        json!({"name": "st", "overlap": 3, "status": "active", "free_votes": true}),
-    )
-    .await;
+    let campaign =
+        create_campaign(&admin, json!({"name": "st", "overlap": 3, "status": "active", "free_votes": true})).await;
     import(
         &admin,
         campaign,
@@ -38,10 +35,8 @@ async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
         ],
     )
     .await;
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM pairs ORDER BY id")
-        .fetch_all(&server.db.read)
-        .await
-        .unwrap();
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM pairs ORDER BY id").fetch_all(&server.db.read).await.unwrap();
     let (p1, p2, g) = (ids[0], ids[1], ids[2]);
     let r1 = server.client_for("r1", Role::Annotator).await;
     let r2 = server.client_for("r2", Role::Annotator).await;
@@ -69,10 +64,7 @@ async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
     // Ordinal alpha on units [0,0,2] and [1,2,2]: D_o = 32.5, D_e = 36 → 0.097222…
     // (the Python `krippendorff` package gives 0.09722222222222221 on the same data).
     close(&s["agreement"]["krippendorff_alpha"], 1.0 - 32.5 / 36.0, 1e-12);
-    assert_eq!(
-        s["position_bias"],
-        json!({"decisive_votes": 5, "left_wins": 2, "rate": 0.4})
-    );
+    assert_eq!(s["position_bias"], json!({"decisive_votes": 5, "left_wins": 2, "rate": 0.4}));
     close(&s["median_time_ms"], 4500.0, 0.0);
     let raters = s["raters"].as_array().unwrap();
     let row = |name: &str| raters.iter().find(|r| r["username"] == name).unwrap().clone();
@@ -93,20 +85,12 @@ async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
 
     // X vs Y: X scores 2 wins, Y 3 wins, 1 tie → 2.5 : 3.5, so the Elo gap is
     // 400·log10(3.5/2.5) = 58.45 points around 1000.
-    let board = admin
-        .get(&format!(
-            "/api/v1/campaigns/{campaign}/leaderboard?bootstrap=300&seed=1"
-        ))
-        .await;
+    let board = admin.get(&format!("/api/v1/campaigns/{campaign}/leaderboard?bootstrap=300&seed=1")).await;
     assert_eq!(board.status, 200, "{}", board.text);
     let models = board.json["models"].as_array().unwrap();
     assert_eq!(models[0]["model"], "Y");
     assert_eq!(
-        (
-            models[0]["wins"].as_i64(),
-            models[0]["losses"].as_i64(),
-            models[0]["ties"].as_i64()
-        ),
+        (models[0]["wins"].as_i64(), models[0]["losses"].as_i64(), models[0]["ties"].as_i64()),
         (Some(3), Some(2), Some(1))
     );
     let gap = 400.0 * (3.5f64 / 2.5).log10();
@@ -117,12 +101,7 @@ async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
         assert!(m["ci_high"].as_f64().unwrap() > m["score"].as_f64().unwrap());
     }
     assert_eq!(board.json["battles"], 6);
-    assert_eq!(
-        r1.get(&format!("/api/v1/campaigns/{campaign}/leaderboard"))
-            .await
-            .status,
-        403
-    );
+    assert_eq!(r1.get(&format!("/api/v1/campaigns/{campaign}/leaderboard")).await.status, 403);
     server.stop().await;
 }
 both_backends!(stats_and_leaderboard_match_hand_computation);
