@@ -127,3 +127,12 @@ CREATE INDEX comparisons_by_pair ON comparisons (campaign_id, pair_id);
 CREATE INDEX comparisons_by_rater ON comparisons (rater_id, campaign_id);
 -- A rater holds at most one live lease per campaign, even under concurrent requests.
 CREATE UNIQUE INDEX assignments_one_active ON assignments (rater_id, campaign_id) WHERE status = 'active';
+
+-- Votes per rater and campaign, kept by the vote transaction so the rater's progress
+-- comes back with every vote at constant cost.
+CREATE TABLE rater_progress (
+    rater_id    INTEGER NOT NULL REFERENCES users (id),
+    campaign_id INTEGER NOT NULL REFERENCES campaigns (id),
+    votes       INTEGER NOT NULL,
+    PRIMARY KEY (rater_id, campaign_id)
+);

@@ -14,7 +14,7 @@
 //! final step of a vote — taking the next vote sequence number — locks the campaign row,
 //! which keeps `seq` gap-free and in commit order for export cursors.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rand::Rng;
@@ -25,10 +25,10 @@ use crate::args;
 use crate::auth::CurrentUser;
 use crate::campaigns::CampaignStatus;
 use crate::db::{Backend, Db, now_ms};
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::import::Message;
 use crate::state::AppState;
-use crate::store::{SqlRow, Store, TxBody, tx_body};
+use crate::store::{SqlRow, SqlValue, Store, TxBody, tx_body};
 
 /// Choice as the rater saw it on screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +220,30 @@ async fn claimable_pair(tx: &mut dyn Store, campaign: &CampaignSettings, rater: 
     found.map(|row| row.int("id")).transpose()
 }
 
+/// Reads an assignment row; on Postgres it stays locked until commit, so no concurrent
+/// expiry, skip or vote can change its status between this read and our write (SQLite
+/// runs these transactions one at a time anyway).
+async fn lock_assignment(tx: &mut dyn Store, sql: [&'static str; 2], args: Vec<SqlValue>) -> ApiResult<Option<SqlRow>> {
+    let sql = match tx.backend() {
+        Backend::Sqlite => sql[0],
+        Backend::Postgres => sql[1],
+    };
+    tx.fetch_optional(sql, args).await
+}
+
+const LEASE_FOR_VOTE: [&str; 2] = [
+    "SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1",
+    "SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1 FOR UPDATE",
+];
+const LEASE_FOR_FREE_VOTE: [&str; 2] = [
+    "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2",
+    "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2 FOR UPDATE",
+];
+const LEASE_FOR_SKIP: [&str; 2] = [
+    "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
+    "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2 FOR UPDATE",
+];
+
 /// Finds (or keeps) the rater's current pair.
 async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
     if campaign.status != CampaignStatus::Active {
@@ -268,11 +292,13 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
             (regular, false)
         }
     };
+    // A pair handed to the same rater again (after their lease expired) keeps its
+    // assignment id and its left/right order, so a vote from the old screen still maps right.
     let assignment = tx
         .fetch_one(
             "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
              VALUES ($1, $2, $3, 'active', $4, $5, $6, $7) \
-             ON CONFLICT (pair_id, rater_id) DO UPDATE SET status = 'active', swapped = excluded.swapped, \
+             ON CONFLICT (pair_id, rater_id) DO UPDATE SET status = 'active', swapped = assignments.swapped, \
              created_at = excluded.created_at, expires_at = excluded.expires_at \
              RETURNING id, pair_id, swapped, expires_at",
             args![campaign.id, pair_id, rater, dice.swap, is_gold, now, now + campaign.lease_ms],
@@ -384,12 +410,24 @@ fn stored_vote(row: &SqlRow) -> ApiResult<StoredVote> {
 }
 
 async fn my_votes(tx: &mut dyn Store, rater: i64, campaign_id: i64) -> ApiResult<i64> {
+    let row = tx
+        .fetch_optional(
+            "SELECT votes FROM rater_progress WHERE rater_id = $1 AND campaign_id = $2",
+            args![rater, campaign_id],
+        )
+        .await?;
+    row.map_or(Ok(0), |row| row.int("votes"))
+}
+
+/// Counts a new vote of the rater and returns their total in the campaign.
+async fn count_vote(tx: &mut dyn Store, rater: i64, campaign_id: i64) -> ApiResult<i64> {
     tx.fetch_one(
-        "SELECT COUNT(*) AS n FROM comparisons WHERE rater_id = $1 AND campaign_id = $2",
+        "INSERT INTO rater_progress (rater_id, campaign_id, votes) VALUES ($1, $2, 1) \
+         ON CONFLICT (rater_id, campaign_id) DO UPDATE SET votes = rater_progress.votes + 1 RETURNING votes",
         args![rater, campaign_id],
     )
     .await?
-    .int("n")
+    .int("votes")
 }
 
 /// Records a vote (idempotent on `client_key`) and hands out the next pair.
@@ -466,12 +504,9 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
 
     let (assignment_id, pair_id, swapped) = match (req.assignment_id, req.pair_id) {
         (Some(assignment_id), _) => {
-            let row = tx
-                .fetch_one(
-                    "SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1",
-                    args![assignment_id],
-                )
-                .await?;
+            let row = lock_assignment(tx, LEASE_FOR_VOTE, args![assignment_id])
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
             let pair_id = row.int("pair_id")?;
             let is_gold = row.int("is_gold")? != 0;
             match row.text("status")?.as_str() {
@@ -502,18 +537,25 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             if !campaign.free_votes {
                 return Err(ApiError::forbidden("this campaign only accepts votes on leased pairs (assignment_id)"));
             }
-            let held = tx
-                .fetch_optional(
-                    "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2",
-                    args![pair_id, rater],
-                )
-                .await?;
+            if campaign.status != CampaignStatus::Active {
+                return Err(ApiError::conflict("campaign_not_active", "the campaign is not open for rating"));
+            }
+            let held = lock_assignment(tx, LEASE_FOR_FREE_VOTE, args![pair_id, rater]).await?;
             let held_active = match &held {
                 Some(row) => row.text("status")? == "active",
                 None => false,
             };
+            // Free votes skip the lease, not the overlap.
             if !held_active {
-                tx.execute("UPDATE pairs SET claimed = claimed + 1 WHERE id = $1", args![pair_id]).await?;
+                let claimed = tx
+                    .execute(
+                        "UPDATE pairs SET claimed = claimed + 1 WHERE id = $1 AND (is_gold = 1 OR claimed < $2)",
+                        args![pair_id, campaign.overlap],
+                    )
+                    .await?;
+                if claimed == 0 {
+                    return Err(ApiError::conflict("pair_full", "this pair already has the votes it needs"));
+                }
             }
             let assignment = tx
                 .fetch_one(
@@ -557,7 +599,7 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
     tx.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1", args![pair_id]).await?;
     tx.execute("UPDATE assignments SET status = 'voted' WHERE id = $1", args![assignment_id]).await?;
     let next = assign(tx, &campaign, rater, now, dice).await?;
-    let my_votes = my_votes(tx, rater, campaign.id).await?;
+    let my_votes = count_vote(tx, rater, campaign.id).await?;
     // Last, so the campaign row stays locked only until the commit right after: votes get
     // their sequence numbers in commit order, and a reader that sees `vote_seq = N` knows
     // every vote up to N is committed.
@@ -581,11 +623,7 @@ pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
         db,
         tx_body(move |tx| {
             Box::pin(async move {
-                let row = tx
-                    .fetch_optional(
-                        "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
-                        args![assignment_id, rater],
-                    )
+                let row = lock_assignment(tx, LEASE_FOR_SKIP, args![assignment_id, rater])
                     .await?
                     .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
                 let campaign = load_campaign(tx, row.int("campaign_id")?).await?;
@@ -602,7 +640,12 @@ pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
                         }
                     }
                     "voted" => return Err(ApiError::conflict("already_voted", "this pair was already voted on")),
-                    _ => {}
+                    // Its slot went back to the pool when it expired; just keep it from
+                    // being offered to this rater again.
+                    _ => {
+                        tx.execute("UPDATE assignments SET status = 'skipped' WHERE id = $1", args![assignment_id])
+                            .await?;
+                    }
                 }
                 assign(tx, &campaign, rater, now_ms(), dice).await
             })
@@ -618,7 +661,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/assignments/{id}/skip", post(skip_handler))
 }
 
-async fn next_handler(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> ApiResult<Json<Next>> {
+async fn next_handler(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Next>> {
     Ok(Json(next_pair(&state.db, id, user.id).await?))
 }
 
@@ -630,7 +677,11 @@ async fn vote_handler(
     Ok(Json(submit_vote(&state.db, user.id, &req).await?))
 }
 
-async fn skip_handler(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> ApiResult<Json<Next>> {
+async fn skip_handler(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Next>> {
     Ok(Json(skip(&state.db, user.id, id).await?))
 }
 

@@ -2,7 +2,7 @@
 //! status and gold-check rate. Store functions plus the `/api/v1/campaigns` CRUD routes;
 //! the per-campaign work routes (import, next, export, stats…) live in their own modules.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 
 use crate::auth::{AdminUser, CurrentUser};
 use crate::db::{Db, is_unique_violation, now_ms};
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,7 +256,11 @@ async fn list(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Jso
     Ok(Json(list_campaigns(&state.db, user.id, !user.is_admin()).await?))
 }
 
-async fn show(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> ApiResult<Json<Campaign>> {
+async fn show(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Campaign>> {
     let campaign = get_campaign(&state.db, id, user.id).await?;
     if !user.is_admin() && campaign.status != CampaignStatus::Active {
         return Err(ApiError::NotFound(format!("campaign {id}")));
@@ -277,7 +281,7 @@ async fn create(
 async fn update(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(update): ApiJson<CampaignUpdate>,
 ) -> ApiResult<Json<Campaign>> {
     let campaign = update_campaign(&state.db, id, &update).await?;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::get;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::assign::Choice;
 use crate::auth::AdminUser;
 use crate::db::Db;
-use crate::error::{ApiError, ApiQuery, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::import::Message;
 use crate::state::AppState;
 
@@ -433,7 +433,7 @@ pub fn router() -> Router<AppState> {
 async fn export(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiQuery(params): ApiQuery<ExportParams>,
 ) -> ApiResult<Response> {
     let format = params.format;

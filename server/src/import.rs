@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use rand::seq::SliceRandom;
@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::AdminUser;
 use crate::campaigns::{CampaignStatus, get_campaign};
 use crate::db::{Db, now_ms};
-use crate::error::{ApiError, ApiQuery, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 /// Longest accepted prompt or response text, in bytes.
@@ -503,7 +503,7 @@ pub fn router(max_import_bytes: usize) -> Router<AppState> {
 async fn import(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiQuery(options): ApiQuery<PairingOptions>,
     body: Bytes,
 ) -> ApiResult<Json<ImportReport>> {

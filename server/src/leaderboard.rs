@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use rand::SeedableRng;
@@ -21,7 +21,7 @@ use sqlx::Row;
 use crate::auth::AdminUser;
 use crate::campaigns::get_campaign;
 use crate::db::Db;
-use crate::error::{ApiError, ApiQuery, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 const PRIOR: f64 = 1e-3;
@@ -263,7 +263,7 @@ pub fn router() -> Router<AppState> {
 async fn show(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiQuery(params): ApiQuery<LeaderboardParams>,
 ) -> ApiResult<Json<Leaderboard>> {
     if params.bootstrap > 5000 {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -16,9 +16,9 @@ use sqlx::Row;
 
 use crate::assign::Choice;
 use crate::auth::CurrentUser;
-use crate::campaigns::get_campaign;
+use crate::campaigns::{CampaignStatus, get_campaign};
 use crate::db::Db;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiPath, ApiResult};
 use crate::state::AppState;
 
 #[derive(Debug, Clone)]
@@ -169,13 +169,15 @@ pub fn compute_stats(
     let decisive: Vec<&&VoteRecord> = regular.iter().filter(|v| matches!(v.choice, Choice::A | Choice::B)).collect();
     let left_wins = decisive.iter().filter(|v| (v.choice == Choice::A) != v.swapped).count() as i64;
 
-    let mut rater_ids: Vec<i64> = votes.iter().map(|v| v.rater_id).collect();
-    rater_ids.sort_unstable();
-    rater_ids.dedup();
-    let raters = rater_ids
-        .iter()
-        .map(|&rater| {
-            let mine: Vec<&VoteRecord> = votes.iter().filter(|v| v.rater_id == rater).collect();
+    // One pass to group votes by rater (BTreeMap: raters come out in id order).
+    let mut by_rater: std::collections::BTreeMap<i64, Vec<&VoteRecord>> = Default::default();
+    for vote in votes {
+        by_rater.entry(vote.rater_id).or_default().push(vote);
+    }
+    let rater_count = by_rater.len() as i64;
+    let raters = by_rater
+        .into_iter()
+        .map(|(rater, mine)| {
             let mut times: Vec<i64> = mine.iter().filter_map(|v| v.time_ms).collect();
             let gold: Vec<&&VoteRecord> = mine.iter().filter(|v| v.is_gold && v.gold.is_some()).collect();
             let gold_correct = gold.iter().filter(|v| Some(v.choice) == v.gold).count() as i64;
@@ -207,7 +209,7 @@ pub fn compute_stats(
             target_votes: pairs_total * overlap,
             votes: regular.len() as i64,
             gold_votes: (votes.len() - regular.len()) as i64,
-            raters: rater_ids.len() as i64,
+            raters: rater_count,
         },
         agreement: Agreement {
             percent: (rater_pairs > 0).then(|| agreeing_pairs as f64 / rater_pairs as f64),
@@ -264,12 +266,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/campaigns/{id}/stats", get(stats))
 }
 
-/// Admins get everything; an annotator gets the campaign totals and only their own row.
+/// Admins get everything; an annotator gets the totals of an active campaign and only
+/// their own row.
 async fn stats(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<CampaignStats>> {
+    if !user.is_admin() && get_campaign(&state.db, id, user.id).await?.status != CampaignStatus::Active {
+        return Err(ApiError::NotFound(format!("campaign {id}")));
+    }
     let mut stats = campaign_stats(&state.db, id).await?;
     if !user.is_admin() {
         stats.raters.retain(|r| r.rater_id == user.id);

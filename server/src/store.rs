@@ -407,7 +407,23 @@ fn writer_loop(mut store: SqliteStore, mut receiver: mpsc::UnboundedReceiver<Job
                 Err(_) => break,
             }
         }
-        if let Err(e) = store.conn.execute_batch("BEGIN IMMEDIATE") {
+        // Another connection (an import, the CLI) may hold the write lock for longer than
+        // the busy timeout: keep the requests queued and try again rather than fail them.
+        let mut began = store.conn.execute_batch("BEGIN IMMEDIATE");
+        let give_up = std::time::Instant::now() + Duration::from_secs(300);
+        while let Err(e) = &began {
+            let busy = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            if !busy || std::time::Instant::now() > give_up {
+                break;
+            }
+            tracing::warn!("database is locked by another writer; votes are waiting");
+            std::thread::sleep(Duration::from_millis(100));
+            began = store.conn.execute_batch("BEGIN IMMEDIATE");
+        }
+        if let Err(e) = began {
             tracing::error!(error = %e, "could not begin a write transaction");
             for job in batch {
                 let (_, deliver) = job(None);
@@ -416,7 +432,18 @@ fn writer_loop(mut store: SqliteStore, mut receiver: mpsc::UnboundedReceiver<Job
             continue;
         }
         let mut deliveries = Vec::with_capacity(batch.len());
-        for job in batch {
+        let mut jobs = batch.into_iter();
+        while let Some(job) = jobs.next() {
+            // SQLite rolls the whole transaction back by itself after some errors (disk
+            // full, I/O): then nothing may run outside it, so the rest of the batch fails.
+            if store.conn.is_autocommit() {
+                let lost = "the transaction was rolled back by SQLite".to_string();
+                for job in std::iter::once(job).chain(jobs.by_ref()) {
+                    let (_, deliver) = job(None);
+                    deliveries.push((Err(lost.clone()), deliver));
+                }
+                break;
+            }
             let savepoint = store.conn.execute_batch("SAVEPOINT request");
             let (failed, deliver) = job(if savepoint.is_ok() { Some(&mut store) } else { None });
             let undo =

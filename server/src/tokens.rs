@@ -1,7 +1,7 @@
 //! API tokens: created for a user and shown once (only a SHA-256 is stored), listed,
 //! revoked. Routes under `/api/v1/tokens`; users manage their own, admins anyone's.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use crate::auth::{CurrentUser, TOKEN_PREFIX, random_secret, sha256_hex};
 use crate::db::{Db, now_ms};
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +55,10 @@ pub async fn create_token(db: &Db, user_id: i64, name: &str) -> ApiResult<NewTok
     let token = random_secret(TOKEN_PREFIX);
     let prefix: String = token.chars().take(TOKEN_PREFIX.len() + 6).collect();
     let mut tx = db.begin_write().await?;
+    let exists = sqlx::query("SELECT id FROM users WHERE id = $1").bind(user_id).fetch_optional(&mut *tx).await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound(format!("user {user_id}")));
+    }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
@@ -141,7 +145,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(token)))
 }
 
-async fn revoke(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+async fn revoke(State(state): State<AppState>, user: CurrentUser, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
     let scope = if user.is_admin() { None } else { Some(user.id) };
     revoke_token(&state.db, id, scope).await?;
     tracing::info!(by = %user.username, token = id, "api token revoked");

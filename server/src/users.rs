@@ -1,7 +1,7 @@
 //! Users: the store functions (used by the API and the CLI) and the admin-only
 //! `/api/v1/users` routes.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 
 use crate::auth::{AdminUser, Role, hash_password_blocking, validate_password};
 use crate::db::{Db, is_unique_violation, now_ms};
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,7 +90,8 @@ pub struct UserUpdate {
     pub password: Option<String>,
 }
 
-/// Applies an update; disabling a user or changing the password ends their sessions.
+/// Applies an update; disabling a user or changing the password ends their sessions, and a
+/// new password also revokes their API tokens.
 pub async fn update_user(db: &Db, id: i64, update: UserUpdate) -> ApiResult<User> {
     let hash = match &update.password {
         Some(password) => {
@@ -119,6 +120,14 @@ pub async fn update_user(db: &Db, id: i64, update: UserUpdate) -> ApiResult<User
     }
     if update.active == Some(false) || update.password.is_some() {
         sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+    }
+    // A new password is the answer to a leaked one: tokens minted with the old one go too.
+    if update.password.is_some() {
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     let row = sqlx::query("SELECT id, username, role, active, created_at FROM users WHERE id = $1")
         .bind(id)
@@ -157,7 +166,7 @@ async fn create(
 async fn update(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(update): ApiJson<UserUpdate>,
 ) -> ApiResult<Json<User>> {
     if id == user.id && (update.active == Some(false) || update.role == Some(Role::Annotator)) {

@@ -45,6 +45,11 @@ async fn auth_rules(backend: Backend) {
     let listed = annotator.get("/api/v1/campaigns").await.json;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(annotator.get(&format!("/api/v1/campaigns/{draft}")).await.status, 404);
+    assert_eq!(annotator.get(&format!("/api/v1/campaigns/{draft}/stats")).await.status, 404);
+    // Malformed ids get the JSON error shape, not a plain-text rejection.
+    let malformed = annotator.get("/api/v1/campaigns/abc/next").await;
+    assert_eq!(malformed.status, 422, "{}", malformed.text);
+    assert!(malformed.json["message"].as_str().unwrap().starts_with("invalid path"));
     assert_eq!(admin.get("/api/v1/campaigns").await.json.as_array().unwrap().len(), 2);
 
     // Tokens: a revoked token stops working at once; users revoke only their own.
@@ -114,6 +119,13 @@ async fn auth_rules(backend: Backend) {
         admin.patch(&format!("/api/v1/users/{}", admin.user_id), &json!({"role": "annotator"})).await.status,
         422
     );
+    // A password reset also revokes the user's API tokens; tokens for unknown users are refused.
+    assert_eq!(annotator.get("/api/v1/auth/me").await.status, 200);
+    let reset =
+        admin.patch(&format!("/api/v1/users/{}", annotator.user_id), &json!({"password": "brand-new-pass"})).await;
+    assert_eq!(reset.status, 200);
+    assert_eq!(annotator.get("/api/v1/auth/me").await.status, 401);
+    assert_eq!(admin.post("/api/v1/tokens", &json!({"name": "x", "user_id": 9999})).await.status, 404);
     server.stop().await;
 }
 both_backends!(auth_rules);

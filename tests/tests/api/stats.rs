@@ -51,6 +51,11 @@ async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
     vote(&r3, p2, "right", false, 8000).await;
     vote(&r1, g, "left", false, 5000).await;
     vote(&r2, g, "right", false, 6000).await;
+    // Free votes skip the lease, not the overlap: p1 already has its 3 votes.
+    let r4 = server.client_for("r4", Role::Annotator).await;
+    let full = r4.post("/api/v1/votes", &json!({"pair_id": p1, "choice": "left", "client_key": "x"})).await;
+    assert_eq!(full.status, 409, "{}", full.text);
+    assert_eq!(full.json["error"], "pair_full");
 
     let stats = admin.get(&format!("/api/v1/campaigns/{campaign}/stats")).await;
     assert_eq!(stats.status, 200, "{}", stats.text);
