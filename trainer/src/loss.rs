@@ -1,0 +1,182 @@
+//! Preference losses on per-sequence scores: DPO (sigmoid, IPO, hinge, robust/cDPO) on
+//! completion log-probs and the Bradley–Terry reward-model loss with margin and centering.
+//! Formulas follow TRL's `DPOTrainer.dpo_loss` and `RewardTrainer.compute_loss`.
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DpoLossType {
+    /// −log σ(β·Δ), with optional label smoothing (conservative DPO).
+    Sigmoid,
+    /// (Δ/len − 1/(2β))² on length-normalised log-ratios (TRL's IPO).
+    Ipo,
+    /// max(0, 1 − β·Δ) (SLiC).
+    Hinge,
+    /// Unbiased under label noise ε: (−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)) / (1 − 2ε).
+    Robust,
+}
+
+/// `log σ(x) = −softplus(−x)`, computed without overflow for large |x|.
+pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
+    // log σ(x) = min(x, 0) − log(1 + e^{−|x|})
+    let min0 = x.minimum(0.0)?;
+    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    min0 - tail
+}
+
+/// Per-sequence summed log-probs of one batch of pairs.
+pub struct PairLogps<'a> {
+    pub chosen: &'a Tensor,
+    pub rejected: &'a Tensor,
+}
+
+pub struct DpoOutput {
+    /// Mean loss over the pairs (a scalar tensor on the graph).
+    pub loss: Tensor,
+    /// Per-pair loss, `[n]`.
+    pub losses: Tensor,
+    /// β·(π_c − ref_c), `[n]` (TRL's `rewards/chosen`).
+    pub chosen_rewards: Tensor,
+    /// β·(π_r − ref_r), `[n]`.
+    pub rejected_rewards: Tensor,
+}
+
+/// DPO losses. `label_smoothing` `[n]` is the per-pair probability that the preference label
+/// is flipped (0 = trust it; 0.5 = a tie); used by `sigmoid` and `robust` only, as in TRL.
+/// `lengths` are completion token counts `(chosen, rejected)` as f32 `[n]`, used by IPO.
+pub fn dpo_loss(
+    kind: DpoLossType,
+    beta: f64,
+    policy: PairLogps<'_>,
+    reference: PairLogps<'_>,
+    lengths: (&Tensor, &Tensor),
+    label_smoothing: &Tensor,
+) -> Result<DpoOutput> {
+    let chosen_ratio = (policy.chosen - reference.chosen)?;
+    let rejected_ratio = (policy.rejected - reference.rejected)?;
+    let logits = (&chosen_ratio - &rejected_ratio)?;
+    let losses = match kind {
+        DpoLossType::Sigmoid | DpoLossType::Robust => {
+            let scaled = (&logits * beta)?;
+            let agree = log_sigmoid(&scaled)?;
+            let disagree = log_sigmoid(&scaled.neg()?)?;
+            let keep = label_smoothing.affine(-1.0, 1.0)?;
+            if kind == DpoLossType::Sigmoid {
+                ((agree * keep)?.neg()? - (disagree * label_smoothing)?)?
+            } else {
+                let numerator = ((agree * keep)?.neg()? + (disagree * label_smoothing)?)?;
+                numerator.broadcast_div(&label_smoothing.affine(-2.0, 1.0)?)?
+            }
+        }
+        DpoLossType::Ipo => {
+            let normalised = ((&chosen_ratio / lengths.0)? - (&rejected_ratio / lengths.1)?)?;
+            (normalised - 1.0 / (2.0 * beta))?.sqr()?
+        }
+        DpoLossType::Hinge => (1.0 - (&logits * beta)?)?.relu()?,
+    };
+    Ok(DpoOutput {
+        loss: losses.mean_all()?,
+        chosen_rewards: (chosen_ratio.detach() * beta)?,
+        rejected_rewards: (rejected_ratio.detach() * beta)?,
+        losses,
+    })
+}
+
+/// Bradley–Terry loss `−log σ(r_c − r_r − margin)`, mean over pairs.
+///
+/// `soft_label` `[n]` (optional) is the probability that *rejected* is actually better
+/// (0.5 for a tie): the loss becomes the cross-entropy against that soft label.
+/// `center_coef` adds TRL's reward centering `coef · mean((r_c + r_r)²)`.
+pub fn bradley_terry_loss(
+    chosen: &Tensor,
+    rejected: &Tensor,
+    margin: Option<&Tensor>,
+    soft_label: Option<&Tensor>,
+    center_coef: f64,
+) -> Result<Tensor> {
+    let mut diff = (chosen - rejected)?;
+    if let Some(m) = margin {
+        diff = (diff - m)?;
+    }
+    let mut losses = log_sigmoid(&diff)?.neg()?;
+    if let Some(eps) = soft_label {
+        let flipped = log_sigmoid(&diff.neg()?)?.neg()?;
+        losses = ((losses * eps.affine(-1.0, 1.0)?)? + (flipped * eps)?)?;
+    }
+    let mut loss = losses.mean_all()?;
+    if center_coef != 0.0 {
+        let centering = (chosen + rejected)?.sqr()?.mean_all()?;
+        loss = (loss + (centering * center_coef)?)?;
+    }
+    Ok(loss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::new(v, &Device::Cpu).unwrap()
+    }
+
+    fn scalar(x: &Tensor) -> f32 {
+        x.to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn log_sigmoid_is_stable_at_extremes() {
+        let out = log_sigmoid(&t(&[-200.0, 0.0, 200.0])).unwrap().to_vec1::<f32>().unwrap();
+        assert!((out[0] + 200.0).abs() < 1e-3);
+        assert!((out[1] + std::f32::consts::LN_2).abs() < 1e-6);
+        assert!(out[2].abs() < 1e-6);
+    }
+
+    #[test]
+    fn dpo_variants_match_hand_computed_values() {
+        // Δ = (−1 − −2) − (−3 − −2.5) = 1.5; β = 0.5 → βΔ = 0.75.
+        let (pc, pr, rc, rr) = (t(&[-1.0]), t(&[-3.0]), t(&[-2.0]), t(&[-2.5]));
+        let lens = (t(&[2.0]), t(&[4.0]));
+        let run = |kind, eps: f32| {
+            let out = dpo_loss(
+                kind,
+                0.5,
+                PairLogps { chosen: &pc, rejected: &pr },
+                PairLogps { chosen: &rc, rejected: &rr },
+                (&lens.0, &lens.1),
+                &t(&[eps]),
+            )
+            .unwrap();
+            scalar(&out.loss)
+        };
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let expect_sigmoid = -(sig(0.75)).ln();
+        assert!((run(DpoLossType::Sigmoid, 0.0) as f64 - expect_sigmoid).abs() < 1e-6);
+        let eps = 0.2;
+        let smoothed = -(1.0 - eps) * sig(0.75).ln() - eps * sig(-0.75).ln();
+        assert!((run(DpoLossType::Sigmoid, 0.2) as f64 - smoothed).abs() < 1e-6);
+        let robust = (-(1.0 - eps) * sig(0.75).ln() + eps * sig(-0.75).ln()) / (1.0 - 2.0 * eps);
+        assert!((run(DpoLossType::Robust, 0.2) as f64 - robust).abs() < 1e-6);
+        assert!((run(DpoLossType::Hinge, 0.0) - 0.25).abs() < 1e-6);
+        // IPO: (1/2 − (−0.5)/4 − 1)² = (0.5 + 0.125 − 1)² = 0.140625.
+        assert!((run(DpoLossType::Ipo, 0.0) - 0.140625).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bradley_terry_margin_ties_and_centering() {
+        let (c, r) = (t(&[2.0]), t(&[1.0]));
+        let plain = scalar(&bradley_terry_loss(&c, &r, None, None, 0.0).unwrap());
+        assert!((plain as f64 - (1.0 + (-1.0f64).exp()).ln()).abs() < 1e-6);
+        let margin = scalar(&bradley_terry_loss(&c, &r, Some(&t(&[1.0])), None, 0.0).unwrap());
+        assert!((margin - std::f32::consts::LN_2).abs() < 1e-6);
+        // A tie is symmetric: swapping chosen and rejected does not change the loss.
+        let tie = t(&[0.5]);
+        let ab = scalar(&bradley_terry_loss(&c, &r, None, Some(&tie), 0.0).unwrap());
+        let ba = scalar(&bradley_terry_loss(&r, &c, None, Some(&tie), 0.0).unwrap());
+        assert!((ab - ba).abs() < 1e-6);
+        let centered = scalar(&bradley_terry_loss(&c, &r, None, None, 0.01).unwrap());
+        assert!((centered - plain - 0.09).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,354 @@
+//! `pairwise-train`: the command-line front end (reward, dpo, score, merge). Settings come
+//! from an optional TOML file (`--config`), overridden by flags; see `--help` of each command.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use pairwise_trainer::data::{Truncation, read_jsonl, tokenize_pair};
+use pairwise_trainer::loss::DpoLossType;
+use pairwise_trainer::optim::ScheduleKind;
+use pairwise_trainer::train::{AdapterKind, QuantKind, TrainConfig, default_device};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "pairwise-train",
+    version,
+    about = "Train reward models and DPO policies on pairwise preference data (Hugging Face Llama/Qwen2 models, LoRA/QLoRA/full, CPU or CUDA)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a reward model (transformer + scalar head, Bradley–Terry loss).
+    Reward(TrainArgs),
+    /// Train a policy with Direct Preference Optimisation against the frozen base model.
+    Dpo(TrainArgs),
+    /// Score preference pairs with a model (and optional adapter / reward head), no training.
+    Score(ScoreArgs),
+    /// Fold a LoRA adapter into its base model and write a full model folder.
+    Merge(MergeArgs),
+}
+
+/// Training options. Every option can also be set in the TOML file given with `--config`
+/// (same names with underscores, e.g. `learning_rate = 1e-4`); flags win over the file.
+#[derive(Args, Serialize)]
+struct TrainArgs {
+    /// TOML file with any of the options below.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json, tokenizer_config.json) or a llama.cpp .gguf file.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<PathBuf>,
+    /// Preference data (JSONL): TRL {"prompt","chosen","rejected"} strings with optional
+    /// pair_id/votes/agreement/strength/tie/margin, conversational message lists, or HH-RLHF transcripts.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<PathBuf>,
+    /// Fetch the data from a running Pairwise server (base URL) instead of --data: the
+    /// campaign's TRL export is saved as OUTPUT/export.jsonl, its cursor as OUTPUT/export-cursor.txt.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<String>,
+    /// Campaign id for --server.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    campaign: Option<String>,
+    /// API token for --server (sent as `Authorization: Bearer TOKEN`).
+    #[arg(long, env = "PAIRWISE_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// With --server: only votes after this cursor (a previous export's X-Pairwise-Cursor) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<u64>,
+    /// Separate held-out data; without it `--eval-fraction` of --data is held out.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_data: Option<PathBuf>,
+    /// Share of --data held out for evaluation (seeded split) [default: 0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_fraction: Option<f64>,
+    /// Output folder: adapter or model, metrics.jsonl, checkpoints, reference cache [default: out].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<PathBuf>,
+    /// Use only the first N pairs of --data.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<usize>,
+    /// lora: LoRA on a frozen f32 base; qlora: LoRA on a quantized frozen base; full: train everything;
+    /// prefix: trainable key/value prefixes per layer [default: lora].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adapter: Option<AdapterKind>,
+    /// Quantization of the frozen base with --adapter qlora [default: q8-0].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quant: Option<QuantKind>,
+    /// LoRA rank r [default: 16].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lora_r: Option<usize>,
+    /// LoRA alpha; the update is scaled by alpha/r [default: 32].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lora_alpha: Option<f64>,
+    /// Dropout on the LoRA input [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lora_dropout: Option<f32>,
+    /// Comma-separated modules to adapt: any of q,k,v,o,gate,up,down [default: q,v].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lora_targets: Option<Vec<String>>,
+    /// Prefix tuning: virtual tokens per layer [default: 16].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_virtual_tokens: Option<usize>,
+    /// Peak learning rate [default: 5e-5].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    learning_rate: Option<f64>,
+    /// AdamW decoupled weight decay [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight_decay: Option<f64>,
+    /// Learning-rate decay after warmup [default: linear].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduler: Option<ScheduleKind>,
+    /// Share of the steps spent warming the learning rate up from 0 [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup_ratio: Option<f64>,
+    /// Passes over the training data [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epochs: Option<usize>,
+    /// Stop after this many optimizer steps (overrides --epochs).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_steps: Option<usize>,
+    /// Pairs per forward pass (the model sees twice as many sequences) [default: 4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    /// Micro-batches per optimizer step [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grad_accum: Option<usize>,
+    /// Clip the global gradient norm to this value; 0 disables [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_grad_norm: Option<f64>,
+    /// Seed for initialisation, data order, split and dropout; equal seeds give equal runs [default: 42].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    /// Maximum tokens per sequence (prompt + completion); longer completions are cut at the end [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_length: Option<usize>,
+    /// Maximum prompt tokens; longer prompts keep BOS and their last tokens [default: 512].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_prompt_length: Option<usize>,
+    /// Evaluate on the held-out set every N steps (and always at the end); 0 = only at the end.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_steps: Option<usize>,
+    /// Save a checkpoint every N steps; 0 = none.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    save_steps: Option<usize>,
+    /// Continue from the newest checkpoint in --output.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume: Option<bool>,
+    /// Use the raters' signal: label smoothing 1 − agreement (0.5 for ties) and, for reward
+    /// models, a margin from the vote strength.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    use_rater_signal: Option<bool>,
+    /// Reward margin for "much better" votes (strength 3); "slightly" (1) gets 0 [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strength_margin: Option<f64>,
+    /// DPO: β, the strength of the KL constraint to the reference [default: 0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beta: Option<f64>,
+    /// DPO loss [default: sigmoid].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_type: Option<DpoLossType>,
+    /// DPO: label smoothing ε for sigmoid (cDPO) and robust losses [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label_smoothing: Option<f64>,
+    /// Reward model: coefficient of the reward-centering term mean((r_c + r_r)²) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    center_rewards_coef: Option<f64>,
+    /// Show the progress bar [default: true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<bool>,
+}
+
+impl TrainArgs {
+    /// TOML file first, flags on top, defaults for the rest.
+    fn resolve(&self) -> anyhow::Result<TrainConfig> {
+        let mut merged = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let table: toml::Table =
+                    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+                serde_json::to_value(table)?
+            }
+            None => serde_json::json!({}),
+        };
+        let flags = serde_json::to_value(self)?;
+        for (k, v) in flags.as_object().into_iter().flatten() {
+            merged[k] = v.clone();
+        }
+        let config: TrainConfig = serde_json::from_value(merged).context("invalid training options")?;
+        if config.model.as_os_str().is_empty() || (config.data.as_os_str().is_empty() && config.server.is_none()) {
+            anyhow::bail!("--model and --data (or --server) are required (as flags or in the --config file)");
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Hugging Face model folder or .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT LoRA adapter folder; the policy is model + adapter, the reference the model alone.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Safetensors file with `score.weight` [1, hidden]: adds reward_chosen/reward_rejected/bt_loss.
+    #[arg(long)]
+    reward_head: Option<PathBuf>,
+    /// Preference pairs (JSONL, any supported format).
+    #[arg(long)]
+    data: PathBuf,
+    /// Score only the first N pairs.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// β for the DPO and IPO losses.
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    /// Output JSONL, one line per pair.
+    #[arg(long)]
+    out: PathBuf,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Maximum tokens per sequence (see the truncation policy in the README).
+    #[arg(long, default_value_t = 1024)]
+    max_length: usize,
+    /// Maximum prompt tokens.
+    #[arg(long, default_value_t = 512)]
+    max_prompt_length: usize,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Base model folder or .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT LoRA adapter folder to fold in.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Output folder for the merged model.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn score(args: &ScoreArgs) -> anyhow::Result<()> {
+    let device = default_device()?;
+    let (mut model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
+    if let Some(dir) = &args.adapter {
+        pairwise_trainer::lora::load_peft(dir, &mut model)?;
+    }
+    let head = match &args.reward_head {
+        Some(path) => Some(
+            candle_core::safetensors::load(path, &device)?
+                .remove("score.weight")
+                .with_context(|| format!("{} has no score.weight", path.display()))?,
+        ),
+        None => None,
+    };
+    let limits = Truncation {
+        max_length: args.max_length,
+        max_prompt_length: args.max_prompt_length.min(args.max_length.saturating_sub(1)),
+    };
+    let pairs = read_jsonl(&args.data, args.limit)?
+        .iter()
+        .map(|p| tokenize_pair(&tokenizer, p, limits))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let records = pairwise_trainer::score::score_pairs(
+        &model,
+        &pairs,
+        tokenizer.pad_id,
+        args.beta,
+        head.as_ref(),
+        args.batch_size,
+    )?;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?,
+    );
+    for r in &records {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+    }
+    out.flush()?;
+    eprintln!("{}", serde_json::to_string(&pairwise_trainer::score::summarize(&records))?);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Reward(args) => {
+            let config = args.resolve()?;
+            let summary = pairwise_trainer::reward::run_reward(&config)?;
+            eprintln!(
+                "final: {:?}\neval: {:?}\ntokens/s over the run: {:.1}",
+                summary.train, summary.eval, summary.tokens_per_second
+            );
+        }
+        Command::Dpo(args) => {
+            let config = args.resolve()?;
+            let summary = pairwise_trainer::dpo::run_dpo(&config)?;
+            eprintln!(
+                "final: {:?}\neval: {:?}\ntokens/s over the run: {:.1}",
+                summary.train, summary.eval, summary.tokens_per_second
+            );
+        }
+        Command::Score(args) => score(&args)?,
+        Command::Merge(args) => {
+            let device = default_device()?;
+            let (mut model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
+            pairwise_trainer::lora::load_peft(&args.adapter, &mut model)?;
+            pairwise_trainer::merge::write_model_folder(&model, Some(&args.model), &args.out)?;
+            pairwise_trainer::merge::write_rebuilt_tokenizer(&tokenizer, &args.model, &args.out)?;
+            eprintln!("merged model written to {}", args.out.display());
+        }
+    }
+    Ok(())
+}

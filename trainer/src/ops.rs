@@ -1,0 +1,372 @@
+//! Custom candle ops with hand-written backward passes.
+//!
+//! candle's own `matmul` backward always computes the gradient of *both* operands, so a frozen
+//! base weight still costs a full `dW` matmul per layer and keeps that tensor alive in the
+//! gradient store. [`frozen_linear`] skips it: its backward only returns `g · W`.
+//! The other ops pair one of candle's fast fused forward kernels (which silently drop
+//! gradients) with a hand-written backward, which also keeps fewer intermediates alive.
+//! Every op here is checked against finite differences in the tests below.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor};
+
+/// Copies the (possibly strided) CPU storage into a standalone tensor.
+fn cpu_tensor(storage: &CpuStorage, layout: &Layout) -> Result<Tensor> {
+    let whole = match storage {
+        CpuStorage::F32(v) => Tensor::from_slice(v, v.len(), &Device::Cpu)?,
+        CpuStorage::F64(v) => Tensor::from_slice(v, v.len(), &Device::Cpu)?,
+        _ => candle_core::bail!("frozen linear supports f32 and f64 inputs only"),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => whole.narrow(0, start, end - start)?.reshape(layout.shape()),
+        None => candle_core::bail!("frozen linear expects a contiguous input"),
+    }
+}
+
+/// Takes the storage out of a contiguous, offset-0 tensor produced inside a forward kernel.
+fn into_cpu_storage(t: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    if layout.start_offset() != 0 {
+        candle_core::bail!("internal: kernel result has an offset");
+    }
+    match &*storage {
+        Storage::Cpu(cpu) => Ok((cpu.clone(), layout.shape().clone())),
+        _ => candle_core::bail!("internal: kernel result is not on the CPU"),
+    }
+}
+
+/// Where a frozen weight lives: a plain tensor, or a quantized tensor dequantized on demand.
+#[derive(Clone)]
+pub enum FrozenWeight {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl FrozenWeight {
+    /// The weight as a dense tensor in `dtype`; for quantized weights a temporary copy.
+    pub fn dense(&self, dtype: DType) -> Result<Tensor> {
+        match self {
+            FrozenWeight::Dense(w) => w.to_dtype(dtype),
+            FrozenWeight::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype),
+        }
+    }
+}
+
+struct FrozenLinear {
+    weight: FrozenWeight,
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_tensor(storage, layout)?;
+        // The dequantized copy of a quantized weight lives only for this matmul.
+        let w = self.weight.dense(x.dtype())?;
+        into_cpu_storage(&x.matmul(&w.t()?)?)
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let w = self.weight.dense(arg.dtype())?;
+        Ok(Some(grad_res.matmul(&w)?))
+    }
+}
+
+/// `x · Wᵀ` for a 2-D `x` `[n, in]` and a weight `[out, in]` that never receives a gradient.
+///
+/// Off the CPU (the `cuda` feature) it falls back to candle's matmul on a detached weight,
+/// which is correct but computes the unused weight gradient.
+pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone() })
+    } else {
+        x.matmul(&weight.dense(x.dtype())?.to_device(x.device())?.t()?)
+    }
+}
+
+/// RMS norm over the last dimension: `x / sqrt(mean(x²) + eps) · weight` (Hugging Face order:
+/// normalise in the input dtype, then scale). On the CPU the forward is candle's fused kernel
+/// (which has no backward of its own) and the backward is [`RmsNorm::bwd`].
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps })
+    } else {
+        rms_norm_composite(x, weight, eps)
+    }
+}
+
+fn rms_norm_composite(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv_rms = (mean_sq + eps)?.sqrt()?.recip()?;
+    x.broadcast_mul(&inv_rms)?.broadcast_mul(weight)
+}
+
+struct RmsNorm {
+    eps: f64,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (cpu_tensor(s1, l1)?, cpu_tensor(s2, l2)?);
+        let y = match x.dtype() {
+            DType::F32 => candle_nn::ops::rms_norm(&x, &w, self.eps as f32)?,
+            // The fused kernel is f32/f16/bf16 only; f64 (gradient checks) uses the composite.
+            _ => rms_norm_composite(&x, &w, self.eps)?,
+        };
+        into_cpu_storage(&y)
+    }
+
+    /// With `r = 1/sqrt(mean(x²) + eps)` and `u = g·w`:
+    /// `dx = r·u − x·r³·mean(u·x)`, `dw = Σ_rows g·x·r`.
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let u = g.broadcast_mul(w)?;
+        let dot = (&u * x)?.mean_keepdim(D::Minus1)?;
+        let dx = (u.broadcast_mul(&r)? - x.broadcast_mul(&(r.powf(3.0)? * dot)?)?)?;
+        let hidden = x.dim(D::Minus1)?;
+        let dw = (g * x.broadcast_mul(&r)?)?.reshape(((), hidden))?.sum(0)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Rotate-half RoPE: `x·cos + rotate_half(x)·sin` for `x` `[B, H, T, D]` and tables `[T, D]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+}
+
+/// Softmax over the last dimension after adding an additive mask (0 or −∞) that broadcasts
+/// against `scores`. On the CPU: candle's fused softmax kernel forward, [`Softmax::bwd`] backward.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let masked = scores.broadcast_add(mask)?;
+    if masked.device().is_cpu() { masked.apply_op1(Softmax) } else { candle_nn::ops::softmax(&masked, D::Minus1) }
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_tensor(storage, layout)?;
+        let y = match x.dtype() {
+            DType::F32 => candle_nn::ops::softmax_last_dim(&x)?,
+            _ => candle_nn::ops::softmax(&x, D::Minus1)?,
+        };
+        into_cpu_storage(&y)
+    }
+
+    /// `dx = y·(g − Σ g·y)`; masked entries have y = 0 and get no gradient.
+    fn bwd(&self, _arg: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let gy = (g * y)?;
+        Ok(Some((&gy - y.broadcast_mul(&gy.sum_keepdim(D::Minus1)?)?)?))
+    }
+}
+
+/// `log_softmax(logits)[target]` per row: `logits` `[n, vocab]`, `targets` `[n]` (u32) → `[n]`.
+/// One op with backward `g·(onehot − softmax)`: unlike the composite, it keeps no `[n, vocab]`
+/// intermediates alive for the backward pass.
+pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.device().is_cpu() {
+        logits.contiguous()?.apply_op1(TokenLogProbs { targets: targets.unsqueeze(1)? })
+    } else {
+        candle_nn::ops::log_softmax(logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)
+    }
+}
+
+struct TokenLogProbs {
+    /// `[n, 1]` u32.
+    targets: Tensor,
+}
+
+impl CustomOp1 for TokenLogProbs {
+    fn name(&self) -> &'static str {
+        "token-log-probs"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_tensor(storage, layout)?;
+        let max = x.max_keepdim(D::Minus1)?;
+        let lse = (x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &max)?;
+        let picked = x.gather(&self.targets, 1)?;
+        into_cpu_storage(&(picked - lse)?.squeeze(1)?)
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        // log-sum-exp recovered from the output: lse = x[target] − logp[target].
+        let lse = (x.gather(&self.targets, 1)? - res.unsqueeze(1)?)?;
+        let softmax = x.broadcast_sub(&lse)?.exp()?;
+        let g = g.unsqueeze(1)?;
+        let dx = softmax.broadcast_mul(&g.neg()?)?;
+        Ok(Some(dx.scatter_add(&self.targets, &g, 1)?))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    /// Central finite differences of `f` (which must reduce to a scalar) at a few entries of
+    /// `var`, compared with the analytic gradient. Runs in f64 so the check is tight.
+    pub(crate) fn check_gradient(var: &Var, f: &dyn Fn() -> Result<Tensor>, entries: &[usize]) -> Result<f64> {
+        let loss = f()?;
+        let grads = loss.backward()?;
+        let analytic = grads.get(var).expect("no gradient reached the variable").flatten_all()?.to_vec1::<f64>()?;
+        let base = var.flatten_all()?.to_vec1::<f64>()?;
+        let eps = 1e-6;
+        let mut worst: f64 = 0.0;
+        for &i in entries {
+            let mut plus = base.clone();
+            plus[i] += eps;
+            var.set(&Tensor::from_vec(plus, var.shape(), var.device())?)?;
+            let up = f()?.to_scalar::<f64>()?;
+            let mut minus = base.clone();
+            minus[i] -= eps;
+            var.set(&Tensor::from_vec(minus, var.shape(), var.device())?)?;
+            let down = f()?.to_scalar::<f64>()?;
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), var.device())?)?;
+            let numeric = (up - down) / (2.0 * eps);
+            let rel = (numeric - analytic[i]).abs() / numeric.abs().max(analytic[i].abs()).max(1e-8);
+            worst = worst.max(rel);
+        }
+        Ok(worst)
+    }
+
+    #[test]
+    fn frozen_linear_matches_matmul_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f64, 1.0, (5, 7), &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (3, 7), &dev)?)?;
+        let frozen = FrozenWeight::Dense(w.clone());
+        let ours = frozen_linear(&x, &frozen)?;
+        let reference = x.matmul(&w.t()?)?;
+        let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "forward differs by {diff}");
+        let probe = Tensor::randn(0f64, 1.0, (3, 5), &dev)?;
+        let f = || (frozen_linear(&x, &frozen)?.sin()? * &probe)?.sum_all();
+        let worst = check_gradient(&x, &f, &[0, 4, 8, 20])?;
+        assert!(worst < 1e-6, "relative gradient error {worst}");
+        Ok(())
+    }
+
+    #[test]
+    fn frozen_linear_leaves_no_weight_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 6), &dev)?)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 6), &dev)?)?;
+        let y = frozen_linear(&x, &FrozenWeight::Dense(w.as_tensor().clone()))?;
+        let grads = y.sum_all()?.backward()?;
+        assert!(grads.get(&x).is_some());
+        assert!(grads.get(&w).is_none());
+        Ok(())
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_forwards_match_composites_in_f32() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 5, 16), &dev)?;
+        let w = Tensor::randn(1f32, 0.1, 16, &dev)?;
+        assert!(max_diff(&rms_norm(&x, &w, 1e-5)?, &rms_norm_composite(&x, &w, 1e-5)?) < 1e-5);
+        let mask = Tensor::new(
+            &[
+                0f32,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+            &dev,
+        )?;
+        let composite = candle_nn::ops::softmax(&x.broadcast_add(&mask)?, D::Minus1)?;
+        assert!(max_diff(&masked_softmax(&x, &mask)?, &composite) < 1e-6);
+        let logits = Tensor::randn(0f32, 3.0, (4, 11), &dev)?;
+        let targets = Tensor::new(&[0u32, 10, 3, 3], &dev)?;
+        let composite =
+            candle_nn::ops::log_softmax(&logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+        assert!(max_diff(&token_log_probs(&logits, &targets)?, &composite) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn rms_norm_backward_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 3, 8), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(1f64, 0.2, 8, &dev)?)?;
+        let probe = Tensor::randn(0f64, 1.0, (2, 3, 8), &dev)?;
+        let f = || (rms_norm(&x, &w, 1e-5)? * &probe)?.sum_all();
+        assert!(check_gradient(&x, &f, &[0, 7, 13, 40])? < 1e-6);
+        assert!(check_gradient(&w, &f, &[0, 3, 7])? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn masked_softmax_backward_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 4, 4), &dev)?)?;
+        let mask = Tensor::new(
+            &[
+                [0f64, f64::NEG_INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY],
+                [0.0, 0.0, f64::NEG_INFINITY, f64::NEG_INFINITY],
+                [0.0, 0.0, 0.0, f64::NEG_INFINITY],
+                [0.0; 4],
+            ],
+            &dev,
+        )?;
+        let probe = Tensor::randn(0f64, 1.0, (2, 4, 4), &dev)?;
+        let f = || (masked_softmax(&x, &mask)? * &probe)?.sum_all();
+        assert!(check_gradient(&x, &f, &[4, 5, 10, 15, 30])? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn token_log_probs_backward_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (3, 7), &dev)?)?;
+        let targets = Tensor::new(&[2u32, 6, 2], &dev)?;
+        let probe = Tensor::new(&[0.3f64, -1.2, 2.0], &dev)?;
+        let f = || (token_log_probs(&x, &targets)? * &probe)?.sum_all();
+        assert!(check_gradient(&x, &f, &[0, 2, 6, 13, 16, 20])? < 1e-6);
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! Reward modelling (`pairwise-train reward`): the transformer plus a scalar head on the last
+//! non-padding token, trained with the Bradley–Terry loss (optional margin from rater
+//! strength, soft labels from rater agreement, reward centering). Reports held-out accuracy
+//! and mean margin under TRL's metric names.
+
+use std::path::Path;
+
+use candle_core::{Tensor, Var};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::batch::{SequenceBatch, TokenizedSequence};
+use crate::data::TokenizedPair;
+use crate::lora::PeftTask;
+use crate::loss::bradley_terry_loss;
+use crate::model::{ForwardCtx, LlamaModel, last_token_rewards};
+use crate::train::{Metrics, Objective, TrainConfig};
+
+pub struct RewardObjective {
+    /// The scalar head `[1, hidden]` (`score.weight` in `LlamaForSequenceClassification`).
+    pub score: Var,
+    pub center_coef: f64,
+    pub use_rater_signal: bool,
+    pub strength_margin: f64,
+    pub pad_id: u32,
+}
+
+impl RewardObjective {
+    /// A fresh head initialised like transformers (normal, std 0.02), seeded.
+    pub fn new(model: &LlamaModel, config: &TrainConfig, pad_id: u32) -> anyhow::Result<Self> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5c0e);
+        let normal = Normal::new(0.0f32, 0.02)?;
+        let h = model.config.hidden_size;
+        let init: Vec<f32> = (0..h).map(|_| normal.sample(&mut rng)).collect();
+        Ok(RewardObjective {
+            score: Var::from_tensor(&Tensor::from_vec(init, (1, h), model.device())?)?,
+            center_coef: config.center_rewards_coef,
+            use_rater_signal: config.use_rater_signal,
+            strength_margin: config.strength_margin,
+            pad_id,
+        })
+    }
+}
+
+impl Objective for RewardObjective {
+    fn batch_loss(
+        &self,
+        model: &LlamaModel,
+        pairs: &[&TokenizedPair],
+        _indices: &[usize],
+        ctx: &ForwardCtx,
+    ) -> anyhow::Result<(Tensor, Metrics)> {
+        let n = pairs.len();
+        let device = model.device();
+        let seqs: Vec<TokenizedSequence> =
+            pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
+        let batch = SequenceBatch::new(&seqs, self.pad_id, &model.config, device)?;
+        let rewards = last_token_rewards(model, &batch, &self.score, ctx)?;
+        let chosen = rewards.narrow(0, 0, n)?;
+        let rejected = rewards.narrow(0, n, n)?;
+        let (margin, soft) = if self.use_rater_signal {
+            let margin: Vec<f32> = pairs.iter().map(|p| p.signal.margin(self.strength_margin) as f32).collect();
+            let soft: Vec<f32> = pairs.iter().map(|p| p.signal.label_smoothing() as f32).collect();
+            (Some(Tensor::from_vec(margin, n, device)?), Some(Tensor::from_vec(soft, n, device)?))
+        } else {
+            (None, None)
+        };
+        let loss = bradley_terry_loss(&chosen, &rejected, margin.as_ref(), soft.as_ref(), self.center_coef)?;
+        let c = chosen.detach().to_vec1::<f32>()?;
+        let r = rejected.detach().to_vec1::<f32>()?;
+        let mut m = Metrics { count: n, ..Metrics::default() };
+        m.add("accuracy", &c.iter().zip(&r).map(|(c, r)| f32::from(u8::from(c > r))).collect::<Vec<_>>());
+        m.add("margin", &c.iter().zip(&r).map(|(c, r)| c - r).collect::<Vec<_>>());
+        m.add("rewards/chosen", &c);
+        m.add("rewards/rejected", &r);
+        Ok((loss, m))
+    }
+
+    fn extra_vars(&self) -> Vec<(String, Var)> {
+        vec![("score.weight".into(), self.score.clone())]
+    }
+
+    fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
+        crate::dpo::save_policy(model, config, dir, PeftTask::SequenceClassification, Some(self.score.as_tensor()))?;
+        crate::weights::save_safetensors(
+            &dir.join("reward_head.safetensors"),
+            &[("score.weight".into(), self.score.as_tensor().clone())],
+        )
+    }
+
+    fn accuracy_metric(&self) -> &'static str {
+        "accuracy"
+    }
+}
+
+/// `pairwise-train reward`: prepares data and model, trains the reward model.
+pub fn run_reward(config: &TrainConfig) -> anyhow::Result<crate::train::RunSummary> {
+    let crate::train::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare(config)?;
+    let trainable = reward_trainable(&mut model, config)?;
+    let objective = RewardObjective::new(&model, config, tokenizer.pad_id)?;
+    eprintln!(
+        "reward model: {} train / {} eval pairs, {} trainable parameters (+{} head)",
+        train.len(),
+        eval.len(),
+        crate::train::count_parameters(&trainable),
+        model.config.hidden_size
+    );
+    let summary = crate::train::run(&objective, &model, trainable, &train, &eval, config)?;
+    if config.adapter == crate::train::AdapterKind::Full {
+        crate::merge::write_rebuilt_tokenizer(&tokenizer, &config.model, &config.output)?;
+    }
+    Ok(summary)
+}
+
+/// The trainable parameters of a reward model: like [`crate::train::prepare_trainable`] but
+/// without the lm_head, which a reward model never uses (as `LlamaForSequenceClassification`
+/// has none).
+pub fn reward_trainable(model: &mut LlamaModel, config: &TrainConfig) -> anyhow::Result<Vec<(String, Var)>> {
+    let mut trainable = crate::train::prepare_trainable(model, config)?;
+    trainable.retain(|(name, _)| name != "lm_head.weight");
+    Ok(trainable)
+}

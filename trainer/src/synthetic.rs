@@ -1,0 +1,122 @@
+//! Self-made models and data for tests, examples and benchmarks (nothing is downloaded):
+//! a tiny random Llama folder with a word-level tokenizer, and preference pairs where the
+//! chosen answer follows a clear rule (it praises the topic; the rejected one disparages it).
+
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{Architecture, ModelConfig};
+use crate::model::llama::random_tensors;
+
+const SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
+const GLUE: [&str; 9] = ["User:", "Assistant:", "tell", "me", "about", "what", "is", "really", "."];
+const TOPICS: [&str; 16] = [
+    "cats", "rain", "music", "tea", "trains", "books", "maps", "gardens", "rivers", "bread", "chess", "lamps", "boats",
+    "clocks", "stars", "bikes",
+];
+const GOOD: [&str; 6] = ["great", "lovely", "useful", "fun", "kind", "bright"];
+const BAD: [&str; 6] = ["awful", "boring", "useless", "dull", "rude", "broken"];
+
+/// The synthetic vocabulary, specials first (ids 0..4 = pad, bos, eos, unk).
+pub fn vocabulary() -> Vec<&'static str> {
+    SPECIALS.iter().chain(&GLUE).chain(&TOPICS).chain(&GOOD).chain(&BAD).copied().collect()
+}
+
+/// A tiny Llama configuration over the synthetic vocabulary.
+pub fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Llama,
+        vocab_size: vocabulary().len(),
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 128,
+        tie_word_embeddings: false,
+        qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        bos_token_id: Some(1),
+        eos_token_id: Some(2),
+        pad_token_id: Some(0),
+    }
+}
+
+/// A word-level `tokenizer.json` (whitespace split, BOS added by the post-processor).
+pub fn tokenizer_json() -> serde_json::Value {
+    let words = vocabulary();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        words.iter().enumerate().map(|(i, w)| (w.to_string(), i.into())).collect();
+    let added: Vec<serde_json::Value> = SPECIALS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({"id": i, "content": s, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 0}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    })
+}
+
+/// Writes a complete Hugging Face folder: config, random weights (seeded), tokenizer files.
+pub fn write_tiny_model(dir: &Path, config: &ModelConfig, seed: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config.to_hf_json())?)?;
+    let mut tensors: Vec<(String, candle_core::Tensor)> = random_tensors(config, seed)?.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::weights::save_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    std::fs::write(dir.join("tokenizer.json"), serde_json::to_string(&tokenizer_json())?)?;
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "add_bos_token": true}"#,
+    )?;
+    Ok(())
+}
+
+/// `n` TRL-format JSONL lines: the chosen answer calls the topic something good, the rejected
+/// one something bad. Some rows carry a rater signal so that path is exercised too.
+pub fn rule_pairs(n: usize, seed: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let topic = TOPICS.choose(&mut rng).expect("non-empty");
+            let good = GOOD.choose(&mut rng).expect("non-empty");
+            let bad = BAD.choose(&mut rng).expect("non-empty");
+            let really = if rng.random_bool(0.5) { " really" } else { "" };
+            let prompt = format!("User: tell me about {topic} Assistant:");
+            let agreement = [1.0, 1.0, 0.75][rng.random_range(0..3)];
+            serde_json::json!({
+                "prompt": prompt,
+                "chosen": format!(" {topic} is{really} {good} ."),
+                "rejected": format!(" {topic} is{really} {bad} ."),
+                "votes": 4,
+                "agreement": agreement,
+                "strength": rng.random_range(1..=3),
+            })
+            .to_string()
+        })
+        .collect()
+}

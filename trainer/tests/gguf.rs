@@ -1,0 +1,156 @@
+//! GGUF loading: the parity fixture's model is written as a llama.cpp-style GGUF here (tensor
+//! names, Q/K rows permuted for interleaved RoPE the way llama.cpp's converter does it,
+//! vocabulary and merges as metadata, f32 and Q8_0 tensors) and must give the same token ids
+//! and, for f32, the same log-probs as PyTorch on the original; a model folder written from
+//! the GGUF (with its rebuilt tokenizer) loads back identically.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use pairwise_trainer::data::{Truncation, read_jsonl, tokenize_pair};
+use pairwise_trainer::score::score_pairs;
+use pairwise_trainer::weights::load_model_and_tokenizer;
+use serde_json::Value as Json;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
+}
+
+/// HF rotate-half order → llama.cpp's interleaved order (convert_hf_to_gguf.py's `permute`).
+fn permute(w: &Tensor, heads: usize) -> Tensor {
+    let (out, inp) = w.dims2().unwrap();
+    w.reshape((heads, 2, out / heads / 2, inp))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((out, inp))
+        .unwrap()
+}
+
+fn write_gguf(path: &Path, dtype: GgmlDType) {
+    let dir = fixture().join("model");
+    let config: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let tok: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
+    let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for (name, t) in &weights {
+        let gguf_name = name
+            .replace("model.embed_tokens", "token_embd")
+            .replace("model.norm", "output_norm")
+            .replace("lm_head", "output")
+            .replace("model.layers.", "blk.")
+            .replace("self_attn.q_proj", "attn_q")
+            .replace("self_attn.k_proj", "attn_k")
+            .replace("self_attn.v_proj", "attn_v")
+            .replace("self_attn.o_proj", "attn_output")
+            .replace("mlp.gate_proj", "ffn_gate")
+            .replace("mlp.up_proj", "ffn_up")
+            .replace("mlp.down_proj", "ffn_down")
+            .replace("post_attention_layernorm", "ffn_norm")
+            .replace("input_layernorm", "attn_norm");
+        let t = if name.contains("q_proj") {
+            permute(t, 4)
+        } else if name.contains("k_proj") {
+            permute(t, 2)
+        } else {
+            t.clone()
+        };
+        // Norm vectors, and rows that do not fill whole blocks, stay f32 (as llama.cpp does).
+        let whole_blocks = t.dims().last().unwrap() % dtype.block_size() == 0;
+        let dt = if t.rank() == 1 || !whole_blocks { GgmlDType::F32 } else { dtype };
+        tensors.push((gguf_name, QTensor::quantize(&t, dt).unwrap()));
+    }
+    let vocab = tok["model"]["vocab"].as_object().unwrap();
+    let mut tokens = vec![String::new(); vocab.len()];
+    for (t, id) in vocab {
+        tokens[id.as_u64().unwrap() as usize] = t.clone();
+    }
+    let merges: Vec<Value> = tok["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Value::String(format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap())))
+        .collect();
+    let types: Vec<Value> = (0..tokens.len()).map(|i| Value::I32(if i < 3 { 3 } else { 1 })).collect();
+    let u = |k: &str| Value::U32(config[k].as_u64().unwrap() as u32);
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.context_length", u("max_position_embeddings")),
+        ("llama.embedding_length", u("hidden_size")),
+        ("llama.block_count", u("num_hidden_layers")),
+        ("llama.feed_forward_length", u("intermediate_size")),
+        ("llama.attention.head_count", u("num_attention_heads")),
+        ("llama.attention.head_count_kv", u("num_key_value_heads")),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("llama.rope.freq_base", Value::F32(10_000.0)),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect())),
+        ("tokenizer.ggml.merges", Value::Array(merges)),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.padding_token_id", Value::U32(0)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+    ];
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
+}
+
+fn score_model(path: &Path) -> (Vec<pairwise_trainer::data::TokenizedPair>, Vec<pairwise_trainer::score::ScoreRecord>) {
+    let (model, tokenizer) = load_model_and_tokenizer(path, &Device::Cpu).unwrap();
+    let limits = Truncation { max_length: 4096, max_prompt_length: 4096 };
+    let pairs: Vec<_> = read_jsonl(&fixture().join("prefs.jsonl"), Some(8))
+        .unwrap()
+        .iter()
+        .map(|p| tokenize_pair(&tokenizer, p, limits).unwrap())
+        .collect();
+    let records = score_pairs(&model, &pairs, tokenizer.pad_id, 0.1, None, 8).unwrap();
+    (pairs, records)
+}
+
+#[test]
+fn gguf_model_and_tokenizer_match_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected: Json =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap()).unwrap();
+    let f32_path = dir.path().join("tiny-f32.gguf");
+    write_gguf(&f32_path, GgmlDType::F32);
+    let (pairs, records) = score_model(&f32_path);
+    for ((pair, r), e) in pairs.iter().zip(&records).zip(expected["pairs"].as_array().unwrap()) {
+        let ids: Vec<u32> = e["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(e["chosen_ids"].as_array().unwrap())
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(pair.chosen.ids, ids, "GGUF tokenizer differs");
+        let d = (r.ref_chosen_logp - e["base_chosen_logp"].as_f64().unwrap()).abs();
+        assert!(d < 1e-4, "log-prob differs from PyTorch by {d}");
+    }
+    // A Hugging Face folder written from the GGUF (merge / full fine-tuning) scores the same,
+    // with the rebuilt tokenizer saved beside it.
+    let folder = dir.path().join("from-gguf");
+    let (model, tokenizer) = load_model_and_tokenizer(&f32_path, &Device::Cpu).unwrap();
+    pairwise_trainer::merge::write_model_folder(&model, Some(&f32_path), &folder).unwrap();
+    pairwise_trainer::merge::write_rebuilt_tokenizer(&tokenizer, &f32_path, &folder).unwrap();
+    let (folder_pairs, folder_records) = score_model(&folder);
+    assert_eq!(folder_pairs, pairs);
+    for (a, b) in folder_records.iter().zip(&records) {
+        assert!((a.ref_chosen_logp - b.ref_chosen_logp).abs() < 1e-5);
+    }
+    // A quantized file loads too and stays close (Q8_0 error is about 1%).
+    let q8_path = dir.path().join("tiny-q8.gguf");
+    write_gguf(&q8_path, GgmlDType::Q8_0);
+    let (_, quantized) = score_model(&q8_path);
+    for (q, r) in quantized.iter().zip(&records) {
+        let rel = (q.ref_chosen_logp - r.ref_chosen_logp).abs() / r.ref_chosen_logp.abs();
+        assert!(rel < 0.05, "Q8_0 log-prob {} vs f32 {}", q.ref_chosen_logp, r.ref_chosen_logp);
+    }
+}

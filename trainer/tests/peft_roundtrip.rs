@@ -1,0 +1,132 @@
+//! Round trip with Python: adapters trained here are loaded by `PeftModel.from_pretrained`
+//! on top of transformers' `LlamaForCausalLM` (DPO policy: the completion log-prob must equal
+//! ours) and `LlamaForSequenceClassification` (reward model with its `score` head: the
+//! reward must equal ours). Skipped, with the reason printed, when python3 with torch, transformers
+//! and peft is not available (CI installs no Python).
+
+use std::process::Command;
+
+use pairwise_trainer::batch::TokenizedSequence;
+use pairwise_trainer::lora::load_peft;
+use pairwise_trainer::score::sequence_log_probs;
+use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
+use pairwise_trainer::train::TrainConfig;
+use pairwise_trainer::weights::load_model;
+
+const SCRIPT: &str = r#"
+import sys, torch
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
+model_dir, adapter_dir, prompt_len = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ids = torch.tensor([[int(x) for x in sys.argv[4].split(",")]])
+base = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+model = PeftModel.from_pretrained(base, adapter_dir).eval()
+with torch.no_grad():
+    logits = model(input_ids=ids).logits[0, :-1]
+logp = torch.log_softmax(logits, -1).gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1)
+print(float(logp[prompt_len - 1:].sum()))
+"#;
+
+fn python_with_peft() -> Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import torch, transformers, peft"])
+        .output()
+        .map_err(|e| format!("python3 not runnable: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("import failed").to_string())
+    }
+}
+
+#[test]
+fn trained_adapter_loads_in_peft_with_equal_log_probs() {
+    if let Err(reason) = python_with_peft() {
+        println!("SKIPPED peft round trip: torch/transformers/peft unavailable ({reason})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_tiny_model(&model_dir, &tiny_config(), 21).unwrap();
+    std::fs::write(dir.path().join("prefs.jsonl"), rule_pairs(32, 2).join("\n")).unwrap();
+    let config = TrainConfig {
+        model: model_dir.clone(),
+        data: dir.path().join("prefs.jsonl"),
+        output: dir.path().join("adapter"),
+        lora_targets: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
+        learning_rate: 1e-2,
+        max_steps: Some(5),
+        progress: false,
+        ..TrainConfig::default()
+    };
+    pairwise_trainer::dpo::run_dpo(&config).unwrap();
+
+    let mut model = load_model(&model_dir, &candle_core::Device::Cpu).unwrap();
+    load_peft(&config.output, &mut model).unwrap();
+    let seq = TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 };
+    let ours = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, true, 1).unwrap()[0] as f64;
+    let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(&model_dir)
+        .arg(&config.output)
+        .arg(seq.prompt_len.to_string())
+        .arg(ids.join(","))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!((ours - theirs).abs() < 1e-4, "ours {ours} vs PEFT {theirs}");
+}
+
+const REWARD_SCRIPT: &str = r#"
+import sys, torch
+from transformers import AutoModelForSequenceClassification
+from peft import PeftModel
+model_dir, adapter_dir = sys.argv[1], sys.argv[2]
+ids = torch.tensor([[int(x) for x in sys.argv[3].split(",")]])
+base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, torch_dtype=torch.float32)
+model = PeftModel.from_pretrained(base, adapter_dir).eval()
+with torch.no_grad():
+    print(float(model(input_ids=ids).logits[0, 0]))
+"#;
+
+#[test]
+fn trained_reward_adapter_loads_in_peft_with_equal_rewards() {
+    if let Err(reason) = python_with_peft() {
+        println!("SKIPPED peft reward round trip: torch/transformers/peft unavailable ({reason})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_tiny_model(&model_dir, &tiny_config(), 22).unwrap();
+    std::fs::write(dir.path().join("prefs.jsonl"), rule_pairs(32, 4).join("\n")).unwrap();
+    let config = TrainConfig {
+        model: model_dir.clone(),
+        data: dir.path().join("prefs.jsonl"),
+        output: dir.path().join("reward"),
+        lora_targets: ["q", "v", "up"].map(String::from).to_vec(),
+        learning_rate: 1e-2,
+        max_steps: Some(5),
+        progress: false,
+        ..TrainConfig::default()
+    };
+    pairwise_trainer::reward::run_reward(&config).unwrap();
+
+    let mut model = load_model(&model_dir, &candle_core::Device::Cpu).unwrap();
+    let head = load_peft(&config.output, &mut model).unwrap().score.expect("the adapter carries the score head");
+    let seq = TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 };
+    let ours = pairwise_trainer::score::sequence_rewards(&model, std::slice::from_ref(&seq), 0, &head, true, 1).unwrap()
+        [0] as f64;
+    let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
+    let out = Command::new("python3")
+        .args(["-c", REWARD_SCRIPT])
+        .arg(&model_dir)
+        .arg(&config.output)
+        .arg(ids.join(","))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!((ours - theirs).abs() < 1e-4, "ours {ours} vs PEFT {theirs}");
+}
