@@ -4,6 +4,7 @@
 use candle_core::{Device, Result, Tensor};
 
 use crate::config::ModelConfig;
+use crate::data::TokenizedPair;
 use crate::model::ModelInput;
 use crate::model::input::Layout;
 
@@ -37,6 +38,14 @@ pub struct SequenceBatch {
 }
 
 impl SequenceBatch {
+    /// One batch of all the chosen sequences followed by all the rejected ones: row `i` is
+    /// pair `i`'s chosen, row `n + i` its rejected (both methods score them in one pass).
+    pub fn for_pairs(pairs: &[&TokenizedPair], pad_id: u32, config: &ModelConfig, device: &Device) -> Result<Self> {
+        let seqs: Vec<TokenizedSequence> =
+            pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
+        SequenceBatch::new(&seqs, pad_id, config, device)
+    }
+
     /// Collates `seqs` in whichever layout (padded or packed) costs `config` fewer FLOPs.
     pub fn new(seqs: &[TokenizedSequence], pad_id: u32, config: &ModelConfig, device: &Device) -> Result<Self> {
         let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();

@@ -38,9 +38,7 @@ impl Objective for DpoObjective {
     ) -> anyhow::Result<(Tensor, Metrics)> {
         let n = pairs.len();
         let device = model.device();
-        let seqs: Vec<TokenizedSequence> =
-            pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
-        let batch = SequenceBatch::new(&seqs, self.pad_id, &model.config, device)?;
+        let batch = SequenceBatch::for_pairs(pairs, self.pad_id, &model.config, device)?;
         let logps = completion_log_probs(model, &batch, ctx)?;
         let policy_chosen = logps.narrow(0, 0, n)?;
         let policy_rejected = logps.narrow(0, n, n)?;

@@ -9,7 +9,7 @@ use candle_core::{Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::batch::{SequenceBatch, TokenizedSequence};
+use crate::batch::SequenceBatch;
 use crate::data::TokenizedPair;
 use crate::lora::PeftTask;
 use crate::loss::bradley_terry_loss;
@@ -52,9 +52,7 @@ impl Objective for RewardObjective {
     ) -> anyhow::Result<(Tensor, Metrics)> {
         let n = pairs.len();
         let device = model.device();
-        let seqs: Vec<TokenizedSequence> =
-            pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
-        let batch = SequenceBatch::new(&seqs, self.pad_id, &model.config, device)?;
+        let batch = SequenceBatch::for_pairs(pairs, self.pad_id, &model.config, device)?;
         let rewards = last_token_rewards(model, &batch, &self.score, ctx)?;
         let chosen = rewards.narrow(0, 0, n)?;
         let rejected = rewards.narrow(0, n, n)?;

@@ -18,12 +18,7 @@ pub fn sequence_log_probs(
     batch_size: usize,
 ) -> anyhow::Result<Vec<f32>> {
     let ctx = ForwardCtx::eval(adapters);
-    let mut out = Vec::with_capacity(seqs.len());
-    for chunk in seqs.chunks(batch_size.max(1)) {
-        let batch = SequenceBatch::new(chunk, pad_id, &model.config, model.device())?;
-        out.extend(completion_log_probs(model, &batch, &ctx)?.to_vec1::<f32>()?);
-    }
-    Ok(out)
+    in_batches(model, seqs, pad_id, batch_size, |batch| completion_log_probs(model, batch, &ctx))
 }
 
 /// Scalar rewards `score · h_last` of `seqs`.
@@ -36,10 +31,21 @@ pub fn sequence_rewards(
     batch_size: usize,
 ) -> anyhow::Result<Vec<f32>> {
     let ctx = ForwardCtx::eval(adapters);
+    in_batches(model, seqs, pad_id, batch_size, |batch| last_token_rewards(model, batch, score, &ctx))
+}
+
+/// Runs `per_batch` (one value per sequence) over `seqs`, `batch_size` at a time.
+fn in_batches(
+    model: &LlamaModel,
+    seqs: &[TokenizedSequence],
+    pad_id: u32,
+    batch_size: usize,
+    per_batch: impl Fn(&SequenceBatch) -> candle_core::Result<Tensor>,
+) -> anyhow::Result<Vec<f32>> {
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(batch_size.max(1)) {
         let batch = SequenceBatch::new(chunk, pad_id, &model.config, model.device())?;
-        out.extend(last_token_rewards(model, &batch, score, &ctx)?.to_vec1::<f32>()?);
+        out.extend(per_batch(&batch)?.to_vec1::<f32>()?);
     }
     Ok(out)
 }
