@@ -10,6 +10,7 @@
 //! happen in one transaction. Prompts and responses are de-duplicated by content hash.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,11 +22,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::args;
 use crate::auth::AdminUser;
 use crate::campaigns::{CampaignStatus, get_campaign};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
+use crate::store::{SqlValue, Store, tx_body};
 
 /// Longest accepted prompt or response text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 200_000;
@@ -364,11 +367,12 @@ fn pair_indices(k: usize, options: &PairingOptions, rng: &mut rand::rngs::StdRng
     all
 }
 
-/// Writes validated items into a campaign in one transaction.
+/// Writes validated items into a campaign in one transaction (through `Db::transact`, so on
+/// SQLite it queues with the votes on the writer thread instead of competing for the lock).
 pub async fn import_items(
     db: &Db,
     campaign_id: i64,
-    items: &[ImportItem],
+    items: Vec<ImportItem>,
     options: &PairingOptions,
 ) -> ApiResult<ImportReport> {
     let campaign = get_campaign(db, campaign_id, 0).await?;
@@ -378,37 +382,56 @@ pub async fn import_items(
     if options.max_pairs_per_prompt == Some(0) {
         return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));
     }
+    let items = Arc::new(items);
+    let options = *options;
+    db.transact(tx_body(move |tx| {
+        let items = items.clone();
+        Box::pin(async move { write_items(tx, campaign_id, &items, &options, now_ms()).await })
+    }))
+    .await
+}
+
+/// Inserts (or finds) a content-addressed row; returns its id and whether it was new.
+async fn upsert_id(
+    tx: &mut dyn Store,
+    insert: &'static str,
+    find: &'static str,
+    insert_args: Vec<SqlValue>,
+    find_args: Vec<SqlValue>,
+) -> ApiResult<(i64, bool)> {
+    match tx.fetch_optional(insert, insert_args).await? {
+        Some(row) => Ok((row.int("id")?, true)),
+        None => Ok((tx.fetch_one(find, find_args).await?.int("id")?, false)),
+    }
+}
+
+async fn write_items(
+    tx: &mut dyn Store,
+    campaign_id: i64,
+    items: &[ImportItem],
+    options: &PairingOptions,
+    now: i64,
+) -> ApiResult<ImportReport> {
+    // Seeded here, so a retried transaction draws the same pairs and shuffle keys.
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let mut report = ImportReport { lines: items.len(), ..ImportReport::default() };
-    let now = now_ms();
-    let mut tx = db.begin_write().await?;
     for item in items {
         let messages_json = serde_json::to_string(&item.messages).map_err(anyhow::Error::from)?;
         let prompt_hash = content_hash(&[&messages_json, &item.prompt]);
-        let inserted: Option<i64> = sqlx::query_scalar(
+        let (prompt_id, created) = upsert_id(
+            tx,
             "INSERT INTO prompts (content_hash, text, messages, metadata, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (content_hash) DO NOTHING RETURNING id",
+            "SELECT id FROM prompts WHERE content_hash = $1",
+            args![prompt_hash.as_str(), item.prompt.as_str(), messages_json, item.metadata.to_string(), now],
+            args![prompt_hash.as_str()],
         )
-        .bind(&prompt_hash)
-        .bind(&item.prompt)
-        .bind(&messages_json)
-        .bind(item.metadata.to_string())
-        .bind(now)
-        .fetch_optional(&mut *tx)
         .await?;
-        let prompt_id = match inserted {
-            Some(id) => {
-                report.prompts_created += 1;
-                id
-            }
-            None => {
-                report.prompts_reused += 1;
-                sqlx::query_scalar("SELECT id FROM prompts WHERE content_hash = $1")
-                    .bind(&prompt_hash)
-                    .fetch_one(&mut *tx)
-                    .await?
-            }
-        };
+        if created {
+            report.prompts_created += 1;
+        } else {
+            report.prompts_reused += 1;
+        }
         let (responses, pairs, gold): (Vec<&ResponseIn>, Vec<(usize, usize)>, Option<&str>) = match &item.body {
             ItemBody::Responses(list) => (list.iter().collect(), pair_indices(list.len(), options, &mut rng), None),
             ItemBody::Pair { a, b, gold } => (vec![a.as_ref(), b.as_ref()], vec![(0, 1)], gold.as_deref()),
@@ -416,51 +439,47 @@ pub async fn import_items(
         let mut response_ids = Vec::with_capacity(responses.len());
         for response in responses {
             let hash = content_hash(&[&response.text]);
-            let inserted: Option<i64> = sqlx::query_scalar(
+            let (id, created) = upsert_id(
+                tx,
                 "INSERT INTO responses (prompt_id, content_hash, text, model, model_version, params, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (prompt_id, content_hash) DO NOTHING RETURNING id",
+                "SELECT id FROM responses WHERE prompt_id = $1 AND content_hash = $2",
+                args![
+                    prompt_id,
+                    hash.as_str(),
+                    response.text.as_str(),
+                    response.model.as_str(),
+                    response.model_version.as_deref(),
+                    response.params.to_string(),
+                    now
+                ],
+                args![prompt_id, hash.as_str()],
             )
-            .bind(prompt_id)
-            .bind(&hash)
-            .bind(&response.text)
-            .bind(&response.model)
-            .bind(&response.model_version)
-            .bind(response.params.to_string())
-            .bind(now)
-            .fetch_optional(&mut *tx)
             .await?;
-            let id = match inserted {
-                Some(id) => {
-                    report.responses_created += 1;
-                    id
-                }
-                None => {
-                    report.responses_reused += 1;
-                    sqlx::query_scalar("SELECT id FROM responses WHERE prompt_id = $1 AND content_hash = $2")
-                        .bind(prompt_id)
-                        .bind(&hash)
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-            };
+            if created {
+                report.responses_created += 1;
+            } else {
+                report.responses_reused += 1;
+            }
             response_ids.push(id);
         }
         for (i, j) in pairs {
-            let created = sqlx::query(
-                "INSERT INTO pairs (campaign_id, prompt_id, response_a_id, response_b_id, is_gold, gold_choice, shuffle_key, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-            )
-            .bind(campaign_id)
-            .bind(prompt_id)
-            .bind(response_ids[i])
-            .bind(response_ids[j])
-            .bind(i64::from(gold.is_some()))
-            .bind(gold)
-            .bind(rng.random_range(0..i64::from(i32::MAX)))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let created = tx
+                .execute(
+                    "INSERT INTO pairs (campaign_id, prompt_id, response_a_id, response_b_id, is_gold, gold_choice, \
+                     shuffle_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    args![
+                        campaign_id,
+                        prompt_id,
+                        response_ids[i],
+                        response_ids[j],
+                        gold.is_some(),
+                        gold,
+                        rng.random_range(0..i64::from(i32::MAX)),
+                        now
+                    ],
+                )
+                .await?;
             if created == 1 {
                 report.pairs_created += 1;
                 report.gold_pairs += usize::from(gold.is_some());
@@ -469,7 +488,6 @@ pub async fn import_items(
             }
         }
     }
-    tx.commit().await?;
     Ok(report)
 }
 
@@ -490,7 +508,7 @@ pub async fn import_jsonl(db: &Db, campaign_id: i64, data: &[u8], options: &Pair
         };
         ApiError::BadRequest { message, details: Some(json!({ "errors": errors })) }
     })?;
-    import_items(db, campaign_id, &items, options).await
+    import_items(db, campaign_id, items, options).await
 }
 
 pub fn router(max_import_bytes: usize) -> Router<AppState> {

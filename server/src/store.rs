@@ -23,13 +23,22 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::Backend;
 use crate::error::{ApiError, ApiResult};
 
-/// A value bound to a statement or read from a row.
+/// A value bound to a statement or read from a row. NULLs carry their column type:
+/// Postgres prepares a statement with the parameter types of its first execution, so an
+/// untyped NULL there would make a later non-NULL value of the same parameter unreadable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
-    Null,
+    Null(SqlType),
     Int(i64),
     Real(f64),
     Text(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    Int,
+    Real,
+    Text,
 }
 
 impl From<i64> for SqlValue {
@@ -62,9 +71,15 @@ impl From<String> for SqlValue {
     }
 }
 
-impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(SqlValue::Null, Into::into)
+impl From<Option<i64>> for SqlValue {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(SqlValue::Null(SqlType::Int), SqlValue::Int)
+    }
+}
+
+impl From<Option<&str>> for SqlValue {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(SqlValue::Null(SqlType::Text), Into::into)
     }
 }
 
@@ -92,7 +107,7 @@ impl SqlRow {
 
     pub fn opt_int(&self, column: &str) -> ApiResult<Option<i64>> {
         match self.value(column)? {
-            SqlValue::Null => Ok(None),
+            SqlValue::Null(_) => Ok(None),
             SqlValue::Int(v) => Ok(Some(*v)),
             other => Err(anyhow::anyhow!("column `{column}` is {other:?}, not an integer").into()),
         }
@@ -104,7 +119,7 @@ impl SqlRow {
 
     pub fn opt_text(&self, column: &str) -> ApiResult<Option<String>> {
         match self.value(column)? {
-            SqlValue::Null => Ok(None),
+            SqlValue::Null(_) => Ok(None),
             SqlValue::Text(v) => Ok(Some(v.clone())),
             other => Err(anyhow::anyhow!("column `{column}` is {other:?}, not text").into()),
         }
@@ -193,7 +208,9 @@ fn bind_sqlx<'q>(
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     for arg in args {
         query = match arg {
-            SqlValue::Null => query.bind(None::<i64>),
+            SqlValue::Null(SqlType::Int) => query.bind(None::<i64>),
+            SqlValue::Null(SqlType::Real) => query.bind(None::<f64>),
+            SqlValue::Null(SqlType::Text) => query.bind(None::<String>),
             SqlValue::Int(v) => query.bind(v),
             SqlValue::Real(v) => query.bind(v),
             SqlValue::Text(v) => query.bind(v),
@@ -206,11 +223,11 @@ fn row_from_sqlx(row: &AnyRow, names: &Arc<Vec<String>>) -> Result<SqlRow, sqlx:
     let mut values = Vec::with_capacity(names.len());
     for i in 0..names.len() {
         let value = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-            v.map_or(SqlValue::Null, SqlValue::Int)
+            v.map_or(SqlValue::Null(SqlType::Int), SqlValue::Int)
         } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
-            v.map_or(SqlValue::Null, SqlValue::Real)
+            v.map_or(SqlValue::Null(SqlType::Real), SqlValue::Real)
         } else {
-            row.try_get::<Option<String>, _>(i)?.map_or(SqlValue::Null, SqlValue::Text)
+            row.try_get::<Option<String>, _>(i)?.map_or(SqlValue::Null(SqlType::Text), SqlValue::Text)
         };
         values.push(value);
     }
@@ -263,7 +280,7 @@ impl rusqlite::ToSql for SqlValue {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
         Ok(match self {
-            SqlValue::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            SqlValue::Null(_) => ToSqlOutput::Borrowed(ValueRef::Null),
             SqlValue::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
             SqlValue::Real(v) => ToSqlOutput::Borrowed(ValueRef::Real(*v)),
             SqlValue::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
@@ -296,7 +313,7 @@ impl SqliteStore {
             let values = (0..names.len())
                 .map(|i| {
                     Ok(match row.get_ref(i)? {
-                        ValueRef::Null => SqlValue::Null,
+                        ValueRef::Null => SqlValue::Null(SqlType::Text),
                         ValueRef::Integer(v) => SqlValue::Int(v),
                         ValueRef::Real(v) => SqlValue::Real(v),
                         ValueRef::Text(v) | ValueRef::Blob(v) => {

@@ -166,7 +166,7 @@ async fn make_campaign(db: &Db, name: &str, pairs: usize) -> anyhow::Result<i64>
             },
         })
         .collect();
-    import_items(db, campaign.id, &items, &PairingOptions::default()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    import_items(db, campaign.id, items, &PairingOptions::default()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(campaign.id)
 }
 
