@@ -1,4 +1,4 @@
-//! Write transactions on the hot path (handing out pairs, recording votes), written once
+//! Write transactions on the hot path (handing out pairs, recording votes, imports), written once
 //! against the small `Store` interface and run by one of two executors:
 //!
 //! * **Postgres**: a sqlx transaction per request, retried on deadlock or serialization
