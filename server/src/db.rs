@@ -1,12 +1,14 @@
 //! Database access shared by every resource: connecting, migrating, transactions and the
 //! few places where SQLite and Postgres need different SQL.
 //!
-//! All queries go through sqlx's `Any` driver so one code path serves both databases.
-//! SQLite allows a single writer at a time, so on SQLite writes are funnelled through a
-//! one-connection pool (`write`) and start with `BEGIN IMMEDIATE`: waiting writers queue
-//! in the pool instead of spinning in SQLite's busy handler, and a transaction never has
-//! to upgrade a read lock (which fails instantly with SQLITE_BUSY under contention).
-//! On Postgres both pools are the same pool and row locks do the serialising.
+//! Most queries go through sqlx's `Any` driver so one code path serves both databases. The
+//! hot path (pairs, votes, imports) goes through `Db::transact` and the `Store` interface
+//! instead (see `store`): on SQLite that is a rusqlite writer thread with group commit.
+//! The remaining SQLite writes go through a one-connection pool (`write`) and start with
+//! `BEGIN IMMEDIATE`: waiting writers queue in the pool instead of spinning in SQLite's busy
+//! handler, and a transaction never has to upgrade a read lock (which fails instantly with
+//! SQLITE_BUSY under contention). On Postgres both pools are the same pool and row locks do
+//! the serialising.
 
 use std::str::FromStr;
 use std::sync::Arc;
