@@ -19,5 +19,11 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc \
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# The browser side first: the browser tests load the WASM bundle it writes to target/site.
+# (scripts/build-site.sh also installs the wasm32 target, wasm-bindgen-cli, wasm-opt and
+# Chromium + chromedriver when they are missing.)
+./scripts/build-site.sh
+cargo clippy -p pairwise-hydrate --target wasm32-unknown-unknown --locked -- -D warnings
+# Default members: everything but the WASM entry crate (built above for wasm32).
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked

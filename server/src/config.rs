@@ -31,6 +31,9 @@ pub struct Config {
     pub max_connections: u32,
     /// Login attempts allowed per username and per client address per minute.
     pub login_attempts_per_minute: u32,
+    /// The built web assets (`pkg/pairwise.js`, `pkg/pairwise_bg.wasm`, `pkg/pairwise.css`),
+    /// written by `scripts/build-site.sh`.
+    pub site_root: String,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             sqlite_synchronous: "full".into(),
             max_connections: 16,
             login_attempts_per_minute: 10,
+            site_root: "target/site".into(),
         }
     }
 }
@@ -89,6 +93,9 @@ impl Config {
         }
         if let Some(v) = var("PAIRWISE_MAX_CONNECTIONS") {
             self.max_connections = v.parse().context("PAIRWISE_MAX_CONNECTIONS must be an integer")?;
+        }
+        if let Some(v) = var("PAIRWISE_SITE_ROOT") {
+            self.site_root = v;
         }
         if let Some(v) = var("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE") {
             self.login_attempts_per_minute =

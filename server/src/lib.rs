@@ -1,5 +1,5 @@
-//! Pairwise server library: the preference store, the REST API and the CLI behind the
-//! `pairwise` binary. Each resource module owns its store functions and its `router()`.
+//! Pairwise server library: the preference store, the REST API, the web pages' wiring
+//! and the CLI behind the `pairwise` binary. Each resource module owns its store functions and its `router()`.
 
 pub mod assign;
 pub mod auth;
@@ -18,3 +18,4 @@ pub mod stats;
 pub mod store;
 pub mod tokens;
 pub mod users;
+pub mod web;

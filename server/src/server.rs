@@ -13,12 +13,20 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{assign, auth, campaigns, export, import, leaderboard, stats, tokens, users};
+use crate::{assign, auth, campaigns, export, import, leaderboard, stats, tokens, users, web};
 
 /// JSON bodies other than imports are small; imports set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// The REST API and the web pages (which call the API in-process).
 pub fn router(state: AppState) -> Router {
+    let site_root = state.config.site_root.clone();
+    let api = api_router(state);
+    web::router(api.clone(), &site_root).merge(api)
+}
+
+/// The REST API alone.
+pub fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(auth::router())

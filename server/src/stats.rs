@@ -30,6 +30,8 @@ pub struct VoteRecord {
     pub time_ms: Option<i64>,
     pub gold: Option<Choice>,
     pub is_gold: bool,
+    /// When the vote was stored (ms since the epoch).
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -76,11 +78,41 @@ pub struct RaterStats {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CampaignStats {
     pub campaign_id: i64,
+    /// Votes (gold included) per time bucket, oldest first, for the dashboard chart.
+    pub votes_over_time: VotesOverTime,
     pub progress: Progress,
     pub agreement: Agreement,
     pub position_bias: PositionBias,
     pub median_time_ms: Option<f64>,
     pub raters: Vec<RaterStats>,
+}
+
+/// Votes counted in equal time buckets: hours while the campaign's votes span up to two
+/// days, days after that (so the chart stays readable at both scales).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VotesOverTime {
+    pub bucket_ms: i64,
+    /// `(bucket start in ms since the epoch, votes in the bucket)`; empty buckets included.
+    pub buckets: Vec<(i64, i64)>,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+pub fn votes_over_time(votes: &[VoteRecord]) -> VotesOverTime {
+    let (Some(first), Some(last)) =
+        (votes.iter().map(|v| v.created_at).min(), votes.iter().map(|v| v.created_at).max())
+    else {
+        return VotesOverTime { bucket_ms: HOUR_MS, buckets: Vec::new() };
+    };
+    let bucket_ms = if last - first <= 2 * DAY_MS { HOUR_MS } else { DAY_MS };
+    let start = first.div_euclid(bucket_ms) * bucket_ms;
+    let mut counts = vec![0i64; ((last - start) / bucket_ms + 1) as usize];
+    for vote in votes {
+        counts[((vote.created_at - start) / bucket_ms) as usize] += 1;
+    }
+    let buckets = counts.into_iter().enumerate().map(|(i, n)| (start + i as i64 * bucket_ms, n)).collect();
+    VotesOverTime { bucket_ms, buckets }
 }
 
 pub fn median(values: &mut [i64]) -> Option<f64> {
@@ -203,6 +235,7 @@ pub fn compute_stats(
     let mut all_times: Vec<i64> = votes.iter().filter_map(|v| v.time_ms).collect();
     CampaignStats {
         campaign_id,
+        votes_over_time: votes_over_time(votes),
         progress: Progress {
             pairs_total,
             pairs_complete,
@@ -235,7 +268,7 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
             .fetch_one(&db.read)
             .await?;
     let rows = sqlx::query(
-        "SELECT c.pair_id, c.rater_id, u.username, c.choice, c.swapped, c.time_ms, p.is_gold, p.gold_choice \
+        "SELECT c.pair_id, c.rater_id, u.username, c.choice, c.swapped, c.time_ms, c.created_at, p.is_gold, p.gold_choice \
          FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN users u ON u.id = c.rater_id \
          WHERE c.campaign_id = $1 ORDER BY c.seq",
     )
@@ -257,6 +290,7 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
             time_ms: row.try_get("time_ms")?,
             gold: gold.as_deref().and_then(Choice::parse),
             is_gold: row.try_get::<i64, _>("is_gold")? != 0,
+            created_at: row.try_get("created_at")?,
         });
     }
     Ok(compute_stats(campaign_id, (campaign.pairs, pairs_complete, campaign.overlap), &votes, &usernames))
@@ -299,6 +333,26 @@ mod tests {
         assert!((alpha - 1.0).abs() < 1e-12);
         // No variation at all: undefined.
         assert_eq!(krippendorff_alpha_ordinal(&[vec![1, 1]], 3), None);
+    }
+
+    #[test]
+    fn votes_are_bucketed_by_hour_then_by_day() {
+        let vote = |created_at| VoteRecord {
+            pair_id: 1,
+            rater_id: 1,
+            choice: Choice::A,
+            swapped: false,
+            time_ms: None,
+            gold: None,
+            is_gold: false,
+            created_at,
+        };
+        let hourly = votes_over_time(&[vote(HOUR_MS + 5), vote(HOUR_MS + 10), vote(3 * HOUR_MS + 1)]);
+        assert_eq!(hourly, VotesOverTime { bucket_ms: HOUR_MS, buckets: vec![(HOUR_MS, 2), (2 * HOUR_MS, 0), (3 * HOUR_MS, 1)] });
+        let daily = votes_over_time(&[vote(0), vote(DAY_MS * 3 + 1)]);
+        assert_eq!(daily.bucket_ms, DAY_MS);
+        assert_eq!(daily.buckets, vec![(0, 1), (DAY_MS, 0), (2 * DAY_MS, 0), (3 * DAY_MS, 1)]);
+        assert!(votes_over_time(&[]).buckets.is_empty());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); it must be running — the Postgres
 //! tests fail rather than skip, so CI cannot pass without exercising Postgres.
 
+pub mod browser;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use pairwise_server::auth::Role;
@@ -39,6 +42,11 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// The built web assets (`scripts/build-site.sh` writes them; `scripts/test.sh` runs it).
+pub fn site_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/site")
 }
 
 pub fn postgres_admin_url() -> String {
@@ -88,6 +96,7 @@ impl TestServer {
                 format!("{base}/{name}")
             }
         };
+        config.site_root = site_root().display().to_string();
         adjust(&mut config);
         let db = Db::connect(&config).await.expect("connect test database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

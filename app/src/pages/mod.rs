@@ -1,0 +1,116 @@
+//! The pages, one module each, and what they share: error display and the admin gate.
+
+mod accounts;
+mod admin;
+mod campaign;
+mod campaigns;
+mod login;
+mod rate;
+
+pub use accounts::AccountsPage;
+pub use admin::AdminCampaignsPage;
+pub use campaign::AdminCampaignPage;
+pub use campaigns::CampaignsPage;
+pub use login::LoginPage;
+pub use rate::RatePage;
+
+use leptos::prelude::*;
+use leptos::server_fn::error::ServerFnUrlError;
+use leptos_router::hooks::use_query_map;
+
+use crate::api::{FORBIDDEN, NOT_LOGGED_IN, current_user};
+
+/// The text of a server function error, without the framework's prefix.
+pub fn error_text(error: &ServerFnError) -> String {
+    match error {
+        ServerFnError::ServerError(message) => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A failed load or action, shown in place. Multi-line messages (import errors by
+/// line) keep their lines.
+#[component]
+pub fn ErrorBox(error: ServerFnError) -> impl IntoView {
+    let text = error_text(&error);
+    let class = if text.starts_with(FORBIDDEN) { "error forbidden" } else { "error" };
+    let hint = text.starts_with(NOT_LOGGED_IN).then(|| view! { <a href="/login">"Log in"</a> });
+    view! {
+        <div class=class role="alert">
+            <pre>{text}</pre>
+            {hint}
+        </div>
+    }
+}
+
+/// The error a server function left in the URL after a form post without JavaScript
+/// (`?__path=…&__err=…`), when it belongs to the function at `path`.
+pub fn form_error_from_url(path: &'static str) -> Signal<Option<String>> {
+    let query = use_query_map();
+    Signal::derive(move || {
+        query.with(|q| {
+            (q.get_str("__path") == Some(path))
+                .then(|| q.get_str("__err").map(|e| error_text(&ServerFnUrlError::<ServerFnError>::decode_err(e))))
+                .flatten()
+        })
+    })
+}
+
+/// Shows `children` to admins only; anyone else gets a 403 page (and the login page
+/// when not logged in).
+#[component]
+pub fn AdminOnly(children: ChildrenFn) -> impl IntoView {
+    let me = Resource::new(|| (), |_| current_user());
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || {
+                let children = children.clone();
+                Suspend::new(async move {
+                    match me.await {
+                        Ok(Some(me)) if me.is_admin() => children().into_any(),
+                        Ok(Some(_)) => {
+                            set_status(403);
+                            view! {
+                                <section class="error forbidden" role="alert">
+                                    <h1>"403 — admins only"</h1>
+                                    <p>"Your account may rate pairs but not manage campaigns."</p>
+                                    <a href="/">"Back to your campaigns"</a>
+                                </section>
+                            }
+                                .into_any()
+                        }
+                        Ok(None) => {
+                            #[cfg(feature = "ssr")]
+                            leptos_axum::redirect("/login");
+                            view! { <a href="/login">"Log in"</a> }.into_any()
+                        }
+                        Err(error) => view! { <ErrorBox error /> }.into_any(),
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}
+
+/// Sets the HTTP status of the page being rendered on the server (no-op in the browser).
+pub fn set_status(code: u16) {
+    #[cfg(feature = "ssr")]
+    if let (Some(options), Ok(status)) =
+        (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(code))
+    {
+        options.set_status(status);
+    }
+    #[cfg(not(feature = "ssr"))]
+    let _ = code;
+}
+
+#[component]
+pub fn NotFound() -> impl IntoView {
+    set_status(404);
+    view! {
+        <section>
+            <h1>"Page not found"</h1>
+            <a href="/">"Back to your campaigns"</a>
+        </section>
+    }
+}

@@ -1,0 +1,347 @@
+//! The rating page: prompt on top, the two responses side by side, the choice, strength,
+//! an optional reason, skip. Keyboard: 1/2 choose, 3 tie, 4 both bad, Enter submits,
+//! S skips. With JavaScript the next pair replaces this one in place; without it the forms
+//! post and the page reloads with the next pair.
+
+use leptos::ev;
+use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+use super::{ErrorBox, form_error_from_url};
+use crate::api::{NextView, PairView, RateState, SkipPair, SubmitVote, next_pair, campaign_for_rating};
+
+const CHOICES: [(&str, &str, &str); 4] =
+    [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
+const STRENGTHS: [(&str, &str); 3] = [("1", "slightly"), ("2", "clearly"), ("3", "much")];
+
+#[component]
+pub fn RatePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or_default());
+    let campaign = Resource::new(id, campaign_for_rating);
+    let state = Resource::new(id, next_pair);
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let campaign = match campaign.await {
+                    Ok(campaign) => campaign,
+                    Err(error) => return view! { <ErrorBox error /> }.into_any(),
+                };
+                match state.await {
+                    Ok(initial) => {
+                        view! {
+                            <Title text=format!("{} · Pairwise", campaign.name) />
+                            <h1>{campaign.name.clone()}</h1>
+                            <details class="guidelines">
+                                <summary>"Guidelines"</summary>
+                                <div class="md" inner_html=campaign.guidelines_html.clone()></div>
+                            </details>
+                            <Rater campaign_id=campaign.id initial />
+                        }
+                            .into_any()
+                    }
+                    Err(error) => view! { <ErrorBox error /> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// The interactive part: holds the pair on screen and replaces it after each vote.
+#[component]
+fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
+    let state = RwSignal::new(initial);
+    let choice = RwSignal::new(String::new());
+    let strength = RwSignal::new("2".to_string());
+    let rationale = RwSignal::new(String::new());
+    let message = RwSignal::new(None::<String>);
+    // When the pair appeared in this browser (ms): the time spent is sent with the vote.
+    let shown_at = StoredValue::new(0.0f64);
+    let vote = ServerAction::<SubmitVote>::new();
+    let skip = ServerAction::<SkipPair>::new();
+    let no_js_vote_error = form_error_from_url(<SubmitVote as ServerFn>::PATH);
+
+    Effect::new(move |_| {
+        state.with(|_| ());
+        shown_at.set_value(js_sys::Date::now());
+    });
+    for action in [vote.value(), skip.value()] {
+        Effect::new(move |_| match action.get() {
+            Some(Ok(next)) => {
+                state.set(next);
+                choice.set(String::new());
+                rationale.set(String::new());
+                message.set(None);
+            }
+            Some(Err(error)) => message.set(Some(super::error_text(&error))),
+            None => {}
+        });
+    }
+
+    let current_pair = move || match state.with(|s| s.next.clone()) {
+        NextView::Pair(pair) => Some(pair),
+        _ => None,
+    };
+    let submit_vote = move || {
+        let Some(pair) = current_pair() else { return };
+        if vote.pending().get_untracked() {
+            return;
+        }
+        if choice.get_untracked().is_empty() {
+            message.set(Some("Choose A better, B better, tie or both bad first (keys 1–4).".into()));
+            return;
+        }
+        vote.dispatch(SubmitVote {
+            campaign_id,
+            assignment_id: pair.assignment_id,
+            choice: choice.get_untracked(),
+            strength: strength.get_untracked(),
+            rationale: rationale.get_untracked(),
+            shown_at: pair.shown_at,
+            time_ms: Some((js_sys::Date::now() - shown_at.get_value()).max(0.0) as i64),
+        });
+    };
+    let skip_pair = move || {
+        if let Some(pair) = current_pair()
+            && !skip.pending().get_untracked()
+        {
+            skip.dispatch(SkipPair { campaign_id, assignment_id: pair.assignment_id });
+        }
+    };
+
+    let keys = window_event_listener(ev::keydown, move |event| {
+        if event.ctrl_key() || event.alt_key() || event.meta_key() || typing_in_a_field(&event) {
+            return;
+        }
+        let key = event.key();
+        if let Some((value, _, _)) = CHOICES.iter().find(|(_, _, k)| *k == key) {
+            choice.set(value.to_string());
+        } else if key == "Enter" {
+            event.prevent_default();
+            submit_vote();
+        } else if key == "s" || key == "S" {
+            skip_pair();
+        } else {
+            return;
+        }
+        event.prevent_default();
+    });
+    on_cleanup(move || keys.remove());
+
+    view! {
+        <div class="progress">
+            {move || {
+                let s = state.get();
+                view! {
+                    <progress id="progress" max=s.target_votes.max(1) value=s.campaign_votes></progress>
+                    <span id="progress-text">
+                        {format!("{} / {} votes · you: {}", s.campaign_votes, s.target_votes, s.my_votes)}
+                    </span>
+                }
+            }}
+        </div>
+        {move || {
+            message.get().or_else(|| no_js_vote_error.get()).map(|text| view! { <p class="error" role="alert">{text}</p> })
+        }}
+        {move || match state.with(|s| s.next.clone()) {
+            NextView::Pair(pair) => {
+                view! {
+                    <PairForms
+                        pair
+                        campaign_id
+                        choice
+                        strength
+                        rationale
+                        on_vote=Callback::new(move |_| submit_vote())
+                        on_skip=Callback::new(move |_| skip_pair())
+                    />
+                }
+                    .into_any()
+            }
+            NextView::Waiting => {
+                view! {
+                    <p class="card" id="no-pair">
+                        "The remaining pairs are with other raters right now. "
+                        <a href=format!("/rate/{campaign_id}")>"Try again"</a>
+                        " in a minute."
+                    </p>
+                }
+                    .into_any()
+            }
+            NextView::Done => {
+                view! {
+                    <p class="card" id="no-pair">
+                        "All done — thank you! There is nothing left for you to rate in this campaign."
+                    </p>
+                }
+                    .into_any()
+            }
+            NextView::Unavailable(status) => {
+                view! {
+                    <p class="card" id="no-pair">
+                        {format!("This campaign is {status}: rating is not open.")}
+                    </p>
+                }
+                    .into_any()
+            }
+        }}
+    }
+}
+
+/// True when a key press is meant for a text field (the reason box), not a shortcut.
+fn typing_in_a_field(event: &leptos::ev::KeyboardEvent) -> bool {
+    use wasm_bindgen::JsCast;
+    event
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        .map(|el| match el.tag_name().as_str() {
+            "TEXTAREA" | "SELECT" => true,
+            "INPUT" => !matches!(el.get_attribute("type").as_deref(), Some("radio" | "checkbox" | "submit")),
+            _ => false,
+        })
+        .unwrap_or(false)
+}
+
+/// The pair and its two forms (vote, skip). The forms post to the server functions, so
+/// they work without JavaScript; with it, submit is intercepted and dispatched in place.
+#[component]
+fn PairForms(
+    pair: PairView,
+    campaign_id: i64,
+    choice: RwSignal<String>,
+    strength: RwSignal<String>,
+    rationale: RwSignal<String>,
+    on_vote: Callback<()>,
+    on_skip: Callback<()>,
+) -> impl IntoView {
+    let turns = pair
+        .turns
+        .iter()
+        .map(|turn| {
+            view! {
+                <div class=format!("turn {}", turn.role)>
+                    <span class="role">{turn.role.clone()}</span>
+                    <div class="md" inner_html=turn.html.clone()></div>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <section class="prompt card" data-assignment=pair.assignment_id>
+            {turns}
+            <div class="turn user">
+                <span class="role">"prompt"</span>
+                <div class="md" id="prompt" inner_html=pair.prompt_html.clone()></div>
+            </div>
+        </section>
+        <div class="responses">
+            <article class="response card">
+                <h2>"Response A"</h2>
+                <div class="md" id="response-a" inner_html=pair.left_html.clone()></div>
+            </article>
+            <article class="response card">
+                <h2>"Response B"</h2>
+                <div class="md" id="response-b" inner_html=pair.right_html.clone()></div>
+            </article>
+        </div>
+        <form
+            id="vote-form"
+            class="card vote"
+            method="post"
+            action={<SubmitVote as ServerFn>::url()}
+            on:submit=move |ev| {
+                ev.prevent_default();
+                on_vote.run(());
+            }
+        >
+            <input type="hidden" name="campaign_id" value=campaign_id />
+            <input type="hidden" name="assignment_id" value=pair.assignment_id />
+            <input type="hidden" name="shown_at" value=pair.shown_at />
+            <fieldset class="choices">
+                <legend>"Which response is better?"</legend>
+                {CHOICES
+                    .iter()
+                    .map(|(value, label, key)| {
+                        let value = value.to_string();
+                        let checked_value = value.clone();
+                        let set_value = value.clone();
+                        view! {
+                            <label class="choice" class:selected=move || choice.get() == checked_value>
+                                <input
+                                    type="radio"
+                                    name="choice"
+                                    value=value.clone()
+                                    prop:checked={
+                                        let value = value.clone();
+                                        move || choice.get() == value
+                                    }
+                                    on:change=move |_| choice.set(set_value.clone())
+                                />
+                                {*label}
+                                <kbd>{*key}</kbd>
+                            </label>
+                        }
+                    })
+                    .collect_view()}
+            </fieldset>
+            <fieldset class="strengths">
+                <legend>"How much better?"</legend>
+                {STRENGTHS
+                    .iter()
+                    .map(|(value, label)| {
+                        let value = value.to_string();
+                        let set_value = value.clone();
+                        view! {
+                            <label>
+                                <input
+                                    type="radio"
+                                    name="strength"
+                                    value=value.clone()
+                                    prop:checked=move || strength.get() == value
+                                    on:change=move |_| strength.set(set_value.clone())
+                                />
+                                {*label}
+                            </label>
+                        }
+                    })
+                    .collect_view()}
+            </fieldset>
+            <label class="reason">
+                "Reason (optional)"
+                <textarea
+                    name="rationale"
+                    rows="2"
+                    prop:value=move || rationale.get()
+                    on:input=move |ev| rationale.set(event_target_value(&ev))
+                ></textarea>
+            </label>
+            <div class="actions">
+                <button type="submit" class="primary" id="submit-vote">
+                    "Submit" <kbd>"Enter"</kbd>
+                </button>
+            </div>
+        </form>
+        <form
+            id="skip-form"
+            class="skip"
+            method="post"
+            action={<SkipPair as ServerFn>::url()}
+            on:submit=move |ev| {
+                ev.prevent_default();
+                on_skip.run(());
+            }
+        >
+            <input type="hidden" name="campaign_id" value=campaign_id />
+            <input type="hidden" name="assignment_id" value=pair.assignment_id />
+            <button type="submit" class="link" id="skip">
+                "Skip this pair" <kbd>"S"</kbd>
+            </button>
+        </form>
+        <p class="muted small keys">
+            "Keys: " <kbd>"1"</kbd> " A better · " <kbd>"2"</kbd> " B better · " <kbd>"3"</kbd> " tie · "
+            <kbd>"4"</kbd> " both bad · " <kbd>"Enter"</kbd> " submit · " <kbd>"S"</kbd> " skip"
+        </p>
+    }
+}
