@@ -208,7 +208,8 @@ pub async fn current_user() -> Result<Option<Me>, ServerFnError> {
 
 #[server(prefix = "/ui")]
 pub async fn login(username: String, password: String) -> Result<(), ServerFnError> {
-    let me: Me = call(Method::POST, "/api/v1/auth/login", Some(json!({"username": username, "password": password}))).await?;
+    let me: Me =
+        call(Method::POST, "/api/v1/auth/login", Some(json!({"username": username, "password": password}))).await?;
     leptos_axum::redirect(if me.is_admin() { "/admin" } else { "/" });
     Ok(())
 }
@@ -234,11 +235,7 @@ pub async fn get_campaign(id: i64) -> Result<Campaign, ServerFnError> {
 #[server(prefix = "/ui")]
 pub async fn campaign_for_rating(id: i64) -> Result<RatingCampaign, ServerFnError> {
     let campaign: Campaign = call(Method::GET, &format!("/api/v1/campaigns/{id}"), None).await?;
-    Ok(RatingCampaign {
-        id,
-        name: campaign.name,
-        guidelines_html: crate::markdown::render(&campaign.guidelines),
-    })
+    Ok(RatingCampaign { id, name: campaign.name, guidelines_html: crate::markdown::render(&campaign.guidelines) })
 }
 
 /// The visitor's current pair (the same one until they vote or skip) and the progress.
@@ -345,7 +342,8 @@ pub async fn create_campaign(
     gold_rate: f64,
     status: String,
 ) -> Result<(), ServerFnError> {
-    let body = json!({"name": name, "guidelines": guidelines, "overlap": overlap, "gold_rate": gold_rate, "status": status});
+    let body =
+        json!({"name": name, "guidelines": guidelines, "overlap": overlap, "gold_rate": gold_rate, "status": status});
     let campaign: Campaign = call(Method::POST, "/api/v1/campaigns", Some(body)).await?;
     leptos_axum::redirect(&format!("/admin/campaigns/{}", campaign.id));
     Ok(())
@@ -360,7 +358,8 @@ pub async fn update_campaign(
     gold_rate: f64,
     status: String,
 ) -> Result<Campaign, ServerFnError> {
-    let body = json!({"name": name, "guidelines": guidelines, "overlap": overlap, "gold_rate": gold_rate, "status": status});
+    let body =
+        json!({"name": name, "guidelines": guidelines, "overlap": overlap, "gold_rate": gold_rate, "status": status});
     call(Method::PATCH, &format!("/api/v1/campaigns/{id}"), Some(body)).await
 }
 
@@ -375,9 +374,7 @@ pub async fn import_file(data: MultipartData) -> Result<ImportReport, ServerFnEr
             Some("campaign_id") => {
                 let text = field.text().await.map_err(|e| fail(e.to_string()))?;
                 campaign_id = Some(
-                    text.trim()
-                        .parse::<i64>()
-                        .map_err(|_| fail(format!("campaign_id: `{text}` is not a number")))?,
+                    text.trim().parse::<i64>().map_err(|_| fail(format!("campaign_id: `{text}` is not a number")))?,
                 );
             }
             Some("file") => file = Some(field.bytes().await.map_err(|e| fail(e.to_string()))?),

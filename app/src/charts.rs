@@ -19,6 +19,8 @@ pub fn VotesChart(data: VotesOverTime) -> impl IntoView {
     let max = data.buckets.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1) as f64;
     let slot = (WIDTH - left) / data.buckets.len() as f64;
     let plot = height - bottom - top;
+    // Thin bars for long campaigns, but not one slab for a campaign a few hours old.
+    let bar_width = (slot * 0.8).clamp(1.0, 28.0);
     let bars = data
         .buckets
         .iter()
@@ -29,9 +31,9 @@ pub fn VotesChart(data: VotesOverTime) -> impl IntoView {
             view! {
                 <rect
                     class="bar"
-                    x=format!("{:.1}", left + i as f64 * slot + slot * 0.1)
+                    x=format!("{:.1}", left + i as f64 * slot + (slot - bar_width) / 2.0)
                     y=format!("{:.1}", top + plot - h)
-                    width=format!("{:.1}", (slot * 0.8).max(1.0))
+                    width=format!("{:.1}", bar_width)
                     height=format!("{h:.1}")
                 >
                     <title>{label}</title>

@@ -21,9 +21,7 @@ use leptos_router::hooks::use_location;
 use leptos_router::{SsrMode, path};
 
 use crate::api::{Logout, current_user};
-use crate::pages::{
-    AccountsPage, AdminCampaignPage, AdminCampaignsPage, CampaignsPage, LoginPage, NotFound, RatePage,
-};
+use crate::pages::{AccountsPage, AdminCampaignPage, AdminCampaignsPage, CampaignsPage, LoginPage, NotFound, RatePage};
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {

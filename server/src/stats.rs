@@ -348,7 +348,10 @@ mod tests {
             created_at,
         };
         let hourly = votes_over_time(&[vote(HOUR_MS + 5), vote(HOUR_MS + 10), vote(3 * HOUR_MS + 1)]);
-        assert_eq!(hourly, VotesOverTime { bucket_ms: HOUR_MS, buckets: vec![(HOUR_MS, 2), (2 * HOUR_MS, 0), (3 * HOUR_MS, 1)] });
+        assert_eq!(
+            hourly,
+            VotesOverTime { bucket_ms: HOUR_MS, buckets: vec![(HOUR_MS, 2), (2 * HOUR_MS, 0), (3 * HOUR_MS, 1)] }
+        );
         let daily = votes_over_time(&[vote(0), vote(DAY_MS * 3 + 1)]);
         assert_eq!(daily.bucket_ms, DAY_MS);
         assert_eq!(daily.buckets, vec![(0, 1), (DAY_MS, 0), (2 * DAY_MS, 0), (3 * DAY_MS, 1)]);

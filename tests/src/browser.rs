@@ -109,16 +109,26 @@ pub async fn eventually<T, Fut: Future<Output = Result<Option<T>>>>(
 
 /// Presses and releases one key, as typed on the keyboard (to the focused element).
 pub async fn press(client: &Client, key: char) -> Result<()> {
-    let keys = KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    let keys =
+        KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
     client.perform_actions(keys).await?;
     Ok(())
 }
 
 pub const ENTER: char = '\u{e007}';
 
-/// Saves a PNG of the page at the given viewport width.
-pub async fn screenshot(client: &Client, name: &str, width: u32, height: u32) -> Result<PathBuf> {
+/// Saves a PNG of the page at the given window size, scrolled to the element with id
+/// `scroll_to` if given.
+pub async fn screenshot(
+    client: &Client,
+    name: &str,
+    (width, height): (u32, u32),
+    scroll_to: Option<&str>,
+) -> Result<PathBuf> {
     client.set_window_size(width, height).await?;
+    if let Some(id) = scroll_to {
+        client.execute("document.getElementById(arguments[0]).scrollIntoView()", vec![json!(id)]).await?;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let png = client.screenshot().await?;
     let dir = screenshot_dir();

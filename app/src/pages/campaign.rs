@@ -9,8 +9,8 @@ use web_sys::FormData;
 
 use super::{AdminOnly, ErrorBox, form_error_from_url};
 use crate::api::{
-    Campaign, CampaignStats, ImportFile, Leaderboard, UpdateCampaign, load_stats, get_campaign, import_file,
-    load_leaderboard,
+    Campaign, CampaignStats, ImportFile, Leaderboard, UpdateCampaign, get_campaign, import_file, load_leaderboard,
+    load_stats,
 };
 use crate::charts::{LeaderboardChart, VotesChart};
 use crate::format::{decimal, percent, seconds};

@@ -10,7 +10,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use super::{ErrorBox, form_error_from_url};
-use crate::api::{NextView, PairView, RateState, SkipPair, SubmitVote, next_pair, campaign_for_rating};
+use crate::api::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
 
 const CHOICES: [(&str, &str, &str); 4] =
     [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
