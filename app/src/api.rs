@@ -201,12 +201,12 @@ pub struct Accounts {
 }
 
 /// The current visitor, or `None` without a session.
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "current_user")]
 pub async fn current_user() -> Result<Option<Me>, ServerFnError> {
     call_if_logged_in("/api/v1/auth/me").await
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "login")]
 pub async fn login(username: String, password: String) -> Result<(), ServerFnError> {
     let me: Me =
         call(Method::POST, "/api/v1/auth/login", Some(json!({"username": username, "password": password}))).await?;
@@ -214,7 +214,7 @@ pub async fn login(username: String, password: String) -> Result<(), ServerFnErr
     Ok(())
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "logout")]
 pub async fn logout() -> Result<(), ServerFnError> {
     call::<serde_json::Value>(Method::POST, "/api/v1/auth/logout", None).await?;
     leptos_axum::redirect("/login");
@@ -222,24 +222,24 @@ pub async fn logout() -> Result<(), ServerFnError> {
 }
 
 /// The campaigns the visitor may see (annotators: the active ones), with their progress.
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "list_campaigns")]
 pub async fn list_campaigns() -> Result<Vec<Campaign>, ServerFnError> {
     call(Method::GET, "/api/v1/campaigns", None).await
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "get_campaign")]
 pub async fn get_campaign(id: i64) -> Result<Campaign, ServerFnError> {
     call(Method::GET, &format!("/api/v1/campaigns/{id}"), None).await
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "campaign_for_rating")]
 pub async fn campaign_for_rating(id: i64) -> Result<RatingCampaign, ServerFnError> {
     let campaign: Campaign = call(Method::GET, &format!("/api/v1/campaigns/{id}"), None).await?;
     Ok(RatingCampaign { id, name: campaign.name, guidelines_html: crate::markdown::render(&campaign.guidelines) })
 }
 
 /// The visitor's current pair (the same one until they vote or skip) and the progress.
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "next_pair")]
 pub async fn next_pair(campaign_id: i64) -> Result<RateState, ServerFnError> {
     let next: serde_json::Value = call(Method::GET, &format!("/api/v1/campaigns/{campaign_id}/next"), None).await?;
     rate_state(campaign_id, &next).await
@@ -248,7 +248,7 @@ pub async fn next_pair(campaign_id: i64) -> Result<RateState, ServerFnError> {
 /// Records a vote (`choice` as seen on screen: left / right / tie / both_bad) and returns
 /// the next pair. The assignment id is the idempotency key: a repeated submit (double
 /// click, reload after a post) is stored once.
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "submit_vote")]
 #[allow(clippy::too_many_arguments)]
 pub async fn submit_vote(
     campaign_id: i64,
@@ -282,7 +282,7 @@ pub async fn submit_vote(
 }
 
 /// Gives the pair back and returns the next one.
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "skip_pair")]
 pub async fn skip_pair(campaign_id: i64, assignment_id: i64) -> Result<RateState, ServerFnError> {
     let next: serde_json::Value =
         call(Method::POST, &format!("/api/v1/assignments/{assignment_id}/skip"), Some(json!({}))).await?;
@@ -334,7 +334,7 @@ async fn rate_state(campaign_id: i64, next: &serde_json::Value) -> Result<RateSt
     })
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "create_campaign")]
 pub async fn create_campaign(
     name: String,
     guidelines: String,
@@ -349,7 +349,7 @@ pub async fn create_campaign(
     Ok(())
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "update_campaign")]
 pub async fn update_campaign(
     id: i64,
     name: String,
@@ -365,7 +365,7 @@ pub async fn update_campaign(
 
 /// Imports an uploaded JSONL file (multipart fields `campaign_id` and `file`). On a bad
 /// file the error lists the problems by line and nothing is imported.
-#[server(prefix = "/ui", input = MultipartFormData)]
+#[server(prefix = "/ui", endpoint = "import_file", input = MultipartFormData)]
 pub async fn import_file(data: MultipartData) -> Result<ImportReport, ServerFnError> {
     let mut multipart = data.into_inner().ok_or_else(|| fail("expected a form upload"))?;
     let (mut campaign_id, mut file) = (None, None);
@@ -387,48 +387,48 @@ pub async fn import_file(data: MultipartData) -> Result<ImportReport, ServerFnEr
         .await
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "load_stats")]
 pub async fn load_stats(id: i64) -> Result<CampaignStats, ServerFnError> {
     call(Method::GET, &format!("/api/v1/campaigns/{id}/stats"), None).await
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "load_leaderboard")]
 pub async fn load_leaderboard(id: i64) -> Result<Leaderboard, ServerFnError> {
     call(Method::GET, &format!("/api/v1/campaigns/{id}/leaderboard"), None).await
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "load_accounts")]
 pub async fn load_accounts() -> Result<Accounts, ServerFnError> {
     let users = call(Method::GET, "/api/v1/users", None).await?;
     let tokens = call(Method::GET, "/api/v1/tokens", None).await?;
     Ok(Accounts { users, tokens })
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "create_user")]
 pub async fn create_user(username: String, password: String, role: String) -> Result<User, ServerFnError> {
     call(Method::POST, "/api/v1/users", Some(json!({"username": username, "password": password, "role": role}))).await
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "set_user_active")]
 pub async fn set_user_active(id: i64, active: bool) -> Result<User, ServerFnError> {
     call(Method::PATCH, &format!("/api/v1/users/{id}"), Some(json!({"active": active}))).await
 }
 
 /// Sets a new password; the user's sessions end and their tokens are revoked.
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "reset_password")]
 pub async fn reset_password(id: i64, password: String) -> Result<User, ServerFnError> {
     call(Method::PATCH, &format!("/api/v1/users/{id}"), Some(json!({"password": password}))).await
 }
 
 /// Creates an API token; the secret is in the reply, once.
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "create_token")]
 pub async fn create_token(name: String, user_id: i64) -> Result<String, ServerFnError> {
     let reply: serde_json::Value =
         call(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "user_id": user_id}))).await?;
     Ok(reply["token"].as_str().unwrap_or_default().to_string())
 }
 
-#[server(prefix = "/ui")]
+#[server(prefix = "/ui", endpoint = "revoke_token")]
 pub async fn revoke_token(id: i64) -> Result<(), ServerFnError> {
     call::<serde_json::Value>(Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await?;
     Ok(())

@@ -52,7 +52,7 @@ fn Accounts() -> impl IntoView {
     view! {
         <h1>"Users & API tokens"</h1>
         {move || last_error().map(|error| view! { <ErrorBox error /> })}
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let data = match data.await {
                     Ok(data) => data,
@@ -173,7 +173,7 @@ fn Accounts() -> impl IntoView {
                 }
                     .into_any()
             })}
-        </Suspense>
+        </Transition>
         {move || {
             create_token.value().get().and_then(Result::ok).map(|secret| {
                 view! {

@@ -35,7 +35,7 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
     let stats = Resource::new(move || import.version().get(), move |_| load_stats(id));
     let board = Resource::new(|| (), move |_| load_leaderboard(id));
     view! {
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match campaign.await {
                     Ok(c) => {
@@ -49,24 +49,24 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
                     Err(error) => view! { <ErrorBox error /> }.into_any(),
                 }
             })}
-        </Suspense>
+        </Transition>
         <ImportForm id import />
-        <Suspense fallback=|| view! { <p class="muted">"Loading statistics…"</p> }>
+        <Transition fallback=|| view! { <p class="muted">"Loading statistics…"</p> }>
             {move || Suspend::new(async move {
                 match stats.await {
                     Ok(stats) => view! { <Dashboard stats /> }.into_any(),
                     Err(error) => view! { <ErrorBox error /> }.into_any(),
                 }
             })}
-        </Suspense>
-        <Suspense fallback=|| view! { <p class="muted">"Loading leaderboard…"</p> }>
+        </Transition>
+        <Transition fallback=|| view! { <p class="muted">"Loading leaderboard…"</p> }>
             {move || Suspend::new(async move {
                 match board.await {
                     Ok(board) => view! { <LeaderboardSection board /> }.into_any(),
                     Err(error) => view! { <ErrorBox error /> }.into_any(),
                 }
             })}
-        </Suspense>
+        </Transition>
         <ExportSection id />
     }
 }
@@ -76,7 +76,7 @@ fn Settings(campaign: Campaign, update: ServerAction<UpdateCampaign>) -> impl In
     let no_js_error = form_error_from_url(<UpdateCampaign as ServerFn>::PATH);
     let status = campaign.status.clone();
     view! {
-        <details class="card" open=campaign.pairs == 0>
+        <details class="card" id="settings" open=campaign.pairs == 0>
             <summary>"Settings"</summary>
             <ActionForm action=update attr:id="campaign-settings" attr:class="grid-form">
                 <input type="hidden" name="id" value=campaign.id />

@@ -5,5 +5,6 @@ mod auth;
 mod cli;
 mod export;
 mod import;
+mod pages;
 mod shutdown;
 mod stats;
