@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod dpo;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod lora;
 pub mod loss;

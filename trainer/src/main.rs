@@ -33,6 +33,9 @@ enum Command {
     Score(ScoreArgs),
     /// Fold a LoRA adapter into its base model and write a full model folder.
     Merge(MergeArgs),
+    /// Sample K responses per prompt from a policy and write them as the server's import
+    /// JSONL (or post them straight into a campaign).
+    Generate(GenerateArgs),
 }
 
 /// Training options. Every option can also be set in the TOML file given with `--config`
@@ -264,6 +267,61 @@ struct ScoreArgs {
 }
 
 #[derive(Args)]
+struct GenerateArgs {
+    /// Hugging Face model folder (a merged model works too) or .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT adapter folder (LoRA or prefix tuning) applied on top of --model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Prompts, JSONL: {"prompt": "...", "messages"?: [{"role","content"}, ...]} per line.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Only the first N prompts.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Responses sampled per prompt (K ≥ 2 gives K·(K−1)/2 pairs on import).
+    #[arg(long, default_value_t = 2)]
+    num_responses: usize,
+    /// Sampling temperature; 0 is greedy (then all K responses are the same).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// Sample only from the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Longest response in tokens.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Stop generating at this string (repeatable); it is not part of the response.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Seed of the whole run: same model, prompts and settings give the same responses.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Model name recorded with each response [default: the model folder's name].
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Checkpoint recorded with each response [default: the adapter folder's name, or "base"].
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// Output JSONL (the server's import format).
+    #[arg(long, required_unless_present = "to")]
+    out: Option<PathBuf>,
+    /// Post the responses to a campaign instead: http://HOST/api/v1/campaigns/ID.
+    #[arg(long)]
+    to: Option<String>,
+    /// API token (admin) for --to.
+    #[arg(long, env = "PAIRWISE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
 struct MergeArgs {
     /// Base model folder or .gguf file.
     #[arg(long)]
@@ -317,6 +375,84 @@ fn score(args: &ScoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    use pairwise_trainer::generate::{Sampling, encode_prompt, generate_all, read_prompts};
+    let device = default_device()?;
+    let (mut model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
+    if let Some(dir) = &args.adapter {
+        pairwise_trainer::lora::load_peft(dir, &mut model)?;
+    }
+    let mut prompts = read_prompts(&args.prompts)?;
+    prompts.truncate(args.limit.unwrap_or(usize::MAX));
+    let encoded = prompts.iter().map(|p| encode_prompt(&tokenizer, p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_new_tokens: args.max_new_tokens,
+        stop: args.stop.clone(),
+        seed: args.seed,
+    };
+    let folder_name = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let model_name = args.model_name.clone().or_else(|| folder_name(&args.model)).unwrap_or_else(|| "model".into());
+    let checkpoint = args
+        .checkpoint
+        .clone()
+        .or_else(|| args.adapter.as_ref().and_then(folder_name))
+        .unwrap_or_else(|| "base".into());
+    let bar = indicatif::ProgressBar::new((encoded.len() * args.num_responses) as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} responses {per_sec} eta {eta}")?);
+    let started = std::time::Instant::now();
+    let results = generate_all(
+        &model,
+        &tokenizer,
+        &encoded,
+        args.num_responses,
+        args.batch_size,
+        &sampling,
+        &pairwise_trainer::model::ForwardCtx::eval(true),
+        |n| bar.inc(n as u64),
+    )?;
+    bar.finish_and_clear();
+    let params = serde_json::to_value(&sampling)?;
+    let (mut lines, mut skipped, mut tokens) = (String::new(), 0usize, 0usize);
+    for (prompt, completions) in prompts.iter().zip(results) {
+        tokens += completions.iter().map(|c| c.tokens.len()).sum::<usize>();
+        let mut responses: Vec<serde_json::Value> = Vec::new();
+        for c in completions.iter().filter(|c| !c.text.is_empty()) {
+            if responses.iter().all(|r| r["text"] != c.text.as_str()) {
+                let mut params = params.clone();
+                params["finish"] = serde_json::to_value(c.finish)?;
+                responses.push(serde_json::json!({"text": c.text, "model": model_name, "checkpoint": checkpoint, "params": params}));
+            }
+        }
+        // The store needs two different responses to make a pair.
+        if responses.len() < 2 {
+            skipped += 1;
+            continue;
+        }
+        let mut record = serde_json::to_value(prompt)?;
+        record["responses"] = serde_json::Value::Array(responses);
+        lines.push_str(&serde_json::to_string(&record)?);
+        lines.push('\n');
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "generated {tokens} tokens for {} prompts in {seconds:.1} s ({:.1} tokens/s); {skipped} prompts had fewer than two distinct responses and were left out",
+        prompts.len(),
+        tokens as f64 / seconds.max(1e-9)
+    );
+    if let Some(out) = &args.out {
+        std::fs::write(out, &lines).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(to) = &args.to {
+        let token = args.token.as_deref().context("--to needs --token (or PAIRWISE_TOKEN)")?;
+        let report = pairwise_trainer::remote::import_to_campaign(to, token, lines.into_bytes())?;
+        eprintln!("imported into {to}: {report}");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -341,6 +477,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Score(args) => score(&args)?,
+        Command::Generate(args) => generate(&args)?,
         Command::Merge(args) => {
             let device = default_device()?;
             let (mut model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;

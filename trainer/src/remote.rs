@@ -61,3 +61,31 @@ pub fn fetch_export(source: &ServerSource, out_dir: &Path) -> anyhow::Result<Fet
     }
     Ok(Fetched { path, cursor, lines: body.lines().filter(|l| !l.trim().is_empty()).count() })
 }
+
+/// Posts import JSONL to a campaign (`{campaign_url}/import`, where `campaign_url` is
+/// `http://HOST/api/v1/campaigns/ID`; `http://HOST/campaigns/ID` is accepted too) and returns
+/// the server's import report. A refused file comes back as the server's message, which names
+/// the line and field.
+pub fn import_to_campaign(campaign_url: &str, token: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+    let base = campaign_url.trim_end_matches('/');
+    let url = if base.contains("/api/v1/") {
+        format!("{base}/import")
+    } else if let Some((host, rest)) = base.split_once("/campaigns/") {
+        format!("{host}/api/v1/campaigns/{rest}/import")
+    } else {
+        bail!("--to must look like http://HOST/api/v1/campaigns/ID, got {campaign_url}");
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/x-ndjson")
+        .send(&body[..])
+        .with_context(|| format!("posting to {url}"))?;
+    let status = response.status();
+    let text = response.body_mut().read_to_string().with_context(|| format!("reading the reply of {url}"))?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{url} answered {text}"))
+}

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
@@ -166,4 +167,58 @@ fn unsupported_model_is_a_clear_error() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unsupported model_type \"gpt2\""));
+}
+
+#[test]
+fn generate_writes_import_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(&dir.path().join("model"), &tiny_config(), 4).unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"tell me about cats\"}\n\n{\"prompt\": \"what is rain\", \"messages\": [{\"role\": \"system\", \"content\": \"be kind\"}]}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("pairs.jsonl");
+    let status = bin()
+        .args(["generate", "--model"])
+        .arg(dir.path().join("model"))
+        .arg("--prompts")
+        .arg(&prompts)
+        .args(["--num-responses", "3", "--temperature", "1.0", "--max-new-tokens", "8", "--seed", "5"])
+        .args(["--model-name", "tiny", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines = read_lines(&out);
+    assert!(!lines.is_empty(), "at least one prompt got two distinct responses");
+    for line in &lines {
+        let responses = line["responses"].as_array().unwrap();
+        assert!(responses.len() >= 2 && responses.len() <= 3, "{line}");
+        for r in responses {
+            assert_eq!(r["model"], "tiny");
+            assert_eq!(r["checkpoint"], "base");
+            assert_eq!(r["params"]["temperature"], 1.0);
+            assert!(!r["text"].as_str().unwrap().is_empty());
+        }
+    }
+    let rain = lines.iter().find(|l| l["prompt"] == "what is rain");
+    if let Some(rain) = rain {
+        assert_eq!(rain["messages"][0]["content"], "be kind", "earlier turns are kept");
+    }
+    // Same seed, same responses.
+    let again = dir.path().join("again.jsonl");
+    let status = bin()
+        .args(["generate", "--model"])
+        .arg(dir.path().join("model"))
+        .arg("--prompts")
+        .arg(&prompts)
+        .args(["--num-responses", "3", "--temperature", "1.0", "--max-new-tokens", "8", "--seed", "5"])
+        .args(["--model-name", "tiny", "--out"])
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&again).unwrap());
 }

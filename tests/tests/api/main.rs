@@ -4,6 +4,7 @@ mod assignment;
 mod auth;
 mod cli;
 mod export;
+mod generation;
 mod import;
 mod pages;
 mod shutdown;

@@ -66,6 +66,18 @@ impl Rotary {
         ops::rope(x, &cos, &sin)
     }
 
+    /// Rotates `x` `[B, heads, T, head_dim]` with per-row positions `[B, T]` (plain candle
+    /// ops: for generation, where rows sit at different positions).
+    fn apply_per_row(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let (b, _, t, hd) = x.dims4()?;
+        let flat = positions.flatten_all()?;
+        let cos = self.cos.index_select(&flat, 0)?.reshape((b, 1, t, hd))?.to_dtype(x.dtype())?;
+        let sin = self.sin.index_select(&flat, 0)?.reshape((b, 1, t, hd))?.to_dtype(x.dtype())?;
+        let half = hd / 2;
+        let rotated = Tensor::cat(&[&x.narrow(3, half, half)?.neg()?, &x.narrow(3, 0, half)?], 3)?;
+        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+
     /// Rotates single-position rows `x` `[R, heads, head_dim]`, row `i` by `positions[i]`.
     fn apply_rows(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor> {
         let cos = self.cos.index_select(positions, 0)?.unsqueeze(1)?.to_dtype(x.dtype())?;
@@ -172,6 +184,58 @@ impl Attention {
     }
 }
 
+/// Keys and values of one layer seen so far in a decode, `[B, kv_heads, S, head_dim]` each.
+#[derive(Clone)]
+pub struct LayerCache {
+    pub key: Tensor,
+    pub value: Tensor,
+}
+
+impl LayerCache {
+    /// Keeps the batch rows listed in `rows` (finished sequences leave the batch).
+    pub fn select_rows(&self, rows: &Tensor) -> Result<LayerCache> {
+        Ok(LayerCache { key: self.key.index_select(rows, 0)?, value: self.value.index_select(rows, 0)? })
+    }
+}
+
+/// Inference-only attention for generation: new tokens `x` `[B, T, hidden]` at per-row
+/// `positions` `[B, T]` attend to the cached keys/values plus their own. `mask` `[B, 1, 1, T, S]`
+/// is additive over all S keys. Plain candle ops (no backward needed), so rows may sit at
+/// different positions (left-padded prompts).
+impl Attention {
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut Option<LayerCache>,
+        rotary: &Rotary,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let groups = nh / nkv;
+        let heads = |proj: &AdaptedLinear, n: usize| -> Result<Tensor> {
+            proj.forward(x, ctx)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = rotary.apply_per_row(&heads(&self.q_proj, nh)?, positions)?;
+        let k = rotary.apply_per_row(&heads(&self.k_proj, nkv)?, positions)?;
+        let v = heads(&self.v_proj, nkv)?;
+        let (k, v) = match cache.take() {
+            Some(old) => (Tensor::cat(&[&old.key, &k], 2)?, Tensor::cat(&[&old.value, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some(LayerCache { key: k.clone(), value: v.clone() });
+        let keys = k.dim(2)?;
+        let q = (q.reshape((b, nkv, groups * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, nkv, groups, t, keys))?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.reshape((b, nkv, groups * t, keys))?.matmul(&v)?;
+        let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        self.o_proj.forward(&out, ctx)
+    }
+}
+
 #[derive(Clone)]
 pub struct Mlp {
     pub gate_proj: AdaptedLinear,
@@ -224,6 +288,21 @@ impl DecoderLayer {
     fn forward(&self, x: &Tensor, input: &ModelInput, rotary: &Rotary, ctx: &ForwardCtx) -> Result<Tensor> {
         let attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, input, rotary, ctx)?;
         let x = (x + attn)?;
+        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?;
+        x + mlp
+    }
+
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut Option<LayerCache>,
+        rotary: &Rotary,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let normed = self.input_layernorm.forward(x)?;
+        let x = (x + self.self_attn.forward_cached(&normed, positions, mask, cache, rotary, ctx)?)?;
         let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?;
         x + mlp
     }
@@ -358,6 +437,50 @@ impl LlamaModel {
         }
         let x = last.forward_rows(&x, input, rows, &self.rotary, ctx)?;
         self.norm.forward(&x)
+    }
+
+    /// One step of cached decoding: `ids` `[B, T]` at `positions` `[B, T]` with the additive
+    /// `mask` `[B, 1, 1, T, S]` over every key (cached + new). Extends `caches` (one per
+    /// layer) and returns the logits of each row's last position, `[B, vocab]`.
+    pub fn decode_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        caches: &mut [Option<LayerCache>],
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let mut x = self.embed_tokens.tensor().index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?;
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            x = layer.forward_cached(&x, positions, mask, cache, &self.rotary, ctx)?;
+        }
+        let last = self.norm.forward(&x.narrow(1, t - 1, 1)?.squeeze(1)?)?;
+        self.logits(&last, ctx)
+    }
+
+    /// Per-layer caches holding the prefix-tuning virtual tokens for a batch of `b` rows
+    /// (`None`s without an active prefix), and the number of virtual tokens.
+    pub fn initial_caches(&self, b: usize, ctx: &ForwardCtx) -> Result<(Vec<Option<LayerCache>>, usize)> {
+        let p = self.prefix_len(ctx);
+        let caches = self
+            .layers
+            .iter()
+            .map(|layer| match (&layer.self_attn.prefix, p) {
+                (Some(prefix), p) if p > 0 => {
+                    let expand = |v: &Var| -> Result<Tensor> {
+                        v.as_tensor().unsqueeze(0)?.broadcast_as((b, v.dim(0)?, v.dim(1)?, v.dim(2)?))?.contiguous()
+                    };
+                    Ok(Some(LayerCache { key: expand(&prefix.key)?, value: expand(&prefix.value)? }))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((caches, p))
     }
 
     /// Number of prefix-tuning virtual tokens active in this forward pass.
