@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use pairwise_trainer::config::ModelConfig;
-use pairwise_trainer::generate::{PromptRecord, Sampling, encode_prompt, generate_all};
+use pairwise_trainer::generate::{Batching, PromptRecord, Sampling, encode_prompt, generate_all};
 use pairwise_trainer::model::{ForwardCtx, LlamaModel};
 use pairwise_trainer::tokenizer::ChatTokenizer;
 
@@ -34,10 +34,26 @@ fn main() -> anyhow::Result<()> {
         Sampling { temperature: 1.0, top_p: 1.0, top_k: 0, max_new_tokens: NEW_TOKENS, stop: vec![], seed: 0 };
     let ctx = ForwardCtx::eval(true);
     // Warm-up (allocator, thread pool).
-    generate_all(&model, &tokenizer, &prompts[..1], 1, 1, &sampling, &ctx, |_| {})?;
+    generate_all(
+        &model,
+        &tokenizer,
+        &prompts[..1],
+        Batching { responses_per_prompt: 1, batch_size: 1 },
+        &sampling,
+        &ctx,
+        |_| {},
+    )?;
     for batch in [1, 8] {
         let started = Instant::now();
-        let results = generate_all(&model, &tokenizer, &prompts, 1, batch, &sampling, &ctx, |_| {})?;
+        let results = generate_all(
+            &model,
+            &tokenizer,
+            &prompts,
+            Batching { responses_per_prompt: 1, batch_size: batch },
+            &sampling,
+            &ctx,
+            |_| {},
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         let tokens: usize = results.iter().flatten().map(|c| c.tokens.len()).sum();
         println!(

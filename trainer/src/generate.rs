@@ -275,22 +275,29 @@ fn finish_completion(
     Ok(Completion { text: text.trim().to_string(), tokens: tokens.to_vec(), finish })
 }
 
-/// `k` completions for each prompt, `batch_size` sequences at a time (the k samples of a
-/// prompt are consecutive rows). Returns `[prompt][k]`.
+/// How many responses per prompt, and how many sequences to decode together.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub responses_per_prompt: usize,
+    pub batch_size: usize,
+}
+
+/// `responses_per_prompt` completions for each prompt, `batch_size` sequences at a time (the
+/// samples of a prompt are consecutive rows). Returns `[prompt][sample]`.
 pub fn generate_all(
     model: &LlamaModel,
     tokenizer: &ChatTokenizer,
     prompts: &[Vec<u32>],
-    k: usize,
-    batch_size: usize,
+    batching: Batching,
     sampling: &Sampling,
     ctx: &ForwardCtx,
     mut progress: impl FnMut(usize),
 ) -> anyhow::Result<Vec<Vec<Completion>>> {
     let mut rng = StdRng::seed_from_u64(sampling.seed);
+    let k = batching.responses_per_prompt;
     let jobs: Vec<usize> = (0..prompts.len()).flat_map(|p| std::iter::repeat_n(p, k)).collect();
     let mut results: Vec<Vec<Completion>> = vec![Vec::with_capacity(k); prompts.len()];
-    for chunk in jobs.chunks(batch_size.max(1)) {
+    for chunk in jobs.chunks(batching.batch_size.max(1)) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&p| prompts[p].clone()).collect();
         for (&p, completion) in chunk.iter().zip(generate_batch(model, tokenizer, &batch, sampling, &mut rng, ctx)?) {
             results[p].push(completion);

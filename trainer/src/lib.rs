@@ -22,6 +22,7 @@ pub mod prefix;
 pub mod qlora;
 pub mod remote;
 pub mod reward;
+pub mod rlhf;
 pub mod score;
 pub mod synthetic;
 pub mod tokenizer;

@@ -36,6 +36,9 @@ enum Command {
     /// Sample K responses per prompt from a policy and write them as the server's import
     /// JSONL (or post them straight into a campaign).
     Generate(GenerateArgs),
+    /// Optimise a LoRA policy against a trained reward model with RLOO and a KL penalty to
+    /// the frozen base model.
+    Rlhf(RlhfArgs),
 }
 
 /// Training options. Every option can also be set in the TOML file given with `--config`
@@ -322,6 +325,62 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
+struct RlhfArgs {
+    /// The policy's base model folder (the frozen reference is this model without adapters).
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompts, JSONL: {"prompt": "...", "messages"?: [...]} per line.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Reward model: the output folder of `pairwise-train reward` (its LoRA adapter and
+    /// reward_head.safetensors).
+    #[arg(long)]
+    reward_adapter: PathBuf,
+    /// Base model of the reward model [default: --model]. It must share the policy's tokenizer.
+    #[arg(long)]
+    reward_model: Option<PathBuf>,
+    /// Output folder: the policy's PEFT LoRA adapter and metrics.jsonl.
+    #[arg(long, default_value = "out-rlhf")]
+    output: PathBuf,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Prompts per step.
+    #[arg(long, default_value_t = 4)]
+    prompts_per_step: usize,
+    /// Responses sampled per prompt (K ≥ 2; each one's baseline is the mean of the others).
+    #[arg(long, default_value_t = 4)]
+    samples: usize,
+    /// β of the KL penalty to the reference.
+    #[arg(long, default_value_t = 0.05)]
+    kl_coef: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// LoRA rank of the policy adapter.
+    #[arg(long, default_value_t = 16)]
+    lora_r: usize,
+    #[arg(long, default_value_t = 32.0)]
+    lora_alpha: f64,
+    /// Modules that get LoRA (any of q,k,v,o,gate,up,down).
+    #[arg(long, value_delimiter = ',', default_value = "q,k,v,o")]
+    lora_targets: Vec<String>,
+    /// Sampling temperature of the rollouts.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Longest rollout in tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
 struct MergeArgs {
     /// Base model folder or .gguf file.
     #[arg(long)]
@@ -376,7 +435,7 @@ fn score(args: &ScoreArgs) -> anyhow::Result<()> {
 }
 
 fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
-    use pairwise_trainer::generate::{Sampling, encode_prompt, generate_all, read_prompts};
+    use pairwise_trainer::generate::{Batching, Sampling, encode_prompt, generate_all, read_prompts};
     let device = default_device()?;
     let (mut model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
     if let Some(dir) = &args.adapter {
@@ -407,8 +466,7 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         &model,
         &tokenizer,
         &encoded,
-        args.num_responses,
-        args.batch_size,
+        Batching { responses_per_prompt: args.num_responses, batch_size: args.batch_size },
         &sampling,
         &pairwise_trainer::model::ForwardCtx::eval(true),
         |n| bar.inc(n as u64),
@@ -453,6 +511,55 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn rlhf(args: &RlhfArgs) -> anyhow::Result<()> {
+    use pairwise_trainer::generate::{Sampling, encode_prompt, read_prompts};
+    use pairwise_trainer::lora::{LoraConfig, PeftTask, attach_lora, load_peft, save_peft};
+    use pairwise_trainer::rlhf::{RewardModel, RlhfConfig, run_rlhf};
+    let device = default_device()?;
+    let (mut policy, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
+    let lora = LoraConfig::new(args.lora_r, args.lora_alpha, 0.0, &args.lora_targets)?;
+    let vars = attach_lora(&mut policy, &lora, args.seed)?;
+    let reward_base = args.reward_model.as_ref().unwrap_or(&args.model);
+    let (mut reward_model, _) = pairwise_trainer::weights::load_model_and_tokenizer(reward_base, &device)?;
+    load_peft(&args.reward_adapter, &mut reward_model)?;
+    let head_path = args.reward_adapter.join("reward_head.safetensors");
+    let head = candle_core::safetensors::load(&head_path, &device)
+        .with_context(|| format!("reading {}", head_path.display()))?
+        .remove("score.weight")
+        .with_context(|| format!("{} has no score.weight", head_path.display()))?;
+    let reward =
+        RewardModel { model: reward_model, head, eos_id: tokenizer.eos.1, pad_id: tokenizer.pad_id, batch_size: 8 };
+    let prompts = read_prompts(&args.prompts)?
+        .iter()
+        .map(|p| encode_prompt(&tokenizer, p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = RlhfConfig {
+        steps: args.steps,
+        prompts_per_step: args.prompts_per_step,
+        samples: args.samples,
+        kl_coef: args.kl_coef,
+        learning_rate: args.learning_rate,
+        max_grad_norm: args.max_grad_norm,
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            max_new_tokens: args.max_new_tokens,
+            stop: vec![],
+            seed: args.seed,
+        },
+        seed: args.seed,
+        output: args.output.clone(),
+        progress: true,
+    };
+    let lines = run_rlhf(&policy, &vars, &tokenizer, &prompts, &reward, &config)?;
+    save_peft(&args.output, &policy, &lora, PeftTask::CausalLm, &args.model.display().to_string(), None)?;
+    if let Some(last) = lines.last() {
+        eprintln!("{}", serde_json::to_string(last)?);
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -478,6 +585,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Score(args) => score(&args)?,
         Command::Generate(args) => generate(&args)?,
+        Command::Rlhf(args) => rlhf(&args)?,
         Command::Merge(args) => {
             let device = default_device()?;
             let (mut model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;

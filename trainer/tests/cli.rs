@@ -222,3 +222,58 @@ fn generate_writes_import_jsonl() {
     assert!(status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&again).unwrap());
 }
+
+#[test]
+fn rlhf_trains_a_policy_against_a_trained_reward_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_model(&model, &tiny_config(), 4).unwrap();
+    std::fs::write(dir.path().join("prefs.jsonl"), pairwise_trainer::synthetic::rule_pairs(64, 3).join("\n")).unwrap();
+    let status = bin()
+        .args(["reward", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(dir.path().join("prefs.jsonl"))
+        .arg("--output")
+        .arg(dir.path().join("rm"))
+        .args(["--max-steps", "4", "--batch-size", "8", "--max-length", "64", "--max-prompt-length", "32"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let prompts = dir.path().join("prompts.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"tell me about cats\"}\n{\"prompt\": \"what is tea\"}\n").unwrap();
+    let out = dir.path().join("policy");
+    let status = bin()
+        .args(["rlhf", "--model"])
+        .arg(&model)
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--reward-adapter")
+        .arg(dir.path().join("rm"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--steps", "3", "--prompts-per-step", "2", "--samples", "2", "--max-new-tokens", "6"])
+        .args(["--learning-rate", "1e-3", "--lora-targets", "q,v"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines = read_lines(&out.join("metrics.jsonl"));
+    assert_eq!(lines.len(), 3);
+    for name in ["loss", "reward", "kl", "entropy", "response_length", "objective", "grad_norm", "learning_rate"] {
+        assert!(lines[2][name].is_number(), "{name} in {}", lines[2]);
+    }
+    assert!(out.join("adapter_config.json").exists() && out.join("adapter_model.safetensors").exists());
+    // The adapter generates.
+    let status = bin()
+        .args(["generate", "--model"])
+        .arg(&model)
+        .arg("--adapter")
+        .arg(&out)
+        .arg("--prompts")
+        .arg(&prompts)
+        .args(["--max-new-tokens", "4", "--out"])
+        .arg(dir.path().join("next.jsonl"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -162,8 +162,15 @@ fn sampling_is_seeded_and_respects_top_k_top_p_and_stops() {
     // A stop sequence ends the response and is not part of it.
     let word = a[0].text.split_whitespace().nth(1).map(str::to_string).expect("a response of two words or more");
     let stopped = Sampling { stop: vec![word.clone()], ..sampling.clone() };
-    let out =
-        generate_batch(&model, &tokenizer, &[prompt.clone()], &stopped, &mut StdRng::seed_from_u64(1), &ctx).unwrap();
+    let out = generate_batch(
+        &model,
+        &tokenizer,
+        std::slice::from_ref(&prompt),
+        &stopped,
+        &mut StdRng::seed_from_u64(1),
+        &ctx,
+    )
+    .unwrap();
     assert_eq!(out[0].finish, Finish::Stop);
     assert!(!out[0].text.contains(&word), "{:?} still contains {word:?}", out[0].text);
 }

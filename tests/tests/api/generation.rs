@@ -5,7 +5,7 @@
 use candle_core::Device;
 use pairwise_server::auth::Role;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign};
-use pairwise_trainer::generate::{PromptRecord, Sampling, encode_prompt, generate_all};
+use pairwise_trainer::generate::{Batching, PromptRecord, Sampling, encode_prompt, generate_all};
 use pairwise_trainer::model::ForwardCtx;
 use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
 use serde_json::json;
@@ -22,7 +22,8 @@ async fn generated_responses_become_pairs(backend: Backend) {
         .to_vec();
     let encoded: Vec<Vec<u32>> = prompts.iter().map(|p| encode_prompt(&tokenizer, p).unwrap()).collect();
     let sampling = Sampling { temperature: 1.2, top_p: 1.0, top_k: 0, max_new_tokens: 10, stop: vec![], seed: 3 };
-    let results = generate_all(&model, &tokenizer, &encoded, 2, 4, &sampling, &ForwardCtx::eval(true), |_| {}).unwrap();
+    let results =
+        generate_all(&model, &tokenizer, &encoded, batching, &sampling, &ForwardCtx::eval(true), |_| {}).unwrap();
     let body: String = prompts
         .iter()
         .zip(&results)
