@@ -22,6 +22,7 @@ async fn generated_responses_become_pairs(backend: Backend) {
         .to_vec();
     let encoded: Vec<Vec<u32>> = prompts.iter().map(|p| encode_prompt(&tokenizer, p).unwrap()).collect();
     let sampling = Sampling { temperature: 1.2, top_p: 1.0, top_k: 0, max_new_tokens: 10, stop: vec![], seed: 3 };
+    let batching = Batching { responses_per_prompt: 2, batch_size: 4 };
     let results =
         generate_all(&model, &tokenizer, &encoded, batching, &sampling, &ForwardCtx::eval(true), |_| {}).unwrap();
     let body: String = prompts
