@@ -37,7 +37,7 @@ pub enum Finish {
     Length,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub text: String,
     /// Generated token ids (EOS included when it ended the response).
@@ -275,6 +275,18 @@ fn finish_completion(
     Ok(Completion { text: text.trim().to_string(), tokens: tokens.to_vec(), finish })
 }
 
+/// The `n` pairs `(i, j)`, `i < j`, whose reward margin `|r_i − r_j|` is smallest, closest
+/// first: where the reward model cannot tell two responses apart, a rater's vote teaches the
+/// most.
+pub fn closest_pairs(rewards: &[f32], n: usize) -> Vec<(usize, usize)> {
+    let k = rewards.len();
+    let mut pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).collect();
+    let margin = |&(i, j): &(usize, usize)| (rewards[i] - rewards[j]).abs();
+    pairs.sort_by(|a, b| margin(a).total_cmp(&margin(b)));
+    pairs.truncate(n);
+    pairs
+}
+
 /// How many responses per prompt, and how many sequences to decode together.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
@@ -305,4 +317,17 @@ pub fn generate_all(
         progress(chunk.len());
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closest_pairs;
+
+    #[test]
+    fn closest_pairs_prefer_small_margins() {
+        let rewards = [0.0, 5.0, 0.4, 5.1];
+        assert_eq!(closest_pairs(&rewards, 2), vec![(1, 3), (0, 2)]);
+        assert_eq!(closest_pairs(&rewards, 10).len(), 6);
+        assert!(closest_pairs(&[1.0], 3).is_empty());
+    }
 }

@@ -313,6 +313,18 @@ struct GenerateArgs {
     /// Checkpoint recorded with each response [default: the adapter folder's name, or "base"].
     #[arg(long)]
     checkpoint: Option<String>,
+    /// Choose pairs by a reward model (the output folder of `pairwise-train reward`): for each
+    /// prompt only the `--pairs-per-prompt` pairs with the smallest reward margin are written,
+    /// where the raters' votes are most informative. Without it every pair of distinct
+    /// responses is imported.
+    #[arg(long)]
+    reward_adapter: Option<PathBuf>,
+    /// Base model of the reward model [default: --model]; it must share the tokenizer.
+    #[arg(long)]
+    reward_model: Option<PathBuf>,
+    /// With --reward-adapter: pairs kept per prompt.
+    #[arg(long, default_value_t = 1)]
+    pairs_per_prompt: usize,
     /// Output JSONL (the server's import format).
     #[arg(long, required_unless_present = "to")]
     out: Option<PathBuf>,
@@ -435,7 +447,8 @@ fn score(args: &ScoreArgs) -> anyhow::Result<()> {
 }
 
 fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
-    use pairwise_trainer::generate::{Batching, Sampling, encode_prompt, generate_all, read_prompts};
+    use pairwise_trainer::generate::{Batching, Sampling, closest_pairs, encode_prompt, generate_all, read_prompts};
+    use pairwise_trainer::rlhf::Reward;
     let device = default_device()?;
     let (mut model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
     if let Some(dir) = &args.adapter {
@@ -472,27 +485,55 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         |n| bar.inc(n as u64),
     )?;
     bar.finish_and_clear();
+    let reward = match &args.reward_adapter {
+        Some(dir) => {
+            Some(load_reward_model(dir, args.reward_model.as_ref().unwrap_or(&args.model), &tokenizer, &device)?)
+        }
+        None => None,
+    };
     let params = serde_json::to_value(&sampling)?;
     let (mut lines, mut skipped, mut tokens) = (String::new(), 0usize, 0usize);
-    for (prompt, completions) in prompts.iter().zip(results) {
+    for ((prompt, prompt_ids), completions) in prompts.iter().zip(&encoded).zip(results) {
         tokens += completions.iter().map(|c| c.tokens.len()).sum::<usize>();
-        let mut responses: Vec<serde_json::Value> = Vec::new();
+        let mut distinct: Vec<&pairwise_trainer::generate::Completion> = Vec::new();
         for c in completions.iter().filter(|c| !c.text.is_empty()) {
-            if responses.iter().all(|r| r["text"] != c.text.as_str()) {
-                let mut params = params.clone();
-                params["finish"] = serde_json::to_value(c.finish)?;
-                responses.push(serde_json::json!({"text": c.text, "model": model_name, "checkpoint": checkpoint, "params": params}));
+            if distinct.iter().all(|d| d.text != c.text) {
+                distinct.push(c);
             }
         }
         // The store needs two different responses to make a pair.
-        if responses.len() < 2 {
+        if distinct.len() < 2 {
             skipped += 1;
             continue;
         }
-        let mut record = serde_json::to_value(prompt)?;
-        record["responses"] = serde_json::Value::Array(responses);
-        lines.push_str(&serde_json::to_string(&record)?);
-        lines.push('\n');
+        let rewards = match &reward {
+            Some(model) => Some(model.rewards(&vec![prompt_ids.as_slice(); distinct.len()], &distinct)?),
+            None => None,
+        };
+        let response = |i: usize| -> anyhow::Result<serde_json::Value> {
+            let mut params = params.clone();
+            params["finish"] = serde_json::to_value(distinct[i].finish)?;
+            if let Some(rewards) = &rewards {
+                params["reward"] = rewards[i].into();
+            }
+            Ok(
+                serde_json::json!({"text": distinct[i].text, "model": model_name, "checkpoint": checkpoint, "params": params}),
+            )
+        };
+        // Without a reward model one line with every response (the store pairs them all);
+        // with one, a line per chosen pair, so exactly those pairs are imported.
+        let groups: Vec<Vec<usize>> = match &rewards {
+            Some(rewards) => {
+                closest_pairs(rewards, args.pairs_per_prompt).into_iter().map(|(i, j)| vec![i, j]).collect()
+            }
+            None => vec![(0..distinct.len()).collect()],
+        };
+        for group in groups {
+            let mut record = serde_json::to_value(prompt)?;
+            record["responses"] = group.into_iter().map(response).collect::<anyhow::Result<Vec<_>>>()?.into();
+            lines.push_str(&serde_json::to_string(&record)?);
+            lines.push('\n');
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
@@ -511,24 +552,44 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A reward model written by `pairwise-train reward` (adapter + `reward_head.safetensors` in
+/// `dir`) on top of the base model `base`.
+fn load_reward_model(
+    dir: &std::path::Path,
+    base: &std::path::Path,
+    tokenizer: &pairwise_trainer::tokenizer::ChatTokenizer,
+    device: &candle_core::Device,
+) -> anyhow::Result<pairwise_trainer::rlhf::RewardModel> {
+    let (mut model, _) = pairwise_trainer::weights::load_model_and_tokenizer(base, device)?;
+    pairwise_trainer::lora::load_peft(dir, &mut model)?;
+    let head_path = dir.join("reward_head.safetensors");
+    let head = candle_core::safetensors::load(&head_path, device)
+        .with_context(|| format!("reading {}", head_path.display()))?
+        .remove("score.weight")
+        .with_context(|| format!("{} has no score.weight", head_path.display()))?;
+    Ok(pairwise_trainer::rlhf::RewardModel {
+        model,
+        head,
+        eos_id: tokenizer.eos.1,
+        pad_id: tokenizer.pad_id,
+        batch_size: 8,
+    })
+}
+
 fn rlhf(args: &RlhfArgs) -> anyhow::Result<()> {
     use pairwise_trainer::generate::{Sampling, encode_prompt, read_prompts};
-    use pairwise_trainer::lora::{LoraConfig, PeftTask, attach_lora, load_peft, save_peft};
-    use pairwise_trainer::rlhf::{RewardModel, RlhfConfig, run_rlhf};
+    use pairwise_trainer::lora::{LoraConfig, PeftTask, attach_lora, save_peft};
+    use pairwise_trainer::rlhf::{RlhfConfig, run_rlhf};
     let device = default_device()?;
     let (mut policy, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
     let lora = LoraConfig::new(args.lora_r, args.lora_alpha, 0.0, &args.lora_targets)?;
     let vars = attach_lora(&mut policy, &lora, args.seed)?;
-    let reward_base = args.reward_model.as_ref().unwrap_or(&args.model);
-    let (mut reward_model, _) = pairwise_trainer::weights::load_model_and_tokenizer(reward_base, &device)?;
-    load_peft(&args.reward_adapter, &mut reward_model)?;
-    let head_path = args.reward_adapter.join("reward_head.safetensors");
-    let head = candle_core::safetensors::load(&head_path, &device)
-        .with_context(|| format!("reading {}", head_path.display()))?
-        .remove("score.weight")
-        .with_context(|| format!("{} has no score.weight", head_path.display()))?;
-    let reward =
-        RewardModel { model: reward_model, head, eos_id: tokenizer.eos.1, pad_id: tokenizer.pad_id, batch_size: 8 };
+    let reward = load_reward_model(
+        &args.reward_adapter,
+        args.reward_model.as_ref().unwrap_or(&args.model),
+        &tokenizer,
+        &device,
+    )?;
     let prompts = read_prompts(&args.prompts)?
         .iter()
         .map(|p| encode_prompt(&tokenizer, p))

@@ -276,4 +276,27 @@ fn rlhf_trains_a_policy_against_a_trained_reward_model() {
         .status()
         .unwrap();
     assert!(status.success());
+
+    // Pairs chosen by the reward model: the closest pair of each prompt, rewards recorded.
+    let chosen = dir.path().join("closest.jsonl");
+    let status = bin()
+        .args(["generate", "--model"])
+        .arg(&model)
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--reward-adapter")
+        .arg(dir.path().join("rm"))
+        .args(["--num-responses", "4", "--temperature", "1.5", "--max-new-tokens", "6", "--pairs-per-prompt", "1"])
+        .arg("--out")
+        .arg(&chosen)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines = read_lines(&chosen);
+    assert!(!lines.is_empty() && lines.len() <= 2, "one pair per prompt");
+    for line in &lines {
+        let responses = line["responses"].as_array().unwrap();
+        assert_eq!(responses.len(), 2);
+        assert!(responses.iter().all(|r| r["params"]["reward"].is_number()), "{line}");
+    }
 }
