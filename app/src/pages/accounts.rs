@@ -37,6 +37,16 @@ fn Accounts() -> impl IntoView {
         },
         |_| load_accounts(),
     );
+    // A created user's password or a token's name should not linger in the form.
+    let new_user_form = NodeRef::<leptos::html::Form>::new();
+    let new_token_form = NodeRef::<leptos::html::Form>::new();
+    let reset_on_success = move |succeeded: bool, form: NodeRef<leptos::html::Form>| {
+        if succeeded && let Some(form) = form.get_untracked() {
+            form.reset();
+        }
+    };
+    Effect::new(move |_| reset_on_success(matches!(create_user.value().get(), Some(Ok(_))), new_user_form));
+    Effect::new(move |_| reset_on_success(matches!(create_token.value().get(), Some(Ok(_))), new_token_form));
     let last_error = move || {
         [
             create_user.value().get().and_then(Result::err),
@@ -100,7 +110,7 @@ fn Accounts() -> impl IntoView {
                             </tbody>
                         </table>
                         <h3>"New user"</h3>
-                        <ActionForm action=create_user attr:class="grid-form" attr:id="new-user">
+                        <ActionForm action=create_user node_ref=new_user_form attr:class="grid-form" attr:id="new-user">
                             <label>"Username" <input type="text" name="username" required /></label>
                             <label>"Password" <input type="password" name="password" minlength="8" required /></label>
                             <label>
@@ -156,7 +166,7 @@ fn Accounts() -> impl IntoView {
                             </tbody>
                         </table>
                         <h3>"New token"</h3>
-                        <ActionForm action=create_token attr:class="grid-form" attr:id="new-token">
+                        <ActionForm action=create_token node_ref=new_token_form attr:class="grid-form" attr:id="new-token">
                             <label>"Name" <input type="text" name="name" required placeholder="e.g. nightly-export" /></label>
                             <label>
                                 "For user"

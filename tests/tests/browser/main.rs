@@ -377,6 +377,12 @@ async fn admin_manages_users_and_tokens() {
         form.find(Locator::Css("button[type=submit]")).await?.click().await?;
         let row = "//table[@id='users']//tr[td[1][text()='frank']]";
         eventually("frank's row", || async { Ok(client.find(Locator::XPath(row)).await.ok()) }).await?;
+        // The new user's password does not linger in the form.
+        eventually("the form to clear", || async {
+            let field = client.find(Locator::Css("#new-user input[name=password]")).await?;
+            Ok(field.prop("value").await?.filter(|v| v.is_empty()))
+        })
+        .await?;
         client.find(Locator::XPath(&format!("{row}//button[text()='Disable']"))).await?.click().await?;
         eventually("frank disabled", || async {
             // While the list reloads the row may be briefly gone: that is "not yet".
