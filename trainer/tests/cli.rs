@@ -179,18 +179,21 @@ fn generate_writes_import_jsonl() {
         "{\"prompt\": \"tell me about cats\"}\n\n{\"prompt\": \"what is rain\", \"messages\": [{\"role\": \"system\", \"content\": \"be kind\"}]}\n",
     )
     .unwrap();
+    let generate_into = |out: &Path| {
+        let status = bin()
+            .args(["generate", "--model"])
+            .arg(dir.path().join("model"))
+            .arg("--prompts")
+            .arg(&prompts)
+            .args(["--num-responses", "3", "--temperature", "1.0", "--max-new-tokens", "8", "--seed", "5"])
+            .args(["--model-name", "tiny", "--out"])
+            .arg(out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
     let out = dir.path().join("pairs.jsonl");
-    let status = bin()
-        .args(["generate", "--model"])
-        .arg(dir.path().join("model"))
-        .arg("--prompts")
-        .arg(&prompts)
-        .args(["--num-responses", "3", "--temperature", "1.0", "--max-new-tokens", "8", "--seed", "5"])
-        .args(["--model-name", "tiny", "--out"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    generate_into(&out);
     let lines = read_lines(&out);
     assert!(!lines.is_empty(), "at least one prompt got two distinct responses");
     for line in &lines {
@@ -209,17 +212,7 @@ fn generate_writes_import_jsonl() {
     }
     // Same seed, same responses.
     let again = dir.path().join("again.jsonl");
-    let status = bin()
-        .args(["generate", "--model"])
-        .arg(dir.path().join("model"))
-        .arg("--prompts")
-        .arg(&prompts)
-        .args(["--num-responses", "3", "--temperature", "1.0", "--max-new-tokens", "8", "--seed", "5"])
-        .args(["--model-name", "tiny", "--out"])
-        .arg(&again)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    generate_into(&again);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&again).unwrap());
 }
 
