@@ -93,18 +93,22 @@ pub async fn wait_hydrated(client: &Client) -> Result<()> {
     wait_for(client, "#app[data-hydrated='true']").await.map(|_| ())
 }
 
-/// Polls `check` until it returns `Some` (up to 20 s).
+/// Polls `check` until it returns `Some` (up to 20 s). An error counts as "not yet": while a
+/// page navigates, elements found a moment ago go stale.
 pub async fn eventually<T, Fut: Future<Output = Result<Option<T>>>>(
     what: &str,
     mut check: impl FnMut() -> Fut,
 ) -> Result<T> {
+    let mut last_error = None;
     for _ in 0..200 {
-        if let Some(value) = check().await? {
-            return Ok(value);
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("timed out waiting for {what}")
+    bail!("timed out waiting for {what} (last error: {last_error:?})")
 }
 
 /// Presses and releases one key, as typed on the keyboard (to the focused element).

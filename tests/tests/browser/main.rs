@@ -182,8 +182,8 @@ async fn rating_works_without_javascript() {
                 client.find(Locator::Css("#submit-vote")).await?.click().await?;
             }
             last = eventually(&format!("a new pair after the post (round {round})"), || async {
-                // Mid-navigation the old page may be half gone: that is "not yet".
-                Ok(pair_on_screen(&client).await.ok().map(|(next, _)| next).filter(|next| *next != assignment))
+                let (next, _) = pair_on_screen(&client).await?;
+                Ok((next != assignment).then_some(next))
             })
             .await?;
         }
@@ -385,11 +385,7 @@ async fn admin_manages_users_and_tokens() {
         .await?;
         client.find(Locator::XPath(&format!("{row}//button[text()='Disable']"))).await?.click().await?;
         eventually("frank disabled", || async {
-            // While the list reloads the row may be briefly gone: that is "not yet".
-            let status = match client.find(Locator::XPath(&format!("{row}/td[3]"))).await {
-                Ok(cell) => cell.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
+            let status = client.find(Locator::XPath(&format!("{row}/td[3]"))).await?.text().await?;
             Ok((status == "disabled").then_some(()))
         })
         .await?;
