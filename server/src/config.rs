@@ -34,6 +34,14 @@ pub struct Config {
     /// The built web assets (`pkg/pairwise.js`, `pkg/pairwise_bg.wasm`, `pkg/pairwise.css`),
     /// written by `scripts/build-site.sh`.
     pub site_root: String,
+    /// The trainer the server runs for training runs (a path, or a name on PATH).
+    pub trainer_command: String,
+    /// Where training runs keep their data snapshot, log and outputs (`run-ID/`).
+    pub runs_dir: String,
+    /// Seconds between two looks at the schedules.
+    pub schedule_check_seconds: u64,
+    /// Training schedules (`[[schedules]]` in the TOML file).
+    pub schedules: Vec<crate::runs::Schedule>,
 }
 
 impl Default for Config {
@@ -49,6 +57,10 @@ impl Default for Config {
             max_connections: 16,
             login_attempts_per_minute: 10,
             site_root: "target/site".into(),
+            trainer_command: "pairwise-train".into(),
+            runs_dir: "runs".into(),
+            schedule_check_seconds: 60,
+            schedules: Vec::new(),
         }
     }
 }
@@ -66,7 +78,28 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(|name| std::env::var(name).ok())?;
+        config.check_schedules()?;
         Ok(config)
+    }
+
+    /// A schedule that could never fire is a configuration error, not a silent no-op.
+    fn check_schedules(&self) -> anyhow::Result<()> {
+        for (i, schedule) in self.schedules.iter().enumerate() {
+            let name = format!("schedules[{i}] (campaign {})", schedule.campaign);
+            anyhow::ensure!(
+                matches!(schedule.spec.method.as_str(), "reward" | "dpo"),
+                "{name}: method must be reward or dpo, not {:?}",
+                schedule.spec.method
+            );
+            anyhow::ensure!(
+                schedule.daily_at.is_some() || schedule.min_new_pairs.is_some(),
+                "{name}: set daily_at (\"HH:MM\", UTC) and/or min_new_pairs"
+            );
+            if let Some(at) = &schedule.daily_at {
+                anyhow::ensure!(crate::runs::parse_hh_mm(at).is_some(), "{name}: daily_at {at:?} is not HH:MM");
+            }
+        }
+        Ok(())
     }
 
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
@@ -94,6 +127,12 @@ impl Config {
         if let Some(v) = var("PAIRWISE_MAX_CONNECTIONS") {
             self.max_connections = v.parse().context("PAIRWISE_MAX_CONNECTIONS must be an integer")?;
         }
+        if let Some(v) = var("PAIRWISE_TRAINER_COMMAND") {
+            self.trainer_command = v;
+        }
+        if let Some(v) = var("PAIRWISE_RUNS_DIR") {
+            self.runs_dir = v;
+        }
         if let Some(v) = var("PAIRWISE_SITE_ROOT") {
             self.site_root = v;
         }
@@ -118,6 +157,34 @@ mod tests {
         config.apply_env(|name| (name == "PAIRWISE_BIND").then(|| "127.0.0.1:9".to_string())).unwrap();
         assert_eq!(config.bind, "127.0.0.1:9");
         assert_eq!(config.secret, "s");
+    }
+
+    #[test]
+    fn schedules_parse_and_bad_ones_are_refused() {
+        let text = r#"
+            [[schedules]]
+            campaign = 1
+            method = "dpo"
+            model = "models/smollm2"
+            args = ["--max-steps", "200"]
+            daily_at = "02:00"
+
+            [[schedules]]
+            campaign = 2
+            method = "reward"
+            model = "models/smollm2"
+            min_new_pairs = 500
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        assert_eq!(config.schedules.len(), 2);
+        assert_eq!(config.schedules[0].spec.args, ["--max-steps", "200"]);
+        assert_eq!(config.schedules[1].min_new_pairs, Some(500));
+        config.check_schedules().unwrap();
+        let never: Config = toml::from_str("[[schedules]]\ncampaign = 1\nmethod = \"dpo\"\nmodel = \"m\"").unwrap();
+        assert!(never.check_schedules().unwrap_err().to_string().contains("daily_at"));
+        let bad_time: Config =
+            toml::from_str("[[schedules]]\ncampaign = 1\nmethod = \"dpo\"\nmodel = \"m\"\ndaily_at = \"2am\"").unwrap();
+        assert!(bad_time.check_schedules().unwrap_err().to_string().contains("2am"));
     }
 
     #[test]

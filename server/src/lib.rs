@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod import;
 pub mod leaderboard;
+pub mod runs;
 pub mod server;
 pub mod state;
 pub mod stats;

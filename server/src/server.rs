@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{assign, auth, campaigns, export, import, leaderboard, stats, tokens, users, web};
+use crate::{assign, auth, campaigns, export, import, leaderboard, runs, stats, tokens, users, web};
 
 /// JSON bodies other than imports are small; imports set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -38,6 +38,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(export::router())
         .merge(stats::router())
         .merge(leaderboard::router())
+        .merge(runs::router())
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -53,14 +54,23 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Marks runs a previous process left running as interrupted, starts the training
+/// scheduler, and serves until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match runs::mark_interrupted(&state.db).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(runs = n, "training runs cut off by the last shutdown marked interrupted"),
+        Err(error) => tracing::error!(%error, "marking interrupted training runs"),
+    }
+    let scheduler = tokio::spawn(runs::scheduler(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    scheduler.abort();
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -7,5 +7,6 @@ mod export;
 mod generation;
 mod import;
 mod pages;
+mod runs;
 mod shutdown;
 mod stats;

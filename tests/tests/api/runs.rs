@@ -1,0 +1,179 @@
+//! Training runs: the server starts the real `pairwise-train` on a snapshot of the votes,
+//! streams its metrics into the database and records the outcome with its lineage; one
+//! run per campaign; cancel; runs left `running` by a stopped server become `interrupted`;
+//! and a threshold schedule fires by itself once enough pairs have new votes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pairwise_server::auth::Role;
+use pairwise_server::runs::{RunSpec, Schedule, mark_interrupted};
+use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import};
+use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
+use serde_json::{Value, json};
+
+/// The trainer binary `cargo test` builds next to the test binaries.
+fn trainer() -> String {
+    std::env::var("PAIRWISE_TEST_TRAINER").unwrap_or_else(|_| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pairwise-train");
+        assert!(path.exists(), "{} is missing: run `cargo build -p pairwise-trainer` first", path.display());
+        path.display().to_string()
+    })
+}
+
+/// A campaign of rule pairs (chosen praises, rejected disparages), each voted once by a
+/// rater who follows the rule. Returns the campaign id and the rater's user id.
+async fn voted_campaign(server: &TestServer, admin: &ApiClient, pairs: usize) -> (i64, i64) {
+    let campaign = create_campaign(admin, json!({"name": "runs", "status": "active", "overlap": 1})).await;
+    let lines: Vec<Value> = rule_pairs(pairs, 9)
+        .iter()
+        .map(|line| {
+            let pair: Value = serde_json::from_str(line).unwrap();
+            json!({"prompt": pair["prompt"], "response_a": pair["chosen"], "response_b": pair["rejected"],
+                   "model_a": "good", "model_b": "bad"})
+        })
+        .collect();
+    import(admin, campaign, &lines).await;
+    let rater = server.client_for("rater", Role::Annotator).await;
+    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    while next["status"] == "assigned" {
+        let pair = &next["pair"];
+        let praise = ["great", "lovely", "useful", "fun", "kind", "bright"];
+        let left_good = praise.iter().any(|w| pair["left"].as_str().unwrap().contains(w));
+        let body = json!({"assignment_id": pair["assignment_id"], "choice": if left_good { "left" } else { "right" },
+                          "client_key": format!("k{}", pair["assignment_id"])});
+        next = rater.post("/api/v1/votes", &body).await.json["next"].clone();
+    }
+    (campaign, rater.user_id)
+}
+
+async fn wait_until_finished(admin: &ApiClient, run: i64) -> Value {
+    for _ in 0..600 {
+        let reply = admin.get(&format!("/api/v1/runs/{run}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if reply.json["status"] != "running" {
+            return reply.json;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {run} did not finish in 60 s");
+}
+
+async fn runs_train_and_keep_their_lineage(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs_dir = dir.path().join("runs");
+    let server = TestServer::start_with(backend, |c| {
+        c.trainer_command = trainer();
+        c.runs_dir = runs_dir.display().to_string();
+    })
+    .await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let (campaign, rater) = voted_campaign(&server, &admin, 12).await;
+    let model = dir.path().join("model");
+    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    let small = ["--max-steps", "3", "--batch-size", "4", "--max-length", "48", "--max-prompt-length", "24"];
+    let spec = json!({"method": "dpo", "model": model.display().to_string(), "args": small});
+
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &spec).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let run = wait_until_finished(&admin, reply.json["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["data_rows"], 12, "every voted pair is in the snapshot");
+    assert_eq!(run["data_cursor"], 12);
+    assert_eq!(run["raters"], json!([rater]));
+    assert_eq!(run["guidelines_version"], 1);
+    assert_eq!(run["data_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(run["artifact_sha256"].as_str().unwrap().len(), 64, "the adapter's checksum");
+    let metrics = run["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 3, "one line per step streamed into the database: {run}");
+    assert!(metrics.iter().all(|m| m["loss"].is_number() && m["rewards/accuracies"].is_number()));
+    let out = PathBuf::from(run["output_dir"].as_str().unwrap()).join("out");
+    assert!(out.join("adapter_model.safetensors").exists());
+
+    // A long run: a second one for the campaign is refused until it is cancelled.
+    let long = json!({"method": "reward", "model": model.display().to_string(),
+                      "args": ["--max-steps", "100000", "--batch-size", "4", "--max-length", "48"]});
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &long).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let long_id = reply.json["id"].as_i64().unwrap();
+    let second = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &long).await;
+    assert_eq!(second.status, 409, "{}", second.text);
+    assert_eq!(second.json["error"], "run_in_progress");
+    let cancelled = admin.post(&format!("/api/v1/runs/{long_id}/cancel"), &json!({})).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    assert_eq!(cancelled.json["status"], "cancelled");
+
+    // A trainer that fails is recorded with its last words.
+    let bad = json!({"method": "dpo", "model": dir.path().join("no-such-model").display().to_string()});
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &bad).await;
+    let failed = wait_until_finished(&admin, reply.json["id"].as_i64().unwrap()).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["exit_reason"].as_str().unwrap().contains("no-such-model"), "{failed}");
+
+    // Bad requests and annotators are refused.
+    let reply =
+        admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &json!({"method": "ppo", "model": "m"})).await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    let annotator = server.client_for("someone", Role::Annotator).await;
+    assert_eq!(annotator.get(&format!("/api/v1/campaigns/{campaign}/runs")).await.status, 403);
+
+    // A server that stopped mid-run: at the next start its runs are marked interrupted.
+    sqlx::query(
+        "INSERT INTO training_runs (campaign_id, method, config, trigger, status, guidelines_version, output_dir, started_at) \
+         VALUES ($1, 'dpo', '{}', 'manual', 'running', 1, '', 0)",
+    )
+    .bind(campaign)
+    .execute(&server.db.write)
+    .await
+    .unwrap();
+    assert_eq!(mark_interrupted(&server.db).await.unwrap(), 1);
+    let list = admin.get(&format!("/api/v1/campaigns/{campaign}/runs")).await.json;
+    let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["interrupted", "failed", "cancelled", "succeeded"]);
+    server.stop().await;
+}
+both_backends!(runs_train_and_keep_their_lineage);
+
+async fn threshold_schedule_starts_a_run(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    let runs_dir = dir.path().join("runs");
+    let spec = RunSpec {
+        method: "reward".into(),
+        model: model.display().to_string(),
+        args: ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"].map(String::from).to_vec(),
+    };
+    let server = TestServer::start_with(backend, |c| {
+        c.trainer_command = trainer();
+        c.runs_dir = runs_dir.display().to_string();
+        c.schedule_check_seconds = 1;
+        c.schedules = vec![Schedule { campaign: 1, spec, daily_at: None, min_new_pairs: Some(8) }];
+    })
+    .await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    // Nothing runs before the campaign and its votes exist.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_runs").fetch_one(&server.db.read).await.unwrap();
+    assert_eq!(runs, 0);
+    let (campaign, _) = voted_campaign(&server, &admin, 8).await;
+    assert_eq!(campaign, 1);
+    let mut runs = Value::Null;
+    for _ in 0..300 {
+        runs = admin.get("/api/v1/campaigns/1/runs").await.json;
+        if runs.as_array().is_some_and(|r| r.iter().any(|r| r["status"] == "succeeded")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "one run for the threshold, not one per check: {runs:?}");
+    assert_eq!(runs[0]["trigger"], "threshold");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:?}");
+    // No new votes since: the schedule stays quiet.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(admin.get("/api/v1/campaigns/1/runs").await.json.as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+both_backends!(threshold_schedule_starts_a_run);
