@@ -433,3 +433,55 @@ pub async fn revoke_token(id: i64) -> Result<(), ServerFnError> {
     call::<serde_json::Value>(Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await?;
     Ok(())
 }
+
+/// A training run as the admin pages show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub method: String,
+    pub config: serde_json::Value,
+    pub trigger: String,
+    pub status: String,
+    pub data_cursor: i64,
+    pub data_rows: i64,
+    pub data_sha256: String,
+    pub guidelines_version: i64,
+    pub raters: Vec<i64>,
+    pub output_dir: String,
+    pub artifact_sha256: Option<String>,
+    pub exit_reason: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A run and the metric lines it has logged so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub metrics: Vec<serde_json::Value>,
+}
+
+#[server(prefix = "/ui", endpoint = "list_runs")]
+pub async fn list_runs(campaign_id: i64) -> Result<Vec<Run>, ServerFnError> {
+    call(Method::GET, &format!("/api/v1/campaigns/{campaign_id}/runs"), None).await
+}
+
+/// Starts a run by hand; `args` are further trainer flags separated by spaces.
+#[server(prefix = "/ui", endpoint = "start_run")]
+pub async fn start_run(campaign_id: i64, method: String, model: String, args: String) -> Result<Run, ServerFnError> {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let body = json!({"method": method, "model": model.trim(), "args": args});
+    call(Method::POST, &format!("/api/v1/campaigns/{campaign_id}/runs"), Some(body)).await
+}
+
+#[server(prefix = "/ui", endpoint = "cancel_run")]
+pub async fn cancel_run(id: i64) -> Result<Run, ServerFnError> {
+    call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), Some(json!({}))).await
+}
+
+#[server(prefix = "/ui", endpoint = "load_run")]
+pub async fn load_run(id: i64) -> Result<RunDetail, ServerFnError> {
+    call(Method::GET, &format!("/api/v1/runs/{id}"), None).await
+}

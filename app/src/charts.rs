@@ -121,3 +121,38 @@ pub fn LeaderboardChart(models: Vec<ModelScore>) -> impl IntoView {
     }
     .into_any()
 }
+
+/// A metric over training steps, as a line with its first and last value labelled.
+#[component]
+pub fn LineChart(title: &'static str, points: Vec<(f64, f64)>) -> impl IntoView {
+    let (width, height, left, bottom, top) = (320.0, 150.0, 44.0, 20.0, 10.0);
+    let (x_min, x_max) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y_min, y_max) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let x_span = (x_max - x_min).max(1e-9);
+    let y_span = (y_max - y_min).max(1e-9);
+    let plot_w = width - left - 6.0;
+    let plot_h = height - top - bottom;
+    let path: String = points
+        .iter()
+        .enumerate()
+        .map(|(i, (x, y))| {
+            let px = left + (x - x_min) / x_span * plot_w;
+            let py = top + plot_h - (y - y_min) / y_span * plot_h;
+            format!("{}{px:.1},{py:.1}", if i == 0 { "M" } else { " L" })
+        })
+        .collect();
+    let last = points.last().map_or(0.0, |p| p.1);
+    view! {
+        <figure class="line-chart">
+            <figcaption>{format!("{title}: {last:.4}")}</figcaption>
+            <svg class="chart" viewBox=format!("0 0 {width} {height}") role="img" aria-label=title>
+                <line class="axis" x1=left y1=top + plot_h x2=width y2=top + plot_h />
+                <text class="tick" x=left - 4.0 y=top + 8.0 text-anchor="end">{format!("{y_max:.3}")}</text>
+                <text class="tick" x=left - 4.0 y=top + plot_h text-anchor="end">{format!("{y_min:.3}")}</text>
+                <text class="tick" x=left y=height - 4.0>{format!("step {x_min:.0}")}</text>
+                <text class="tick" x=width - 6.0 y=height - 4.0 text-anchor="end">{format!("{x_max:.0}")}</text>
+                <path class="curve" d=path />
+            </svg>
+        </figure>
+    }
+}

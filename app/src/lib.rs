@@ -21,7 +21,9 @@ use leptos_router::hooks::use_location;
 use leptos_router::{SsrMode, path};
 
 use crate::api::{Logout, current_user};
-use crate::pages::{AccountsPage, AdminCampaignPage, AdminCampaignsPage, CampaignsPage, LoginPage, NotFound, RatePage};
+use crate::pages::{
+    AccountsPage, AdminCampaignPage, AdminCampaignsPage, CampaignsPage, LoginPage, NotFound, RatePage, RunPage,
+};
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -62,6 +64,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/admin") view=AdminCampaignsPage ssr=SsrMode::Async />
                         <Route path=path!("/admin/campaigns/:id") view=AdminCampaignPage ssr=SsrMode::Async />
                         <Route path=path!("/admin/users") view=AccountsPage ssr=SsrMode::Async />
+                        <Route path=path!("/admin/runs/:id") view=RunPage ssr=SsrMode::Async />
                     </Routes>
                 </main>
             </div>

@@ -429,6 +429,44 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/campaigns/{id}/runs", get(list_handler).post(start_handler))
         .route("/api/v1/runs/{id}", get(get_handler))
         .route("/api/v1/runs/{id}/cancel", post(cancel_handler))
+        .route("/api/v1/runs/{id}/files/{name}", get(file_handler))
+}
+
+/// What a run's page offers for download, relative to the run folder.
+pub const RUN_FILES: [&str; 6] = [
+    "data.jsonl",
+    "trainer.log",
+    "out/metrics.jsonl",
+    "out/adapter_config.json",
+    "out/adapter_model.safetensors",
+    "out/reward_head.safetensors",
+];
+
+/// Downloads one of a run's files (`name` is one of [`RUN_FILES`] with `/` written as `~`).
+async fn file_handler(
+    State(state): State<AppState>,
+    _: AdminUser,
+    ApiPath((id, name)): ApiPath<(i64, String)>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let name = name.replace('~', "/");
+    if !RUN_FILES.contains(&name.as_str()) {
+        return Err(ApiError::NotFound(format!("file {name} of run {id}")));
+    }
+    let run = get_run(&state.db, id).await?;
+    let path = Path::new(&run.output_dir).join(&name);
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|_| ApiError::NotFound(format!("file {name} of run {id}")))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let download = name.rsplit('/').next().unwrap_or("file").to_string();
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"run-{id}-{download}\"")),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn list_handler(

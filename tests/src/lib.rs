@@ -49,6 +49,16 @@ pub fn site_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/site")
 }
 
+/// The `pairwise-train` binary `cargo test` builds next to the test binaries
+/// (`PAIRWISE_TEST_TRAINER` overrides).
+pub fn trainer_binary() -> String {
+    std::env::var("PAIRWISE_TEST_TRAINER").unwrap_or_else(|_| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pairwise-train");
+        assert!(path.exists(), "{} is missing: run `cargo build -p pairwise-trainer` first", path.display());
+        path.display().to_string()
+    })
+}
+
 pub fn postgres_admin_url() -> String {
     std::env::var("PAIRWISE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }

@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 use web_sys::FormData;
 
-use super::{AdminOnly, ErrorBox, form_error_from_url};
+use super::{AdminOnly, ErrorBox, RunsSection, form_error_from_url};
 use crate::api::{
     Campaign, CampaignStats, ImportFile, Leaderboard, UpdateCampaign, get_campaign, import_file, load_leaderboard,
     load_stats,
@@ -68,6 +68,7 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
             })}
         </Transition>
         <ExportSection id />
+        <RunsSection campaign_id=id />
     }
 }
 

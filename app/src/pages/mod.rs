@@ -6,6 +6,7 @@ mod campaign;
 mod campaigns;
 mod login;
 mod rate;
+mod runs;
 
 pub use accounts::AccountsPage;
 pub use admin::AdminCampaignsPage;
@@ -13,6 +14,7 @@ pub use campaign::AdminCampaignPage;
 pub use campaigns::CampaignsPage;
 pub use login::LoginPage;
 pub use rate::RatePage;
+pub use runs::{RunPage, RunsSection};
 
 use leptos::prelude::*;
 use leptos::server_fn::error::ServerFnUrlError;

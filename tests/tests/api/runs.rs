@@ -8,18 +8,9 @@ use std::time::Duration;
 
 use pairwise_server::auth::Role;
 use pairwise_server::runs::{RunSpec, Schedule, mark_interrupted};
-use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import};
+use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, trainer_binary};
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
 use serde_json::{Value, json};
-
-/// The trainer binary `cargo test` builds next to the test binaries.
-fn trainer() -> String {
-    std::env::var("PAIRWISE_TEST_TRAINER").unwrap_or_else(|_| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pairwise-train");
-        assert!(path.exists(), "{} is missing: run `cargo build -p pairwise-trainer` first", path.display());
-        path.display().to_string()
-    })
-}
 
 /// A campaign of rule pairs (chosen praises, rejected disparages), each voted once by a
 /// rater who follows the rule. Returns the campaign id and the rater's user id.
@@ -63,7 +54,7 @@ async fn runs_train_and_keep_their_lineage(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let runs_dir = dir.path().join("runs");
     let server = TestServer::start_with(backend, |c| {
-        c.trainer_command = trainer();
+        c.trainer_command = trainer_binary();
         c.runs_dir = runs_dir.display().to_string();
     })
     .await;
@@ -90,6 +81,13 @@ async fn runs_train_and_keep_their_lineage(backend: Backend) {
     assert!(metrics.iter().all(|m| m["loss"].is_number() && m["rewards/accuracies"].is_number()));
     let out = PathBuf::from(run["output_dir"].as_str().unwrap()).join("out");
     assert!(out.join("adapter_model.safetensors").exists());
+    let run_id = run["id"].as_i64().unwrap();
+    let config = admin.get(&format!("/api/v1/runs/{run_id}/files/out~adapter_config.json")).await;
+    assert_eq!(config.status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&config.text).unwrap()["peft_type"], "LORA");
+    let data = admin.get(&format!("/api/v1/runs/{run_id}/files/data.jsonl")).await;
+    assert_eq!(data.text.lines().count(), 12, "the snapshot it trained on");
+    assert_eq!(admin.get(&format!("/api/v1/runs/{run_id}/files/..~..~secret")).await.status, 404);
 
     // A long run: a second one for the campaign is refused until it is cancelled.
     let long = json!({"method": "reward", "model": model.display().to_string(),
@@ -146,7 +144,7 @@ async fn threshold_schedule_starts_a_run(backend: Backend) {
         args: ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"].map(String::from).to_vec(),
     };
     let server = TestServer::start_with(backend, |c| {
-        c.trainer_command = trainer();
+        c.trainer_command = trainer_binary();
         c.runs_dir = runs_dir.display().to_string();
         c.schedule_check_seconds = 1;
         c.schedules = vec![Schedule { campaign: 1, spec, daily_at: None, min_new_pairs: Some(8) }];

@@ -408,3 +408,58 @@ async fn admin_manages_users_and_tokens() {
     assert_eq!(me.status(), 200, "token {secret:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_starts_a_training_run_and_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs_dir = dir.path().join("runs");
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.trainer_command = pairwise_tests::trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+    })
+    .await;
+    let campaign = campaign_with_pairs(&server, 6, 1).await;
+    // One rater votes for the good response everywhere.
+    let rater = server.client_for("voter", Role::Annotator).await;
+    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    while next["status"] == "assigned" {
+        let pair = &next["pair"];
+        let choice = if pair["left"].as_str().unwrap().contains(GOOD) { "left" } else { "right" };
+        let body = json!({"assignment_id": pair["assignment_id"], "choice": choice,
+                          "client_key": format!("v{}", pair["assignment_id"])});
+        next = rater.post("/api/v1/votes", &body).await.json["next"].clone();
+    }
+    let model = dir.path().join("model");
+    pairwise_trainer::synthetic::write_tiny_model(&model, &pairwise_trainer::synthetic::tiny_config(), 2).unwrap();
+    users::create_user(&server.db, "root", PASSWORD, Role::Admin).await.unwrap();
+    let base = server.base.clone();
+    with_browser(true, async |client| {
+        log_in(&client, &base, "root", PASSWORD).await?;
+        client.goto(&format!("{base}/admin/campaigns/{campaign}")).await?;
+        wait_hydrated(&client).await?;
+        let form = wait_for(&client, "#start-run").await?;
+        form.find(Locator::Css("input[name=model]")).await?.send_keys(&model.display().to_string()).await?;
+        form.find(Locator::Css("input[name=args]"))
+            .await?
+            .send_keys("--max-steps 4 --batch-size 2 --max-length 64 --max-prompt-length 32")
+            .await?;
+        form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+        let link =
+            eventually("the run in the list", || async { Ok(client.find(Locator::Css("#runs table a")).await.ok()) })
+                .await?;
+        link.click().await?;
+        let status = eventually("the run to succeed", || async {
+            let status = client.find(Locator::Css("#run-status")).await?.text().await?;
+            Ok((status != "running").then_some(status))
+        })
+        .await?;
+        ensure!(status == "succeeded", "run ended {status}");
+        wait_for(&client, "#run-charts svg path.curve").await?;
+        screenshot(&client, "run-desktop", (1280, 900), None).await?;
+        let page = client.source().await?;
+        ensure!(page.contains("Reward accuracy") && page.contains("Loss"), "loss and accuracy curves are drawn");
+        Ok(())
+    })
+    .await;
+    server.stop().await;
+}

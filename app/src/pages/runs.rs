@@ -1,0 +1,220 @@
+//! Admin: training runs — the campaign's runs with a form to start one, and a run's page
+//! with its metric curves (SVG), configuration, data snapshot (lineage) and downloads.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+use super::{AdminOnly, ErrorBox};
+use crate::api::{CancelRun, RunDetail, StartRun, list_runs, load_run};
+use crate::charts::LineChart;
+use crate::format::utc_minute;
+
+/// The runs of a campaign and the form to start one (on the campaign page).
+#[component]
+pub fn RunsSection(campaign_id: i64) -> impl IntoView {
+    let start = ServerAction::<StartRun>::new();
+    let cancel = ServerAction::<CancelRun>::new();
+    let runs = Resource::new(move || (start.version().get(), cancel.version().get()), move |_| list_runs(campaign_id));
+    view! {
+        <section class="card" id="runs">
+            <h2>"Training runs"</h2>
+            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match runs.await {
+                        Ok(list) if list.is_empty() => view! { <p class="muted">"No runs yet."</p> }.into_any(),
+                        Ok(list) => {
+                            view! {
+                                <table class="data">
+                                    <thead>
+                                        <tr>
+                                            <th>"Run"</th>
+                                            <th>"Method"</th>
+                                            <th>"Trigger"</th>
+                                            <th>"Status"</th>
+                                            <th class="num">"Pairs"</th>
+                                            <th>"Started (UTC)"</th>
+                                            <th></th>
+                                        </tr>
+                                    </thead>
+                                    <tbody>
+                                        {list
+                                            .into_iter()
+                                            .map(|r| {
+                                                let running = r.status == "running";
+                                                view! {
+                                                    <tr>
+                                                        <td><a href=format!("/admin/runs/{}", r.id)>{format!("#{}", r.id)}</a></td>
+                                                        <td>{r.method.clone()}</td>
+                                                        <td>{r.trigger.clone()}</td>
+                                                        <td><span class=format!("status {}", r.status)>{r.status.clone()}</span></td>
+                                                        <td class="num">{r.data_rows}</td>
+                                                        <td>{utc_minute(r.started_at)}</td>
+                                                        <td>
+                                                            <Show when=move || running>
+                                                                <ActionForm action=cancel attr:class="inline">
+                                                                    <input type="hidden" name="id" value=r.id />
+                                                                    <button type="submit">"Cancel"</button>
+                                                                </ActionForm>
+                                                            </Show>
+                                                        </td>
+                                                    </tr>
+                                                }
+                                            })
+                                            .collect_view()}
+                                    </tbody>
+                                </table>
+                            }
+                                .into_any()
+                        }
+                        Err(error) => view! { <ErrorBox error /> }.into_any(),
+                    }
+                })}
+            </Transition>
+            <h3>"Start a run"</h3>
+            <ActionForm action=start attr:class="grid-form" attr:id="start-run">
+                <input type="hidden" name="campaign_id" value=campaign_id />
+                <label>
+                    "Method" <select name="method">
+                        <option value="dpo">"DPO"</option>
+                        <option value="reward">"reward model"</option>
+                    </select>
+                </label>
+                <label class="wide">"Model folder (on the server)" <input type="text" name="model" required /></label>
+                <label class="wide">
+                    "More trainer flags" <input type="text" name="args" placeholder="--max-steps 200 --lora-r 16" />
+                </label>
+                <button type="submit" class="primary">"Start"</button>
+            </ActionForm>
+            {move || {
+                [start.value().get().and_then(Result::err), cancel.value().get().and_then(Result::err)]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .map(|error| view! { <ErrorBox error /> })
+            }}
+        </section>
+    }
+}
+
+/// The metrics plotted on a run's page, by the names the trainer logs.
+const CURVES: [(&str, &str); 6] = [
+    ("loss", "Loss"),
+    ("rewards/accuracies", "Reward accuracy"),
+    ("accuracy", "Reward accuracy"),
+    ("rewards/margins", "Reward margin"),
+    ("margin", "Reward margin"),
+    ("kl", "KL to the reference"),
+];
+
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or_default());
+    view! {
+        <AdminOnly>
+            <RunView id=id() />
+        </AdminOnly>
+    }
+}
+
+#[component]
+fn RunView(id: i64) -> impl IntoView {
+    let cancel = ServerAction::<CancelRun>::new();
+    let refresh = RwSignal::new(0u32);
+    let run = Resource::new(move || (refresh.get(), cancel.version().get()), move |_| load_run(id));
+    // While the run is going, look again every two seconds (in the browser only).
+    Effect::new(move |_| {
+        if let Ok(handle) =
+            set_interval_with_handle(move || refresh.update(|n| *n += 1), std::time::Duration::from_secs(2))
+        {
+            on_cleanup(move || handle.clear());
+        }
+    });
+    view! {
+        <Title text=format!("Run {id} · Pairwise admin") />
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match run.await {
+                    Ok(detail) => view! { <RunBody detail cancel /> }.into_any(),
+                    Err(error) => view! { <ErrorBox error /> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView {
+    let r = detail.run;
+    let running = r.status == "running";
+    let charts = CURVES
+        .iter()
+        .filter_map(|(key, title)| {
+            let points: Vec<(f64, f64)> = detail
+                .metrics
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let step = m["step"].as_f64().unwrap_or((i + 1) as f64);
+                    m[*key].as_f64().map(|v| (step, v))
+                })
+                .collect();
+            (!points.is_empty()).then(|| view! { <LineChart title=*title points /> })
+        })
+        .collect_view();
+    let files =
+        ["data.jsonl", "trainer.log", "out~metrics.jsonl", "out~adapter_config.json", "out~adapter_model.safetensors"]
+            .iter()
+            .map(|name| {
+                view! {
+                    <li>
+                        <a href=format!("/api/v1/runs/{}/files/{name}", r.id)>{name.replace('~', "/")}</a>
+                    </li>
+                }
+            })
+            .collect_view();
+    view! {
+        <h1>
+            {format!("Run #{} · {}", r.id, r.method)} " "
+            <span class=format!("status {}", r.status) id="run-status">{r.status.clone()}</span>
+        </h1>
+        <p>
+            <a href=format!("/admin/campaigns/{}", r.campaign_id)>"← campaign"</a>
+            {r.exit_reason.clone().map(|reason| view! { " · " <span class="muted">{reason}</span> })}
+        </p>
+        <Show when=move || running>
+            <ActionForm action=cancel attr:class="inline">
+                <input type="hidden" name="id" value=r.id />
+                <button type="submit">"Cancel the run"</button>
+            </ActionForm>
+        </Show>
+        <section class="card" id="run-charts">
+            <h2>"Metrics"</h2>
+            {if detail.metrics.is_empty() {
+                view! { <p class="muted">"No metrics logged yet."</p> }.into_any()
+            } else {
+                view! { <div class="charts">{charts}</div> }.into_any()
+            }}
+        </section>
+        <section class="card">
+            <h2>"Data snapshot (lineage)"</h2>
+            <table class="data">
+                <tbody>
+                    <tr><th>"Trigger"</th><td>{r.trigger.clone()}</td></tr>
+                    <tr><th>"Votes up to"</th><td>{format!("cursor {}", r.data_cursor)}</td></tr>
+                    <tr><th>"Aggregated pairs"</th><td>{r.data_rows}</td></tr>
+                    <tr><th>"Data SHA-256"</th><td><code>{r.data_sha256.clone()}</code></td></tr>
+                    <tr><th>"Raters (user ids)"</th><td>{format!("{:?}", r.raters)}</td></tr>
+                    <tr><th>"Guidelines version"</th><td>{r.guidelines_version}</td></tr>
+                    <tr><th>"Started / finished (UTC)"</th><td>{format!("{} / {}", utc_minute(r.started_at), r.finished_at.map(utc_minute).unwrap_or_else(|| "–".into()))}</td></tr>
+                    <tr><th>"Adapter SHA-256"</th><td><code>{r.artifact_sha256.clone().unwrap_or_else(|| "–".into())}</code></td></tr>
+                </tbody>
+            </table>
+            <h3>"Configuration"</h3>
+            <pre class="config">{serde_json::to_string_pretty(&r.config).unwrap_or_default()}</pre>
+            <h3>"Files"</h3>
+            <ul>{files}</ul>
+        </section>
+    }
+}
