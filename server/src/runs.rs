@@ -326,10 +326,14 @@ async fn ingest_metrics(db: &Db, id: i64, path: &Path, stored: usize) -> anyhow:
     Ok(lines.len().max(stored))
 }
 
+/// The trainer's error message (its `Error: …` line, before any backtrace), or else the
+/// last line it logged.
 fn last_log_line(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("trainer.log"))
-        .ok()
-        .and_then(|log| log.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
+    let log = std::fs::read_to_string(dir.join("trainer.log")).unwrap_or_default();
+    log.lines()
+        .find(|l| l.starts_with("Error:"))
+        .or_else(|| log.lines().rev().find(|l| !l.trim().is_empty()))
+        .map(|l| l.trim().to_string())
         .unwrap_or_default()
 }
 
