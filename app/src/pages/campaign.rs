@@ -4,10 +4,9 @@
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
-use leptos_router::hooks::use_params_map;
 use web_sys::FormData;
 
-use super::{AdminOnly, ErrorBox, RunsSection, form_error_from_url};
+use super::{AdminOnly, ErrorBox, RunsSection, form_error_from_url, id_param};
 use crate::api::{
     Campaign, CampaignStats, ImportFile, Leaderboard, UpdateCampaign, get_campaign, import_file, load_leaderboard,
     load_stats,
@@ -17,8 +16,7 @@ use crate::format::{decimal, percent, seconds};
 
 #[component]
 pub fn AdminCampaignPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or_default());
+    let id = id_param();
     view! {
         <AdminOnly>
             <CampaignAdmin id=id() />

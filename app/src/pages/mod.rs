@@ -18,7 +18,7 @@ pub use runs::{RunPage, RunsSection};
 
 use leptos::prelude::*;
 use leptos::server_fn::error::ServerFnUrlError;
-use leptos_router::hooks::use_query_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{FORBIDDEN, NOT_LOGGED_IN, current_user};
 
@@ -56,6 +56,12 @@ pub fn form_error_from_url(path: &'static str) -> Signal<Option<String>> {
                 .flatten()
         })
     })
+}
+
+/// The page's `:id` route parameter (0 when missing or not a number: the API answers 404).
+pub fn id_param() -> impl Fn() -> i64 + Copy + Send + Sync + 'static {
+    let params = use_params_map();
+    move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or_default())
 }
 
 /// Shows `children` to admins only; anyone else gets a 403 page (and the login page

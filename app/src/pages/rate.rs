@@ -7,9 +7,8 @@ use leptos::ev;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
-use leptos_router::hooks::use_params_map;
 
-use super::{ErrorBox, form_error_from_url};
+use super::{ErrorBox, form_error_from_url, id_param};
 use crate::api::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
 
 const CHOICES: [(&str, &str, &str); 4] =
@@ -18,8 +17,7 @@ const STRENGTHS: [(&str, &str); 3] = [("1", "slightly"), ("2", "clearly"), ("3",
 
 #[component]
 pub fn RatePage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or_default());
+    let id = id_param();
     let campaign = Resource::new(id, campaign_for_rating);
     let state = Resource::new(id, next_pair);
     view! {

@@ -3,9 +3,8 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::use_params_map;
 
-use super::{AdminOnly, ErrorBox};
+use super::{AdminOnly, ErrorBox, id_param};
 use crate::api::{CancelRun, RunDetail, StartRun, list_runs, load_run};
 use crate::charts::LineChart;
 use crate::format::utc_minute;
@@ -109,8 +108,7 @@ const CURVES: [(&str, &str); 6] = [
 
 #[component]
 pub fn RunPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or_default());
+    let id = id_param();
     view! {
         <AdminOnly>
             <RunView id=id() />
