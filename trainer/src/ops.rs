@@ -241,7 +241,10 @@ pub(crate) mod tests {
             let down = f()?.to_scalar::<f64>()?;
             var.set(&Tensor::from_vec(base.clone(), var.shape(), var.device())?)?;
             let numeric = (up - down) / (2.0 * eps);
-            let rel = (numeric - analytic[i]).abs() / numeric.abs().max(analytic[i].abs()).max(1e-8);
+            // Relative error, with a floor under the scale: for a gradient entry near zero the
+            // central difference's own error (~1e-10 here) would otherwise dominate. The inputs
+            // are random on every run, so a pure relative test fails now and then.
+            let rel = (numeric - analytic[i]).abs() / numeric.abs().max(analytic[i].abs()).max(1e-3);
             worst = worst.max(rel);
         }
         Ok(worst)
