@@ -231,6 +231,20 @@ pub async fn import(admin: &ApiClient, campaign: i64, lines: &[Value]) -> Value 
     reply.json
 }
 
+/// Votes on every pair the campaign serves `rater`, choosing with `choose(pair)` (an
+/// on-screen choice: `left`, `right`, `tie`, `both_bad`); each vote reports 4.2 s spent.
+pub async fn vote_all(rater: &ApiClient, campaign: i64, mut choose: impl FnMut(&Value) -> &'static str) {
+    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    while next["status"] == "assigned" {
+        let pair = &next["pair"];
+        let body = serde_json::json!({"assignment_id": pair["assignment_id"], "choice": choose(pair), "time_ms": 4200,
+                                      "client_key": format!("{}-{}", rater.user_id, pair["assignment_id"])});
+        let reply = rater.post("/api/v1/votes", &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        next = reply.json["next"].clone();
+    }
+}
+
 /// Parses a JSONL body.
 pub fn jsonl(text: &str) -> Vec<Value> {
     text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("JSONL line")).collect()

@@ -411,14 +411,7 @@ fn score(args: &ScoreArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.adapter {
         pairwise_trainer::lora::load_peft(dir, &mut model)?;
     }
-    let head = match &args.reward_head {
-        Some(path) => Some(
-            candle_core::safetensors::load(path, &device)?
-                .remove("score.weight")
-                .with_context(|| format!("{} has no score.weight", path.display()))?,
-        ),
-        None => None,
-    };
+    let head = args.reward_head.as_deref().map(|path| load_reward_head(path, &device)).transpose()?;
     let limits = Truncation {
         max_length: args.max_length,
         max_prompt_length: args.max_prompt_length.min(args.max_length.saturating_sub(1)),
@@ -552,6 +545,14 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `score.weight` `[1, hidden]` of a reward head file.
+fn load_reward_head(path: &std::path::Path, device: &candle_core::Device) -> anyhow::Result<candle_core::Tensor> {
+    candle_core::safetensors::load(path, device)
+        .with_context(|| format!("reading {}", path.display()))?
+        .remove("score.weight")
+        .with_context(|| format!("{} has no score.weight", path.display()))
+}
+
 /// A reward model written by `pairwise-train reward` (adapter + `reward_head.safetensors` in
 /// `dir`) on top of the base model `base`.
 fn load_reward_model(
@@ -562,11 +563,7 @@ fn load_reward_model(
 ) -> anyhow::Result<pairwise_trainer::rlhf::RewardModel> {
     let (mut model, _) = pairwise_trainer::weights::load_model_and_tokenizer(base, device)?;
     pairwise_trainer::lora::load_peft(dir, &mut model)?;
-    let head_path = dir.join("reward_head.safetensors");
-    let head = candle_core::safetensors::load(&head_path, device)
-        .with_context(|| format!("reading {}", head_path.display()))?
-        .remove("score.weight")
-        .with_context(|| format!("{} has no score.weight", head_path.display()))?;
+    let head = load_reward_head(&dir.join("reward_head.safetensors"), device)?;
     Ok(pairwise_trainer::rlhf::RewardModel {
         model,
         head,

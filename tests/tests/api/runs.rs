@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use pairwise_server::auth::Role;
 use pairwise_server::runs::{RunSpec, Schedule, mark_interrupted};
-use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, trainer_binary};
+use pairwise_tests::{
+    ApiClient, Backend, TestServer, both_backends, create_campaign, import, trainer_binary, vote_all,
+};
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
 use serde_json::{Value, json};
 
@@ -26,15 +28,11 @@ async fn voted_campaign(server: &TestServer, admin: &ApiClient, pairs: usize) ->
         .collect();
     import(admin, campaign, &lines).await;
     let rater = server.client_for("rater", Role::Annotator).await;
-    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
-    while next["status"] == "assigned" {
-        let pair = &next["pair"];
-        let praise = ["great", "lovely", "useful", "fun", "kind", "bright"];
-        let left_good = praise.iter().any(|w| pair["left"].as_str().unwrap().contains(w));
-        let body = json!({"assignment_id": pair["assignment_id"], "choice": if left_good { "left" } else { "right" },
-                          "client_key": format!("k{}", pair["assignment_id"])});
-        next = rater.post("/api/v1/votes", &body).await.json["next"].clone();
-    }
+    let praise = ["great", "lovely", "useful", "fun", "kind", "bright"];
+    vote_all(&rater, campaign, |pair| {
+        if praise.iter().any(|w| pair["left"].as_str().unwrap().contains(w)) { "left" } else { "right" }
+    })
+    .await;
     (campaign, rater.user_id)
 }
 

@@ -8,7 +8,7 @@ use fantoccini::{Client, Locator};
 use pairwise_server::auth::Role;
 use pairwise_server::users;
 use pairwise_tests::browser::{ENTER, eventually, log_in, press, screenshot, wait_for, wait_hydrated, with_browser};
-use pairwise_tests::{Backend, TestServer, create_campaign, import, jsonl};
+use pairwise_tests::{Backend, TestServer, create_campaign, import, jsonl, vote_all};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "browser-pass-1";
@@ -250,17 +250,13 @@ async fn admin_imports_sees_errors_by_line_and_downloads_the_export() {
     // disagrees once, so one pair is a draw and drops out of the aggregated export.
     for name in ["r1", "r2"] {
         let rater = server.client_for(name, Role::Annotator).await;
-        let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
         let mut first = true;
-        while next["status"] == "assigned" {
-            let pair = &next["pair"];
+        vote_all(&rater, campaign, |pair| {
             let good_left = pair["left"].as_str().unwrap().contains(GOOD);
             let agree = name == "r1" || !std::mem::take(&mut first);
-            let choice = if good_left == agree { "left" } else { "right" };
-            let body = json!({"assignment_id": pair["assignment_id"], "choice": choice, "time_ms": 4200,
-                              "client_key": format!("{name}-{}", pair["assignment_id"])});
-            next = rater.post("/api/v1/votes", &body).await.json["next"].clone();
-        }
+            if good_left == agree { "left" } else { "right" }
+        })
+        .await;
     }
     let dir = tempfile::tempdir().unwrap();
     let bad_file = dir.path().join("bad.jsonl");
@@ -421,14 +417,8 @@ async fn admin_starts_a_training_run_and_follows_it() {
     let campaign = campaign_with_pairs(&server, 6, 1).await;
     // One rater votes for the good response everywhere.
     let rater = server.client_for("voter", Role::Annotator).await;
-    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
-    while next["status"] == "assigned" {
-        let pair = &next["pair"];
-        let choice = if pair["left"].as_str().unwrap().contains(GOOD) { "left" } else { "right" };
-        let body = json!({"assignment_id": pair["assignment_id"], "choice": choice,
-                          "client_key": format!("v{}", pair["assignment_id"])});
-        next = rater.post("/api/v1/votes", &body).await.json["next"].clone();
-    }
+    vote_all(&rater, campaign, |pair| if pair["left"].as_str().unwrap().contains(GOOD) { "left" } else { "right" })
+        .await;
     let model = dir.path().join("model");
     pairwise_trainer::synthetic::write_tiny_model(&model, &pairwise_trainer::synthetic::tiny_config(), 2).unwrap();
     users::create_user(&server.db, "root", PASSWORD, Role::Admin).await.unwrap();

@@ -285,11 +285,16 @@ impl DecoderLayer {
         ]
     }
 
+    /// The second half of every layer: `x + MLP(RMSNorm(x))`.
+    fn mlp_residual(&self, x: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?;
+        x + mlp
+    }
+
     fn forward(&self, x: &Tensor, input: &ModelInput, rotary: &Rotary, ctx: &ForwardCtx) -> Result<Tensor> {
         let attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, input, rotary, ctx)?;
         let x = (x + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?;
-        x + mlp
+        self.mlp_residual(x, ctx)
     }
 
     fn forward_cached(
@@ -303,8 +308,7 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let normed = self.input_layernorm.forward(x)?;
         let x = (x + self.self_attn.forward_cached(&normed, positions, mask, cache, rotary, ctx)?)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?;
-        x + mlp
+        self.mlp_residual(x, ctx)
     }
 
     /// [`DecoderLayer::forward`] for selected positions of a single packed row → `[R, hidden]`.
@@ -320,8 +324,7 @@ impl DecoderLayer {
         let normed = self.input_layernorm.forward(x)?;
         let attn = self.self_attn.forward_rows(&normed, input, rows, rotary, ctx)?;
         let x = (x.reshape(((), hidden))?.index_select(rows, 0)? + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?;
-        x + mlp
+        self.mlp_residual(x, ctx)
     }
 }
 
