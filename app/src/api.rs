@@ -48,6 +48,9 @@ pub struct Campaign {
     pub target_votes: i64,
     pub votes: i64,
     pub my_votes: i64,
+    /// The training run whose adapter generated the responses (a next round).
+    #[serde(default)]
+    pub source_run_id: Option<i64>,
 }
 
 /// A campaign as the rating page shows it: guidelines already rendered (sanitised).
@@ -443,6 +446,9 @@ pub struct Run {
     pub config: serde_json::Value,
     pub trigger: String,
     pub status: String,
+    /// The phase running now (or the last that ran): reward, dpo, rlhf, generate, import.
+    #[serde(default)]
+    pub phase: String,
     pub data_cursor: i64,
     pub data_rows: i64,
     pub data_sha256: String,
@@ -451,16 +457,21 @@ pub struct Run {
     pub output_dir: String,
     pub artifact_sha256: Option<String>,
     pub exit_reason: Option<String>,
+    /// The campaign of new pairs the run's adapter generated.
+    #[serde(default)]
+    pub next_campaign_id: Option<i64>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
 }
 
-/// A run and the metric lines it has logged so far.
+/// A run, the metric lines it has logged so far, and the files it has written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: Run,
     pub metrics: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 #[server(prefix = "/ui", endpoint = "list_runs")]
@@ -468,11 +479,23 @@ pub async fn list_runs(campaign_id: i64) -> Result<Vec<Run>, ServerFnError> {
     call(Method::GET, &format!("/api/v1/campaigns/{campaign_id}/runs"), None).await
 }
 
-/// Starts a run by hand; `args` are further trainer flags separated by spaces.
+/// Starts a run by hand; `args` are further trainer flags separated by spaces. With
+/// `next_round` ("on", a checkbox) a DPO or RLHF run then generates `responses` new
+/// responses per prompt with its adapter into a new campaign.
 #[server(prefix = "/ui", endpoint = "start_run")]
-pub async fn start_run(campaign_id: i64, method: String, model: String, args: String) -> Result<Run, ServerFnError> {
+pub async fn start_run(
+    campaign_id: i64,
+    method: String,
+    model: String,
+    args: String,
+    next_round: Option<String>,
+    responses: Option<usize>,
+) -> Result<Run, ServerFnError> {
     let args: Vec<&str> = args.split_whitespace().collect();
-    let body = json!({"method": method, "model": model.trim(), "args": args});
+    let mut body = json!({"method": method, "model": model.trim(), "args": args});
+    if next_round.is_some() {
+        body["next_round"] = json!({"responses": responses.unwrap_or(2)});
+    }
     call(Method::POST, &format!("/api/v1/campaigns/{campaign_id}/runs"), Some(body)).await
 }
 

@@ -124,7 +124,7 @@ pub fn LeaderboardChart(models: Vec<ModelScore>) -> impl IntoView {
 
 /// A metric over training steps, as a line with its first and last value labelled.
 #[component]
-pub fn LineChart(title: &'static str, points: Vec<(f64, f64)>) -> impl IntoView {
+pub fn LineChart(#[prop(into)] title: String, points: Vec<(f64, f64)>) -> impl IntoView {
     let (width, height, left, bottom, top) = (320.0, 150.0, 44.0, 20.0, 10.0);
     let (x_min, x_max) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (y_min, y_max) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));

@@ -66,10 +66,12 @@ pub struct Campaign {
     pub votes: i64,
     /// Votes of the caller (their own progress).
     pub my_votes: i64,
+    /// The training run whose adapter generated this campaign's responses (a next round).
+    pub source_run_id: Option<i64>,
 }
 
 const CAMPAIGN_SELECT: &str = "SELECT c.id, c.name, c.guidelines, c.guidelines_version, c.overlap, c.status, \
-    c.gold_rate, c.lease_seconds, c.free_votes, c.created_at, c.updated_at, \
+    c.gold_rate, c.lease_seconds, c.free_votes, c.created_at, c.updated_at, c.source_run_id, \
     (SELECT COUNT(*) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS pair_count, \
     (SELECT COALESCE(CAST(SUM(p.vote_count) AS BIGINT), 0) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS vote_total, \
     (SELECT COUNT(*) FROM comparisons v WHERE v.campaign_id = c.id AND v.rater_id = $1) AS my_votes \
@@ -95,6 +97,7 @@ fn campaign_from_row(row: &AnyRow) -> ApiResult<Campaign> {
         target_votes: pairs * overlap,
         votes: row.try_get("vote_total")?,
         my_votes: row.try_get("my_votes")?,
+        source_run_id: row.try_get("source_run_id")?,
     })
 }
 

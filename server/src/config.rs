@@ -86,11 +86,7 @@ impl Config {
     fn check_schedules(&self) -> anyhow::Result<()> {
         for (i, schedule) in self.schedules.iter().enumerate() {
             let name = format!("schedules[{i}] (campaign {})", schedule.campaign);
-            anyhow::ensure!(
-                matches!(schedule.spec.method.as_str(), "reward" | "dpo"),
-                "{name}: method must be reward or dpo, not {:?}",
-                schedule.spec.method
-            );
+            schedule.spec.check().map_err(|problem| anyhow::anyhow!("{name}: {problem}"))?;
             anyhow::ensure!(
                 schedule.daily_at.is_some() || schedule.min_new_pairs.is_some(),
                 "{name}: set daily_at (\"HH:MM\", UTC) and/or min_new_pairs"
@@ -174,9 +170,18 @@ mod tests {
             method = "reward"
             model = "models/smollm2"
             min_new_pairs = 500
+
+            [[schedules]]
+            campaign = 2
+            method = "rlhf"
+            model = "models/smollm2"
+            min_new_pairs = 500
+            next_round = { responses = 2, baseline_responses = 1, args = ["--max-new-tokens", "64"] }
         "#;
         let config: Config = toml::from_str(text).unwrap();
-        assert_eq!(config.schedules.len(), 2);
+        assert_eq!(config.schedules.len(), 3);
+        let next = config.schedules[2].spec.next_round.as_ref().unwrap();
+        assert_eq!((next.responses, next.baseline_responses), (2, 1));
         assert_eq!(config.schedules[0].spec.args, ["--max-steps", "200"]);
         assert_eq!(config.schedules[1].min_new_pairs, Some(500));
         config.check_schedules().unwrap();
@@ -185,6 +190,11 @@ mod tests {
         let bad_time: Config =
             toml::from_str("[[schedules]]\ncampaign = 1\nmethod = \"dpo\"\nmodel = \"m\"\ndaily_at = \"2am\"").unwrap();
         assert!(bad_time.check_schedules().unwrap_err().to_string().contains("2am"));
+        let no_policy: Config = toml::from_str(
+            "[[schedules]]\ncampaign = 1\nmethod = \"reward\"\nmodel = \"m\"\nmin_new_pairs = 1\nnext_round = {}",
+        )
+        .unwrap();
+        assert!(no_policy.check_schedules().unwrap_err().to_string().contains("next_round"));
     }
 
     #[test]

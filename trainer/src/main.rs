@@ -36,8 +36,8 @@ enum Command {
     /// Sample K responses per prompt from a policy and write them as the server's import
     /// JSONL (or post them straight into a campaign).
     Generate(GenerateArgs),
-    /// Optimise a LoRA policy against a trained reward model with RLOO and a KL penalty to
-    /// the frozen base model.
+    /// Optimise a LoRA policy against a trained reward model with RLOO (or PPO-clip) and a KL
+    /// penalty to the frozen base model.
     Rlhf(RlhfArgs),
 }
 
@@ -286,6 +286,11 @@ struct GenerateArgs {
     /// Responses sampled per prompt (K ≥ 2 gives K·(K−1)/2 pairs on import).
     #[arg(long, default_value_t = 2)]
     num_responses: usize,
+    /// With --adapter: also sample this many responses per prompt from the model with the
+    /// adapter off, recorded with checkpoint "base", so raters compare the new policy with the
+    /// old one head to head (the leaderboard then ranks the two checkpoints).
+    #[arg(long, default_value_t = 0)]
+    baseline_responses: usize,
     /// Sampling temperature; 0 is greedy (then all K responses are the same).
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
@@ -336,6 +341,12 @@ struct GenerateArgs {
     token: Option<String>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RlhfAlgorithm {
+    Rloo,
+    Ppo,
+}
+
 #[derive(Args)]
 struct RlhfArgs {
     /// The policy's base model folder (the frozen reference is this model without adapters).
@@ -354,7 +365,17 @@ struct RlhfArgs {
     /// Output folder: the policy's PEFT LoRA adapter and metrics.jsonl.
     #[arg(long, default_value = "out-rlhf")]
     output: PathBuf,
-    /// Optimizer steps.
+    /// rloo: one policy-gradient step per batch of rollouts with the leave-one-out baseline;
+    /// ppo: `--ppo-epochs` steps of PPO's clipped surrogate on each batch (same advantages, no critic).
+    #[arg(long, value_enum, default_value = "rloo")]
+    algorithm: RlhfAlgorithm,
+    /// PPO: optimizer steps on each batch of rollouts.
+    #[arg(long, default_value_t = 4)]
+    ppo_epochs: usize,
+    /// PPO: clip range ε of the importance ratio.
+    #[arg(long, default_value_t = 0.2)]
+    clip_range: f64,
+    /// Batches of rollouts (with PPO each gives --ppo-epochs optimizer steps).
     #[arg(long, default_value_t = 100)]
     steps: usize,
     /// Prompts per step.
@@ -465,18 +486,42 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| args.adapter.as_ref().and_then(folder_name))
         .unwrap_or_else(|| "base".into());
-    let bar = indicatif::ProgressBar::new((encoded.len() * args.num_responses) as u64);
+    anyhow::ensure!(
+        args.baseline_responses == 0 || args.adapter.is_some(),
+        "--baseline-responses compares an adapter with its base model: give --adapter too"
+    );
+    let per_prompt = args.num_responses + args.baseline_responses;
+    let bar = indicatif::ProgressBar::new((encoded.len() * per_prompt) as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} responses {per_sec} eta {eta}")?);
     let started = std::time::Instant::now();
-    let results = generate_all(
+    let batching = |responses_per_prompt| Batching { responses_per_prompt, batch_size: args.batch_size };
+    let mut results = generate_all(
         &model,
         &tokenizer,
         &encoded,
-        Batching { responses_per_prompt: args.num_responses, batch_size: args.batch_size },
+        batching(args.num_responses),
         &sampling,
         &pairwise_trainer::model::ForwardCtx::eval(true),
         |n| bar.inc(n as u64),
     )?;
+    let mut checkpoints = vec![checkpoint.as_str(); args.num_responses];
+    if args.baseline_responses > 0 {
+        // Its own random stream, so adding baseline responses leaves the adapter's unchanged.
+        let baseline_sampling = Sampling { seed: sampling.seed.wrapping_add(1), ..sampling.clone() };
+        let baseline = generate_all(
+            &model,
+            &tokenizer,
+            &encoded,
+            batching(args.baseline_responses),
+            &baseline_sampling,
+            &pairwise_trainer::model::ForwardCtx::eval(false),
+            |n| bar.inc(n as u64),
+        )?;
+        for (mine, theirs) in results.iter_mut().zip(baseline) {
+            mine.extend(theirs);
+        }
+        checkpoints.extend(std::iter::repeat_n("base", args.baseline_responses));
+    }
     bar.finish_and_clear();
     let reward = match &args.reward_adapter {
         Some(dir) => {
@@ -488,10 +533,10 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let (mut lines, mut skipped, mut tokens) = (String::new(), 0usize, 0usize);
     for ((prompt, prompt_ids), completions) in prompts.iter().zip(&encoded).zip(results) {
         tokens += completions.iter().map(|c| c.tokens.len()).sum::<usize>();
-        let mut distinct: Vec<&pairwise_trainer::generate::Completion> = Vec::new();
-        for c in completions.iter().filter(|c| !c.text.is_empty()) {
-            if distinct.iter().all(|d| d.text != c.text) {
-                distinct.push(c);
+        let mut distinct: Vec<(&pairwise_trainer::generate::Completion, &str)> = Vec::new();
+        for (c, &checkpoint) in completions.iter().zip(&checkpoints).filter(|(c, _)| !c.text.is_empty()) {
+            if distinct.iter().all(|(d, _)| d.text != c.text) {
+                distinct.push((c, checkpoint));
             }
         }
         // The store needs two different responses to make a pair.
@@ -500,17 +545,21 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
             continue;
         }
         let rewards = match &reward {
-            Some(model) => Some(model.rewards(&vec![prompt_ids.as_slice(); distinct.len()], &distinct)?),
+            Some(model) => {
+                let texts: Vec<_> = distinct.iter().map(|(c, _)| *c).collect();
+                Some(model.rewards(&vec![prompt_ids.as_slice(); distinct.len()], &texts)?)
+            }
             None => None,
         };
         let response = |i: usize| -> anyhow::Result<serde_json::Value> {
+            let (completion, checkpoint) = distinct[i];
             let mut params = params.clone();
-            params["finish"] = serde_json::to_value(distinct[i].finish)?;
+            params["finish"] = serde_json::to_value(completion.finish)?;
             if let Some(rewards) = &rewards {
                 params["reward"] = rewards[i].into();
             }
             Ok(
-                serde_json::json!({"text": distinct[i].text, "model": model_name, "checkpoint": checkpoint, "params": params}),
+                serde_json::json!({"text": completion.text, "model": model_name, "checkpoint": checkpoint, "params": params}),
             )
         };
         // Without a reward model one line with every response (the store pairs them all);
@@ -576,7 +625,7 @@ fn load_reward_model(
 fn rlhf(args: &RlhfArgs) -> anyhow::Result<()> {
     use pairwise_trainer::generate::{Sampling, encode_prompt, read_prompts};
     use pairwise_trainer::lora::{LoraConfig, PeftTask, attach_lora, save_peft};
-    use pairwise_trainer::rlhf::{RlhfConfig, run_rlhf};
+    use pairwise_trainer::rlhf::{Algorithm, RlhfConfig, run_rlhf};
     let device = default_device()?;
     let (mut policy, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(&args.model, &device)?;
     let lora = LoraConfig::new(args.lora_r, args.lora_alpha, 0.0, &args.lora_targets)?;
@@ -592,6 +641,10 @@ fn rlhf(args: &RlhfArgs) -> anyhow::Result<()> {
         .map(|p| encode_prompt(&tokenizer, p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = RlhfConfig {
+        algorithm: match args.algorithm {
+            RlhfAlgorithm::Rloo => Algorithm::Rloo,
+            RlhfAlgorithm::Ppo => Algorithm::PpoClip { epochs: args.ppo_epochs, clip: args.clip_range },
+        },
         steps: args.steps,
         prompts_per_step: args.prompts_per_step,
         samples: args.samples,

@@ -8,10 +8,17 @@
 //! 3. leave-one-out baseline: `A_i = R_i − mean of R_j over the other K − 1 samples`;
 //! 4. loss = −mean(A_i · log π(y_i|x)) → clipped gradients → AdamW on the adapters.
 //!
+//! With [`Algorithm::PpoClip`] step 4 becomes PPO's clipped surrogate, taken `epochs` times
+//! on the same rollouts: `−mean(min(ρ_i · A_i, clip(ρ_i, 1 − ε, 1 + ε) · A_i))`, where
+//! `ρ_i = exp((log π(y_i|x) − log π_old(y_i|x)) / |y_i|)` is the sequence's importance ratio
+//! per token (length-normalised, so long responses do not get extreme ratios) and the
+//! advantages are the leave-one-out ones above: no value network is trained.
+//!
 //! Metrics per step (`metrics.jsonl`): `loss`, `reward` (mean raw reward), `kl` (mean per
 //! response), `objective` (reward − β·KL), `entropy` (mean −log π per sampled token, a Monte
 //! Carlo estimate of the policy's per-token entropy), `response_length`, `grad_norm`,
-//! `learning_rate`, `tokens_per_second`.
+//! `learning_rate`, `tokens_per_second`; with PPO also `clip_fraction` (share of responses whose
+//! ratio was clipped in the last epoch).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -70,8 +77,18 @@ impl Reward for RewardModel {
     }
 }
 
+/// How the policy gradient is taken from each batch of rollouts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Algorithm {
+    /// One REINFORCE step with the leave-one-out baseline.
+    Rloo,
+    /// `epochs` steps of PPO's clipped surrogate with clip range `clip` (ε).
+    PpoClip { epochs: usize, clip: f64 },
+}
+
 #[derive(Debug, Clone)]
 pub struct RlhfConfig {
+    pub algorithm: Algorithm,
     pub steps: usize,
     pub prompts_per_step: usize,
     /// K samples per prompt (≥ 2: the baseline of each sample is the mean of the others).
@@ -153,21 +170,61 @@ pub fn run_rlhf(
             })
             .collect();
         let n = advantages.len();
-        let loss = (Tensor::from_vec(advantages, n, &device)? * &policy_logps)?.mean_all()?.neg()?;
-        let loss_value = loss.to_scalar::<f32>()? as f64;
-        if !loss_value.is_finite() {
-            return Err(TrainerError::NonFinite { what: "loss", value: loss_value, step }.into());
-        }
-        let store = loss.backward()?;
-        let grads = params
-            .iter()
-            .map(|v| store.get(v).map_or_else(|| v.zeros_like(), |g| Ok(g.detach())))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let (grads, grad_norm) = clip_grad_norm(grads, config.max_grad_norm)?;
-        if !grad_norm.is_finite() {
-            return Err(TrainerError::NonFinite { what: "gradient norm", value: grad_norm, step }.into());
-        }
-        optimizer.update(&grads, config.learning_rate)?;
+        let advantages_t = Tensor::from_vec(advantages.clone(), n, &device)?;
+        let mut update = |loss: Tensor| -> anyhow::Result<(f64, f64)> {
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            if !loss_value.is_finite() {
+                return Err(TrainerError::NonFinite { what: "loss", value: loss_value, step }.into());
+            }
+            let store = loss.backward()?;
+            let grads = params
+                .iter()
+                .map(|v| store.get(v).map_or_else(|| v.zeros_like(), |g| Ok(g.detach())))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let (grads, grad_norm) = clip_grad_norm(grads, config.max_grad_norm)?;
+            if !grad_norm.is_finite() {
+                return Err(TrainerError::NonFinite { what: "gradient norm", value: grad_norm, step }.into());
+            }
+            optimizer.update(&grads, config.learning_rate)?;
+            Ok((loss_value, grad_norm))
+        };
+        let (loss_value, grad_norm, clip_fraction) = match config.algorithm {
+            Algorithm::Rloo => {
+                let (loss, norm) = update((&advantages_t * &policy_logps)?.mean_all()?.neg()?)?;
+                (loss, norm, None)
+            }
+            Algorithm::PpoClip { epochs, clip } => {
+                let old = Tensor::from_vec(logps.clone(), n, &device)?;
+                let lengths: Vec<f32> = completions.iter().map(|c| c.tokens.len().max(1) as f32).collect();
+                let lengths = Tensor::from_vec(lengths, n, &device)?;
+                let mut last = (0.0, 0.0, 0.0);
+                for epoch in 0..epochs.max(1) {
+                    let current = if epoch == 0 {
+                        policy_logps.clone()
+                    } else {
+                        completion_log_probs(policy, &batch, &ForwardCtx::eval(true))?
+                    };
+                    let ratio = ((current - &old)? / &lengths)?.exp()?;
+                    // min(ρA, clip(ρ)A) equals ρA where the unclipped term is the smaller one
+                    // and a constant (no gradient) elsewhere: mask those terms out.
+                    let ratios: Vec<f32> = ratio.to_vec1()?;
+                    let keep: Vec<f32> = ratios
+                        .iter()
+                        .zip(&advantages)
+                        .map(|(&r, &a)| {
+                            let clipped = r.clamp((1.0 - clip) as f32, (1.0 + clip) as f32);
+                            if r * a <= clipped * a { 1.0 } else { 0.0 }
+                        })
+                        .collect();
+                    let clipped_share = keep.iter().filter(|&&k| k == 0.0).count() as f64 / n as f64;
+                    let keep = Tensor::from_vec(keep, n, &device)?;
+                    let surrogate = ((ratio * &advantages_t)? * keep)?;
+                    let (loss, norm) = update(surrogate.mean_all()?.neg()?)?;
+                    last = (loss, norm, clipped_share);
+                }
+                (last.0, last.1, Some(last.2))
+            }
+        };
 
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let lengths: Vec<f64> = completions.iter().map(|c| c.tokens.len() as f64).collect();
@@ -184,6 +241,9 @@ pub fn run_rlhf(
         line.insert("grad_norm".to_string(), grad_norm);
         line.insert("learning_rate".to_string(), config.learning_rate);
         line.insert("tokens_per_second".to_string(), generated / started.elapsed().as_secs_f64());
+        if let Some(share) = clip_fraction {
+            line.insert("clip_fraction".to_string(), share);
+        }
         writeln!(metrics_file, "{}", serde_json::to_string(&line)?)?;
         progress.set_message(format!("reward {:.3} kl {:.3}", line["reward"], line["kl"]));
         progress.inc(1);

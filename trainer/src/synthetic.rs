@@ -83,9 +83,24 @@ pub fn tokenizer_json() -> serde_json::Value {
 
 /// Writes a complete Hugging Face folder: config, random weights (seeded), tokenizer files.
 pub fn write_tiny_model(dir: &Path, config: &ModelConfig, seed: u64) -> anyhow::Result<()> {
+    write_model_folder(dir, config, seed, 1.0)
+}
+
+/// Like [`write_tiny_model`], with the output layer scaled to the logit range of a trained
+/// model. A random init's output layer (std 0.02) spans a fraction of a nat, so no adapter
+/// could make any token likely; policies that generation and RLHF tests improve start here.
+pub fn write_tiny_policy(dir: &Path, config: &ModelConfig, seed: u64) -> anyhow::Result<()> {
+    write_model_folder(dir, config, seed, 20.0)
+}
+
+fn write_model_folder(dir: &Path, config: &ModelConfig, seed: u64, head_scale: f64) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config.to_hf_json())?)?;
-    let mut tensors: Vec<(String, candle_core::Tensor)> = random_tensors(config, seed)?.into_iter().collect();
+    let mut tensors = random_tensors(config, seed)?;
+    if let Some(head) = tensors.remove("lm_head.weight") {
+        tensors.insert("lm_head.weight".into(), (head * head_scale)?);
+    }
+    let mut tensors: Vec<(String, candle_core::Tensor)> = tensors.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     crate::weights::save_safetensors(&dir.join("model.safetensors"), &tensors)?;
     std::fs::write(dir.join("tokenizer.json"), serde_json::to_string(&tokenizer_json())?)?;

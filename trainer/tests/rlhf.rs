@@ -1,16 +1,14 @@
-//! RLHF (RLOO) on a tiny self-made model with a rule-based reward: the share of "praising"
-//! words in the response. Within the test budget the mean reward must rise clearly while the
-//! KL to the reference stays bounded; with a large KL coefficient the policy stays closer.
+//! RLHF (RLOO, and PPO-clip) on a tiny self-made model with a rule-based reward: the share of
+//! "praising" words in the response. Within the test budget the mean reward must rise clearly
+//! while the KL to the reference stays bounded; with a large KL coefficient the policy stays
+//! closer.
 
 use candle_core::Device;
 use pairwise_trainer::generate::{Completion, PromptRecord, Sampling, encode_prompt};
 use pairwise_trainer::lora::{LoraConfig, attach_lora};
-use pairwise_trainer::model::LlamaModel;
-use pairwise_trainer::model::llama::random_tensors;
-use pairwise_trainer::rlhf::{Reward, RlhfConfig, run_rlhf};
-use pairwise_trainer::synthetic::{tiny_config, vocabulary, write_tiny_model};
-use pairwise_trainer::tokenizer::ChatTokenizer;
-use std::path::Path;
+use pairwise_trainer::rlhf::{Algorithm, Reward, RlhfConfig, run_rlhf};
+use pairwise_trainer::synthetic::{tiny_config, vocabulary, write_tiny_policy};
+use pairwise_trainer::weights::load_model_and_tokenizer;
 
 /// Share of the response's tokens that are praising words.
 struct PraiseRule(Vec<u32>);
@@ -24,16 +22,10 @@ impl Reward for PraiseRule {
     }
 }
 
-fn run(kl_coef: f64, steps: usize) -> Vec<std::collections::BTreeMap<String, f64>> {
+fn run(algorithm: Algorithm, kl_coef: f64, steps: usize) -> Vec<std::collections::BTreeMap<String, f64>> {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(&dir.path().join("model"), &tiny_config(), 21).unwrap();
-    let tokenizer = ChatTokenizer::from_dir(&dir.path().join("model")).unwrap();
-    // A random init's output layer (std 0.02) spans a fraction of a nat: no adapter could make
-    // any token likely. Scale it to the logit range of a trained model.
-    let mut tensors = random_tensors(&tiny_config(), 21).unwrap();
-    let head = tensors.remove("lm_head.weight").unwrap();
-    tensors.insert("lm_head.weight".into(), (head * 20.0).unwrap());
-    let mut model = LlamaModel::from_tensors(tiny_config(), tensors, Path::new("<rlhf test>"), &Device::Cpu).unwrap();
+    write_tiny_policy(&dir.path().join("model"), &tiny_config(), 21).unwrap();
+    let (mut model, tokenizer) = load_model_and_tokenizer(&dir.path().join("model"), &Device::Cpu).unwrap();
     let targets = ["q", "k", "v", "o", "gate", "up", "down"].map(String::from);
     let vars = attach_lora(&mut model, &LoraConfig::new(8, 16.0, 0.0, &targets).unwrap(), 2).unwrap();
     let praise: Vec<u32> = ["great", "lovely", "useful", "fun", "kind", "bright"]
@@ -47,6 +39,7 @@ fn run(kl_coef: f64, steps: usize) -> Vec<std::collections::BTreeMap<String, f64
         })
         .collect();
     let config = RlhfConfig {
+        algorithm,
         steps,
         prompts_per_step: 4,
         samples: 4,
@@ -73,14 +66,25 @@ fn mean_of(lines: &[std::collections::BTreeMap<String, f64>], name: &str) -> f64
 
 #[test]
 fn rloo_raises_the_reward_with_bounded_kl() {
-    let lines = run(0.05, 40);
+    let lines = run(Algorithm::Rloo, 0.05, 40);
     let (first, last) = (mean_of(&lines[..5], "reward"), mean_of(&lines[35..], "reward"));
     assert!(last > first + 0.25, "mean reward should rise clearly: {first:.3} → {last:.3}");
     let kl = mean_of(&lines[35..], "kl");
     assert!(kl.abs() < 15.0, "KL to the reference stays bounded: {kl:.3}");
 
     // A strong KL penalty keeps the policy nearer the reference.
-    let tight = run(2.0, 40);
+    let tight = run(Algorithm::Rloo, 2.0, 40);
     let tight_kl = mean_of(&tight[35..], "kl");
     assert!(tight_kl < kl, "β = 2 gives a smaller KL ({tight_kl:.3}) than β = 0.05 ({kl:.3})");
+}
+
+#[test]
+fn ppo_clip_raises_the_reward_with_bounded_kl() {
+    let lines = run(Algorithm::PpoClip { epochs: 3, clip: 0.2 }, 0.05, 25);
+    let (first, last) = (mean_of(&lines[..5], "reward"), mean_of(&lines[20..], "reward"));
+    assert!(last > first + 0.25, "mean reward should rise clearly: {first:.3} → {last:.3}");
+    let kl = mean_of(&lines[20..], "kl");
+    assert!(kl.abs() < 15.0, "KL to the reference stays bounded: {kl:.3}");
+    assert!(lines.iter().all(|l| (0.0..=1.0).contains(&l["clip_fraction"])), "clip fraction logged");
+    assert!(lines.iter().any(|l| l["clip_fraction"] > 0.0), "later epochs move the ratio past the clip range");
 }

@@ -1,5 +1,6 @@
 //! Admin: training runs — the campaign's runs with a form to start one, and a run's page
-//! with its metric curves (SVG), configuration, data snapshot (lineage) and downloads.
+//! with its metric curves (SVG, one set per phase), configuration, data snapshot (lineage),
+//! downloads and the next round its adapter generated.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -46,7 +47,10 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
                                                         <td><a href=format!("/admin/runs/{}", r.id)>{format!("#{}", r.id)}</a></td>
                                                         <td>{r.method.clone()}</td>
                                                         <td>{r.trigger.clone()}</td>
-                                                        <td><span class=format!("status {}", r.status)>{r.status.clone()}</span></td>
+                                                        <td>
+                                                            <span class=format!("status {}", r.status)>{r.status.clone()}</span>
+                                                            {running.then(|| format!(" ({})", r.phase))}
+                                                        </td>
                                                         <td class="num">{r.data_rows}</td>
                                                         <td>{utc_minute(r.started_at)}</td>
                                                         <td>
@@ -77,11 +81,19 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
                     "Method" <select name="method">
                         <option value="dpo">"DPO"</option>
                         <option value="reward">"reward model"</option>
+                        <option value="rlhf">"RLHF (reward model, then RLOO)"</option>
                     </select>
                 </label>
                 <label class="wide">"Model folder (on the server)" <input type="text" name="model" required /></label>
                 <label class="wide">
                     "More trainer flags" <input type="text" name="args" placeholder="--max-steps 200 --lora-r 16" />
+                </label>
+                <label>
+                    <input type="checkbox" name="next_round" />
+                    " Then generate the next round (DPO / RLHF)"
+                </label>
+                <label>
+                    "Responses per prompt" <input type="number" name="responses" value="2" min="1" max="16" />
                 </label>
                 <button type="submit" class="primary">"Start"</button>
             </ActionForm>
@@ -97,13 +109,17 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
 }
 
 /// The metrics plotted on a run's page, by the names the trainer logs.
-const CURVES: [(&str, &str); 6] = [
+const CURVES: [(&str, &str); 10] = [
     ("loss", "Loss"),
     ("rewards/accuracies", "Reward accuracy"),
     ("accuracy", "Reward accuracy"),
+    ("eval_rewards/accuracies", "Held-out reward accuracy"),
+    ("eval_accuracy", "Held-out reward accuracy"),
     ("rewards/margins", "Reward margin"),
     ("margin", "Reward margin"),
+    ("reward", "Mean reward"),
     ("kl", "KL to the reference"),
+    ("entropy", "Entropy"),
 ];
 
 #[component]
@@ -146,32 +162,45 @@ fn RunView(id: i64) -> impl IntoView {
 fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView {
     let r = detail.run;
     let running = r.status == "running";
-    let charts = CURVES
+    // The phases in the order they logged (an RLHF run: reward, then rlhf).
+    let mut phases: Vec<String> = Vec::new();
+    for m in &detail.metrics {
+        let phase = m["phase"].as_str().unwrap_or_default().to_string();
+        if !phases.contains(&phase) {
+            phases.push(phase);
+        }
+    }
+    let several = phases.len() > 1;
+    let metrics = &detail.metrics;
+    let charts = phases
         .iter()
-        .filter_map(|(key, title)| {
-            let points: Vec<(f64, f64)> = detail
-                .metrics
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| {
-                    let step = m["step"].as_f64().unwrap_or((i + 1) as f64);
-                    m[*key].as_f64().map(|v| (step, v))
-                })
-                .collect();
-            (!points.is_empty()).then(|| view! { <LineChart title=*title points /> })
+        .flat_map(|phase| {
+            CURVES.iter().filter_map(move |(key, title)| {
+                let points: Vec<(f64, f64)> = metrics
+                    .iter()
+                    .filter(|m| m["phase"].as_str().unwrap_or_default() == phase)
+                    .enumerate()
+                    .filter_map(|(i, m)| {
+                        let step = m["step"].as_f64().unwrap_or((i + 1) as f64);
+                        m[*key].as_f64().map(|v| (step, v))
+                    })
+                    .collect();
+                let title = if several { format!("{phase}: {title}") } else { title.to_string() };
+                (!points.is_empty()).then(|| view! { <LineChart title points /> })
+            })
         })
         .collect_view();
-    let files =
-        ["data.jsonl", "trainer.log", "out~metrics.jsonl", "out~adapter_config.json", "out~adapter_model.safetensors"]
-            .iter()
-            .map(|name| {
-                view! {
-                    <li>
-                        <a href=format!("/api/v1/runs/{}/files/{name}", r.id)>{name.replace('~', "/")}</a>
-                    </li>
-                }
-            })
-            .collect_view();
+    let files = detail
+        .files
+        .iter()
+        .map(|name| {
+            view! {
+                <li>
+                    <a href=format!("/api/v1/runs/{}/files/{}", r.id, name.replace('/', "~"))>{name.clone()}</a>
+                </li>
+            }
+        })
+        .collect_view();
     view! {
         <h1>
             {format!("Run #{} · {}", r.id, r.method)} " "
@@ -179,7 +208,11 @@ fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView 
         </h1>
         <p>
             <a href=format!("/admin/campaigns/{}", r.campaign_id)>"← campaign"</a>
+            {running.then(|| format!(" · now: {}", r.phase))}
             {r.exit_reason.clone().map(|reason| view! { " · " <span class="muted">{reason}</span> })}
+            {r.next_campaign_id.map(|next| view! {
+                " · " <a href=format!("/admin/campaigns/{next}") id="next-round">"next round: campaign #" {next}</a>
+            })}
         </p>
         <Show when=move || running>
             <ActionForm action=cancel attr:class="inline">
@@ -212,7 +245,11 @@ fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView 
             <h3>"Configuration"</h3>
             <pre class="config">{serde_json::to_string_pretty(&r.config).unwrap_or_default()}</pre>
             <h3>"Files"</h3>
-            <ul>{files}</ul>
+            {if detail.files.is_empty() {
+                view! { <p class="muted">"No files yet."</p> }.into_any()
+            } else {
+                view! { <ul>{files}</ul> }.into_any()
+            }}
         </section>
     }
 }

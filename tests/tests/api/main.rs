@@ -1,5 +1,6 @@
 //! REST API end-to-end tests; every test runs against SQLite and against Postgres.
 
+mod alignment_loop;
 mod assignment;
 mod auth;
 mod cli;

@@ -140,6 +140,7 @@ async fn threshold_schedule_starts_a_run(backend: Backend) {
         method: "reward".into(),
         model: model.display().to_string(),
         args: ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"].map(String::from).to_vec(),
+        ..RunSpec::default()
     };
     let server = TestServer::start_with(backend, |c| {
         c.trainer_command = trainer_binary();
@@ -173,3 +174,67 @@ async fn threshold_schedule_starts_a_run(backend: Backend) {
     server.stop().await;
 }
 both_backends!(threshold_schedule_starts_a_run);
+
+/// An RLHF run with the hand-off: a reward model, the policy optimised against it (both
+/// phases' metrics streamed, tagged with their phase), then the new adapter's responses —
+/// and the base model's, for a head-to-head — imported into a new active campaign that
+/// links back to the run.
+async fn rlhf_run_hands_off_to_the_next_round(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs_dir = dir.path().join("runs");
+    let server = TestServer::start_with(backend, |c| {
+        c.trainer_command = trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+    })
+    .await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let (campaign, _) = voted_campaign(&server, &admin, 8).await;
+    let model = dir.path().join("model");
+    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    let spec = json!({
+        "method": "rlhf",
+        "model": model.display().to_string(),
+        "reward_args": ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"],
+        "args": ["--steps", "2", "--prompts-per-step", "2", "--samples", "2", "--max-new-tokens", "6"],
+        "next_round": {"responses": 2, "baseline_responses": 1, "args": ["--max-new-tokens", "8", "--temperature", "1.3"]},
+    });
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &spec).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let run = wait_until_finished(&admin, reply.json["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["phase"], "import", "the last phase was the hand-off");
+    let phases: Vec<&str> = run["metrics"].as_array().unwrap().iter().map(|m| m["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["reward", "reward", "rlhf", "rlhf"], "{run}");
+    let rlhf = &run["metrics"][3];
+    for key in ["reward", "kl", "entropy", "response_length", "loss"] {
+        assert!(rlhf[key].is_number(), "{key} in {rlhf}");
+    }
+    let files: Vec<&str> = run["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    for file in ["prompts.jsonl", "reward/reward_head.safetensors", "out/adapter_model.safetensors", "next_round.jsonl"]
+    {
+        assert!(files.contains(&file), "{file} in {files:?}");
+    }
+
+    let next = run["next_campaign_id"].as_i64().expect("a next round");
+    let round = admin.get(&format!("/api/v1/campaigns/{next}")).await.json;
+    assert_eq!(round["name"], "runs · round 2");
+    assert_eq!(round["status"], "active");
+    assert_eq!(round["source_run_id"], run["id"]);
+    assert!(round["pairs"].as_i64().unwrap() >= 1, "{round}");
+    let id = run["id"].as_i64().unwrap();
+    let generated = admin.get(&format!("/api/v1/runs/{id}/files/next_round.jsonl")).await;
+    let checkpoints: std::collections::BTreeSet<String> = pairwise_tests::jsonl(&generated.text)
+        .iter()
+        .flat_map(|line| line["responses"].as_array().unwrap().clone())
+        .map(|r| r["checkpoint"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(checkpoints, [format!("run-{id}"), "base".to_string()].into(), "the new adapter and the base model");
+
+    // A reward run has no policy to hand off; the spec is refused up front.
+    let bad = json!({"method": "reward", "model": "m", "next_round": {}});
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &bad).await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(reply.json["message"].as_str().unwrap().contains("next_round"), "{}", reply.text);
+    server.stop().await;
+}
+both_backends!(rlhf_run_hands_off_to_the_next_round);

@@ -1,0 +1,227 @@
+//! The whole loop on a tiny self-made policy, with the real server, database and trainer
+//! binary: the policy's responses are pushed into a campaign (`pairwise-train generate
+//! --to`), a simulated panel votes through the HTTP API by a hidden rule (two of its five
+//! raters are noisy), the threshold schedules fire by themselves (a reward model and a DPO
+//! run with the hand-off), the DPO adapter's responses appear in the next round next to the
+//! old policy's, and there the panel prefers the new policy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pairwise_server::auth::Role;
+use pairwise_server::runs::{NextRound, RunSpec, Schedule};
+use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, trainer_binary};
+use pairwise_trainer::synthetic::{tiny_config, write_tiny_policy};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const TOPICS: [&str; 16] = [
+    "cats", "rain", "music", "tea", "trains", "books", "maps", "gardens", "rivers", "bread", "chess", "lamps", "boats",
+    "clocks", "stars", "bikes",
+];
+const GOOD: [&str; 6] = ["great", "lovely", "useful", "fun", "kind", "bright"];
+const BAD: [&str; 6] = ["awful", "boring", "useless", "dull", "rude", "broken"];
+
+/// The panel's hidden rule: praising words count for a response, disparaging ones against.
+fn praise(text: &str) -> i64 {
+    text.split_whitespace().map(|w| i64::from(GOOD.contains(&w)) - i64::from(BAD.contains(&w))).sum()
+}
+
+/// A rater's choice on a served pair; a noisy rater picks at random a quarter of the time.
+fn choose(pair: &Value, noisy: bool, rng: &mut StdRng) -> &'static str {
+    if noisy && rng.random_bool(0.25) {
+        return ["left", "right", "tie"][rng.random_range(0..3)];
+    }
+    let (left, right) = (praise(pair["left"].as_str().unwrap()), praise(pair["right"].as_str().unwrap()));
+    match left.cmp(&right) {
+        std::cmp::Ordering::Greater => "left",
+        std::cmp::Ordering::Less => "right",
+        std::cmp::Ordering::Equal => "tie",
+    }
+}
+
+/// The panel votes in turns (one pair each per turn) until the campaign serves none of them
+/// anything more. Returns the number of votes cast.
+async fn panel_votes(panel: &[ApiClient], campaign: i64, rng: &mut StdRng) -> usize {
+    let mut votes = 0;
+    loop {
+        let mut voted = false;
+        for (i, rater) in panel.iter().enumerate() {
+            let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+            if next["status"] != "assigned" {
+                continue;
+            }
+            let pair = &next["pair"];
+            let body = json!({"assignment_id": pair["assignment_id"], "choice": choose(pair, i >= 3, rng),
+                              "time_ms": 3000, "client_key": format!("{}-{}", rater.user_id, pair["assignment_id"])});
+            let reply = rater.post("/api/v1/votes", &body).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            votes += 1;
+            voted = true;
+        }
+        if !voted {
+            return votes;
+        }
+    }
+}
+
+/// Waits (up to four minutes: two trainer runs in a debug build) until `done` holds for
+/// the campaign's runs, and returns them.
+async fn wait_for_runs(admin: &ApiClient, campaign: i64, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..2400 {
+        let runs = admin.get(&format!("/api/v1/campaigns/{campaign}/runs")).await.json;
+        let runs = runs.as_array().unwrap().clone();
+        if done(&runs) {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the scheduled runs did not finish in time");
+}
+
+fn schedules(model: &Path, threshold: i64) -> Vec<Schedule> {
+    let model = model.display().to_string();
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let reward = RunSpec {
+        method: "reward".into(),
+        model: model.clone(),
+        args: strings(&[
+            "--epochs",
+            "4",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "3e-3",
+            "--eval-fraction",
+            "0.2",
+            "--lora-targets",
+            "q,k,v,o,gate,up,down",
+        ]),
+        ..RunSpec::default()
+    };
+    let dpo = RunSpec {
+        method: "dpo".into(),
+        model,
+        args: strings(&[
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "5e-4",
+            "--lora-targets",
+            "q,k,v,o,gate,up,down",
+        ]),
+        next_round: Some(NextRound {
+            responses: 2,
+            baseline_responses: 2,
+            args: strings(&["--max-new-tokens", "8", "--temperature", "1.0"]),
+        }),
+        ..RunSpec::default()
+    };
+    [reward, dpo]
+        .into_iter()
+        .map(|spec| Schedule { campaign: 1, spec, daily_at: None, min_new_pairs: Some(threshold) })
+        .collect()
+}
+
+async fn the_whole_loop_improves_the_policy(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("policy");
+    write_tiny_policy(&model, &tiny_config(), 7).unwrap();
+    let prompts: String =
+        TOPICS.iter().map(|t| format!("{}\n", json!({"prompt": format!("tell me about {t}")}))).collect();
+    std::fs::write(dir.path().join("prompts.jsonl"), prompts).unwrap();
+    let runs_dir = dir.path().join("runs");
+    // Round 1: 16 prompts × 4 responses = up to 96 pairs; the schedules fire once 60 of them
+    // have all their votes.
+    let threshold = 60;
+    let server = TestServer::start_with(backend, |c| {
+        c.trainer_command = trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+        c.schedule_check_seconds = 1;
+        c.schedules = schedules(&model, threshold);
+    })
+    .await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = pairwise_tests::create_campaign(
+        &admin,
+        json!({"name": "praise", "status": "active", "overlap": 3, "guidelines": "Prefer the kinder answer."}),
+    )
+    .await;
+    assert_eq!(campaign, 1);
+
+    // The policy's own responses go straight into the campaign through the API.
+    let generate = std::process::Command::new(trainer_binary())
+        .args(["generate", "--model"])
+        .arg(&model)
+        .arg("--prompts")
+        .arg(dir.path().join("prompts.jsonl"))
+        .args(["--num-responses", "4", "--max-new-tokens", "8", "--temperature", "1.0", "--seed", "1", "--to"])
+        .arg(format!("{}/api/v1/campaigns/{campaign}", server.base))
+        .args(["--token", admin.token.as_deref().unwrap()])
+        .output()
+        .unwrap();
+    assert!(generate.status.success(), "{}", String::from_utf8_lossy(&generate.stderr));
+    let round1 = admin.get(&format!("/api/v1/campaigns/{campaign}")).await.json;
+    let pairs = round1["pairs"].as_i64().unwrap();
+    assert!(pairs >= threshold, "enough distinct responses to pair: {round1}");
+
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut panel = Vec::new();
+    for name in ["ana", "ben", "cai", "dev", "eli"] {
+        panel.push(server.client_for(name, Role::Annotator).await);
+    }
+    let votes = panel_votes(&panel, campaign, &mut rng).await;
+    assert_eq!(votes as i64, pairs * 3, "every pair got its overlap of votes");
+
+    // Nobody starts anything: the threshold fires the reward run, then the DPO run.
+    let runs =
+        wait_for_runs(&admin, campaign, |runs| runs.len() == 2 && runs.iter().all(|r| r["status"] != "running")).await;
+    let (dpo, reward) = (&runs[0], &runs[1]);
+    for run in [dpo, reward] {
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["trigger"], "threshold");
+        // The snapshot is taken when the run starts (votes may still be coming in): pairs
+        // with a majority (ties left out), from all five raters by then.
+        let rows = run["data_rows"].as_i64().unwrap();
+        assert!(rows >= threshold / 2 && rows <= pairs, "{run}");
+        assert_eq!(run["raters"].as_array().unwrap().len(), 5, "{run}");
+    }
+    assert_eq!((reward["method"].as_str(), dpo["method"].as_str()), (Some("reward"), Some("dpo")));
+    let reward_detail = admin.get(&format!("/api/v1/runs/{}", reward["id"])).await.json;
+    let reward_metrics = reward_detail["metrics"].as_array().unwrap();
+    // The reward model learned the panel's rule: on its last training batches and on the
+    // held-out fifth of the pairs.
+    let train: Vec<f64> = reward_metrics.iter().filter_map(|m| m["accuracy"].as_f64()).collect();
+    let recent = train[train.len() - 4..].iter().sum::<f64>() / 4.0;
+    assert!(recent > 0.65, "training accuracy of the last batches: {recent:.2}");
+    let held_out = reward_metrics.iter().rev().find_map(|m| m["eval_accuracy"].as_f64()).expect("eval accuracy");
+    assert!(held_out > 0.5, "held-out accuracy: {held_out:.2}");
+    let dpo_detail = admin.get(&format!("/api/v1/runs/{}", dpo["id"])).await.json;
+    let dpo_metrics = dpo_detail["metrics"].as_array().unwrap();
+    assert!(dpo_metrics.iter().all(|m| m["phase"] == "dpo" && m["loss"].is_number()));
+    assert!(dpo_metrics.iter().any(|m| m["rewards/accuracies"].is_number() && m["rewards/margins"].is_number()));
+
+    // The hand-off: a new round, generated by the DPO adapter next to the old policy.
+    let next = dpo["next_campaign_id"].as_i64().expect("the DPO run made the next round");
+    let round2 = admin.get(&format!("/api/v1/campaigns/{next}")).await.json;
+    assert_eq!(round2["source_run_id"], dpo["id"]);
+    assert_eq!(round2["status"], "active");
+    assert_eq!(round2["guidelines"], "Prefer the kinder answer.");
+    panel_votes(&panel, next, &mut rng).await;
+    let board = admin.get(&format!("/api/v1/campaigns/{next}/leaderboard")).await.json;
+    let score = |key: &str| {
+        board["models"].as_array().unwrap().iter().find(|m| m["model"] == key).cloned().unwrap_or_else(|| {
+            panic!("{key} on the leaderboard: {board}");
+        })
+    };
+    let new = score(&format!("policy@run-{}", dpo["id"]));
+    let old = score("policy@base");
+    let (wins, losses) = (new["wins"].as_f64().unwrap(), new["losses"].as_f64().unwrap());
+    assert!(wins > 1.3 * losses, "the new policy wins more often than the old one: {board}");
+    assert!(new["score"].as_f64().unwrap() > old["score"].as_f64().unwrap(), "{board}");
+    server.stop().await;
+}
+both_backends!(the_whole_loop_improves_the_policy);
