@@ -111,7 +111,8 @@ while next_["status"] == "assigned":
         text = pair[side].rstrip()
         return (not text.endswith((".", "!", "?", ")", "`")), len(text))
     choice = "left" if key("left") < key("right") else "right"
-    reply = call("/api/v1/votes", {"assignment_id": pair["assignment_id"], "choice": choice, "time_ms": 5000})
+    reply = call("/api/v1/votes", {"assignment_id": pair["assignment_id"], "choice": choice, "time_ms": 5000,
+                                   "client_key": f"demo-{pair['assignment_id']}"})
     votes, next_ = votes + 1, reply["next"]
 print(f"{votes} votes")
 EOF
