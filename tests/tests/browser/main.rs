@@ -448,6 +448,10 @@ async fn admin_starts_a_training_run_and_follows_it() {
         screenshot(&client, "run-desktop", (1280, 900), None).await?;
         let page = client.source().await?;
         ensure!(page.contains("Reward accuracy") && page.contains("Loss"), "loss and accuracy curves are drawn");
+        ensure!(
+            page.contains("/files/out~adapter_model.safetensors") && page.contains("/files/data.jsonl"),
+            "the files the run wrote are offered for download"
+        );
         Ok(())
     })
     .await;
