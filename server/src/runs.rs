@@ -590,15 +590,16 @@ async fn hand_off(db: &Db, id: i64, campaign_id: i64, generated: &Path) -> anyho
         }
         other => other?,
     };
-    if let Err(error) = import_jsonl(db, campaign.id, &data, &PairingOptions::default()).await {
-        delete_empty_campaign(db, campaign.id).await;
-        return Err(error.into());
-    }
+    // Linked before the import, so even a draft left by a crash says where it came from.
     sqlx::query("UPDATE campaigns SET source_run_id = $1 WHERE id = $2")
         .bind(id)
         .bind(campaign.id)
         .execute(&db.write)
         .await?;
+    if let Err(error) = import_jsonl(db, campaign.id, &data, &PairingOptions::default()).await {
+        delete_empty_campaign(db, campaign.id).await;
+        return Err(error.into());
+    }
     update_campaign(db, campaign.id, &CampaignUpdate { status: Some(CampaignStatus::Active), ..Default::default() })
         .await?;
     sqlx::query("UPDATE training_runs SET next_campaign_id = $1 WHERE id = $2")
