@@ -217,10 +217,17 @@ pub fn run_rlhf(
                         })
                         .collect();
                     let clipped_share = keep.iter().filter(|&&k| k == 0.0).count() as f64 / n as f64;
+                    // The loss as logged: the full surrogate, clipped terms included.
+                    let surrogate_value = ratios
+                        .iter()
+                        .zip(&advantages)
+                        .map(|(&r, &a)| (r * a).min(r.clamp((1.0 - clip) as f32, (1.0 + clip) as f32) * a) as f64)
+                        .sum::<f64>()
+                        / n as f64;
                     let keep = Tensor::from_vec(keep, n, &device)?;
                     let surrogate = ((ratio * &advantages_t)? * keep)?;
-                    let (loss, norm) = update(surrogate.mean_all()?.neg()?)?;
-                    last = (loss, norm, clipped_share);
+                    let (_, norm) = update(surrogate.mean_all()?.neg()?)?;
+                    last = (-surrogate_value, norm, clipped_share);
                 }
                 (last.0, last.1, Some(last.2))
             }
