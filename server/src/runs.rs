@@ -627,13 +627,17 @@ pub fn next_round_name(name: &str) -> String {
     format!("{base} · round {}", round + 1)
 }
 
-/// The trainer's error message (its `Error: …` line, before any backtrace), or else the
-/// last line it logged.
+/// The error message of the phase that ran last (its `Error: …` line before any backtrace,
+/// or a command-line parsing `error: …`), or else the last line it logged.
 fn last_log_line(dir: &Path) -> String {
     let log = std::fs::read_to_string(dir.join("trainer.log")).unwrap_or_default();
-    log.lines()
-        .find(|l| l.starts_with("Error:"))
-        .or_else(|| log.lines().rev().find(|l| !l.trim().is_empty()))
+    // The log holds every phase, each after its `$ command` line.
+    let phase = log.rfind("\n$ ").map_or(log.as_str(), |start| &log[start + 1..]);
+    let output = if phase.starts_with("$ ") { phase.split_once('\n').map_or("", |(_, rest)| rest) } else { phase };
+    output
+        .lines()
+        .find(|l| l.starts_with("Error:") || l.starts_with("error:"))
+        .or_else(|| output.lines().rev().find(|l| !l.trim().is_empty()))
         .map(|l| l.trim().to_string())
         .unwrap_or_default()
 }

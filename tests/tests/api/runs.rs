@@ -230,6 +230,24 @@ async fn rlhf_run_hands_off_to_the_next_round(backend: Backend) {
         .collect();
     assert_eq!(checkpoints, [format!("run-{id}"), "base".to_string()].into(), "the new adapter and the base model");
 
+    // A hand-off that fails (here: a flag generate does not know) fails the run with the
+    // phase's error; the adapter it trained is still recorded, and no campaign is made.
+    let campaigns_before = admin.get("/api/v1/campaigns").await.json.as_array().unwrap().len();
+    let broken = json!({
+        "method": "dpo",
+        "model": model.display().to_string(),
+        "args": ["--max-steps", "1", "--batch-size", "4", "--max-length", "48"],
+        "next_round": {"args": ["--no-such-flag"]},
+    });
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &broken).await;
+    let failed = wait_until_finished(&admin, reply.json["id"].as_i64().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["phase"], "generate");
+    assert!(failed["exit_reason"].as_str().unwrap().contains("--no-such-flag"), "{failed}");
+    assert_eq!(failed["artifact_sha256"].as_str().unwrap().len(), 64, "the adapter was trained");
+    assert!(failed["next_campaign_id"].is_null());
+    assert_eq!(admin.get("/api/v1/campaigns").await.json.as_array().unwrap().len(), campaigns_before);
+
     // A reward run has no policy to hand off; the spec is refused up front.
     let bad = json!({"method": "reward", "model": "m", "next_round": {}});
     let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &bad).await;
