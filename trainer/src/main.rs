@@ -494,29 +494,24 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new((encoded.len() * per_prompt) as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} responses {per_sec} eta {eta}")?);
     let started = std::time::Instant::now();
-    let batching = |responses_per_prompt| Batching { responses_per_prompt, batch_size: args.batch_size };
-    let mut results = generate_all(
-        &model,
-        &tokenizer,
-        &encoded,
-        batching(args.num_responses),
-        &sampling,
-        &pairwise_trainer::model::ForwardCtx::eval(true),
-        |n| bar.inc(n as u64),
-    )?;
+    // `responses` per prompt, with the adapter on or off.
+    let sample = |responses_per_prompt, sampling: &Sampling, adapters_on| {
+        generate_all(
+            &model,
+            &tokenizer,
+            &encoded,
+            Batching { responses_per_prompt, batch_size: args.batch_size },
+            sampling,
+            &pairwise_trainer::model::ForwardCtx::eval(adapters_on),
+            |n| bar.inc(n as u64),
+        )
+    };
+    let mut results = sample(args.num_responses, &sampling, true)?;
     let mut checkpoints = vec![checkpoint.as_str(); args.num_responses];
     if args.baseline_responses > 0 {
         // Its own random stream, so adding baseline responses leaves the adapter's unchanged.
         let baseline_sampling = Sampling { seed: sampling.seed.wrapping_add(1), ..sampling.clone() };
-        let baseline = generate_all(
-            &model,
-            &tokenizer,
-            &encoded,
-            batching(args.baseline_responses),
-            &baseline_sampling,
-            &pairwise_trainer::model::ForwardCtx::eval(false),
-            |n| bar.inc(n as u64),
-        )?;
+        let baseline = sample(args.baseline_responses, &baseline_sampling, false)?;
         for (mine, theirs) in results.iter_mut().zip(baseline) {
             mine.extend(theirs);
         }

@@ -36,6 +36,30 @@ async fn voted_campaign(server: &TestServer, admin: &ApiClient, pairs: usize) ->
     (campaign, rater.user_id)
 }
 
+/// A server that runs the real trainer into `dir/runs`, a voted campaign of `pairs` rule
+/// pairs (see [`voted_campaign`]) and a tiny model folder in `dir/model`.
+struct RunsSetup {
+    server: TestServer,
+    admin: ApiClient,
+    campaign: i64,
+    rater: i64,
+    model: PathBuf,
+}
+
+async fn runs_setup(backend: Backend, dir: &std::path::Path, pairs: usize) -> RunsSetup {
+    let runs_dir = dir.join("runs");
+    let server = TestServer::start_with(backend, |c| {
+        c.trainer_command = trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+    })
+    .await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let (campaign, rater) = voted_campaign(&server, &admin, pairs).await;
+    let model = dir.join("model");
+    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    RunsSetup { server, admin, campaign, rater, model }
+}
+
 async fn wait_until_finished(admin: &ApiClient, run: i64) -> Value {
     for _ in 0..600 {
         let reply = admin.get(&format!("/api/v1/runs/{run}")).await;
@@ -50,16 +74,7 @@ async fn wait_until_finished(admin: &ApiClient, run: i64) -> Value {
 
 async fn runs_train_and_keep_their_lineage(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let runs_dir = dir.path().join("runs");
-    let server = TestServer::start_with(backend, |c| {
-        c.trainer_command = trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-    })
-    .await;
-    let admin = server.client_for("admin", Role::Admin).await;
-    let (campaign, rater) = voted_campaign(&server, &admin, 12).await;
-    let model = dir.path().join("model");
-    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    let RunsSetup { server, admin, campaign, rater, model } = runs_setup(backend, dir.path(), 12).await;
     let small = ["--max-steps", "3", "--batch-size", "4", "--max-length", "48", "--max-prompt-length", "24"];
     let spec = json!({"method": "dpo", "model": model.display().to_string(), "args": small});
 
@@ -181,16 +196,7 @@ both_backends!(threshold_schedule_starts_a_run);
 /// links back to the run.
 async fn rlhf_run_hands_off_to_the_next_round(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let runs_dir = dir.path().join("runs");
-    let server = TestServer::start_with(backend, |c| {
-        c.trainer_command = trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-    })
-    .await;
-    let admin = server.client_for("admin", Role::Admin).await;
-    let (campaign, _) = voted_campaign(&server, &admin, 8).await;
-    let model = dir.path().join("model");
-    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    let RunsSetup { server, admin, campaign, model, .. } = runs_setup(backend, dir.path(), 8).await;
     let spec = json!({
         "method": "rlhf",
         "model": model.display().to_string(),
