@@ -14,11 +14,11 @@ use pairwise_trainer::config::ModelConfig;
 use pairwise_trainer::data::{TokenizedPair, Truncation, read_jsonl, tokenize_pair};
 use pairwise_trainer::dpo::{DpoObjective, reference_log_probs};
 use pairwise_trainer::loss::DpoLossType;
-use pairwise_trainer::model::{ForwardCtx, LlamaModel};
+use pairwise_trainer::model::LlamaModel;
 use pairwise_trainer::optim::{AdamW, clip_grad_norm};
 use pairwise_trainer::reward::{RewardObjective, reward_trainable};
 use pairwise_trainer::tokenizer::ChatTokenizer;
-use pairwise_trainer::train::{AdapterKind, Objective, TrainConfig, prepare_trainable};
+use pairwise_trainer::train::{AdapterKind, Objective, TrainConfig, prepare_trainable, step_gradients};
 
 const MODES: [&str; 7] = ["dpo-lora", "rm-lora", "rm-full", "rm-qlora", "rm-prefix", "dpo-qlora", "long"];
 const WARMUP: usize = 3;
@@ -102,18 +102,12 @@ fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
     for step in 0..WARMUP + TIMED {
         let started = Instant::now();
         let idx: Vec<usize> = (step * PAIRS_PER_STEP..(step + 1) * PAIRS_PER_STEP).collect();
-        let batch: Vec<&TokenizedPair> = idx.iter().map(|&i| &pairs[i]).collect();
-        let (loss, _) = objective.batch_loss(&model, &batch, &idx, &ForwardCtx::train(step as u64))?;
-        let grads = loss.backward()?;
-        let grads = vars
-            .iter()
-            .map(|v| grads.get(v).cloned().map_or_else(|| v.zeros_like(), Ok))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let (grads, _) = clip_grad_norm(grads, 1.0)?;
+        let out = step_gradients(objective.as_ref(), &model, &vars, &pairs, &idx, &train_config, step)?;
+        let (grads, _) = clip_grad_norm(out.grads, 1.0)?;
         optimizer.update(&grads, lr)?;
         if step >= WARMUP {
             times.push(started.elapsed().as_secs_f64());
-            tokens += batch.iter().map(|p| p.chosen.ids.len() + p.rejected.ids.len()).sum::<usize>();
+            tokens += out.tokens;
         }
     }
     let mut sorted = times.clone();
@@ -148,15 +142,10 @@ fn long_sequences(model: &mut LlamaModel) -> anyhow::Result<serde_json::Value> {
     let trainable = prepare_trainable(model, &config)?;
     let objective = RewardObjective::new(model, &config, 0)?;
     let vars: Vec<Var> = trainable.iter().map(|(_, v)| v.clone()).chain([objective.score.clone()]).collect();
-    let refs: Vec<&TokenizedPair> = pairs.iter().collect();
     let mut best = f64::INFINITY;
     for step in 0..4 {
         let started = Instant::now();
-        let (loss, _) = objective.batch_loss(model, &refs, &[0, 1, 2, 3], &ForwardCtx::train(step))?;
-        let grads = loss.backward()?;
-        for v in &vars {
-            grads.get(v).expect("trainable variable without gradient");
-        }
+        step_gradients(&objective, model, &vars, &pairs, &[0, 1, 2, 3], &config, step)?;
         if step > 0 {
             best = best.min(started.elapsed().as_secs_f64());
         }
@@ -178,6 +167,8 @@ fn long_sequences(model: &mut LlamaModel) -> anyhow::Result<serde_json::Value> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, no other thread exists yet.
+    unsafe { pairwise_trainer::train::configure_cpu_runtime() };
     // `cargo bench` passes `--bench`; anything else is a mode name.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     if let Some(mode) = args.first() {

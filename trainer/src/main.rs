@@ -667,6 +667,8 @@ fn rlhf(args: &RlhfArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, no other thread exists yet.
+    unsafe { pairwise_trainer::train::configure_cpu_runtime() };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -7,7 +7,7 @@
 //! gradients) with a hand-written backward, which also keeps fewer intermediates alive.
 //! Every op here is checked against finite differences in the tests below.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::QTensor;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor};
@@ -41,18 +41,158 @@ fn into_cpu_storage(t: &Tensor) -> Result<(CpuStorage, Shape)> {
 /// Where a frozen weight lives: a plain tensor, or a quantized tensor dequantized on demand.
 #[derive(Clone)]
 pub enum FrozenWeight {
-    Dense(Tensor),
+    Dense(Arc<DenseWeight>),
     Quantized(Arc<QTensor>),
 }
 
+/// A dense frozen weight `[out, in]`. The forward `x · Wᵀ` is fastest with `Wᵀ` stored
+/// contiguously (gemm packs a transposed operand one scalar at a time) while the backward
+/// `g · W` wants `W` itself, so a weight that is multiplied many times keeps both: the
+/// transpose is made on the first forward and costs a second copy of the weight.
+pub struct DenseWeight {
+    pub weight: Tensor,
+    /// `None` for a weight used once (no copy is kept).
+    transposed: Option<OnceLock<Tensor>>,
+}
+
 impl FrozenWeight {
+    /// A dense weight that keeps its transpose after the first forward.
+    pub fn dense_kept(weight: Tensor) -> Self {
+        FrozenWeight::Dense(Arc::new(DenseWeight { weight, transposed: Some(OnceLock::new()) }))
+    }
+
+    /// A dense weight used for a single call: no transposed copy.
+    pub fn dense_once(weight: Tensor) -> Self {
+        FrozenWeight::Dense(Arc::new(DenseWeight { weight, transposed: None }))
+    }
+
     /// The weight as a dense tensor in `dtype`; for quantized weights a temporary copy.
     pub fn dense(&self, dtype: DType) -> Result<Tensor> {
         match self {
-            FrozenWeight::Dense(w) => w.to_dtype(dtype),
+            FrozenWeight::Dense(w) => w.weight.to_dtype(dtype),
             FrozenWeight::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype),
         }
     }
+
+    /// `Wᵀ` `[in, out]` as a contiguous tensor when one is kept (made now if needed).
+    fn kept_transpose(&self, dtype: DType) -> Result<Option<Tensor>> {
+        let FrozenWeight::Dense(w) = self else {
+            return Ok(None);
+        };
+        let Some(cell) = &w.transposed else {
+            return Ok(None);
+        };
+        if w.weight.dtype() != dtype {
+            return Ok(None);
+        }
+        if let Some(t) = cell.get() {
+            return Ok(Some(t.clone()));
+        }
+        let t = w.weight.t()?.contiguous()?;
+        Ok(Some(cell.get_or_init(|| t).clone()))
+    }
+}
+
+/// `x · R` straight from the two buffers with gemm (candle's matmul would need tensors, and
+/// building them inside a kernel copies the storage): `x` is `[m, k]` row-major, `R` is the
+/// `[k, n]` matrix `Wᵀ`, read from `w` either as row-major `W` `[n, k]` (`transposed`
+/// false) or as row-major `Wᵀ` itself; the result `[m, n]` row-major. Multi-threaded on
+/// rayon's pool, which nests with the per-shard parallelism of training.
+#[allow(clippy::too_many_arguments)]
+fn x_times_w_transposed<T: 'static + Copy>(
+    x: &[T],
+    w: &[T],
+    transposed: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    zero: T,
+    one: T,
+) -> Vec<T> {
+    assert!(x.len() >= m * k && w.len() >= n * k, "linear: buffers smaller than their shapes");
+    let (rhs_cs, rhs_rs) = if transposed { (1, n as isize) } else { (k as isize, 1) };
+    let mut dst = vec![zero; m * n];
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above and `dst`'s length bound every access; strides describe
+    // row-major x [m, k], R [k, n] in either storage, row-major dst [m, n].
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            zero,
+            one,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    dst
+}
+
+/// The contiguous part of a CPU buffer a layout covers.
+fn contiguous_slice<'a, T>(values: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&values[start..end]),
+        None => candle_core::bail!("linear: {what} must be contiguous"),
+    }
+}
+
+/// `x · Wᵀ` on CPU storages: `x` `[m, k]` and `w`, both contiguous, f32 or f64; `w` is `W`
+/// `[n, k]`, or `Wᵀ` `[k, n]` when `transposed`.
+fn linear_storage(
+    xs: &CpuStorage,
+    xl: &Layout,
+    ws: &CpuStorage,
+    wl: &Layout,
+    transposed: bool,
+) -> Result<(CpuStorage, Shape)> {
+    let (m, k) = xl.shape().dims2()?;
+    let (n, kw) = if transposed {
+        let (kw, n) = wl.shape().dims2()?;
+        (n, kw)
+    } else {
+        wl.shape().dims2()?
+    };
+    if k != kw {
+        candle_core::bail!("linear: input has {k} features, weight expects {kw}");
+    }
+    let out = match (xs, ws) {
+        (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(x_times_w_transposed(
+            contiguous_slice(x, xl, "the input")?,
+            contiguous_slice(w, wl, "the weight")?,
+            transposed,
+            m,
+            k,
+            n,
+            0.0,
+            1.0,
+        )),
+        (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(x_times_w_transposed(
+            contiguous_slice(x, xl, "the input")?,
+            contiguous_slice(w, wl, "the weight")?,
+            transposed,
+            m,
+            k,
+            n,
+            0.0,
+            1.0,
+        )),
+        _ => candle_core::bail!("linear supports f32 and f64 inputs of one dtype only"),
+    };
+    Ok((out, Shape::from((m, n))))
 }
 
 struct FrozenLinear {
@@ -65,10 +205,20 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_tensor(storage, layout)?;
         // The dequantized copy of a quantized weight lives only for this matmul.
-        let w = self.weight.dense(x.dtype())?;
-        into_cpu_storage(&x.matmul(&w.t()?)?)
+        let dtype = match storage {
+            CpuStorage::F64(_) => DType::F64,
+            _ => DType::F32,
+        };
+        let (w, transposed) = match self.weight.kept_transpose(dtype)? {
+            Some(t) => (t, true),
+            None => (self.weight.dense(dtype)?.contiguous()?, false),
+        };
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Cpu(ws) => linear_storage(storage, layout, ws, wl, transposed),
+            _ => candle_core::bail!("frozen linear: the weight is not on the CPU"),
+        }
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -86,6 +236,34 @@ pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> Result<Tensor> {
         x.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone() })
     } else {
         x.matmul(&weight.dense(x.dtype())?.to_device(x.device())?.t()?)
+    }
+}
+
+struct TrainableLinear;
+
+impl CustomOp2 for TrainableLinear {
+    fn name(&self) -> &'static str {
+        "trainable-linear"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        linear_storage(xs, xl, ws, wl, false)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(w)?), Some(grad.t()?.matmul(x)?)))
+    }
+}
+
+/// `x · Wᵀ` for a 2-D `x` `[n, in]` and a trained weight `[out, in]`. candle's
+/// `x.matmul(&w.t())` returns the weight gradient as a transposed view, which its gradient
+/// store then adds element by element through strides; here `dW = gᵀ · x` comes out
+/// contiguous in W's own layout.
+pub fn trainable_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op2(&weight.contiguous()?, TrainableLinear)
+    } else {
+        x.matmul(&weight.t()?)
     }
 }
 
@@ -255,7 +433,7 @@ pub(crate) mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f64, 1.0, (5, 7), &dev)?;
         let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (3, 7), &dev)?)?;
-        let frozen = FrozenWeight::Dense(w.clone());
+        let frozen = FrozenWeight::dense_kept(w.clone());
         let ours = frozen_linear(&x, &frozen)?;
         let reference = x.matmul(&w.t()?)?;
         let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
@@ -268,11 +446,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn trainable_linear_matches_matmul_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 7), &dev)?)?;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (3, 7), &dev)?)?;
+        let ours = trainable_linear(&x, &w)?;
+        let reference = x.matmul(&w.t()?)?;
+        let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "forward differs by {diff}");
+        let probe = Tensor::randn(0f64, 1.0, (3, 5), &dev)?;
+        let f = || (trainable_linear(&x, &w)?.sin()? * &probe)?.sum_all();
+        let worst_x = check_gradient(&x, &f, &[0, 4, 8, 20])?;
+        let worst_w = check_gradient(&w, &f, &[0, 6, 13, 34])?;
+        assert!(worst_x < 1e-6 && worst_w < 1e-6, "relative gradient errors {worst_x}, {worst_w}");
+        Ok(())
+    }
+
+    #[test]
     fn frozen_linear_leaves_no_weight_gradient() -> Result<()> {
         let dev = Device::Cpu;
         let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 6), &dev)?)?;
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 6), &dev)?)?;
-        let y = frozen_linear(&x, &FrozenWeight::Dense(w.as_tensor().clone()))?;
+        let y = frozen_linear(&x, &FrozenWeight::dense_kept(w.as_tensor().clone()))?;
         let grads = y.sum_all()?.backward()?;
         assert!(grads.get(&x).is_some());
         assert!(grads.get(&w).is_none());

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// AdamW exactly as `torch.optim.AdamW` (decoupled weight decay, bias correction).
@@ -31,17 +32,33 @@ impl AdamW {
     pub fn update(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let correction1 = 1.0 - self.beta1.powi(t);
-        let correction2 = 1.0 - self.beta2.powi(t);
+        let step = AdamStep {
+            lr: lr as f32,
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            eps: self.eps as f32,
+            decay: (1.0 - lr * self.weight_decay) as f32,
+            correction1: (1.0 - self.beta1.powi(t)) as f32,
+            correction2: (1.0 - self.beta2.powi(t)) as f32,
+        };
+        if self.vars.iter().all(|v| v.device().is_cpu() && v.dtype() == DType::F32) {
+            // One fused pass per variable, variables spread over rayon's pool.
+            return (0..self.vars.len()).into_par_iter().try_for_each(|i| {
+                let g = grads[i].contiguous()?;
+                self.m[i].inplace_op2(&g, &MomentUpdate { beta: step.beta1, squared: false })?;
+                self.v[i].inplace_op2(&g, &MomentUpdate { beta: step.beta2, squared: true })?;
+                self.vars[i].as_tensor().inplace_op3(&self.m[i], &self.v[i], &ParamUpdate(step))
+            });
+        }
         for (i, var) in self.vars.iter().enumerate() {
             // Gradients computed from variables carry their graph; detaching keeps the
             // moments from chaining every step's activations together.
             let g = grads[i].detach();
             self.m[i] = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?.detach();
             self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
-            let m_hat = (&self.m[i] / correction1)?;
-            let v_hat = (&self.v[i] / correction2)?;
-            let decayed = (var.as_tensor().detach() * (1.0 - lr * self.weight_decay))?;
+            let m_hat = (&self.m[i] / step.correction1 as f64)?;
+            let v_hat = (&self.v[i] / step.correction2 as f64)?;
+            let decayed = (var.as_tensor().detach() * step.decay as f64)?;
             let update = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
             var.set(&(decayed - (update * lr)?)?)?;
         }
@@ -68,6 +85,94 @@ impl AdamW {
             self.v[i] = take(format!("v.{i}"))?.to_device(&device)?;
         }
         self.step = take("step".into())?.to_vec1::<f64>()?[0] as usize;
+        Ok(())
+    }
+}
+
+/// The constants of one AdamW update.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    /// `1 − lr · weight_decay`.
+    decay: f32,
+    correction1: f32,
+    correction2: f32,
+}
+
+/// Contiguous f32 slices of a CPU tensor's storage.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("AdamW's fused update needs contiguous f32 tensors"),
+    }
+}
+
+fn f32_slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
+        _ => candle_core::bail!("AdamW's fused update needs contiguous f32 tensors"),
+    }
+}
+
+/// In place on a moment estimate, given the gradient: `m ← β₁m + (1−β₁)g` (first moment) or
+/// `v ← β₂v + (1−β₂)g²` (second moment).
+struct MomentUpdate {
+    beta: f32,
+    squared: bool,
+}
+
+impl InplaceOp2 for MomentUpdate {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(&self, m: &mut CpuStorage, ml: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
+        let m = f32_slice_mut(m, ml)?;
+        let g = f32_slice(g, gl)?;
+        if m.len() != g.len() {
+            candle_core::bail!("AdamW: moment and gradient sizes differ");
+        }
+        let beta = self.beta;
+        if self.squared {
+            m.iter_mut().zip(g).for_each(|(m, &g)| *m = beta * *m + (1.0 - beta) * g * g);
+        } else {
+            m.iter_mut().zip(g).for_each(|(m, &g)| *m = beta * *m + (1.0 - beta) * g);
+        }
+        Ok(())
+    }
+}
+
+/// In place on the parameter: `p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + ε)` (bias-corrected moments).
+struct ParamUpdate(AdamStep);
+
+impl InplaceOp3 for ParamUpdate {
+    fn name(&self) -> &'static str {
+        "adamw-params"
+    }
+
+    fn cpu_fwd(
+        &self,
+        p: &mut CpuStorage,
+        pl: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<()> {
+        let AdamStep { lr, eps, decay, correction1, correction2, .. } = self.0;
+        let p = f32_slice_mut(p, pl)?;
+        let (m, v) = (f32_slice(m, ml)?, f32_slice(v, vl)?);
+        if p.len() != m.len() || p.len() != v.len() {
+            candle_core::bail!("AdamW: parameter and moment sizes differ");
+        }
+        for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+            let m_hat = m / correction1;
+            let v_hat = v / correction2;
+            *p = *p * decay - lr * m_hat / (v_hat.sqrt() + eps);
+        }
         Ok(())
     }
 }
@@ -110,17 +215,27 @@ impl Schedule {
 /// The global L2 norm of `grads`, and the grads scaled down to `max_norm` if it is exceeded
 /// (`max_norm <= 0` disables clipping), like `torch.nn.utils.clip_grad_norm_`.
 pub fn clip_grad_norm(grads: Vec<Tensor>, max_norm: f64) -> Result<(Vec<Tensor>, f64)> {
-    let mut sq = 0.0f64;
-    for g in &grads {
-        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    }
-    let norm = sq.sqrt();
+    let squares = grads.par_iter().map(sum_of_squares).collect::<Result<Vec<f64>>>()?;
+    let norm = squares.iter().sum::<f64>().sqrt();
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         let clipped = grads.iter().map(|g| g * scale).collect::<Result<Vec<_>>>()?;
         return Ok((clipped, norm));
     }
     Ok((grads, norm))
+}
+
+/// `Σ g²`, in one pass without a temporary on the CPU (accumulated in f64).
+fn sum_of_squares(g: &Tensor) -> Result<f64> {
+    if g.device().is_cpu() && g.dtype() == DType::F32 && g.is_contiguous() {
+        let (storage, layout) = g.storage_and_layout();
+        if let Storage::Cpu(cpu) = &*storage {
+            let values = f32_slice(cpu, layout)?;
+            // Per-chunk f32 sums vectorise; the chunks add up in f64.
+            return Ok(values.chunks(4096).map(|c| c.iter().map(|x| x * x).sum::<f32>() as f64).sum());
+        }
+    }
+    g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
 #[cfg(test)]

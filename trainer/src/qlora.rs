@@ -32,7 +32,7 @@ pub fn quantize_base(model: &mut LlamaModel, kind: QuantKind) -> anyhow::Result<
                     dtype.block_size()
                 );
             }
-            let q = QTensor::quantize(w, dtype)?;
+            let q = QTensor::quantize(&w.weight, dtype)?;
             linear.weight = LinearWeight::Frozen(FrozenWeight::Quantized(Arc::new(q)));
         }
     }
@@ -47,7 +47,7 @@ pub fn linear_weight_bytes(model: &LlamaModel) -> usize {
         .flat_map(|l| l.linears())
         .map(|(_, linear)| match &linear.weight {
             LinearWeight::Frozen(FrozenWeight::Quantized(q)) => q.storage_size_in_bytes(),
-            LinearWeight::Frozen(FrozenWeight::Dense(w)) => w.elem_count() * 4,
+            LinearWeight::Frozen(FrozenWeight::Dense(w)) => w.weight.elem_count() * 4,
             LinearWeight::Trainable(v) => v.elem_count() * 4,
         })
         .sum()

@@ -3,6 +3,7 @@
 //! Bradley–Terry rewards. Also the batched log-prob/reward passes the trainers reuse.
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::batch::{SequenceBatch, TokenizedSequence};
@@ -17,8 +18,7 @@ pub fn sequence_log_probs(
     adapters: bool,
     batch_size: usize,
 ) -> anyhow::Result<Vec<f32>> {
-    let ctx = ForwardCtx::eval(adapters);
-    in_batches(model, seqs, pad_id, batch_size, |batch| completion_log_probs(model, batch, &ctx))
+    in_batches(model, seqs, pad_id, batch_size, |batch| completion_log_probs(model, batch, &ForwardCtx::eval(adapters)))
 }
 
 /// Scalar rewards `score · h_last` of `seqs`.
@@ -30,22 +30,30 @@ pub fn sequence_rewards(
     adapters: bool,
     batch_size: usize,
 ) -> anyhow::Result<Vec<f32>> {
-    let ctx = ForwardCtx::eval(adapters);
-    in_batches(model, seqs, pad_id, batch_size, |batch| last_token_rewards(model, batch, score, &ctx))
+    in_batches(model, seqs, pad_id, batch_size, |batch| {
+        last_token_rewards(model, batch, score, &ForwardCtx::eval(adapters))
+    })
 }
 
-/// Runs `per_batch` (one value per sequence) over `seqs`, `batch_size` at a time.
+/// Runs `per_batch` (one value per sequence) over `seqs`, `batch_size` at a time; batches run
+/// concurrently on rayon's pool and come back in order.
 fn in_batches(
     model: &LlamaModel,
     seqs: &[TokenizedSequence],
     pad_id: u32,
     batch_size: usize,
-    per_batch: impl Fn(&SequenceBatch) -> candle_core::Result<Tensor>,
+    per_batch: impl Fn(&SequenceBatch) -> candle_core::Result<Tensor> + Sync,
 ) -> anyhow::Result<Vec<f32>> {
+    let batches: Vec<anyhow::Result<Vec<f32>>> = seqs
+        .par_chunks(batch_size.max(1))
+        .map(|chunk| {
+            let batch = SequenceBatch::new(chunk, pad_id, &model.config, model.device())?;
+            Ok(per_batch(&batch)?.to_vec1::<f32>()?)
+        })
+        .collect();
     let mut out = Vec::with_capacity(seqs.len());
-    for chunk in seqs.chunks(batch_size.max(1)) {
-        let batch = SequenceBatch::new(chunk, pad_id, &model.config, model.device())?;
-        out.extend(per_batch(&batch)?.to_vec1::<f32>()?);
+    for values in batches {
+        out.extend(values?);
     }
     Ok(out)
 }

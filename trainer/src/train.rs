@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{TokenizedPair, Truncation};
@@ -172,7 +173,7 @@ impl Metrics {
 }
 
 /// What a training method contributes to the shared loop.
-pub trait Objective {
+pub trait Objective: Sync {
     /// Mean loss over `pairs` (on the graph) and per-pair metric sums (`count` = pairs).
     fn batch_loss(
         &self,
@@ -252,14 +253,22 @@ pub fn evaluate(
     offset: usize,
     batch_size: usize,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
-    let ctx = ForwardCtx::eval(true);
+    // Batches run concurrently (one per thread of rayon's pool) and merge in order.
+    let results: Vec<anyhow::Result<(f64, Metrics)>> = pairs
+        .par_chunks(batch_size.max(1))
+        .enumerate()
+        .map(|(c, chunk)| {
+            let refs: Vec<&TokenizedPair> = chunk.iter().collect();
+            let indices: Vec<usize> = (0..chunk.len()).map(|i| offset + c * batch_size + i).collect();
+            let (loss, m) = objective.batch_loss(model, &refs, &indices, &ForwardCtx::eval(true))?;
+            Ok((loss.to_scalar::<f32>()? as f64 * chunk.len() as f64, m))
+        })
+        .collect();
     let mut metrics = Metrics::default();
     let mut loss_sum = 0.0;
-    for (c, chunk) in pairs.chunks(batch_size.max(1)).enumerate() {
-        let refs: Vec<&TokenizedPair> = chunk.iter().collect();
-        let indices: Vec<usize> = (0..chunk.len()).map(|i| offset + c * batch_size + i).collect();
-        let (loss, m) = objective.batch_loss(model, &refs, &indices, &ctx)?;
-        loss_sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+    for result in results {
+        let (loss, m) = result?;
+        loss_sum += loss;
         metrics.merge(m);
     }
     let mut out: BTreeMap<String, f64> = metrics.means().into_iter().map(|(k, v)| (format!("eval_{k}"), v)).collect();
@@ -321,38 +330,8 @@ pub fn run(
         order.shuffle(&mut StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
         let first = (step % steps_per_epoch) * pairs_per_step;
         let chosen: Vec<usize> = (first..first + pairs_per_step).map(|i| order[i % order.len()]).collect();
-        let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
-        let mut metrics = Metrics::default();
-        let mut loss_total = 0.0;
-        let mut tokens = 0;
-        for (micro, idx) in chosen.chunks(config.batch_size.max(1)).enumerate() {
-            let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &train[i]).collect();
-            tokens += pairs.iter().map(|p| p.chosen.ids.len() + p.rejected.ids.len()).sum::<usize>();
-            let ctx = ForwardCtx::train(config.seed ^ ((step as u64) << 16 | micro as u64));
-            let (loss, m) = objective.batch_loss(model, &pairs, idx, &ctx)?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            if !value.is_finite() {
-                return Err(TrainerError::NonFinite { what: "loss", value, step }.into());
-            }
-            let weight = idx.len() as f64 / chosen.len() as f64;
-            loss_total += value * weight;
-            metrics.merge(m);
-            let store = (loss * weight)?.backward()?;
-            for (slot, var) in grads.iter_mut().zip(&vars) {
-                if let Some(g) = store.get(var) {
-                    let g = g.detach();
-                    *slot = Some(match slot.take() {
-                        Some(acc) => (acc + g)?,
-                        None => g,
-                    });
-                }
-            }
-        }
-        let grads = grads
-            .into_iter()
-            .zip(&vars)
-            .map(|(g, v)| g.map_or_else(|| v.zeros_like(), Ok))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let StepGradients { loss: loss_total, metrics, grads, tokens } =
+            step_gradients(objective, model, &vars, train, &chosen, config, step)?;
         let (grads, grad_norm) = clip_grad_norm(grads, config.max_grad_norm)?;
         if !grad_norm.is_finite() {
             return Err(TrainerError::NonFinite { what: "gradient norm", value: grad_norm, step }.into());
@@ -393,6 +372,112 @@ pub fn run(
     summary.tokens_per_second = timed_tokens as f64 / timed_seconds.max(1e-9);
     objective.save(model, config, &config.output)?;
     Ok(summary)
+}
+
+/// Sets up the CPU runtime for training; call it at the start of `main`.
+///
+/// * candle's elementwise thread pool gets one thread unless `CANDLE_NUM_THREADS` is set:
+///   training, evaluation and scoring already run one batch shard per core (see
+///   [`step_gradients`]), and a second pool of spinning threads would only compete with them.
+/// * `RAYON_NUM_THREADS` is pinned to the available cores unless set: candle re-reads it on
+///   every matmul and, when unset, counts the cores from `/proc/cpuinfo` each time.
+/// * glibc malloc keeps freed memory instead of returning every large block to the kernel:
+///   each training step allocates and frees hundreds of activation and gradient buffers, and
+///   fresh pages cost a page fault and a kernel memset each.
+///
+/// # Safety
+/// Sets environment variables: no other thread may exist yet (candle reads the variables
+/// once, when its pools are first used).
+pub unsafe fn configure_cpu_runtime() {
+    // SAFETY (both blocks): the caller guarantees no other thread is running.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", cores.to_string()) };
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds.
+    unsafe {
+        // 32 MiB is the largest threshold glibc accepts on 64-bit.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// What one optimizer step's forward and backward passes produced.
+pub struct StepGradients {
+    /// Mean loss over the step's pairs.
+    pub loss: f64,
+    pub metrics: Metrics,
+    /// Gradients of the mean loss, in the order of the variables (zeros where none flowed).
+    pub grads: Vec<Tensor>,
+    /// Tokens of the chosen and rejected sequences.
+    pub tokens: usize,
+}
+
+/// Forward and backward over the pairs `chosen` (indices into `train`), `config.batch_size` pairs per
+/// micro-batch (gradient accumulation). Each micro-batch is split into one shard per thread of
+/// rayon's pool; the shards run concurrently and their gradients are summed in shard order,
+/// so results do not depend on scheduling. Every loss here is a mean of per-pair terms, so
+/// the shards' losses weighted by their share of the pairs add up to the step's loss.
+pub fn step_gradients(
+    objective: &dyn Objective,
+    model: &LlamaModel,
+    vars: &[Var],
+    train: &[TokenizedPair],
+    chosen: &[usize],
+    config: &TrainConfig,
+    step: usize,
+) -> anyhow::Result<StepGradients> {
+    let mut shards: Vec<(u64, &[usize])> = Vec::new();
+    for (micro, idx) in chosen.chunks(config.batch_size.max(1)).enumerate() {
+        let per_shard = idx.len().div_ceil(rayon::current_num_threads().clamp(1, idx.len()));
+        for (shard, part) in idx.chunks(per_shard).enumerate() {
+            shards.push(((step as u64) << 20 | (micro as u64) << 8 | shard as u64, part));
+        }
+    }
+    // Per shard: weighted loss, metrics, and a gradient per variable (None where none flowed).
+    type ShardOutput = (f64, Metrics, Vec<Option<Tensor>>);
+    let results: Vec<anyhow::Result<ShardOutput>> = shards
+        .par_iter()
+        .map(|&(stream, idx)| {
+            let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &train[i]).collect();
+            let ctx = ForwardCtx::train(config.seed ^ stream);
+            let (loss, metrics) = objective.batch_loss(model, &pairs, idx, &ctx)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(TrainerError::NonFinite { what: "loss", value, step }.into());
+            }
+            let weight = idx.len() as f64 / chosen.len() as f64;
+            let store = (loss * weight)?.backward()?;
+            let grads = vars.iter().map(|v| store.get(v).map(Tensor::detach)).collect();
+            Ok((value * weight, metrics, grads))
+        })
+        .collect();
+    let mut out = StepGradients { loss: 0.0, metrics: Metrics::default(), grads: Vec::new(), tokens: 0 };
+    let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
+    for result in results {
+        let (loss, metrics, grads) = result?;
+        out.loss += loss;
+        out.metrics.merge(metrics);
+        for (slot, g) in sums.iter_mut().zip(grads) {
+            if let Some(g) = g {
+                *slot = Some(match slot.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g,
+                });
+            }
+        }
+    }
+    out.tokens = chosen.iter().map(|&i| train[i].chosen.ids.len() + train[i].rejected.ids.len()).sum();
+    out.grads = sums
+        .into_iter()
+        .zip(vars)
+        .map(|(g, v)| g.map_or_else(|| v.zeros_like(), Ok))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(out)
 }
 
 fn checkpoint_dir(output: &Path, step: usize) -> PathBuf {

@@ -1,8 +1,9 @@
 //! Round trip with Python: adapters trained here are loaded by `PeftModel.from_pretrained`
 //! on top of transformers' `LlamaForCausalLM` (DPO policy: the completion log-prob must equal
 //! ours) and `LlamaForSequenceClassification` (reward model with its `score` head: the
-//! reward must equal ours). Skipped, with the reason printed, when python3 with torch, transformers
-//! and peft is not available (CI installs no Python).
+//! reward must equal ours), and a prefix-tuning policy (PEFT's `PREFIX_TUNING`). Skipped, with
+//! the reason printed, when Python with torch, transformers and peft is not available (CI
+//! installs no Python). `PEFT_PYTHON` names the interpreter (default `python3`).
 
 use std::process::Command;
 
@@ -10,7 +11,7 @@ use pairwise_trainer::batch::TokenizedSequence;
 use pairwise_trainer::lora::load_peft;
 use pairwise_trainer::score::sequence_log_probs;
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
-use pairwise_trainer::train::TrainConfig;
+use pairwise_trainer::train::{AdapterKind, TrainConfig};
 use pairwise_trainer::weights::load_model;
 
 const SCRIPT: &str = r#"
@@ -27,8 +28,13 @@ logp = torch.log_softmax(logits, -1).gather(1, ids[0, 1:].unsqueeze(1)).squeeze(
 print(float(logp[prompt_len - 1:].sum()))
 "#;
 
+/// The Python interpreter to check against.
+fn python() -> Command {
+    Command::new(std::env::var("PEFT_PYTHON").unwrap_or_else(|_| "python3".into()))
+}
+
 fn python_with_peft() -> Result<(), String> {
-    let out = Command::new("python3")
+    let out = python()
         .args(["-c", "import torch, transformers, peft"])
         .output()
         .map_err(|e| format!("python3 not runnable: {e}"))?;
@@ -66,7 +72,7 @@ fn trained_adapter_loads_in_peft_with_equal_log_probs() {
     let seq = TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 };
     let ours = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, true, 1).unwrap()[0] as f64;
     let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
-    let out = Command::new("python3")
+    let out = python()
         .args(["-c", SCRIPT])
         .arg(&model_dir)
         .arg(&config.output)
@@ -119,10 +125,48 @@ fn trained_reward_adapter_loads_in_peft_with_equal_rewards() {
     let ours = pairwise_trainer::score::sequence_rewards(&model, std::slice::from_ref(&seq), 0, &head, true, 1).unwrap()
         [0] as f64;
     let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
-    let out = Command::new("python3")
-        .args(["-c", REWARD_SCRIPT])
+    let out =
+        python().args(["-c", REWARD_SCRIPT]).arg(&model_dir).arg(&config.output).arg(ids.join(",")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!((ours - theirs).abs() < 1e-4, "ours {ours} vs PEFT {theirs}");
+}
+
+#[test]
+fn trained_prefix_adapter_loads_in_peft_with_equal_log_probs() {
+    if let Err(reason) = python_with_peft() {
+        println!("SKIPPED peft prefix round trip: torch/transformers/peft unavailable ({reason})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_tiny_model(&model_dir, &tiny_config(), 23).unwrap();
+    std::fs::write(dir.path().join("prefs.jsonl"), rule_pairs(32, 5).join("\n")).unwrap();
+    let config = TrainConfig {
+        model: model_dir.clone(),
+        data: dir.path().join("prefs.jsonl"),
+        output: dir.path().join("prefix"),
+        adapter: AdapterKind::Prefix,
+        num_virtual_tokens: 4,
+        learning_rate: 1e-2,
+        max_steps: Some(5),
+        progress: false,
+        ..TrainConfig::default()
+    };
+    pairwise_trainer::dpo::run_dpo(&config).unwrap();
+
+    let mut model = load_model(&model_dir, &candle_core::Device::Cpu).unwrap();
+    load_peft(&config.output, &mut model).unwrap();
+    let seq = TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 };
+    let ours = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, true, 1).unwrap()[0] as f64;
+    let without = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, false, 1).unwrap()[0] as f64;
+    assert!((ours - without).abs() > 1e-3, "the prefixes should change the log-prob ({ours} vs {without})");
+    let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
+    let out = python()
+        .args(["-c", SCRIPT])
         .arg(&model_dir)
         .arg(&config.output)
+        .arg(seq.prompt_len.to_string())
         .arg(ids.join(","))
         .output()
         .unwrap();

@@ -7,7 +7,7 @@ use candle_core::{DType, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::ops::{FrozenWeight, frozen_linear};
+use crate::ops::{FrozenWeight, frozen_linear, trainable_linear};
 
 /// A model parameter that is either frozen (plain tensor) or trained (a `Var`).
 #[derive(Clone)]
@@ -36,7 +36,7 @@ impl Param {
 }
 
 /// The weight of a linear layer: frozen (dense or quantized, through [`frozen_linear`]) or
-/// trainable (candle's matmul, which also computes the weight gradient).
+/// trainable (through [`trainable_linear`], which also computes the weight gradient).
 #[derive(Clone)]
 pub enum LinearWeight {
     Frozen(FrozenWeight),
@@ -98,7 +98,7 @@ impl AdaptedLinear {
     pub fn frozen(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_features, in_features) = weight.dims2()?;
         Ok(AdaptedLinear {
-            weight: LinearWeight::Frozen(FrozenWeight::Dense(weight)),
+            weight: LinearWeight::Frozen(FrozenWeight::dense_kept(weight)),
             bias: bias.map(Param::Frozen),
             lora: None,
             in_features,
@@ -121,7 +121,7 @@ impl AdaptedLinear {
         let x2 = x.reshape((rows, self.in_features))?;
         let mut y = match &self.weight {
             LinearWeight::Frozen(w) => frozen_linear(&x2, w)?,
-            LinearWeight::Trainable(w) => x2.matmul(&w.t()?)?,
+            LinearWeight::Trainable(w) => trainable_linear(&x2, w.as_tensor())?,
         };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias.tensor())?;
@@ -130,8 +130,8 @@ impl AdaptedLinear {
             && let Some(lora) = &self.lora
         {
             let dropped = ctx.dropout(&x2, lora.dropout)?;
-            let low = dropped.matmul(&lora.a.t()?)?;
-            let delta = (low.matmul(&lora.b.t()?)? * lora.scale)?;
+            let low = trainable_linear(&dropped, lora.a.as_tensor())?;
+            let delta = (trainable_linear(&low, lora.b.as_tensor())? * lora.scale)?;
             y = (y + delta)?;
         }
         *out_dims.last_mut().expect("input has at least one dimension") = self.out_features;

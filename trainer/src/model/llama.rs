@@ -519,8 +519,8 @@ impl LlamaModel {
     pub fn logits(&self, rows: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         match (&self.lm_head, &self.embed_tokens) {
             (Some(head), _) => head.forward(rows, ctx),
-            (None, Param::Frozen(embed)) => ops::frozen_linear(rows, &FrozenWeight::Dense(embed.clone())),
-            (None, Param::Trainable(embed)) => rows.matmul(&embed.t()?),
+            (None, Param::Frozen(embed)) => ops::frozen_linear(rows, &FrozenWeight::dense_once(embed.clone())),
+            (None, Param::Trainable(embed)) => ops::trainable_linear(rows, embed.as_tensor()),
         }
     }
 
