@@ -225,6 +225,35 @@ pub fn clip_grad_norm(grads: Vec<Tensor>, max_norm: f64) -> Result<(Vec<Tensor>,
     Ok((grads, norm))
 }
 
+/// `acc + g`, added into `acc`'s own buffer on the CPU (no new allocation). `acc` must own its
+/// storage: gradients read from a candle gradient store do (every entry is the fresh result
+/// of an addition).
+pub fn accumulate(acc: Tensor, g: &Tensor) -> Result<Tensor> {
+    if acc.device().is_cpu() && acc.dtype() == DType::F32 && acc.is_contiguous() && acc.shape() == g.shape() {
+        acc.inplace_op2(&g.contiguous()?, &AddInPlace)?;
+        return Ok(acc);
+    }
+    acc + g
+}
+
+struct AddInPlace;
+
+impl InplaceOp2 for AddInPlace {
+    fn name(&self) -> &'static str {
+        "add-in-place"
+    }
+
+    fn cpu_fwd(&self, acc: &mut CpuStorage, al: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
+        let acc = f32_slice_mut(acc, al)?;
+        let g = f32_slice(g, gl)?;
+        if acc.len() != g.len() {
+            candle_core::bail!("accumulate: sizes differ");
+        }
+        acc.iter_mut().zip(g).for_each(|(a, &g)| *a += g);
+        Ok(())
+    }
+}
+
 /// `Σ g²`, in one pass without a temporary on the CPU (accumulated in f64).
 fn sum_of_squares(g: &Tensor) -> Result<f64> {
     if g.device().is_cpu() && g.dtype() == DType::F32 && g.is_contiguous() {
@@ -265,6 +294,35 @@ mod tests {
         assert!(s.lr(110).abs() < 1e-12);
         let l = Schedule { kind: ScheduleKind::Linear, ..s };
         assert!((l.lr(85) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn accumulate_adds_in_place() -> Result<()> {
+        let acc = Tensor::new(&[1.0f32, 2.0, 3.0], &Device::Cpu)?;
+        let sum = accumulate(acc, &Tensor::new(&[0.5f32, -2.0, 1.0], &Device::Cpu)?)?;
+        assert_eq!(sum.to_vec1::<f32>()?, vec![1.5, 0.0, 4.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn fused_update_matches_the_tensor_formula() -> Result<()> {
+        // The fused CPU path against the composite-op path (taken for f64 variables).
+        let init = [0.3f64, -1.2, 2.0, 0.0];
+        let grads = [[0.1f64, -0.4, 2.5, -0.01], [-0.3, 0.2, 0.7, 0.05]];
+        let fused = Var::from_tensor(&Tensor::new(&init.map(|x| x as f32), &Device::Cpu)?)?;
+        let reference = Var::from_tensor(&Tensor::new(&init, &Device::Cpu)?)?;
+        let mut opt_fused = AdamW::new(vec![fused.clone()], 0.01)?;
+        let mut opt_reference = AdamW::new(vec![reference.clone()], 0.01)?;
+        for (step, g) in grads.iter().enumerate() {
+            let lr = 0.05 * (step + 1) as f64;
+            opt_fused.update(&[Tensor::new(&g.map(|x| x as f32), &Device::Cpu)?], lr)?;
+            opt_reference.update(&[Tensor::new(g, &Device::Cpu)?], lr)?;
+        }
+        let (a, b) = (fused.to_vec1::<f32>()?, reference.to_vec1::<f64>()?);
+        for (a, b) in a.iter().zip(&b) {
+            assert!((*a as f64 - b).abs() < 1e-6, "fused {a:?} vs reference {b:?}");
+        }
+        Ok(())
     }
 
     #[test]

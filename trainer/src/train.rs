@@ -465,7 +465,7 @@ pub fn step_gradients(
         for (slot, g) in sums.iter_mut().zip(grads) {
             if let Some(g) = g {
                 *slot = Some(match slot.take() {
-                    Some(acc) => (acc + g)?,
+                    Some(acc) => crate::optim::accumulate(acc, &g)?,
                     None => g,
                 });
             }

@@ -3,7 +3,7 @@
 //! ours) and `LlamaForSequenceClassification` (reward model with its `score` head: the
 //! reward must equal ours), and a prefix-tuning policy (PEFT's `PREFIX_TUNING`). Skipped, with
 //! the reason printed, when Python with torch, transformers and peft is not available (CI
-//! installs no Python). `PEFT_PYTHON` names the interpreter (default `python3`).
+//! installs no Python).
 
 use std::process::Command;
 
@@ -28,9 +28,9 @@ logp = torch.log_softmax(logits, -1).gather(1, ids[0, 1:].unsqueeze(1)).squeeze(
 print(float(logp[prompt_len - 1:].sum()))
 "#;
 
-/// The Python interpreter to check against.
+/// The Python interpreter to check against (the first `python3` on `PATH`).
 fn python() -> Command {
-    Command::new(std::env::var("PEFT_PYTHON").unwrap_or_else(|_| "python3".into()))
+    Command::new("python3")
 }
 
 fn python_with_peft() -> Result<(), String> {
