@@ -45,32 +45,31 @@ fn python_with_peft() -> Result<(), String> {
     }
 }
 
-#[test]
-fn trained_adapter_loads_in_peft_with_equal_log_probs() {
-    if let Err(reason) = python_with_peft() {
-        println!("SKIPPED peft round trip: torch/transformers/peft unavailable ({reason})");
-        return;
-    }
+/// Trains a DPO policy for 5 steps on a tiny model (`adapter` sets the adapter options), then
+/// compares one completion log-prob computed here with the adapter loaded back against the
+/// same through `PeftModel.from_pretrained`.
+fn dpo_policy_matches_peft(seed: u64, adapter: impl FnOnce(TrainConfig) -> TrainConfig) {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
-    write_tiny_model(&model_dir, &tiny_config(), 21).unwrap();
-    std::fs::write(dir.path().join("prefs.jsonl"), rule_pairs(32, 2).join("\n")).unwrap();
-    let config = TrainConfig {
+    write_tiny_model(&model_dir, &tiny_config(), seed).unwrap();
+    std::fs::write(dir.path().join("prefs.jsonl"), rule_pairs(32, seed).join("\n")).unwrap();
+    let config = adapter(TrainConfig {
         model: model_dir.clone(),
         data: dir.path().join("prefs.jsonl"),
         output: dir.path().join("adapter"),
-        lora_targets: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
         learning_rate: 1e-2,
         max_steps: Some(5),
         progress: false,
         ..TrainConfig::default()
-    };
+    });
     pairwise_trainer::dpo::run_dpo(&config).unwrap();
 
     let mut model = load_model(&model_dir, &candle_core::Device::Cpu).unwrap();
     load_peft(&config.output, &mut model).unwrap();
     let seq = TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 };
     let ours = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, true, 1).unwrap()[0] as f64;
+    let base = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, false, 1).unwrap()[0] as f64;
+    assert!((ours - base).abs() > 1e-3, "training should move the log-prob ({ours} vs base {base})");
     let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
     let out = python()
         .args(["-c", SCRIPT])
@@ -83,6 +82,27 @@ fn trained_adapter_loads_in_peft_with_equal_log_probs() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!((ours - theirs).abs() < 1e-4, "ours {ours} vs PEFT {theirs}");
+}
+
+#[test]
+fn trained_adapter_loads_in_peft_with_equal_log_probs() {
+    if let Err(reason) = python_with_peft() {
+        println!("SKIPPED peft round trip: torch/transformers/peft unavailable ({reason})");
+        return;
+    }
+    dpo_policy_matches_peft(21, |config| TrainConfig {
+        lora_targets: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
+        ..config
+    });
+}
+
+#[test]
+fn trained_prefix_adapter_loads_in_peft_with_equal_log_probs() {
+    if let Err(reason) = python_with_peft() {
+        println!("SKIPPED peft prefix round trip: torch/transformers/peft unavailable ({reason})");
+        return;
+    }
+    dpo_policy_matches_peft(23, |config| TrainConfig { adapter: AdapterKind::Prefix, num_virtual_tokens: 4, ..config });
 }
 
 const REWARD_SCRIPT: &str = r#"
@@ -127,49 +147,6 @@ fn trained_reward_adapter_loads_in_peft_with_equal_rewards() {
     let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
     let out =
         python().args(["-c", REWARD_SCRIPT]).arg(&model_dir).arg(&config.output).arg(ids.join(",")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert!((ours - theirs).abs() < 1e-4, "ours {ours} vs PEFT {theirs}");
-}
-
-#[test]
-fn trained_prefix_adapter_loads_in_peft_with_equal_log_probs() {
-    if let Err(reason) = python_with_peft() {
-        println!("SKIPPED peft prefix round trip: torch/transformers/peft unavailable ({reason})");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    write_tiny_model(&model_dir, &tiny_config(), 23).unwrap();
-    std::fs::write(dir.path().join("prefs.jsonl"), rule_pairs(32, 5).join("\n")).unwrap();
-    let config = TrainConfig {
-        model: model_dir.clone(),
-        data: dir.path().join("prefs.jsonl"),
-        output: dir.path().join("prefix"),
-        adapter: AdapterKind::Prefix,
-        num_virtual_tokens: 4,
-        learning_rate: 1e-2,
-        max_steps: Some(5),
-        progress: false,
-        ..TrainConfig::default()
-    };
-    pairwise_trainer::dpo::run_dpo(&config).unwrap();
-
-    let mut model = load_model(&model_dir, &candle_core::Device::Cpu).unwrap();
-    load_peft(&config.output, &mut model).unwrap();
-    let seq = TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 };
-    let ours = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, true, 1).unwrap()[0] as f64;
-    let without = sequence_log_probs(&model, std::slice::from_ref(&seq), 0, false, 1).unwrap()[0] as f64;
-    assert!((ours - without).abs() > 1e-3, "the prefixes should change the log-prob ({ours} vs {without})");
-    let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
-    let out = python()
-        .args(["-c", SCRIPT])
-        .arg(&model_dir)
-        .arg(&config.output)
-        .arg(seq.prompt_len.to_string())
-        .arg(ids.join(","))
-        .output()
-        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!((ours - theirs).abs() < 1e-4, "ours {ours} vs PEFT {theirs}");
