@@ -17,6 +17,8 @@ const PROMPTS: usize = 8;
 const NEW_TOKENS: usize = 64;
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, no other thread exists yet. Same runtime as `pairwise-train`.
+    unsafe { pairwise_trainer::train::configure_cpu_runtime() };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/bench");
     let model = LlamaModel::random(ModelConfig::from_dir(&dir)?, 1234, &Device::Cpu)?;
     let tokenizer = ChatTokenizer::from_dir(&dir)?;
