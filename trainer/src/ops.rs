@@ -98,14 +98,11 @@ impl FrozenWeight {
 /// `[k, n]` matrix `Wᵀ`, read from `w` either as row-major `W` `[n, k]` (`transposed`
 /// false) or as row-major `Wᵀ` itself; the result `[m, n]` row-major. Multi-threaded on
 /// rayon's pool, which nests with the per-shard parallelism of training.
-#[allow(clippy::too_many_arguments)]
 fn x_times_w_transposed<T: 'static + Copy>(
     x: &[T],
     w: &[T],
     transposed: bool,
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
     zero: T,
     one: T,
 ) -> Vec<T> {
@@ -174,9 +171,7 @@ fn linear_storage(
             contiguous_slice(x, xl, "the input")?,
             contiguous_slice(w, wl, "the weight")?,
             transposed,
-            m,
-            k,
-            n,
+            (m, k, n),
             0.0,
             1.0,
         )),
@@ -184,9 +179,7 @@ fn linear_storage(
             contiguous_slice(x, xl, "the input")?,
             contiguous_slice(w, wl, "the weight")?,
             transposed,
-            m,
-            k,
-            n,
+            (m, k, n),
             0.0,
             1.0,
         )),
