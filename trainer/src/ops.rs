@@ -99,13 +99,14 @@ impl FrozenWeight {
 /// false) or as row-major `Wᵀ` itself; the result `[m, n]` row-major. Multi-threaded on
 /// rayon's pool, which nests with the per-shard parallelism of training.
 fn x_times_w_transposed<T: 'static + Copy>(
-    x: &[T],
-    w: &[T],
+    (x, xl): (&[T], &Layout),
+    (w, wl): (&[T], &Layout),
     transposed: bool,
     (m, k, n): (usize, usize, usize),
-    zero: T,
-    one: T,
-) -> Vec<T> {
+    (zero, one): (T, T),
+) -> Result<Vec<T>> {
+    let x = contiguous_slice(x, xl, "the input")?;
+    let w = contiguous_slice(w, wl, "the weight")?;
     assert!(x.len() >= m * k && w.len() >= n * k, "linear: buffers smaller than their shapes");
     let (rhs_cs, rhs_rs) = if transposed { (1, n as isize) } else { (k as isize, 1) };
     let mut dst = vec![zero; m * n];
@@ -136,7 +137,7 @@ fn x_times_w_transposed<T: 'static + Copy>(
             parallelism,
         );
     }
-    dst
+    Ok(dst)
 }
 
 /// The contiguous part of a CPU buffer a layout covers.
@@ -167,22 +168,12 @@ fn linear_storage(
         candle_core::bail!("linear: input has {k} features, weight expects {kw}");
     }
     let out = match (xs, ws) {
-        (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(x_times_w_transposed(
-            contiguous_slice(x, xl, "the input")?,
-            contiguous_slice(w, wl, "the weight")?,
-            transposed,
-            (m, k, n),
-            0.0,
-            1.0,
-        )),
-        (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(x_times_w_transposed(
-            contiguous_slice(x, xl, "the input")?,
-            contiguous_slice(w, wl, "the weight")?,
-            transposed,
-            (m, k, n),
-            0.0,
-            1.0,
-        )),
+        (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+            CpuStorage::F32(x_times_w_transposed((x, xl), (w, wl), transposed, (m, k, n), (0.0, 1.0))?)
+        }
+        (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+            CpuStorage::F64(x_times_w_transposed((x, xl), (w, wl), transposed, (m, k, n), (0.0, 1.0))?)
+        }
         _ => candle_core::bail!("linear supports f32 and f64 inputs of one dtype only"),
     };
     Ok((out, Shape::from((m, n))))
