@@ -45,8 +45,8 @@ impl AdamW {
             // One fused pass per variable, variables spread over rayon's pool.
             return (0..self.vars.len()).into_par_iter().try_for_each(|i| {
                 let g = grads[i].contiguous()?;
-                self.m[i].inplace_op2(&g, &MomentUpdate { beta: step.beta1, squared: false })?;
-                self.v[i].inplace_op2(&g, &MomentUpdate { beta: step.beta2, squared: true })?;
+                self.m[i].inplace_op2(&g, &ScaledAdd::moment(step.beta1, false))?;
+                self.v[i].inplace_op2(&g, &ScaledAdd::moment(step.beta2, true))?;
                 self.vars[i].as_tensor().inplace_op3(&self.m[i], &self.v[i], &ParamUpdate(step))
             });
         }
@@ -117,29 +117,38 @@ fn f32_slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a
     }
 }
 
-/// In place on a moment estimate, given the gradient: `m ← β₁m + (1−β₁)g` (first moment) or
-/// `v ← β₂v + (1−β₂)g²` (second moment).
-struct MomentUpdate {
-    beta: f32,
+/// In place on `acc`, given `g`: `acc ← keep·acc + add·g` (or `add·g²` when `squared`).
+/// AdamW's moments are `keep = β, add = 1 − β` (the second moment on `g²`); summing gradients
+/// is `keep = add = 1`.
+#[derive(Clone, Copy)]
+struct ScaledAdd {
+    keep: f32,
+    add: f32,
     squared: bool,
 }
 
-impl InplaceOp2 for MomentUpdate {
+impl ScaledAdd {
+    fn moment(beta: f32, squared: bool) -> Self {
+        ScaledAdd { keep: beta, add: 1.0 - beta, squared }
+    }
+}
+
+impl InplaceOp2 for ScaledAdd {
     fn name(&self) -> &'static str {
-        "adamw-moment"
+        "scaled-add-in-place"
     }
 
-    fn cpu_fwd(&self, m: &mut CpuStorage, ml: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
-        let m = f32_slice_mut(m, ml)?;
+    fn cpu_fwd(&self, acc: &mut CpuStorage, al: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
+        let acc = f32_slice_mut(acc, al)?;
         let g = f32_slice(g, gl)?;
-        if m.len() != g.len() {
-            candle_core::bail!("AdamW: moment and gradient sizes differ");
+        if acc.len() != g.len() {
+            candle_core::bail!("in-place update: sizes differ ({} vs {})", acc.len(), g.len());
         }
-        let beta = self.beta;
-        if self.squared {
-            m.iter_mut().zip(g).for_each(|(m, &g)| *m = beta * *m + (1.0 - beta) * g * g);
+        let ScaledAdd { keep, add, squared } = *self;
+        if squared {
+            acc.iter_mut().zip(g).for_each(|(a, &g)| *a = keep * *a + add * g * g);
         } else {
-            m.iter_mut().zip(g).for_each(|(m, &g)| *m = beta * *m + (1.0 - beta) * g);
+            acc.iter_mut().zip(g).for_each(|(a, &g)| *a = keep * *a + add * g);
         }
         Ok(())
     }
@@ -230,28 +239,10 @@ pub fn clip_grad_norm(grads: Vec<Tensor>, max_norm: f64) -> Result<(Vec<Tensor>,
 /// of an addition).
 pub fn accumulate(acc: Tensor, g: &Tensor) -> Result<Tensor> {
     if acc.device().is_cpu() && acc.dtype() == DType::F32 && acc.is_contiguous() && acc.shape() == g.shape() {
-        acc.inplace_op2(&g.contiguous()?, &AddInPlace)?;
+        acc.inplace_op2(&g.contiguous()?, &ScaledAdd { keep: 1.0, add: 1.0, squared: false })?;
         return Ok(acc);
     }
     acc + g
-}
-
-struct AddInPlace;
-
-impl InplaceOp2 for AddInPlace {
-    fn name(&self) -> &'static str {
-        "add-in-place"
-    }
-
-    fn cpu_fwd(&self, acc: &mut CpuStorage, al: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
-        let acc = f32_slice_mut(acc, al)?;
-        let g = f32_slice(g, gl)?;
-        if acc.len() != g.len() {
-            candle_core::bail!("accumulate: sizes differ");
-        }
-        acc.iter_mut().zip(g).for_each(|(a, &g)| *a += g);
-        Ok(())
-    }
 }
 
 /// `Σ g²`, in one pass without a temporary on the CPU (accumulated in f64).
