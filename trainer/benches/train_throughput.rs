@@ -15,7 +15,7 @@ use pairwise_trainer::data::{TokenizedPair, Truncation, read_jsonl, tokenize_pai
 use pairwise_trainer::dpo::{DpoObjective, reference_log_probs};
 use pairwise_trainer::loss::DpoLossType;
 use pairwise_trainer::model::LlamaModel;
-use pairwise_trainer::optim::{AdamW, clip_grad_norm};
+use pairwise_trainer::optim::{AdamW, clip_factor, global_norm};
 use pairwise_trainer::reward::{RewardObjective, reward_trainable};
 use pairwise_trainer::tokenizer::ChatTokenizer;
 use pairwise_trainer::train::{AdapterKind, Objective, TrainConfig, prepare_trainable, step_gradients};
@@ -103,8 +103,7 @@ fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
         let started = Instant::now();
         let idx: Vec<usize> = (step * PAIRS_PER_STEP..(step + 1) * PAIRS_PER_STEP).collect();
         let out = step_gradients(objective.as_ref(), &model, &vars, &pairs, &idx, &train_config, step)?;
-        let (grads, _) = clip_grad_norm(out.grads, 1.0)?;
-        optimizer.update(&grads, lr)?;
+        optimizer.update(&out.grads, lr, clip_factor(global_norm(&out.grads)?, 1.0))?;
         if step >= WARMUP {
             times.push(started.elapsed().as_secs_f64());
             tokens += out.tokens;

@@ -7,10 +7,13 @@
 //! gradients) with a hand-written backward, which also keeps fewer intermediates alive.
 //! Every op here is checked against finite differences in the tests below.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::quantized::QTensor;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor, TensorId, Var,
+};
 
 /// Copies the (possibly strided) CPU storage into a standalone tensor.
 fn cpu_tensor(storage: &CpuStorage, layout: &Layout) -> Result<Tensor> {
@@ -93,27 +96,31 @@ impl FrozenWeight {
     }
 }
 
-/// `x · R` straight from the two buffers with gemm (candle's matmul would need tensors, and
-/// building them inside a kernel copies the storage): `x` is `[m, k]` row-major, `R` is the
-/// `[k, n]` matrix `Wᵀ`, read from `w` either as row-major `W` `[n, k]` (`transposed`
-/// false) or as row-major `Wᵀ` itself; the result `[m, n]` row-major. Multi-threaded on
-/// rayon's pool, which nests with the per-shard parallelism of training.
-fn x_times_w_transposed<T: 'static + Copy>(
-    (x, xl): (&[T], &Layout),
-    (w, wl): (&[T], &Layout),
-    transposed: bool,
-    (m, k, n): (usize, usize, usize),
-    (zero, one): (T, T),
-) -> Result<Vec<T>> {
-    let x = contiguous_slice(x, xl, "the input")?;
-    let w = contiguous_slice(w, wl, "the weight")?;
-    assert!(x.len() >= m * k && w.len() >= n * k, "linear: buffers smaller than their shapes");
-    let (rhs_cs, rhs_rs) = if transposed { (1, n as isize) } else { (k as isize, 1) };
-    let mut dst = vec![zero; m * n];
+/// `A · B` straight from two CPU buffers with gemm: `A` `[m, k]` and `B` `[k, n]` read
+/// through their layouts (any 2-D strides, so a transposed view costs no copy), the result
+/// `[m, n]` row-major. candle's own matmul needs tensors (building them inside a kernel copies
+/// the storage) and zero-fills its output first. Multi-threaded on rayon's pool, which nests
+/// with the per-shard parallelism of training.
+fn gemm_layouts<T: 'static + Copy>((a, al): (&[T], &Layout), (b, bl): (&[T], &Layout), one: T) -> Result<Vec<T>> {
+    let (m, k) = al.shape().dims2()?;
+    let (kb, n) = bl.shape().dims2()?;
+    if k != kb {
+        candle_core::bail!("matmul: [{m}, {k}] · [{kb}, {n}] do not fit");
+    }
+    // Every element either operand's layout addresses lies inside its buffer.
+    let within = |len: usize, l: &Layout, (rows, cols): (usize, usize)| {
+        rows == 0 || cols == 0 || l.start_offset() + (rows - 1) * l.stride()[0] + (cols - 1) * l.stride()[1] < len
+    };
+    if !within(a.len(), al, (m, k)) || !within(b.len(), bl, (k, n)) {
+        candle_core::bail!("matmul: a layout reaches past its buffer");
+    }
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the asserts above and `dst`'s length bound every access; strides describe
-    // row-major x [m, k], R [k, n] in either storage, row-major dst [m, n].
+    let mut dst: Vec<T> = Vec::with_capacity(m * n);
+    let stride = |l: &Layout, i: usize| l.stride()[i] as isize;
+    // SAFETY: the checks above bound every read of `a` and `b`; `dst` has room for the
+    // row-major `[m, n]` result, which gemm writes in full without reading it (`read_dst`
+    // false; with k = 0 it writes zeros), so its length can then cover it.
     unsafe {
         gemm::gemm(
             m,
@@ -123,33 +130,37 @@ fn x_times_w_transposed<T: 'static + Copy>(
             1,
             n as isize,
             false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            zero,
+            a.as_ptr().add(al.start_offset()),
+            stride(al, 1),
+            stride(al, 0),
+            b.as_ptr().add(bl.start_offset()),
+            stride(bl, 1),
+            stride(bl, 0),
+            one,
             one,
             false,
             false,
             false,
             parallelism,
         );
+        dst.set_len(m * n);
     }
     Ok(dst)
 }
 
-/// The contiguous part of a CPU buffer a layout covers.
-fn contiguous_slice<'a, T>(values: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&values[start..end]),
-        None => candle_core::bail!("linear: {what} must be contiguous"),
-    }
+/// `A · B` on two CPU storages of one dtype (f32 or f64).
+fn matmul_storage(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    let shape = Shape::from((al.shape().dims2()?.0, bl.shape().dims2()?.1));
+    let out = match (a, b) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(gemm_layouts((a, al), (b, bl), 1.0)?),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(gemm_layouts((a, al), (b, bl), 1.0)?),
+        _ => candle_core::bail!("matmul supports f32 and f64 operands of one dtype only"),
+    };
+    Ok((out, shape))
 }
 
-/// `x · Wᵀ` on CPU storages: `x` `[m, k]` and `w`, both contiguous, f32 or f64; `w` is `W`
-/// `[n, k]`, or `Wᵀ` `[k, n]` when `transposed`.
+/// `x · Wᵀ` on CPU storages for `x` `[m, k]` and `W` `[n, k]` (or, when `transposed`, the
+/// kept `Wᵀ` `[k, n]` itself).
 fn linear_storage(
     xs: &CpuStorage,
     xl: &Layout,
@@ -157,26 +168,28 @@ fn linear_storage(
     wl: &Layout,
     transposed: bool,
 ) -> Result<(CpuStorage, Shape)> {
-    let (m, k) = xl.shape().dims2()?;
-    let (n, kw) = if transposed {
-        let (kw, n) = wl.shape().dims2()?;
-        (n, kw)
-    } else {
-        wl.shape().dims2()?
-    };
-    if k != kw {
-        candle_core::bail!("linear: input has {k} features, weight expects {kw}");
+    let w_t = if transposed { wl.clone() } else { wl.transpose(0, 1)? };
+    matmul_storage(xs, xl, ws, &w_t)
+}
+
+/// `a · b` for 2-D tensors; on the CPU through [`gemm_layouts`], reading transposed views in
+/// place and leaving the output unfilled until gemm writes it.
+fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !a.device().is_cpu() || !b.device().is_cpu() {
+        return a.matmul(b);
     }
-    let out = match (xs, ws) {
-        (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-            CpuStorage::F32(x_times_w_transposed((x, xl), (w, wl), transposed, (m, k, n), (0.0, 1.0))?)
+    let (out, shape) = {
+        let ((sa, la), (sb, lb)) = (a.storage_and_layout(), b.storage_and_layout());
+        match (&*sa, &*sb) {
+            (Storage::Cpu(sa), Storage::Cpu(sb)) => matmul_storage(sa, la, sb, lb)?,
+            _ => candle_core::bail!("matmul: operands on different devices"),
         }
-        (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-            CpuStorage::F64(x_times_w_transposed((x, xl), (w, wl), transposed, (m, k, n), (0.0, 1.0))?)
-        }
-        _ => candle_core::bail!("linear supports f32 and f64 inputs of one dtype only"),
     };
-    Ok((out, Shape::from((m, n))))
+    match out {
+        CpuStorage::F32(v) => Tensor::from_vec(v, shape, a.device()),
+        CpuStorage::F64(v) => Tensor::from_vec(v, shape, a.device()),
+        _ => unreachable!("matmul_storage returns f32 or f64"),
+    }
 }
 
 struct FrozenLinear {
@@ -207,7 +220,7 @@ impl CustomOp1 for FrozenLinear {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let w = self.weight.dense(arg.dtype())?;
-        Ok(Some(grad_res.matmul(&w)?))
+        Ok(Some(matmul(grad_res, &w)?))
     }
 }
 
@@ -223,7 +236,47 @@ pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> Result<Tensor> {
     }
 }
 
-struct TrainableLinear;
+/// Weight gradients handed over by [`trainable_linear`]'s backward directly, outside candle's
+/// gradient store. The store allocates a zero tensor and adds into it for every gradient it
+/// keeps, which for a trained weight is two extra passes over a parameter-sized buffer per
+/// backward (a full fine-tune spent ~10% of its step there). One sink serves one backward;
+/// [`GradSink::gradients`] merges what it holds with what the store got by other routes
+/// (a tied embedding is also read by `index_select`).
+#[derive(Default)]
+pub struct GradSink(Mutex<HashMap<TensorId, Tensor>>);
+
+impl GradSink {
+    fn add(&self, weight: TensorId, grad: Tensor) -> Result<()> {
+        let mut held = self.0.lock().expect("gradient sink poisoned");
+        let sum = match held.remove(&weight) {
+            Some(acc) => crate::optim::accumulate(acc, &grad)?,
+            None => grad,
+        };
+        held.insert(weight, sum);
+        Ok(())
+    }
+
+    /// The whole gradient of each of `vars` after `store = loss.backward()`: what reached the
+    /// sink plus what reached the store (`None` where neither got any).
+    pub fn gradients(&self, store: &candle_core::backprop::GradStore, vars: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let mut held = self.0.lock().expect("gradient sink poisoned");
+        vars.iter()
+            .map(|v| {
+                Ok(match (held.remove(&v.id()), store.get(v)) {
+                    (Some(sunk), Some(stored)) => Some(crate::optim::accumulate(sunk, stored)?),
+                    (Some(sunk), None) => Some(sunk),
+                    (None, stored) => stored.map(Tensor::detach),
+                })
+            })
+            .collect()
+    }
+}
+
+struct TrainableLinear {
+    /// Where the weight gradient goes, keyed by the weight's own id (not that of the
+    /// contiguous copy the op may have been handed).
+    sink: Option<(Arc<GradSink>, TensorId)>,
+}
 
 impl CustomOp2 for TrainableLinear {
     fn name(&self) -> &'static str {
@@ -235,17 +288,26 @@ impl CustomOp2 for TrainableLinear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(w)?), Some(grad.t()?.matmul(x)?)))
+        let dw = matmul(&grad.t()?, x)?;
+        let dw = match &self.sink {
+            Some((sink, weight)) => {
+                sink.add(*weight, dw)?;
+                None
+            }
+            None => Some(dw),
+        };
+        Ok((Some(matmul(grad, w)?), dw))
     }
 }
 
 /// `x · Wᵀ` for a 2-D `x` `[n, in]` and a trained weight `[out, in]`. candle's
 /// `x.matmul(&w.t())` returns the weight gradient as a transposed view, which its gradient
 /// store then adds element by element through strides; here `dW = gᵀ · x` comes out
-/// contiguous in W's own layout.
-pub fn trainable_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+/// contiguous in W's own layout, and goes to `sink` instead of the gradient store when given.
+pub fn trainable_linear(x: &Tensor, weight: &Tensor, sink: Option<&Arc<GradSink>>) -> Result<Tensor> {
     if x.device().is_cpu() {
-        x.contiguous()?.apply_op2(&weight.contiguous()?, TrainableLinear)
+        x.contiguous()?
+            .apply_op2(&weight.contiguous()?, TrainableLinear { sink: sink.map(|s| (s.clone(), weight.id())) })
     } else {
         x.matmul(&weight.t()?)
     }
@@ -434,15 +496,40 @@ pub(crate) mod tests {
         let dev = Device::Cpu;
         let w = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 7), &dev)?)?;
         let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (3, 7), &dev)?)?;
-        let ours = trainable_linear(&x, &w)?;
+        let ours = trainable_linear(&x, &w, None)?;
         let reference = x.matmul(&w.t()?)?;
         let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
         assert!(diff < 1e-12, "forward differs by {diff}");
         let probe = Tensor::randn(0f64, 1.0, (3, 5), &dev)?;
-        let f = || (trainable_linear(&x, &w)?.sin()? * &probe)?.sum_all();
+        let f = || (trainable_linear(&x, &w, None)?.sin()? * &probe)?.sum_all();
         let worst_x = check_gradient(&x, &f, &[0, 4, 8, 20])?;
         let worst_w = check_gradient(&w, &f, &[0, 6, 13, 34])?;
         assert!(worst_x < 1e-6 && worst_w < 1e-6, "relative gradient errors {worst_x}, {worst_w}");
+        Ok(())
+    }
+
+    #[test]
+    fn grad_sink_gives_the_gradient_store_s_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 4), &dev)?)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4), &dev)?)?;
+        let ids = Tensor::new(&[1u32, 5, 1], &dev)?;
+        // `w` is used twice as a trained weight (both reach the sink) and once, like a tied
+        // embedding, through `index_select` (which reaches candle's store).
+        let loss = |sink: Option<&Arc<GradSink>>| -> Result<Tensor> {
+            let h = trainable_linear(&x, &w, sink)?.tanh()?;
+            let y = trainable_linear(&h.narrow(1, 0, 4)?, &w, sink)?;
+            (y.sqr()?.sum_all()? + w.index_select(&ids, 0)?.sin()?.sum_all()?)
+        };
+        let vars = [w.clone(), x.clone()];
+        let store = loss(None)?.backward()?;
+        let sink = Arc::new(GradSink::default());
+        let sunk = sink.gradients(&loss(Some(&sink))?.backward()?, &vars)?;
+        for (var, got) in vars.iter().zip(&sunk) {
+            let got = got.as_ref().expect("a gradient for every variable");
+            let diff = max_diff(got, store.get(var).expect("stored gradient"));
+            assert!(diff < 1e-5, "sink and store gradients differ by {diff}");
+        }
         Ok(())
     }
 

@@ -1,10 +1,11 @@
 //! Optimisation: AdamW with saveable state (for exact resume), learning-rate schedules with
 //! warmup, and global gradient-norm clipping.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Storage, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -28,12 +29,14 @@ impl AdamW {
         Ok(AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, vars, m, v })
     }
 
-    /// One update with gradients in the order of the variables given to [`AdamW::new`].
-    pub fn update(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+    /// One update with gradients in the order of the variables given to [`AdamW::new`], each
+    /// multiplied by `grad_scale` first (the factor of [`clip_factor`]).
+    pub fn update(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let step = AdamStep {
             lr: lr as f32,
+            grad_scale: grad_scale as f32,
             beta1: self.beta1 as f32,
             beta2: self.beta2 as f32,
             eps: self.eps as f32,
@@ -42,18 +45,22 @@ impl AdamW {
             correction2: (1.0 - self.beta2.powi(t)) as f32,
         };
         if self.vars.iter().all(|v| v.device().is_cpu() && v.dtype() == DType::F32) {
-            // One fused pass per variable, variables spread over rayon's pool.
+            // One pass per variable over gradient, moments and parameter together; variables
+            // spread over rayon's pool.
             return (0..self.vars.len()).into_par_iter().try_for_each(|i| {
                 let g = grads[i].contiguous()?;
-                self.m[i].inplace_op2(&g, &ScaledAdd::moment(step.beta1, false))?;
-                self.v[i].inplace_op2(&g, &ScaledAdd::moment(step.beta2, true))?;
-                self.vars[i].as_tensor().inplace_op3(&self.m[i], &self.v[i], &ParamUpdate(step))
+                let (g_storage, g_layout) = g.storage_and_layout();
+                let Storage::Cpu(g_cpu) = &*g_storage else { candle_core::bail!("AdamW: gradient not on the CPU") };
+                let g = f32_slice(g_cpu, g_layout)?;
+                with_f32_mut(&self.m[i], |m| {
+                    with_f32_mut(&self.v[i], |v| with_f32_mut(self.vars[i].as_tensor(), |p| step.apply(p, m, v, g)))
+                })
             });
         }
         for (i, var) in self.vars.iter().enumerate() {
             // Gradients computed from variables carry their graph; detaching keeps the
             // moments from chaining every step's activations together.
-            let g = grads[i].detach();
+            let g = (grads[i].detach() * grad_scale)?;
             self.m[i] = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?.detach();
             self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
             let m_hat = (&self.m[i] / step.correction1 as f64)?;
@@ -93,6 +100,7 @@ impl AdamW {
 #[derive(Clone, Copy)]
 struct AdamStep {
     lr: f32,
+    grad_scale: f32,
     beta1: f32,
     beta2: f32,
     eps: f32,
@@ -102,88 +110,50 @@ struct AdamStep {
     correction2: f32,
 }
 
+impl AdamStep {
+    /// `g ← scale·g`; `m ← β₁m + (1−β₁)g`; `v ← β₂v + (1−β₂)g²`;
+    /// `p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + ε)` with bias-corrected `m̂`, `v̂`.
+    fn apply(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) -> Result<()> {
+        if [m.len(), v.len(), g.len()].iter().any(|&n| n != p.len()) {
+            candle_core::bail!("AdamW: parameter, moment and gradient sizes differ");
+        }
+        let AdamStep { lr, grad_scale, beta1, beta2, eps, decay, correction1, correction2 } = *self;
+        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+            let g = grad_scale * g;
+            *m = beta1 * *m + (1.0 - beta1) * g;
+            *v = beta2 * *v + (1.0 - beta2) * g * g;
+            *p = *p * decay - lr * (*m / correction1) / ((*v / correction2).sqrt() + eps);
+        }
+        Ok(())
+    }
+}
+
 /// Contiguous f32 slices of a CPU tensor's storage.
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("AdamW's fused update needs contiguous f32 tensors"),
+        _ => candle_core::bail!("expected a contiguous f32 tensor"),
     }
 }
 
-fn f32_slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
-        _ => candle_core::bail!("AdamW's fused update needs contiguous f32 tensors"),
-    }
-}
-
-/// In place on `acc`, given `g`: `acc ← keep·acc + add·g` (or `add·g²` when `squared`).
-/// AdamW's moments are `keep = β, add = 1 − β` (the second moment on `g²`); summing gradients
-/// is `keep = add = 1`.
-#[derive(Clone, Copy)]
-struct ScaledAdd {
-    keep: f32,
-    add: f32,
-    squared: bool,
-}
-
-impl ScaledAdd {
-    fn moment(beta: f32, squared: bool) -> Self {
-        ScaledAdd { keep: beta, add: 1.0 - beta, squared }
-    }
-}
-
-impl InplaceOp2 for ScaledAdd {
-    fn name(&self) -> &'static str {
-        "scaled-add-in-place"
-    }
-
-    fn cpu_fwd(&self, acc: &mut CpuStorage, al: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
-        let acc = f32_slice_mut(acc, al)?;
-        let g = f32_slice(g, gl)?;
-        if acc.len() != g.len() {
-            candle_core::bail!("in-place update: sizes differ ({} vs {})", acc.len(), g.len());
+/// Runs `f` on the buffer of a contiguous f32 CPU tensor, in place (candle hands out a
+/// storage mutably only inside an in-place op).
+fn with_f32_mut(t: &Tensor, f: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<()> {
+    struct OnBuffer<F>(RefCell<Option<F>>);
+    impl<F: FnOnce(&mut [f32]) -> Result<()>> InplaceOp1 for OnBuffer<F> {
+        fn name(&self) -> &'static str {
+            "in-place-f32"
         }
-        let ScaledAdd { keep, add, squared } = *self;
-        if squared {
-            acc.iter_mut().zip(g).for_each(|(a, &g)| *a = keep * *a + add * g * g);
-        } else {
-            acc.iter_mut().zip(g).for_each(|(a, &g)| *a = keep * *a + add * g);
-        }
-        Ok(())
-    }
-}
 
-/// In place on the parameter: `p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + ε)` (bias-corrected moments).
-struct ParamUpdate(AdamStep);
-
-impl InplaceOp3 for ParamUpdate {
-    fn name(&self) -> &'static str {
-        "adamw-params"
-    }
-
-    fn cpu_fwd(
-        &self,
-        p: &mut CpuStorage,
-        pl: &Layout,
-        m: &CpuStorage,
-        ml: &Layout,
-        v: &CpuStorage,
-        vl: &Layout,
-    ) -> Result<()> {
-        let AdamStep { lr, eps, decay, correction1, correction2, .. } = self.0;
-        let p = f32_slice_mut(p, pl)?;
-        let (m, v) = (f32_slice(m, ml)?, f32_slice(v, vl)?);
-        if p.len() != m.len() || p.len() != v.len() {
-            candle_core::bail!("AdamW: parameter and moment sizes differ");
+        fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+            let f = self.0.borrow_mut().take().expect("an in-place op runs once");
+            match (storage, layout.contiguous_offsets()) {
+                (CpuStorage::F32(v), Some((start, end))) => f(&mut v[start..end]),
+                _ => candle_core::bail!("expected a contiguous f32 tensor"),
+            }
         }
-        for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-            let m_hat = m / correction1;
-            let v_hat = v / correction2;
-            *p = *p * decay - lr * m_hat / (v_hat.sqrt() + eps);
-        }
-        Ok(())
     }
+    t.inplace_op1(&OnBuffer(RefCell::new(Some(f))))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -221,26 +191,34 @@ impl Schedule {
     }
 }
 
-/// The global L2 norm of `grads`, and the grads scaled down to `max_norm` if it is exceeded
-/// (`max_norm <= 0` disables clipping), like `torch.nn.utils.clip_grad_norm_`.
-pub fn clip_grad_norm(grads: Vec<Tensor>, max_norm: f64) -> Result<(Vec<Tensor>, f64)> {
+/// The global L2 norm of `grads` (accumulated in f64), as `torch.nn.utils.clip_grad_norm_`
+/// measures it.
+pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let squares = grads.par_iter().map(sum_of_squares).collect::<Result<Vec<f64>>>()?;
-    let norm = squares.iter().sum::<f64>().sqrt();
-    if max_norm > 0.0 && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        let clipped = grads.iter().map(|g| g * scale).collect::<Result<Vec<_>>>()?;
-        return Ok((clipped, norm));
-    }
-    Ok((grads, norm))
+    Ok(squares.iter().sum::<f64>().sqrt())
+}
+
+/// The factor that scales gradients of global norm `norm` down to `max_norm` when it is
+/// exceeded (1 otherwise; `max_norm <= 0` disables clipping), as `clip_grad_norm_` does.
+pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
+    if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 }
 }
 
 /// `acc + g`, added into `acc`'s own buffer on the CPU (no new allocation). `acc` must own its
 /// storage: gradients read from a candle gradient store do (every entry is the fresh result
-/// of an addition).
+/// of an operation).
 pub fn accumulate(acc: Tensor, g: &Tensor) -> Result<Tensor> {
     if acc.device().is_cpu() && acc.dtype() == DType::F32 && acc.is_contiguous() && acc.shape() == g.shape() {
-        acc.inplace_op2(&g.contiguous()?, &ScaledAdd { keep: 1.0, add: 1.0, squared: false })?;
-        return Ok(acc);
+        let g = g.contiguous()?;
+        let (g_storage, g_layout) = g.storage_and_layout();
+        if let Storage::Cpu(g_cpu) = &*g_storage {
+            let g = f32_slice(g_cpu, g_layout)?;
+            with_f32_mut(&acc, |a| {
+                a.iter_mut().zip(g).for_each(|(a, g)| *a += g);
+                Ok(())
+            })?;
+            return Ok(acc);
+        }
     }
     acc + g
 }
@@ -251,8 +229,20 @@ fn sum_of_squares(g: &Tensor) -> Result<f64> {
         let (storage, layout) = g.storage_and_layout();
         if let Storage::Cpu(cpu) = &*storage {
             let values = f32_slice(cpu, layout)?;
-            // Per-chunk f32 sums vectorise; the chunks add up in f64.
-            return Ok(values.chunks(4096).map(|c| c.iter().map(|x| x * x).sum::<f32>() as f64).sum());
+            // Eight f32 lanes per chunk (a plain float sum cannot be reordered, so it would not
+            // vectorise); the chunks add up in f64.
+            return Ok(values
+                .chunks(4096)
+                .map(|chunk| {
+                    let mut lanes = [0f32; 8];
+                    let exact = chunk.chunks_exact(8);
+                    let tail: f32 = exact.remainder().iter().map(|x| x * x).sum();
+                    for c in exact {
+                        lanes.iter_mut().zip(c).for_each(|(l, x)| *l += x * x);
+                    }
+                    (lanes.iter().sum::<f32>() + tail) as f64
+                })
+                .sum());
         }
     }
     g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
@@ -267,7 +257,7 @@ mod tests {
     fn adamw_first_step_moves_by_lr_and_decays() -> Result<()> {
         let var = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &Device::Cpu)?)?;
         let mut opt = AdamW::new(vec![var.clone()], 0.1)?;
-        opt.update(&[Tensor::new(&[0.5f32, -3.0], &Device::Cpu)?], 0.01)?;
+        opt.update(&[Tensor::new(&[0.5f32, -3.0], &Device::Cpu)?], 0.01, 1.0)?;
         // First Adam step is lr·sign(g) (bias-corrected m/√v = ±1); decay multiplies by 1 − lr·wd.
         let got = var.to_vec1::<f32>()?;
         assert!((got[0] - (1.0 * 0.999 - 0.01)).abs() < 1e-6, "{got:?}");
@@ -306,8 +296,10 @@ mod tests {
         let mut opt_reference = AdamW::new(vec![reference.clone()], 0.01)?;
         for (step, g) in grads.iter().enumerate() {
             let lr = 0.05 * (step + 1) as f64;
-            opt_fused.update(&[Tensor::new(&g.map(|x| x as f32), &Device::Cpu)?], lr)?;
-            opt_reference.update(&[Tensor::new(g, &Device::Cpu)?], lr)?;
+            // The second step is clipped (scale 0.5).
+            let scale = if step == 1 { 0.5 } else { 1.0 };
+            opt_fused.update(&[Tensor::new(&g.map(|x| x as f32), &Device::Cpu)?], lr, scale)?;
+            opt_reference.update(&[Tensor::new(g, &Device::Cpu)?], lr, scale)?;
         }
         let (a, b) = (fused.to_vec1::<f32>()?, reference.to_vec1::<f64>()?);
         for (a, b) in a.iter().zip(&b) {
@@ -318,11 +310,14 @@ mod tests {
 
     #[test]
     fn clipping_scales_to_max_norm() -> Result<()> {
-        let g = vec![Tensor::new(&[3.0f32, 4.0], &Device::Cpu)?, Tensor::zeros(2, DType::F32, &Device::Cpu)?];
-        let (clipped, norm) = clip_grad_norm(g, 1.0)?;
-        assert!((norm - 5.0).abs() < 1e-6);
-        let v = clipped[0].to_vec1::<f32>()?;
-        assert!((v[0] - 0.6).abs() < 1e-5 && (v[1] - 0.8).abs() < 1e-5);
+        let big: Vec<f32> = (0..1001).map(|i| (i % 7) as f32 - 3.0).collect();
+        let expected = (big.iter().map(|x| (x * x) as f64).sum::<f64>() + 25.0).sqrt();
+        let g = vec![Tensor::new(&[3.0f32, 4.0], &Device::Cpu)?, Tensor::new(big.as_slice(), &Device::Cpu)?];
+        let norm = global_norm(&g)?;
+        assert!((norm - expected).abs() < 1e-9 * expected, "{norm} vs {expected}");
+        assert!((clip_factor(5.0, 1.0) - 0.2).abs() < 1e-6);
+        assert_eq!(clip_factor(0.5, 1.0), 1.0);
+        assert_eq!(clip_factor(5.0, 0.0), 1.0);
         Ok(())
     }
 }

@@ -35,7 +35,7 @@ use crate::batch::{SequenceBatch, TokenizedSequence};
 use crate::error::TrainerError;
 use crate::generate::{Completion, Finish, Sampling, generate_batch};
 use crate::model::{ForwardCtx, LlamaModel, completion_log_probs, last_token_rewards};
-use crate::optim::{AdamW, clip_grad_norm};
+use crate::optim::{AdamW, clip_factor, global_norm};
 use crate::tokenizer::ChatTokenizer;
 
 /// Scores sampled responses; `prompts[i]` are the token ids `completions[i]` answers.
@@ -181,11 +181,11 @@ pub fn run_rlhf(
                 .iter()
                 .map(|v| store.get(v).map_or_else(|| v.zeros_like(), |g| Ok(g.detach())))
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            let (grads, grad_norm) = clip_grad_norm(grads, config.max_grad_norm)?;
+            let grad_norm = global_norm(&grads)?;
             if !grad_norm.is_finite() {
                 return Err(TrainerError::NonFinite { what: "gradient norm", value: grad_norm, step }.into());
             }
-            optimizer.update(&grads, config.learning_rate)?;
+            optimizer.update(&grads, config.learning_rate, clip_factor(grad_norm, config.max_grad_norm))?;
             Ok((loss_value, grad_norm))
         };
         let (loss_value, grad_norm, clip_fraction) = match config.algorithm {

@@ -21,7 +21,7 @@ use crate::error::TrainerError;
 use crate::lora::{LoraConfig, attach_lora};
 use crate::loss::DpoLossType;
 use crate::model::{ForwardCtx, LlamaModel};
-use crate::optim::{AdamW, Schedule, ScheduleKind, clip_grad_norm};
+use crate::optim::{AdamW, Schedule, ScheduleKind, clip_factor, global_norm};
 
 /// How the model is adapted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -332,12 +332,12 @@ pub fn run(
         let chosen: Vec<usize> = (first..first + pairs_per_step).map(|i| order[i % order.len()]).collect();
         let StepGradients { loss: loss_total, metrics, grads, tokens } =
             step_gradients(objective, model, &vars, train, &chosen, config, step)?;
-        let (grads, grad_norm) = clip_grad_norm(grads, config.max_grad_norm)?;
+        let grad_norm = global_norm(&grads)?;
         if !grad_norm.is_finite() {
             return Err(TrainerError::NonFinite { what: "gradient norm", value: grad_norm, step }.into());
         }
         let lr = schedule.lr(step);
-        optimizer.update(&grads, lr)?;
+        optimizer.update(&grads, lr, clip_factor(grad_norm, config.max_grad_norm))?;
         let seconds = started.elapsed().as_secs_f64();
         timed_tokens += tokens;
         timed_seconds += seconds;
@@ -451,8 +451,7 @@ pub fn step_gradients(
                 return Err(TrainerError::NonFinite { what: "loss", value, step }.into());
             }
             let weight = idx.len() as f64 / chosen.len() as f64;
-            let store = (loss * weight)?.backward()?;
-            let grads = vars.iter().map(|v| store.get(v).map(Tensor::detach)).collect();
+            let grads = ctx.gradients(&(loss * weight)?, vars)?;
             Ok((value * weight, metrics, grads))
         })
         .collect();

@@ -2,12 +2,13 @@
 //! per-forward context (adapters on/off, dropout randomness).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use candle_core::{DType, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::ops::{FrozenWeight, frozen_linear, trainable_linear};
+use crate::ops::{FrozenWeight, GradSink, frozen_linear, trainable_linear};
 
 /// A model parameter that is either frozen (plain tensor) or trained (a `Var`).
 #[derive(Clone)]
@@ -58,15 +59,32 @@ pub struct ForwardCtx {
     pub adapters: bool,
     /// Randomness for dropout; `None` disables dropout (evaluation).
     pub dropout_rng: Option<RefCell<StdRng>>,
+    /// Where trained weights' gradients go in the backward of a training forward (see
+    /// [`GradSink`]); read them with [`ForwardCtx::gradients`].
+    pub grad_sink: Option<Arc<GradSink>>,
 }
 
 impl ForwardCtx {
     pub fn eval(adapters: bool) -> Self {
-        ForwardCtx { adapters, dropout_rng: None }
+        ForwardCtx { adapters, dropout_rng: None, grad_sink: None }
     }
 
     pub fn train(seed: u64) -> Self {
-        ForwardCtx { adapters: true, dropout_rng: Some(RefCell::new(StdRng::seed_from_u64(seed))) }
+        ForwardCtx {
+            adapters: true,
+            dropout_rng: Some(RefCell::new(StdRng::seed_from_u64(seed))),
+            grad_sink: Some(Arc::default()),
+        }
+    }
+
+    /// Backpropagates `loss` (computed in this context) and returns the gradient of each of
+    /// `vars`, `None` where none flowed.
+    pub fn gradients(&self, loss: &Tensor, vars: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let store = loss.backward()?;
+        match &self.grad_sink {
+            Some(sink) => sink.gradients(&store, vars),
+            None => Ok(vars.iter().map(|v| store.get(v).map(Tensor::detach)).collect()),
+        }
     }
 
     /// Inverted dropout with a seeded mask, so runs repeat exactly.
@@ -121,7 +139,7 @@ impl AdaptedLinear {
         let x2 = x.reshape((rows, self.in_features))?;
         let mut y = match &self.weight {
             LinearWeight::Frozen(w) => frozen_linear(&x2, w)?,
-            LinearWeight::Trainable(w) => trainable_linear(&x2, w.as_tensor())?,
+            LinearWeight::Trainable(w) => trainable_linear(&x2, w.as_tensor(), ctx.grad_sink.as_ref())?,
         };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias.tensor())?;
@@ -130,8 +148,8 @@ impl AdaptedLinear {
             && let Some(lora) = &self.lora
         {
             let dropped = ctx.dropout(&x2, lora.dropout)?;
-            let low = trainable_linear(&dropped, lora.a.as_tensor())?;
-            let delta = (trainable_linear(&low, lora.b.as_tensor())? * lora.scale)?;
+            let low = trainable_linear(&dropped, lora.a.as_tensor(), ctx.grad_sink.as_ref())?;
+            let delta = (trainable_linear(&low, lora.b.as_tensor(), ctx.grad_sink.as_ref())? * lora.scale)?;
             y = (y + delta)?;
         }
         *out_dims.last_mut().expect("input has at least one dimension") = self.out_features;

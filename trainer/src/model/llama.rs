@@ -520,7 +520,7 @@ impl LlamaModel {
         match (&self.lm_head, &self.embed_tokens) {
             (Some(head), _) => head.forward(rows, ctx),
             (None, Param::Frozen(embed)) => ops::frozen_linear(rows, &FrozenWeight::dense_once(embed.clone())),
-            (None, Param::Trainable(embed)) => ops::trainable_linear(rows, embed.as_tensor()),
+            (None, Param::Trainable(embed)) => ops::trainable_linear(rows, embed.as_tensor(), ctx.grad_sink.as_ref()),
         }
     }
 
