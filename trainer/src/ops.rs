@@ -519,7 +519,7 @@ pub(crate) mod tests {
         let loss = |sink: Option<&Arc<GradSink>>| -> Result<Tensor> {
             let h = trainable_linear(&x, &w, sink)?.tanh()?;
             let y = trainable_linear(&h.narrow(1, 0, 4)?, &w, sink)?;
-            (y.sqr()?.sum_all()? + w.index_select(&ids, 0)?.sin()?.sum_all()?)
+            y.sqr()?.sum_all()? + w.index_select(&ids, 0)?.sin()?.sum_all()?
         };
         let vars = [w.clone(), x.clone()];
         let store = loss(None)?.backward()?;

@@ -251,7 +251,6 @@ fn sum_of_squares(g: &Tensor) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
 
     #[test]
     fn adamw_first_step_moves_by_lr_and_decays() -> Result<()> {
