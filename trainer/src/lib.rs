@@ -12,6 +12,7 @@ pub mod dpo;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod kernels;
 pub mod lora;
 pub mod loss;
 pub mod merge;

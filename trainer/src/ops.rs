@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::kernels;
+
 use candle_core::quantized::QTensor;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor, TensorId, Var,
@@ -314,11 +316,11 @@ pub fn trainable_linear(x: &Tensor, weight: &Tensor, sink: Option<&Arc<GradSink>
 }
 
 /// RMS norm over the last dimension: `x / sqrt(mean(x²) + eps) · weight` (Hugging Face order:
-/// normalise in the input dtype, then scale). On the CPU the forward is candle's fused kernel
-/// (which has no backward of its own) and the backward is [`RmsNorm::bwd`].
+/// normalise in the input dtype, then scale). On the CPU one op with a hand-written backward
+/// ([`kernels::RmsNorm`]).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if x.device().is_cpu() {
-        x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps })
+        x.contiguous()?.apply_op2(&weight.contiguous()?, kernels::RmsNorm { eps })
     } else {
         rms_norm_composite(x, weight, eps)
     }
@@ -330,40 +332,33 @@ fn rms_norm_composite(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     x.broadcast_mul(&inv_rms)?.broadcast_mul(weight)
 }
 
-struct RmsNorm {
-    eps: f64,
-}
-
-impl CustomOp2 for RmsNorm {
-    fn name(&self) -> &'static str {
-        "rms-norm"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (cpu_tensor(s1, l1)?, cpu_tensor(s2, l2)?);
-        let y = match x.dtype() {
-            DType::F32 => candle_nn::ops::rms_norm(&x, &w, self.eps as f32)?,
-            // The fused kernel is f32/f16/bf16 only; f64 (gradient checks) uses the composite.
-            _ => rms_norm_composite(&x, &w, self.eps)?,
-        };
-        into_cpu_storage(&y)
-    }
-
-    /// With `r = 1/sqrt(mean(x²) + eps)` and `u = g·w`:
-    /// `dx = r·u − x·r³·mean(u·x)`, `dw = Σ_rows g·x·r`.
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
-        let u = g.broadcast_mul(w)?;
-        let dot = (&u * x)?.mean_keepdim(D::Minus1)?;
-        let dx = (u.broadcast_mul(&r)? - x.broadcast_mul(&(r.powf(3.0)? * dot)?)?)?;
-        let hidden = x.dim(D::Minus1)?;
-        let dw = (g * x.broadcast_mul(&r)?)?.reshape(((), hidden))?.sum(0)?.reshape(w.shape())?;
-        Ok((Some(dx), Some(dw)))
+/// `silu(gate) · up`, the SwiGLU MLP's elementwise part; on the CPU one op with a hand-written
+/// backward ([`kernels::SwiGlu`]).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if gate.device().is_cpu() {
+        gate.contiguous()?.apply_op2(&up.contiguous()?, kernels::SwiGlu)
+    } else {
+        candle_nn::ops::silu(gate)? * up
     }
 }
 
-/// Rotate-half RoPE: `x·cos + rotate_half(x)·sin` for `x` `[B, H, T, D]` and tables `[T, D]`.
+/// Rotate-half RoPE: `x·cos + rotate_half(x)·sin` over the last dimension. The tables are
+/// `[T, D]` for `x` `[.., T, D]` (one position per time step), or `[R, 1, D]` for `x`
+/// `[R, H, D]` (one position per leading row). On the CPU one op ([`kernels::Rope`]).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return rope_composite(x, cos, sin);
+    }
+    let repeat = match cos.rank() {
+        2 => 1,
+        3 => x.dim(1)?,
+        rank => candle_core::bail!("rope: tables of rank {rank}"),
+    };
+    let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
+    x.contiguous()?.apply_op1(kernels::Rope { cos, sin, repeat, inverse: false })
+}
+
+fn rope_composite(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let half = x.dim(D::Minus1)? / 2;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
@@ -606,6 +601,41 @@ pub(crate) mod tests {
         let f = || (rms_norm(&x, &w, 1e-5)? * &probe)?.sum_all();
         assert!(check_gradient(&x, &f, &[0, 7, 13, 40])? < 1e-6);
         assert!(check_gradient(&w, &f, &[0, 3, 7])? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn swiglu_matches_composite_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = Var::from_tensor(&Tensor::randn(0f64, 2.0, (3, 7), &dev)?)?;
+        let u = Var::from_tensor(&Tensor::randn(0f64, 1.0, (3, 7), &dev)?)?;
+        let composite = (candle_nn::ops::silu(&g)? * u.as_tensor())?;
+        assert!(max_diff(&swiglu(&g, &u)?, &composite) < 1e-12);
+        let probe = Tensor::randn(0f64, 1.0, (3, 7), &dev)?;
+        let f = || (swiglu(&g, &u)? * &probe)?.sum_all();
+        assert!(check_gradient(&g, &f, &[0, 5, 11, 20])? < 1e-6);
+        assert!(check_gradient(&u, &f, &[1, 6, 19])? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn rope_matches_composite_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        // Tables per time step ([T, D] for x [B, H, T, D]) and per leading row ([R, 1, D] for
+        // x [R, H, D]); distinct halves so a swapped table half would show.
+        let cos = Tensor::randn(0f64, 1.0, (5, 8), &dev)?;
+        let sin = Tensor::randn(0f64, 1.0, (5, 8), &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 3, 5, 8), &dev)?)?;
+        assert!(max_diff(&rope(&x, &cos, &sin)?, &rope_composite(&x, &cos, &sin)?) < 1e-12);
+        let probe = Tensor::randn(0f64, 1.0, (2, 3, 5, 8), &dev)?;
+        let f = || (rope(&x, &cos, &sin)? * &probe)?.sum_all();
+        assert!(check_gradient(&x, &f, &[0, 3, 4, 77, 200])? < 1e-6);
+        let rows = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 3, 8), &dev)?)?;
+        let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+        assert!(max_diff(&rope(&rows, &cos, &sin)?, &rope_composite(&rows, &cos, &sin)?) < 1e-12);
+        let probe = Tensor::randn(0f64, 1.0, (5, 3, 8), &dev)?;
+        let f = || (rope(&rows, &cos, &sin)? * &probe)?.sum_all();
+        assert!(check_gradient(&rows, &f, &[0, 12, 30, 119])? < 1e-6);
         Ok(())
     }
 

@@ -245,9 +245,9 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x, ctx)?)?;
+        let gate = self.gate_proj.forward(x, ctx)?;
         let up = self.up_proj.forward(x, ctx)?;
-        self.down_proj.forward(&(gate * up)?, ctx)
+        self.down_proj.forward(&ops::swiglu(&gate, &up)?, ctx)
     }
 }
 
