@@ -204,23 +204,12 @@ impl candle_core::CustomOp1 for Rope {
             candle_core::bail!("rope tables must be on the CPU");
         };
         let d = *xl.dims().last().expect("rope input has a last dimension");
-        let half = d / 2;
         let table_rows = cl.shape().elem_count() / d;
         let out = dispatch!([(x, xs, xl), (cos, cs, cl), (sin, ss, sl)] => |T| {
             let mut y: Vec<T> = vec![T::zero(); x.len()];
             for (i, (x, y)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
                 let t = (i / self.repeat) % table_rows;
-                let (c, s) = (&cos[t * d..(t + 1) * d], &sin[t * d..(t + 1) * d]);
-                for f in 0..half {
-                    let (a, b) = (x[f], x[f + half]);
-                    if self.inverse {
-                        y[f] = a * c[f] + b * s[f + half];
-                        y[f + half] = b * c[f + half] - a * s[f];
-                    } else {
-                        y[f] = a * c[f] - b * s[f];
-                        y[f + half] = b * c[f + half] + a * s[f + half];
-                    }
-                }
+                rotate(x, &cos[t * d..(t + 1) * d], &sin[t * d..(t + 1) * d], self.inverse, y);
             }
             y
         })?;
@@ -231,5 +220,368 @@ impl candle_core::CustomOp1 for Rope {
         let inverse =
             Rope { cos: self.cos.clone(), sin: self.sin.clone(), repeat: self.repeat, inverse: !self.inverse };
         Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&inverse)?))
+    }
+}
+
+/// Rotates one head vector: `y = x·cos + rotate_half(x)·sin` (`inverse`: the transpose, which
+/// undoes it and is its backward).
+fn rotate<T: Float>(x: &[T], cos: &[T], sin: &[T], inverse: bool, y: &mut [T]) {
+    let half = x.len() / 2;
+    for f in 0..half {
+        let (a, b) = (x[f], x[f + half]);
+        if inverse {
+            y[f] = a * cos[f] + b * sin[f + half];
+            y[f + half] = b * cos[f + half] - a * sin[f];
+        } else {
+            y[f] = a * cos[f] - b * sin[f];
+            y[f + half] = b * cos[f + half] + a * sin[f + half];
+        }
+    }
+}
+
+/// `dst ← alpha · lhs · rhs` (or `dst + alpha · lhs · rhs` when `accumulate`), single-threaded
+/// gemm on strided views: each operand is `(buffer, row stride, column stride)`, dimensions
+/// `(m, k, n)`. Callers run inside a batch shard, which already has its core.
+fn gemm_views<T: Float + 'static>(
+    (dst, dst_rs): (&mut [T], usize),
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): (&[T], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[T], usize, usize),
+    (m, k, n): (usize, usize, usize),
+    alpha: T,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols.max(1) - 1) * cs;
+    assert!(last(m, n, dst_rs, 1) < dst.len(), "attention gemm: destination too small");
+    if k > 0 {
+        assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len(), "attention gemm: left operand too small");
+        assert!(last(k, n, rhs_rs, rhs_cs) < rhs.len(), "attention gemm: right operand too small");
+    }
+    // SAFETY: the asserts above bound every element the strides address in all three buffers.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::one(),
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Grouped-query attention from the projections to the output projection's input, as one op:
+/// `q` `[B·T, H·D]`, `k` and `v` `[B·T, KV·D]` (the linear layers' row-major outputs) →
+/// `[B·T, H·D]`, with RoPE (tables `[T, D]`), the `1/√D` scale, the additive mask `[T, T]`
+/// and softmax inside. The backward recomputes the scores rather than keeping them (they are
+/// cheap at these lengths), so the op holds no intermediates between the passes.
+#[derive(Clone)]
+pub struct Attention {
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub mask: Tensor,
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// The per-`(row, KV head)` pieces both passes share: rotated keys, values, and for each query
+/// head of the group its rotated query and softmax probabilities.
+struct HeadGroup<T> {
+    keys: Vec<T>,
+    values: Vec<T>,
+    queries: Vec<Vec<T>>,
+    probs: Vec<Vec<T>>,
+}
+
+impl Attention {
+    fn time(&self, rows: usize) -> usize {
+        rows / self.batch
+    }
+
+    /// Recomputes what the passes share for batch row `b` and KV head `j`.
+    fn head_group<T: Float + 'static>(
+        &self,
+        (q, k, v): (&[T], &[T], &[T]),
+        (cos, sin, mask): (&[T], &[T], &[T]),
+        (b, j): (usize, usize),
+    ) -> HeadGroup<T> {
+        let d = self.head_dim;
+        let t = self.time(q.len() / (self.heads * d));
+        let groups = self.heads / self.kv_heads;
+        let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
+        let scale: T = cast(1.0 / (d as f64).sqrt()).expect("scale fits the dtype");
+        let mut keys = vec![T::zero(); t * d];
+        let mut values = vec![T::zero(); t * d];
+        for s in 0..t {
+            let row = (b * t + s) * kv_width + j * d;
+            let table = &cos[s * d..(s + 1) * d];
+            rotate(&k[row..row + d], table, &sin[s * d..(s + 1) * d], false, &mut keys[s * d..(s + 1) * d]);
+            values[s * d..(s + 1) * d].copy_from_slice(&v[row..row + d]);
+        }
+        let mut queries = Vec::with_capacity(groups);
+        let mut probs = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let h = j * groups + g;
+            let mut query = vec![T::zero(); t * d];
+            for s in 0..t {
+                let row = (b * t + s) * q_width + h * d;
+                let (c, sn) = (&cos[s * d..(s + 1) * d], &sin[s * d..(s + 1) * d]);
+                rotate(&q[row..row + d], c, sn, false, &mut query[s * d..(s + 1) * d]);
+            }
+            // scores = scale · Q Kᵀ + mask, then softmax per row.
+            let mut p = mask.to_vec();
+            gemm_views((&mut p, t), true, (&query, d, 1), (&keys, 1, d), (t, d, t), scale);
+            for row in p.chunks_exact_mut(t) {
+                let max = row.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
+                let mut sum = T::zero();
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum = sum + *x;
+                }
+                row.iter_mut().for_each(|x| *x = *x / sum);
+            }
+            queries.push(query);
+            probs.push(p);
+        }
+        HeadGroup { keys, values, queries, probs }
+    }
+
+    fn tables<'a>(
+        &self,
+        cos: &'a CpuStorage,
+        sin: &'a CpuStorage,
+        mask: &'a CpuStorage,
+    ) -> [(&'a CpuStorage, Layout); 3] {
+        [(cos, self.cos.layout().clone()), (sin, self.sin.layout().clone()), (mask, self.mask.layout().clone())]
+    }
+}
+
+/// Read guards on the CPU storages of some tensors.
+fn cpu_storages<'a>(tensors: &[&'a Tensor]) -> Result<Vec<impl std::ops::Deref<Target = candle_core::Storage> + 'a>> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout().0).collect();
+    if guards.iter().any(|g| !matches!(&**g, candle_core::Storage::Cpu(_))) {
+        candle_core::bail!("attention: tables must be on the CPU");
+    }
+    Ok(guards)
+}
+
+fn as_cpu(storage: &candle_core::Storage) -> &CpuStorage {
+    match storage {
+        candle_core::Storage::Cpu(s) => s,
+        _ => unreachable!("checked by cpu_storages"),
+    }
+}
+
+impl candle_core::CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let guards = cpu_storages(&[&self.cos, &self.sin, &self.mask])?;
+        let [(cs, cl), (ss, sl), (ms, ml)] = self.tables(as_cpu(&guards[0]), as_cpu(&guards[1]), as_cpu(&guards[2]));
+        let (d, groups) = (self.head_dim, self.heads / self.kv_heads);
+        let out = dispatch!([(q, qs, ql), (k, ks, kl), (v, vs, vl), (cos, cs, &cl), (sin, ss, &sl), (mask, ms, &ml)] => |T| {
+            let width = self.heads * d;
+            let t = self.time(q.len() / width);
+            let mut out: Vec<T> = vec![T::zero(); q.len()];
+            for b in 0..self.batch {
+                for j in 0..self.kv_heads {
+                    let group = self.head_group((q, k, v), (cos, sin, mask), (b, j));
+                    for (g, p) in group.probs.iter().enumerate() {
+                        let h = j * groups + g;
+                        let dst = &mut out[b * t * width + h * d..];
+                        gemm_views((dst, width), false, (p, t, 1), (&group.values, d, 1), (t, t, d), T::one());
+                    }
+                }
+            }
+            out
+        })?;
+        Ok((out, ql.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let backward = AttentionBackward { forward: self.clone(), dout: dout.contiguous()? };
+        let all = q.apply_op3_no_bwd(k, v, &backward)?;
+        let (nq, nk) = (q.elem_count(), k.elem_count());
+        Ok((
+            Some(all.narrow(0, 0, nq)?.reshape(q.shape())?),
+            Some(all.narrow(0, nq, nk)?.reshape(k.shape())?),
+            Some(all.narrow(0, nq + nk, nk)?.reshape(v.shape())?),
+        ))
+    }
+}
+
+/// `[dq; dk; dv]` flattened, for the output gradient `dout`. Per head, with `P` the softmax
+/// probabilities and `O = P V`: `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = P ∘ (dP − rowsum(dP ∘ P))`,
+/// `dQ = scale · dS K`, `dK = scale · dSᵀ Q` (rotated space), then the inverse rotation.
+struct AttentionBackward {
+    forward: Attention,
+    dout: Tensor,
+}
+
+impl candle_core::CustomOp3 for AttentionBackward {
+    fn name(&self) -> &'static str {
+        "attention-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = &self.forward;
+        let guards = cpu_storages(&[&a.cos, &a.sin, &a.mask, &self.dout])?;
+        let [(cs, cl), (ss, sl), (ms, ml)] = a.tables(as_cpu(&guards[0]), as_cpu(&guards[1]), as_cpu(&guards[2]));
+        let (os, ol) = (as_cpu(&guards[3]), self.dout.layout().clone());
+        let (d, groups) = (a.head_dim, a.heads / a.kv_heads);
+        let total = ql.shape().elem_count() + 2 * kl.shape().elem_count();
+        let out = dispatch!([(q, qs, ql), (k, ks, kl), (v, vs, vl), (cos, cs, &cl), (sin, ss, &sl), (mask, ms, &ml), (dout, os, &ol)] => |T| {
+            let (q_width, kv_width) = (a.heads * d, a.kv_heads * d);
+            let t = a.time(q.len() / q_width);
+            let scale: T = cast(1.0 / (d as f64).sqrt()).expect("scale fits the dtype");
+            let mut all: Vec<T> = vec![T::zero(); total];
+            let (dq, rest) = all.split_at_mut(q.len());
+            let (dk, dv) = rest.split_at_mut(k.len());
+            let mut rotated = vec![T::zero(); t * d];
+            let mut dp = vec![T::zero(); t * t];
+            for b in 0..a.batch {
+                for j in 0..a.kv_heads {
+                    let group = a.head_group((q, k, v), (cos, sin, mask), (b, j));
+                    let mut dkeys = vec![T::zero(); t * d];
+                    for (g, (p, query)) in group.probs.iter().zip(&group.queries).enumerate() {
+                        let h = j * groups + g;
+                        let d_o = &dout[b * t * q_width + h * d..];
+                        // dV (accumulated over the group, straight into dv's rows).
+                        let dst = &mut dv[b * t * kv_width + j * d..];
+                        gemm_views((dst, kv_width), true, (p, 1, t), (d_o, q_width, 1), (t, t, d), T::one());
+                        // dP = dO Vᵀ, then dS in place.
+                        gemm_views((&mut dp, t), false, (d_o, q_width, 1), (&group.values, 1, d), (t, d, t), T::one());
+                        for (dp_row, p_row) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                            let dot = dp_row.iter().zip(p_row).fold(T::zero(), |acc, (&x, &y)| acc + x * y);
+                            dp_row.iter_mut().zip(p_row).for_each(|(x, &y)| *x = y * (*x - dot));
+                        }
+                        // dQ (rotated) = scale · dS K, rotated back into dq's rows.
+                        gemm_views((&mut rotated, d), false, (&dp, t, 1), (&group.keys, d, 1), (t, t, d), scale);
+                        for s in 0..t {
+                            let row = (b * t + s) * q_width + h * d;
+                            let (c, sn) = (&cos[s * d..(s + 1) * d], &sin[s * d..(s + 1) * d]);
+                            rotate(&rotated[s * d..(s + 1) * d], c, sn, true, &mut dq[row..row + d]);
+                        }
+                        // dK (rotated) += scale · dSᵀ Q.
+                        gemm_views((&mut dkeys, d), true, (&dp, 1, t), (query, d, 1), (t, t, d), scale);
+                    }
+                    for s in 0..t {
+                        let row = (b * t + s) * kv_width + j * d;
+                        let (c, sn) = (&cos[s * d..(s + 1) * d], &sin[s * d..(s + 1) * d]);
+                        rotate(&dkeys[s * d..(s + 1) * d], c, sn, true, &mut dk[row..row + d]);
+                    }
+                }
+            }
+            all
+        })?;
+        Ok((out, Shape::from(total)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::tests::check_gradient;
+    use candle_core::{D, Device, Var};
+
+    const B: usize = 2;
+    const T: usize = 5;
+    const H: usize = 4;
+    const KV: usize = 2;
+    const HD: usize = 8;
+
+    fn causal_mask() -> Result<Tensor> {
+        let mask: Vec<f64> = (0..T * T).map(|i| if i % T <= i / T { 0.0 } else { f64::NEG_INFINITY }).collect();
+        Tensor::from_vec(mask, (T, T), &Device::Cpu)
+    }
+
+    /// The same attention from candle's tensor ops: heads, RoPE, GQA by repeating KV heads.
+    fn composite(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let heads = |x: &Tensor, n: usize| x.reshape((B, T, n, HD))?.transpose(1, 2)?.contiguous();
+        let rope = |x: &Tensor| -> Result<Tensor> {
+            let (x1, x2) = (x.narrow(D::Minus1, 0, HD / 2)?, x.narrow(D::Minus1, HD / 2, HD / 2)?);
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+        };
+        let repeat = |x: Tensor| -> Result<Tensor> {
+            let per_kv = (0..KV).map(|j| x.narrow(1, j, 1)).collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&per_kv.iter().flat_map(|h| std::iter::repeat_n(h, H / KV)).collect::<Vec<_>>(), 1)
+        };
+        let (q, k, v) = (rope(&heads(q, H)?)?, repeat(rope(&heads(k, KV)?)?)?, repeat(heads(v, KV)?)?);
+        let scores = (q.matmul(&k.t()?)? / (HD as f64).sqrt())?.broadcast_add(&causal_mask()?)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        probs.matmul(&v)?.transpose(1, 2)?.reshape((B * T, H * HD))
+    }
+
+    #[test]
+    fn attention_matches_composite_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Var::from_tensor(&Tensor::randn(0f64, 1.0, (B * T, H * HD), &dev)?)?;
+        let k = Var::from_tensor(&Tensor::randn(0f64, 1.0, (B * T, KV * HD), &dev)?)?;
+        let v = Var::from_tensor(&Tensor::randn(0f64, 1.0, (B * T, KV * HD), &dev)?)?;
+        let cos = Tensor::randn(0f64, 1.0, (T, HD), &dev)?;
+        let sin = Tensor::randn(0f64, 1.0, (T, HD), &dev)?;
+        let op = Attention {
+            cos: cos.clone(),
+            sin: sin.clone(),
+            mask: causal_mask()?,
+            batch: B,
+            heads: H,
+            kv_heads: KV,
+            head_dim: HD,
+        };
+        let fused = q.apply_op3(&k, &v, op.clone())?;
+        let reference = composite(&q, &k, &v, &cos, &sin)?;
+        let diff = (fused - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "fused and composite attention differ by {diff}");
+        let probe = Tensor::randn(0f64, 1.0, (B * T, H * HD), &dev)?;
+        let f = || (q.apply_op3(&k, &v, op.clone())? * &probe)?.sum_all();
+        for (var, entries) in [(&q, [0, 9, 130, 319]), (&k, [1, 20, 77, 159]), (&v, [2, 31, 64, 150])] {
+            let worst = check_gradient(var, &f, &entries)?;
+            assert!(worst < 1e-6, "relative gradient error {worst}");
+        }
+        Ok(())
     }
 }

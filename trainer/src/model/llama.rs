@@ -14,6 +14,7 @@ use super::input::ModelInput;
 use super::linear::{AdaptedLinear, ForwardCtx, LinearWeight, Param};
 use crate::config::ModelConfig;
 use crate::error::TrainerError;
+use crate::kernels;
 use crate::ops::{self, FrozenWeight};
 
 /// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`.
@@ -59,10 +60,17 @@ impl Rotary {
         Ok(Rotary { cos: Tensor::from_vec(cos, shape, device)?, sin: Tensor::from_vec(sin, shape, device)? })
     }
 
+    /// The cos and sin rows of `positions` `[T]`, `[T, head_dim]` each, in `dtype`.
+    fn tables(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.cos.index_select(positions, 0)?.to_dtype(dtype)?,
+            self.sin.index_select(positions, 0)?.to_dtype(dtype)?,
+        ))
+    }
+
     /// Rotates `x` `[B, heads, T, head_dim]` by the angles of `positions` `[T]`.
     pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor> {
-        let cos = self.cos.index_select(positions, 0)?.to_dtype(x.dtype())?;
-        let sin = self.sin.index_select(positions, 0)?.to_dtype(x.dtype())?;
+        let (cos, sin) = self.tables(positions, x.dtype())?;
         ops::rope(x, &cos, &sin)
     }
 
@@ -127,6 +135,17 @@ impl Attention {
     fn forward(&self, x: &Tensor, input: &ModelInput, rotary: &Rotary, ctx: &ForwardCtx) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let prefixed = self.prefix.is_some() && ctx.adapters;
+        if x.device().is_cpu() && !prefixed {
+            // On the CPU, everything between the projections is one op (see
+            // `kernels::Attention`): a short graph is a fast one.
+            let project = |proj: &AdaptedLinear| proj.forward(x, ctx)?.reshape((b * t, ()))?.contiguous();
+            let (cos, sin) = rotary.tables(&input.positions, x.dtype())?;
+            let mask = input.mask.reshape((t, t))?.to_dtype(x.dtype())?.contiguous()?;
+            let attention = kernels::Attention { cos, sin, mask, batch: b, heads: nh, kv_heads: nkv, head_dim: hd };
+            let out = project(&self.q_proj)?.apply_op3(&project(&self.k_proj)?, &project(&self.v_proj)?, attention)?;
+            return self.o_proj.forward(&out.reshape((b, t, nh * hd))?, ctx);
+        }
         let groups = nh / nkv;
         let heads = |proj: &AdaptedLinear, n: usize| -> Result<Tensor> {
             proj.forward(x, ctx)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
