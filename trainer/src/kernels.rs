@@ -223,6 +223,73 @@ impl candle_core::CustomOp1 for Rope {
     }
 }
 
+/// `log_softmax(x)[target]` per row of logits `x` `[n, vocab]`: two passes over each row
+/// (max, then the sum of exponentials), no `[n, vocab]` temporaries.
+pub struct TokenLogProbs {
+    pub targets: Vec<u32>,
+}
+
+impl candle_core::CustomOp1 for TokenLogProbs {
+    fn name(&self) -> &'static str {
+        "token-log-probs"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, vocab) = xl.shape().dims2()?;
+        if self.targets.len() != n || self.targets.iter().any(|&t| t as usize >= vocab) {
+            candle_core::bail!("token log-probs: {} targets for {n} rows of {vocab} logits", self.targets.len());
+        }
+        let out = dispatch!([(x, xs, xl)] => |T| {
+            x.chunks_exact(vocab).zip(&self.targets).map(|(row, &t)| row[t as usize] - log_sum_exp(row)).collect::<Vec<T>>()
+        })?;
+        Ok((out, Shape::from(n)))
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let backward = TokenLogProbsBackward { targets: self.targets.clone() };
+        Ok(Some(x.apply_op3_no_bwd(&res.contiguous()?, &g.contiguous()?, &backward)?))
+    }
+}
+
+fn log_sum_exp<T: Float>(row: &[T]) -> T {
+    let max = row.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
+    max + row.iter().fold(T::zero(), |acc, &x| acc + (x - max).exp()).ln()
+}
+
+/// `dx = g·(onehot(target) − softmax(x))` per row, with the log-sum-exp recovered from the
+/// forward's output (`lse = x[target] − logp`).
+struct TokenLogProbsBackward {
+    targets: Vec<u32>,
+}
+
+impl candle_core::CustomOp3 for TokenLogProbsBackward {
+    fn name(&self) -> &'static str {
+        "token-log-probs-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, vocab) = xl.shape().dims2()?;
+        let out = dispatch!([(x, xs, xl), (logp, rs, rl), (g, gs, gl)] => |T| {
+            let mut dx: Vec<T> = Vec::with_capacity(x.len());
+            for (i, (row, &t)) in x.chunks_exact(vocab).zip(&self.targets).enumerate() {
+                let lse = row[t as usize] - logp[i];
+                dx.extend(row.iter().map(|&x| -g[i] * (x - lse).exp()));
+                dx[i * vocab + t as usize] = dx[i * vocab + t as usize] + g[i];
+            }
+            dx
+        })?;
+        Ok((out, xl.shape().clone()))
+    }
+}
+
 /// Rotates one head vector: `y = x·cos + rotate_half(x)·sin` (`inverse`: the transpose, which
 /// undoes it and is its backward).
 fn rotate<T: Float>(x: &[T], cos: &[T], sin: &[T], inverse: bool, y: &mut [T]) {

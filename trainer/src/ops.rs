@@ -397,41 +397,13 @@ impl CustomOp1 for Softmax {
 }
 
 /// `log_softmax(logits)[target]` per row: `logits` `[n, vocab]`, `targets` `[n]` (u32) → `[n]`.
-/// One op with backward `g·(onehot − softmax)`: unlike the composite, it keeps no `[n, vocab]`
-/// intermediates alive for the backward pass.
+/// On the CPU one op ([`kernels::TokenLogProbs`]) with backward `g·(onehot − softmax)`: unlike
+/// the composite, it keeps no `[n, vocab]` intermediates alive for the backward pass.
 pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.device().is_cpu() {
-        logits.contiguous()?.apply_op1(TokenLogProbs { targets: targets.unsqueeze(1)? })
+        logits.contiguous()?.apply_op1(kernels::TokenLogProbs { targets: targets.to_vec1::<u32>()? })
     } else {
         candle_nn::ops::log_softmax(logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)
-    }
-}
-
-struct TokenLogProbs {
-    /// `[n, 1]` u32.
-    targets: Tensor,
-}
-
-impl CustomOp1 for TokenLogProbs {
-    fn name(&self) -> &'static str {
-        "token-log-probs"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_tensor(storage, layout)?;
-        let max = x.max_keepdim(D::Minus1)?;
-        let lse = (x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &max)?;
-        let picked = x.gather(&self.targets, 1)?;
-        into_cpu_storage(&(picked - lse)?.squeeze(1)?)
-    }
-
-    fn bwd(&self, x: &Tensor, res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        // log-sum-exp recovered from the output: lse = x[target] − logp[target].
-        let lse = (x.gather(&self.targets, 1)? - res.unsqueeze(1)?)?;
-        let softmax = x.broadcast_sub(&lse)?.exp()?;
-        let g = g.unsqueeze(1)?;
-        let dx = softmax.broadcast_mul(&g.neg()?)?;
-        Ok(Some(dx.scatter_add(&self.targets, &g, 1)?))
     }
 }
 
