@@ -162,12 +162,12 @@ impl candle_core::CustomOp3 for RmsNormBackward {
                 let r = inverse_rms(x, eps);
                 let mut dot = T::zero();
                 for i in 0..hidden {
-                    dot = dot + dy[i] * w[i] * x[i];
+                    dot += dy[i] * w[i] * x[i];
                 }
                 let k = r * r * r * dot / width;
                 for i in 0..hidden {
                     dx[i] = r * dy[i] * w[i] - x[i] * k;
-                    dw[i] = dw[i] + dy[i] * x[i] * r;
+                    dw[i] += dy[i] * x[i] * r;
                 }
             }
             out
@@ -282,7 +282,7 @@ impl candle_core::CustomOp3 for TokenLogProbsBackward {
             for (i, (row, &t)) in x.chunks_exact(vocab).zip(&self.targets).enumerate() {
                 let lse = row[t as usize] - logp[i];
                 dx.extend(row.iter().map(|&x| -g[i] * (x - lse).exp()));
-                dx[i * vocab + t as usize] = dx[i * vocab + t as usize] + g[i];
+                dx[i * vocab + t as usize] += g[i];
             }
             dx
         })?;

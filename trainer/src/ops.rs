@@ -3,9 +3,10 @@
 //! candle's own `matmul` backward always computes the gradient of *both* operands, so a frozen
 //! base weight still costs a full `dW` matmul per layer and keeps that tensor alive in the
 //! gradient store. [`frozen_linear`] skips it: its backward only returns `g · W`.
-//! The other ops pair one of candle's fast fused forward kernels (which silently drop
-//! gradients) with a hand-written backward, which also keeps fewer intermediates alive.
-//! Every op here is checked against finite differences in the tests below.
+//! The other ops wrap the CPU kernels of [`crate::kernels`] (RMSNorm, SwiGLU, RoPE, token
+//! log-probs) or candle's fused softmax forward (which silently drops gradients) with a
+//! hand-written backward, and fall back to candle's composite ops off the CPU. Every op here
+//! is checked against finite differences in the tests below.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
