@@ -1,5 +1,6 @@
 //! The adapter-aware linear layer every projection of the model goes through, and the
-//! per-forward context (adapters on/off, dropout randomness).
+//! per-forward context (adapters on/off, dropout randomness, where trained weights'
+//! gradients go).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ impl ForwardCtx {
         ForwardCtx { adapters, dropout_rng: None, grad_sink: None }
     }
 
+    /// A training forward: adapters on, seeded dropout, and a gradient sink. Trained weights'
+    /// gradients then bypass candle's gradient store, so read them with
+    /// [`ForwardCtx::gradients`], not from `loss.backward()` alone.
     pub fn train(seed: u64) -> Self {
         ForwardCtx {
             adapters: true,
