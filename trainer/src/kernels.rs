@@ -382,6 +382,38 @@ impl Attention {
         rows / self.batch
     }
 
+    /// Checks the op's inputs against its settings: `q` `[B·T, H·D]`, `k` `[B·T, KV·D]`,
+    /// tables `[T, D]`, mask `[T, T]`.
+    fn check(&self, q: &Layout, k: &Layout) -> Result<()> {
+        let (rows, q_width) = q.shape().dims2()?;
+        let (k_rows, k_width) = k.shape().dims2()?;
+        let t = self.time(rows);
+        let fits = self.batch > 0
+            && self.kv_heads > 0
+            && self.heads.is_multiple_of(self.kv_heads)
+            && rows == t * self.batch
+            && k_rows == rows
+            && q_width == self.heads * self.head_dim
+            && k_width == self.kv_heads * self.head_dim
+            && self.cos.dims() == [t, self.head_dim]
+            && self.sin.dims() == [t, self.head_dim]
+            && self.mask.dims() == [t, t];
+        if !fits {
+            candle_core::bail!(
+                "attention: q {:?}, k/v {:?} do not fit batch {}, {} heads / {} KV heads of {}, tables {:?}, mask {:?}",
+                q.dims(),
+                k.dims(),
+                self.batch,
+                self.heads,
+                self.kv_heads,
+                self.head_dim,
+                self.cos.dims(),
+                self.mask.dims()
+            );
+        }
+        Ok(())
+    }
+
     /// Recomputes what the passes share for batch row `b` and KV head `j`.
     fn head_group<T: Float + 'static>(
         &self,
@@ -470,6 +502,10 @@ impl candle_core::CustomOp3 for Attention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        self.check(ql, kl)?;
+        if vl.dims() != kl.dims() {
+            candle_core::bail!("attention: v {:?} differs from k {:?}", vl.dims(), kl.dims());
+        }
         let guards = cpu_storages(&[&self.cos, &self.sin, &self.mask])?;
         let [(cs, cl), (ss, sl), (ms, ml)] = self.tables(as_cpu(&guards[0]), as_cpu(&guards[1]), as_cpu(&guards[2]));
         let (d, groups) = (self.head_dim, self.heads / self.kv_heads);
@@ -534,6 +570,10 @@ impl candle_core::CustomOp3 for AttentionBackward {
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let a = &self.forward;
+        a.check(ql, kl)?;
+        if vl.dims() != kl.dims() || self.dout.dims() != ql.dims() {
+            candle_core::bail!("attention backward: v, k or the output gradient has the wrong shape");
+        }
         let guards = cpu_storages(&[&a.cos, &a.sin, &a.mask, &self.dout])?;
         let [(cs, cl), (ss, sl), (ms, ml)] = a.tables(as_cpu(&guards[0]), as_cpu(&guards[1]), as_cpu(&guards[2]));
         let (os, ol) = (as_cpu(&guards[3]), self.dout.layout().clone());
@@ -620,6 +660,28 @@ mod tests {
         let scores = (q.matmul(&k.t()?)? / (HD as f64).sqrt())?.broadcast_add(&causal_mask()?)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         probs.matmul(&v)?.transpose(1, 2)?.reshape((B * T, H * HD))
+    }
+
+    #[test]
+    fn attention_refuses_inputs_that_do_not_fit() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::zeros((B * T, H * HD), candle_core::DType::F64, &dev)?;
+        let kv = Tensor::zeros((B * T, KV * HD), candle_core::DType::F64, &dev)?;
+        let tables = Tensor::zeros((T, HD), candle_core::DType::F64, &dev)?;
+        let op = |mask: Tensor| Attention {
+            cos: tables.clone(),
+            sin: tables.clone(),
+            mask,
+            batch: B,
+            heads: H,
+            kv_heads: KV,
+            head_dim: HD,
+        };
+        assert!(q.apply_op3(&kv, &kv, op(causal_mask()?)).is_ok());
+        let err = q.apply_op3(&kv, &kv, op(Tensor::zeros((T, T + 1), candle_core::DType::F64, &dev)?)).unwrap_err();
+        assert!(err.to_string().contains("mask [5, 6]"), "{err}");
+        assert!(q.apply_op3(&q, &q, op(causal_mask()?)).is_err(), "k with H heads instead of KV");
+        Ok(())
     }
 
     #[test]
