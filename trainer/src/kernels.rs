@@ -382,9 +382,12 @@ impl Attention {
         rows / self.batch
     }
 
-    /// Checks the op's inputs against its settings: `q` `[B·T, H·D]`, `k` `[B·T, KV·D]`,
+    /// Checks the op's inputs against its settings: `q` `[B·T, H·D]`, `k` and `v` `[B·T, KV·D]`,
     /// tables `[T, D]`, mask `[T, T]`.
-    fn check(&self, q: &Layout, k: &Layout) -> Result<()> {
+    fn check(&self, q: &Layout, k: &Layout, v: &Layout) -> Result<()> {
+        if v.dims() != k.dims() {
+            candle_core::bail!("attention: v {:?} differs from k {:?}", v.dims(), k.dims());
+        }
         let (rows, q_width) = q.shape().dims2()?;
         let (k_rows, k_width) = k.shape().dims2()?;
         let t = self.time(rows);
@@ -502,10 +505,7 @@ impl candle_core::CustomOp3 for Attention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.check(ql, kl)?;
-        if vl.dims() != kl.dims() {
-            candle_core::bail!("attention: v {:?} differs from k {:?}", vl.dims(), kl.dims());
-        }
+        self.check(ql, kl, vl)?;
         let guards = cpu_storages(&[&self.cos, &self.sin, &self.mask])?;
         let [(cs, cl), (ss, sl), (ms, ml)] = self.tables(as_cpu(&guards[0]), as_cpu(&guards[1]), as_cpu(&guards[2]));
         let (d, groups) = (self.head_dim, self.heads / self.kv_heads);
@@ -570,9 +570,13 @@ impl candle_core::CustomOp3 for AttentionBackward {
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let a = &self.forward;
-        a.check(ql, kl)?;
-        if vl.dims() != kl.dims() || self.dout.dims() != ql.dims() {
-            candle_core::bail!("attention backward: v, k or the output gradient has the wrong shape");
+        a.check(ql, kl, vl)?;
+        if self.dout.dims() != ql.dims() {
+            candle_core::bail!(
+                "attention backward: output gradient {:?} differs from q {:?}",
+                self.dout.dims(),
+                ql.dims()
+            );
         }
         let guards = cpu_storages(&[&a.cos, &a.sin, &a.mask, &self.dout])?;
         let [(cs, cl), (ss, sl), (ms, ml)] = a.tables(as_cpu(&guards[0]), as_cpu(&guards[1]), as_cpu(&guards[2]));
