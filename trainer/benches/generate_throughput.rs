@@ -8,17 +8,17 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use pairwise_trainer::config::ModelConfig;
-use pairwise_trainer::generate::{Batching, PromptRecord, Sampling, encode_prompt, generate_all};
+use pairwise_trainer::methods::generate::{Batching, PromptRecord, Sampling, encode_prompt, generate_all};
+use pairwise_trainer::model::config::ModelConfig;
+use pairwise_trainer::model::tokenizer::ChatTokenizer;
 use pairwise_trainer::model::{ForwardCtx, LlamaModel};
-use pairwise_trainer::tokenizer::ChatTokenizer;
 
 const PROMPTS: usize = 8;
 const NEW_TOKENS: usize = 64;
 
 fn main() -> anyhow::Result<()> {
     // SAFETY: first thing in main, no other thread exists yet. Same runtime as `pairwise-train`.
-    unsafe { pairwise_trainer::train::configure_cpu_runtime() };
+    unsafe { pairwise_trainer::tensor::device::configure_cpu_runtime() };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/bench");
     let model = LlamaModel::random(ModelConfig::from_dir(&dir)?, 1234, &Device::Cpu)?;
     let tokenizer = ChatTokenizer::from_dir(&dir)?;

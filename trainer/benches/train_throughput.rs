@@ -10,15 +10,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Var};
-use pairwise_trainer::config::ModelConfig;
-use pairwise_trainer::data::{TokenizedPair, Truncation, read_jsonl, tokenize_pair};
-use pairwise_trainer::dpo::{DpoObjective, reference_log_probs};
-use pairwise_trainer::loss::DpoLossType;
+use pairwise_trainer::data::pairs::{TokenizedPair, Truncation, read_jsonl, tokenize_pair};
+use pairwise_trainer::methods::dpo::{DpoObjective, reference_log_probs};
+use pairwise_trainer::methods::reward::{RewardObjective, reward_trainable};
 use pairwise_trainer::model::LlamaModel;
-use pairwise_trainer::optim::{AdamW, clip_factor, global_norm};
-use pairwise_trainer::reward::{RewardObjective, reward_trainable};
-use pairwise_trainer::tokenizer::ChatTokenizer;
-use pairwise_trainer::train::{AdapterKind, Objective, TrainConfig, prepare_trainable, step_gradients};
+use pairwise_trainer::model::config::ModelConfig;
+use pairwise_trainer::model::tokenizer::ChatTokenizer;
+use pairwise_trainer::peft::AdapterKind;
+use pairwise_trainer::train::config::{DpoLossType, TrainConfig};
+use pairwise_trainer::train::optim::{AdamW, clip_factor, global_norm};
+use pairwise_trainer::train::prepare::prepare_trainable;
+use pairwise_trainer::train::run::{Objective, step_gradients};
 
 const MODES: [&str; 7] = ["dpo-lora", "rm-lora", "rm-full", "rm-qlora", "rm-prefix", "dpo-qlora", "long"];
 const WARMUP: usize = 3;
@@ -119,14 +121,14 @@ fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
         "tokens_per_s": tokens as f64 / total,
         "tokens_per_step": tokens as f64 / TIMED as f64,
         "peak_rss_mb": peak_rss_mb(),
-        "linear_weight_mb": pairwise_trainer::qlora::linear_weight_bytes(&model) as f64 / 1e6,
+        "linear_weight_mb": pairwise_trainer::peft::qlora::linear_weight_bytes(&model) as f64 / 1e6,
     }))
 }
 
 /// Reward-model LoRA step on 4 pairs × 256 random tokens: achieved GFLOP/s, counting
 /// 2·params·tokens for the forward, the same for the input-gradient backward, and attention.
 fn long_sequences(model: &mut LlamaModel) -> anyhow::Result<serde_json::Value> {
-    use pairwise_trainer::batch::TokenizedSequence;
+    use pairwise_trainer::data::pairs::TokenizedSequence;
     use rand::{Rng, SeedableRng};
     let cfg = model.config.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -167,7 +169,7 @@ fn long_sequences(model: &mut LlamaModel) -> anyhow::Result<serde_json::Value> {
 
 fn main() -> anyhow::Result<()> {
     // SAFETY: first thing in main, no other thread exists yet.
-    unsafe { pairwise_trainer::train::configure_cpu_runtime() };
+    unsafe { pairwise_trainer::tensor::device::configure_cpu_runtime() };
     // `cargo bench` passes `--bench`; anything else is a mode name.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     if let Some(mode) = args.first() {

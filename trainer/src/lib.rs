@@ -4,28 +4,16 @@
 //! prefix tuning or full fine-tuning)
 //! and trains reward models (Bradley–Terry) or policies (DPO and variants) on candle, with
 //! numbers that match PyTorch/TRL. See `trainer/README.md` for the command-line tool.
+//!
+//! The modules are layers, each using only those below it: [`methods`] → [`train`] →
+//! [`peft`] / [`data`] → [`model`] → [`tensor`]. [`error`] serves them all; [`synthetic`]
+//! (tiny self-made models and data for tests and benchmarks) uses any of them.
 
-pub mod batch;
-pub mod config;
 pub mod data;
-pub mod dpo;
 pub mod error;
-pub mod generate;
-pub mod gguf;
-pub mod kernels;
-pub mod lora;
-pub mod loss;
-pub mod merge;
+pub mod methods;
 pub mod model;
-pub mod ops;
-pub mod optim;
-pub mod prefix;
-pub mod qlora;
-pub mod remote;
-pub mod reward;
-pub mod rlhf;
-pub mod score;
+pub mod peft;
 pub mod synthetic;
-pub mod tokenizer;
+pub mod tensor;
 pub mod train;
-pub mod weights;

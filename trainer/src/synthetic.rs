@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{Architecture, ModelConfig};
+use crate::model::config::{Architecture, ModelConfig};
 use crate::model::llama::random_tensors;
 
 const SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
@@ -102,7 +102,7 @@ fn write_model_folder(dir: &Path, config: &ModelConfig, seed: u64, head_scale: f
     }
     let mut tensors: Vec<(String, candle_core::Tensor)> = tensors.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    crate::weights::save_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    crate::tensor::io::save_safetensors(&dir.join("model.safetensors"), &tensors)?;
     std::fs::write(dir.join("tokenizer.json"), serde_json::to_string(&tokenizer_json())?)?;
     std::fs::write(
         dir.join("tokenizer_config.json"),

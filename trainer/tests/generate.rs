@@ -4,19 +4,21 @@
 //! sampling must be repeatable for a seed and honour top-k / top-p / stop sequences.
 
 use candle_core::{Device, Tensor};
-use pairwise_trainer::generate::{Finish, PromptRecord, Sampling, encode_prompt, generate_batch, sample_token};
-use pairwise_trainer::lora::{LoraConfig, attach_lora};
+use pairwise_trainer::methods::generate::{
+    Finish, PromptRecord, Sampling, encode_prompt, generate_batch, sample_token,
+};
+use pairwise_trainer::model::tokenizer::ChatTokenizer;
 use pairwise_trainer::model::{ForwardCtx, LlamaModel, ModelInput};
-use pairwise_trainer::prefix::attach_prefix;
+use pairwise_trainer::peft::lora::{LoraConfig, attach_lora};
+use pairwise_trainer::peft::prefix::attach_prefix;
 use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
-use pairwise_trainer::tokenizer::ChatTokenizer;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 fn tiny() -> (LlamaModel, ChatTokenizer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path(), &tiny_config(), 3).unwrap();
-    let (model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(dir.path(), &Device::Cpu).unwrap();
+    let (model, tokenizer) = pairwise_trainer::model::load::load_model_and_tokenizer(dir.path(), &Device::Cpu).unwrap();
     (model, tokenizer, dir)
 }
 

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use pairwise_trainer::data::{Truncation, read_jsonl, tokenize_pair};
-use pairwise_trainer::score::score_pairs;
-use pairwise_trainer::weights::load_model_and_tokenizer;
+use pairwise_trainer::data::pairs::{Truncation, read_jsonl, tokenize_pair};
+use pairwise_trainer::methods::score::score_pairs;
+use pairwise_trainer::model::load::load_model_and_tokenizer;
 use serde_json::Value as Json;
 
 fn fixture() -> PathBuf {
@@ -102,7 +102,9 @@ fn write_gguf(path: &Path, dtype: GgmlDType) {
     gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
 }
 
-fn score_model(path: &Path) -> (Vec<pairwise_trainer::data::TokenizedPair>, Vec<pairwise_trainer::score::ScoreRecord>) {
+fn score_model(
+    path: &Path,
+) -> (Vec<pairwise_trainer::data::pairs::TokenizedPair>, Vec<pairwise_trainer::methods::score::ScoreRecord>) {
     let (model, tokenizer) = load_model_and_tokenizer(path, &Device::Cpu).unwrap();
     let limits = Truncation { max_length: 4096, max_prompt_length: 4096 };
     let pairs: Vec<_> = read_jsonl(&fixture().join("prefs.jsonl"), Some(8))
@@ -138,8 +140,8 @@ fn gguf_model_and_tokenizer_match_pytorch() {
     // with the rebuilt tokenizer saved beside it.
     let folder = dir.path().join("from-gguf");
     let (model, tokenizer) = load_model_and_tokenizer(&f32_path, &Device::Cpu).unwrap();
-    pairwise_trainer::merge::write_model_folder(&model, Some(&f32_path), &folder).unwrap();
-    pairwise_trainer::merge::write_rebuilt_tokenizer(&tokenizer, &f32_path, &folder).unwrap();
+    pairwise_trainer::model::merge::write_model_folder(&model, Some(&f32_path), &folder).unwrap();
+    pairwise_trainer::model::merge::write_rebuilt_tokenizer(&tokenizer, &f32_path, &folder).unwrap();
     let (folder_pairs, folder_records) = score_model(&folder);
     assert_eq!(folder_pairs, pairs);
     for (a, b) in folder_records.iter().zip(&records) {

@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
+use pairwise_trainer::peft::AdapterKind;
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
-use pairwise_trainer::train::{AdapterKind, TrainConfig};
+use pairwise_trainer::train::config::TrainConfig;
 use serde_json::Value;
 
 fn setup(dir: &Path, pairs: usize) -> TrainConfig {
@@ -34,7 +35,7 @@ fn setup(dir: &Path, pairs: usize) -> TrainConfig {
 fn reward_model_learns_the_rule() {
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig { epochs: 3, ..setup(dir.path(), 400) };
-    let summary = pairwise_trainer::reward::run_reward(&config).unwrap();
+    let summary = pairwise_trainer::methods::reward::run_reward(&config).unwrap();
     let accuracy = summary.eval["eval_accuracy"];
     println!("reward model: {:?}", summary.eval);
     assert!(accuracy >= 0.95, "held-out accuracy {accuracy}");
@@ -46,7 +47,7 @@ fn reward_model_learns_the_rule() {
 fn dpo_learns_the_rule() {
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig { epochs: 3, beta: 0.1, ..setup(dir.path(), 400) };
-    let summary = pairwise_trainer::dpo::run_dpo(&config).unwrap();
+    let summary = pairwise_trainer::methods::dpo::run_dpo(&config).unwrap();
     println!("dpo: {:?}", summary.eval);
     let accuracy = summary.eval["eval_rewards/accuracies"];
     assert!(accuracy >= 0.95, "held-out rewards/accuracies {accuracy}");
@@ -77,10 +78,10 @@ fn resumed_run_matches_uninterrupted_run() {
         lora_dropout: 0.1,
         grad_accum: 2,
         batch_size: 4,
-        scheduler: pairwise_trainer::optim::ScheduleKind::Cosine,
+        scheduler: pairwise_trainer::train::optim::ScheduleKind::Cosine,
         ..setup(dir.path(), 120)
     };
-    pairwise_trainer::dpo::run_dpo(&config).unwrap();
+    pairwise_trainer::methods::dpo::run_dpo(&config).unwrap();
     let metrics = config.output.join("metrics.jsonl");
     let uninterrupted = metrics_without_timing(&metrics);
     let adapter = std::fs::read(config.output.join("adapter_model.safetensors")).unwrap();
@@ -88,7 +89,7 @@ fn resumed_run_matches_uninterrupted_run() {
     // Pretend the run died after step 4: later checkpoints never got written.
     std::fs::remove_dir_all(config.output.join("checkpoint-8")).unwrap();
     let resumed = TrainConfig { resume: true, ..config.clone() };
-    pairwise_trainer::dpo::run_dpo(&resumed).unwrap();
+    pairwise_trainer::methods::dpo::run_dpo(&resumed).unwrap();
     assert_eq!(metrics_without_timing(&metrics), uninterrupted);
     assert_eq!(std::fs::read(config.output.join("adapter_model.safetensors")).unwrap(), adapter);
     let cached = std::fs::read_dir(config.output.join("ref-cache")).unwrap().count();
@@ -99,7 +100,7 @@ fn resumed_run_matches_uninterrupted_run() {
 fn divergence_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig { learning_rate: 1e30, max_grad_norm: 0.0, max_steps: Some(5), ..setup(dir.path(), 40) };
-    let err = pairwise_trainer::reward::run_reward(&config).unwrap_err().to_string();
+    let err = pairwise_trainer::methods::reward::run_reward(&config).unwrap_err().to_string();
     assert!(err.contains("non-finite"), "{err}");
 }
 
@@ -114,7 +115,7 @@ fn full_fine_tuning_qlora_and_prefix_tuning_train_too() {
             learning_rate: if adapter == AdapterKind::Full { 3e-3 } else { 1e-2 },
             ..setup(dir.path(), 200)
         };
-        let summary = pairwise_trainer::reward::run_reward(&config).unwrap();
+        let summary = pairwise_trainer::methods::reward::run_reward(&config).unwrap();
         let accuracy = summary.eval["eval_accuracy"];
         println!("{adapter:?}: held-out accuracy {accuracy}");
         assert!(accuracy >= 0.9, "{adapter:?}: held-out accuracy {accuracy}");
@@ -127,9 +128,9 @@ fn full_fine_tuning_qlora_and_prefix_tuning_train_too() {
 fn rater_signal_feeds_training_as_soft_labels_and_margins() {
     let dir = tempfile::tempdir().unwrap();
     let base = TrainConfig { epochs: 2, ..setup(dir.path(), 200) };
-    let plain = pairwise_trainer::reward::run_reward(&base).unwrap();
+    let plain = pairwise_trainer::methods::reward::run_reward(&base).unwrap();
     let weighted = TrainConfig { use_rater_signal: true, output: dir.path().join("weighted"), ..base.clone() };
-    let with_signal = pairwise_trainer::reward::run_reward(&weighted).unwrap();
+    let with_signal = pairwise_trainer::methods::reward::run_reward(&weighted).unwrap();
     // Some pairs have agreement 0.75 (label smoothing 0.25) and strengths 1–3 (margins), so the
     // optimum differs: the loss cannot reach the plain run's near-zero value.
     assert!(
@@ -140,6 +141,6 @@ fn rater_signal_feeds_training_as_soft_labels_and_margins() {
     );
     assert!(with_signal.eval["eval_accuracy"] >= 0.95, "{:?}", with_signal.eval);
     let dpo = TrainConfig { output: dir.path().join("dpo"), ..weighted };
-    let summary = pairwise_trainer::dpo::run_dpo(&dpo).unwrap();
+    let summary = pairwise_trainer::methods::dpo::run_dpo(&dpo).unwrap();
     assert!(summary.eval["eval_rewards/accuracies"] >= 0.95, "{:?}", summary.eval);
 }

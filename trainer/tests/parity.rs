@@ -6,15 +6,17 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use pairwise_trainer::batch::{SequenceBatch, TokenizedSequence};
-use pairwise_trainer::data::{Truncation, read_jsonl, tokenize_pair};
-use pairwise_trainer::lora::load_peft;
-use pairwise_trainer::loss::{DpoLossType, PairLogps, bradley_terry_loss, dpo_loss};
+use pairwise_trainer::data::batch::SequenceBatch;
+use pairwise_trainer::data::pairs::{TokenizedSequence, Truncation, read_jsonl, tokenize_pair};
+use pairwise_trainer::data::readout::{completion_log_probs, last_token_rewards, sequence_rewards};
+use pairwise_trainer::methods::loss::{PairLogps, bradley_terry_loss, dpo_loss};
+use pairwise_trainer::methods::score::score_pairs;
+use pairwise_trainer::model::ForwardCtx;
 use pairwise_trainer::model::input::Layout;
-use pairwise_trainer::model::{ForwardCtx, completion_log_probs, last_token_rewards};
-use pairwise_trainer::score::{score_pairs, sequence_rewards};
-use pairwise_trainer::tokenizer::ChatTokenizer;
-use pairwise_trainer::weights::load_model;
+use pairwise_trainer::model::load::load_model;
+use pairwise_trainer::model::tokenizer::ChatTokenizer;
+use pairwise_trainer::peft::load::load_peft;
+use pairwise_trainer::train::config::DpoLossType;
 use serde_json::Value;
 
 const TOL: f64 = 1e-4;
@@ -35,7 +37,7 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap()
 }
 
-fn tokenized_pairs(n: usize) -> (ChatTokenizer, Vec<pairwise_trainer::data::TokenizedPair>) {
+fn tokenized_pairs(n: usize) -> (ChatTokenizer, Vec<pairwise_trainer::data::pairs::TokenizedPair>) {
     let tokenizer = ChatTokenizer::from_dir(&fixture().join("model")).unwrap();
     let pairs = read_jsonl(&fixture().join("prefs.jsonl"), Some(n)).unwrap();
     let limits = Truncation { max_length: 4096, max_prompt_length: 4096 };

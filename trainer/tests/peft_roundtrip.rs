@@ -7,12 +7,13 @@
 
 use std::process::Command;
 
-use pairwise_trainer::batch::TokenizedSequence;
-use pairwise_trainer::lora::load_peft;
-use pairwise_trainer::score::sequence_log_probs;
+use pairwise_trainer::data::pairs::TokenizedSequence;
+use pairwise_trainer::data::readout::sequence_log_probs;
+use pairwise_trainer::model::load::load_model;
+use pairwise_trainer::peft::AdapterKind;
+use pairwise_trainer::peft::load::load_peft;
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
-use pairwise_trainer::train::{AdapterKind, TrainConfig};
-use pairwise_trainer::weights::load_model;
+use pairwise_trainer::train::config::TrainConfig;
 
 const SCRIPT: &str = r#"
 import sys, torch
@@ -62,7 +63,7 @@ fn dpo_policy_matches_peft(seed: u64, adapter: impl FnOnce(TrainConfig) -> Train
         progress: false,
         ..TrainConfig::default()
     });
-    pairwise_trainer::dpo::run_dpo(&config).unwrap();
+    pairwise_trainer::methods::dpo::run_dpo(&config).unwrap();
 
     let mut model = load_model(&model_dir, &candle_core::Device::Cpu).unwrap();
     load_peft(&config.output, &mut model).unwrap();
@@ -137,13 +138,13 @@ fn trained_reward_adapter_loads_in_peft_with_equal_rewards() {
         progress: false,
         ..TrainConfig::default()
     };
-    pairwise_trainer::reward::run_reward(&config).unwrap();
+    pairwise_trainer::methods::reward::run_reward(&config).unwrap();
 
     let mut model = load_model(&model_dir, &candle_core::Device::Cpu).unwrap();
     let head = load_peft(&config.output, &mut model).unwrap().score.expect("the adapter carries the score head");
     let seq = TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 };
-    let ours = pairwise_trainer::score::sequence_rewards(&model, std::slice::from_ref(&seq), 0, &head, true, 1).unwrap()
-        [0] as f64;
+    let ours = pairwise_trainer::data::readout::sequence_rewards(&model, std::slice::from_ref(&seq), 0, &head, true, 1)
+        .unwrap()[0] as f64;
     let ids: Vec<String> = seq.ids.iter().map(u32::to_string).collect();
     let out =
         python().args(["-c", REWARD_SCRIPT]).arg(&model_dir).arg(&config.output).arg(ids.join(",")).output().unwrap();

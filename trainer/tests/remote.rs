@@ -6,9 +6,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 
-use pairwise_trainer::remote::{ServerSource, fetch_export};
+use pairwise_trainer::data::remote::{ServerSource, fetch_export};
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
-use pairwise_trainer::train::TrainConfig;
+use pairwise_trainer::train::config::TrainConfig;
 
 /// Serves one request with `status` and `body`; sends back the request line and headers.
 fn serve_once(status: &'static str, body: String) -> (String, mpsc::Receiver<Vec<String>>) {
@@ -53,7 +53,7 @@ fn trains_on_a_campaign_export_and_keeps_the_cursor() {
         progress: false,
         ..TrainConfig::default()
     };
-    pairwise_trainer::reward::run_reward(&config).unwrap();
+    pairwise_trainer::methods::reward::run_reward(&config).unwrap();
     let head = request.recv().unwrap();
     assert_eq!(head[0], "GET /api/v1/campaigns/7/export?format=trl&since=5 HTTP/1.1");
     assert!(head.iter().any(|h| h.eq_ignore_ascii_case("authorization: Bearer secret-token")), "{head:?}");

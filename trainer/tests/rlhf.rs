@@ -4,11 +4,11 @@
 //! closer.
 
 use candle_core::Device;
-use pairwise_trainer::generate::{Completion, PromptRecord, Sampling, encode_prompt};
-use pairwise_trainer::lora::{LoraConfig, attach_lora};
-use pairwise_trainer::rlhf::{Algorithm, Reward, RlhfConfig, run_rlhf};
+use pairwise_trainer::methods::generate::{Completion, PromptRecord, Sampling, encode_prompt};
+use pairwise_trainer::methods::rlhf::{Algorithm, Reward, RlhfConfig, run_rlhf};
+use pairwise_trainer::model::load::load_model_and_tokenizer;
+use pairwise_trainer::peft::lora::{LoraConfig, attach_lora};
 use pairwise_trainer::synthetic::{tiny_config, vocabulary, write_tiny_policy};
-use pairwise_trainer::weights::load_model_and_tokenizer;
 
 /// Share of the response's tokens that are praising words.
 struct PraiseRule(Vec<u32>);

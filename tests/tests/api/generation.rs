@@ -5,7 +5,7 @@
 use candle_core::Device;
 use pairwise_server::auth::Role;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign};
-use pairwise_trainer::generate::{Batching, PromptRecord, Sampling, encode_prompt, generate_all};
+use pairwise_trainer::methods::generate::{Batching, PromptRecord, Sampling, encode_prompt, generate_all};
 use pairwise_trainer::model::ForwardCtx;
 use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
 use serde_json::json;
@@ -16,7 +16,7 @@ async fn generated_responses_become_pairs(backend: Backend) {
     let campaign = create_campaign(&admin, json!({"name": "round 2", "status": "active", "overlap": 1})).await;
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path(), &tiny_config(), 8).unwrap();
-    let (model, tokenizer) = pairwise_trainer::weights::load_model_and_tokenizer(dir.path(), &Device::Cpu).unwrap();
+    let (model, tokenizer) = pairwise_trainer::model::load::load_model_and_tokenizer(dir.path(), &Device::Cpu).unwrap();
     let prompts: Vec<PromptRecord> = ["tell me about cats", "what is tea", "tell me about trains"]
         .map(|p| PromptRecord { prompt: p.into(), messages: vec![] })
         .to_vec();
@@ -40,7 +40,7 @@ async fn generated_responses_become_pairs(backend: Backend) {
     let url = format!("{}/api/v1/campaigns/{campaign}", server.base);
     let token = admin.token.clone().unwrap();
     let report = tokio::task::spawn_blocking(move || {
-        pairwise_trainer::remote::import_to_campaign(&url, &token, body.into_bytes())
+        pairwise_trainer::data::remote::import_to_campaign(&url, &token, body.into_bytes())
     })
     .await
     .unwrap()
@@ -54,7 +54,7 @@ async fn generated_responses_become_pairs(backend: Backend) {
     let url = format!("{}/campaigns/{campaign}", server.base);
     let token = admin.token.clone().unwrap();
     let error = tokio::task::spawn_blocking(move || {
-        pairwise_trainer::remote::import_to_campaign(&url, &token, b"{\"prompt\": \"x\"}\n".to_vec())
+        pairwise_trainer::data::remote::import_to_campaign(&url, &token, b"{\"prompt\": \"x\"}\n".to_vec())
     })
     .await
     .unwrap()

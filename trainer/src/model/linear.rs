@@ -9,7 +9,7 @@ use candle_core::{DType, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::ops::{FrozenWeight, GradSink, frozen_linear, trainable_linear};
+use crate::tensor::ops::{FrozenWeight, GradSink, frozen_linear, trainable_linear};
 
 /// A model parameter that is either frozen (plain tensor) or trained (a `Var`).
 #[derive(Clone)]

@@ -12,10 +12,10 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 
 use super::input::ModelInput;
 use super::linear::{AdaptedLinear, ForwardCtx, LinearWeight, Param};
-use crate::config::ModelConfig;
 use crate::error::TrainerError;
-use crate::kernels;
-use crate::ops::{self, FrozenWeight};
+use crate::model::config::ModelConfig;
+use crate::tensor::kernels;
+use crate::tensor::ops::{self, FrozenWeight};
 
 /// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`.
 #[derive(Clone)]

@@ -5,16 +5,19 @@
 
 use std::path::Path;
 
-use candle_core::{Tensor, Var};
+use anyhow::Context;
+use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::batch::SequenceBatch;
-use crate::data::TokenizedPair;
-use crate::lora::PeftTask;
-use crate::loss::bradley_terry_loss;
-use crate::model::{ForwardCtx, LlamaModel, last_token_rewards};
-use crate::train::{Metrics, Objective, TrainConfig};
+use crate::data::batch::SequenceBatch;
+use crate::data::pairs::TokenizedPair;
+use crate::data::readout::last_token_rewards;
+use crate::methods::loss::bradley_terry_loss;
+use crate::model::{ForwardCtx, LlamaModel};
+use crate::peft::{AdapterKind, PeftTask};
+use crate::train::config::TrainConfig;
+use crate::train::run::{Metrics, Objective};
 
 pub struct RewardObjective {
     /// The scalar head `[1, hidden]` (`score.weight` in `LlamaForSequenceClassification`).
@@ -79,8 +82,14 @@ impl Objective for RewardObjective {
     }
 
     fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
-        crate::dpo::save_policy(model, config, dir, PeftTask::SequenceClassification, Some(self.score.as_tensor()))?;
-        crate::weights::save_safetensors(
+        crate::methods::dpo::save_policy(
+            model,
+            config,
+            dir,
+            PeftTask::SequenceClassification,
+            Some(self.score.as_tensor()),
+        )?;
+        crate::tensor::io::save_safetensors(
             &dir.join("reward_head.safetensors"),
             &[("score.weight".into(), self.score.as_tensor().clone())],
         )
@@ -92,29 +101,37 @@ impl Objective for RewardObjective {
 }
 
 /// `pairwise-train reward`: prepares data and model, trains the reward model.
-pub fn run_reward(config: &TrainConfig) -> anyhow::Result<crate::train::RunSummary> {
-    let crate::train::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare(config)?;
+pub fn run_reward(config: &TrainConfig) -> anyhow::Result<crate::train::run::RunSummary> {
+    let crate::train::prepare::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare::prepare(config)?;
     let trainable = reward_trainable(&mut model, config)?;
     let objective = RewardObjective::new(&model, config, tokenizer.pad_id)?;
     eprintln!(
         "reward model: {} train / {} eval pairs, {} trainable parameters (+{} head)",
         train.len(),
         eval.len(),
-        crate::train::count_parameters(&trainable),
+        crate::train::prepare::count_parameters(&trainable),
         model.config.hidden_size
     );
-    let summary = crate::train::run(&objective, &model, trainable, &train, &eval, config)?;
-    if config.adapter == crate::train::AdapterKind::Full {
-        crate::merge::write_rebuilt_tokenizer(&tokenizer, &config.model, &config.output)?;
+    let summary = crate::train::run::run(&objective, &model, trainable, &train, &eval, config)?;
+    if config.adapter == AdapterKind::Full {
+        crate::model::merge::write_rebuilt_tokenizer(&tokenizer, &config.model, &config.output)?;
     }
     Ok(summary)
 }
 
-/// The trainable parameters of a reward model: like [`crate::train::prepare_trainable`] but
+/// The trainable parameters of a reward model: like [`crate::train::prepare::prepare_trainable`] but
 /// without the lm_head, which a reward model never uses (as `LlamaForSequenceClassification`
 /// has none).
 pub fn reward_trainable(model: &mut LlamaModel, config: &TrainConfig) -> anyhow::Result<Vec<(String, Var)>> {
-    let mut trainable = crate::train::prepare_trainable(model, config)?;
+    let mut trainable = crate::train::prepare::prepare_trainable(model, config)?;
     trainable.retain(|(name, _)| name != "lm_head.weight");
     Ok(trainable)
+}
+
+/// The `score.weight` `[1, hidden]` of a reward head file.
+pub fn load_reward_head(path: &Path, device: &Device) -> anyhow::Result<Tensor> {
+    candle_core::safetensors::load(path, device)
+        .with_context(|| format!("reading {}", path.display()))?
+        .remove("score.weight")
+        .with_context(|| format!("{} has no score.weight", path.display()))
 }

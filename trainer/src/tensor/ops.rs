@@ -3,7 +3,7 @@
 //! candle's own `matmul` backward always computes the gradient of *both* operands, so a frozen
 //! base weight still costs a full `dW` matmul per layer and keeps that tensor alive in the
 //! gradient store. [`frozen_linear`] skips it: its backward only returns `g · W`.
-//! The other ops wrap the CPU kernels of [`crate::kernels`] (RMSNorm, SwiGLU, RoPE, token
+//! The other ops wrap the CPU kernels of [`crate::tensor::kernels`] (RMSNorm, SwiGLU, RoPE, token
 //! log-probs) or candle's fused softmax forward (which silently drops gradients) with a
 //! hand-written backward, and fall back to candle's composite ops off the CPU. Every op here
 //! is checked against finite differences in the tests below.
@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::kernels;
+use crate::tensor::buffer::accumulate;
+use crate::tensor::kernels;
 
 use candle_core::quantized::QTensor;
 use candle_core::{
@@ -252,7 +253,7 @@ impl GradSink {
     fn add(&self, weight: TensorId, grad: Tensor) -> Result<()> {
         let mut held = self.0.lock().expect("gradient sink poisoned");
         let sum = match held.remove(&weight) {
-            Some(acc) => crate::optim::accumulate(acc, &grad)?,
+            Some(acc) => accumulate(acc, &grad)?,
             None => grad,
         };
         held.insert(weight, sum);
@@ -266,7 +267,7 @@ impl GradSink {
         vars.iter()
             .map(|v| {
                 Ok(match (held.remove(&v.id()), store.get(v)) {
-                    (Some(sunk), Some(stored)) => Some(crate::optim::accumulate(sunk, stored)?),
+                    (Some(sunk), Some(stored)) => Some(accumulate(sunk, stored)?),
                     (Some(sunk), None) => Some(sunk),
                     (None, stored) => stored.map(Tensor::detach),
                 })

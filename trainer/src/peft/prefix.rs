@@ -10,9 +10,9 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::lora::PeftTask;
 use crate::model::LlamaModel;
 use crate::model::llama::Prefix;
+use crate::peft::PeftTask;
 
 /// Gives every layer fresh prefixes of `virtual_tokens` entries, normal(0, 1) like PEFT's
 /// `nn.Embedding` init. Returns the trainable variables.
@@ -96,7 +96,7 @@ pub fn save_prefix_peft(
     if let Some(score) = score {
         tensors.push(("base_model.model.score.weight".into(), score.clone()));
     }
-    crate::weights::save_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
+    crate::tensor::io::save_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
 }
 
 /// Reads a PEFT prefix-tuning adapter (without projection) into the model's layers.
@@ -142,14 +142,17 @@ mod tests {
         let mut model = LlamaModel::random(tiny_config(), 3, &Device::Cpu)?;
         let vars = attach_prefix(&mut model, 4, 1)?;
         assert_eq!(vars.len(), 2 * model.layers.len());
-        let batch = crate::batch::SequenceBatch::new(
-            &[crate::batch::TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 }],
+        let batch = crate::data::batch::SequenceBatch::new(
+            &[crate::data::pairs::TokenizedSequence {
+                ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2],
+                prompt_len: 7,
+            }],
             0,
             &model.config,
             &Device::Cpu,
         )?;
         let logp = |m: &LlamaModel, adapters| -> anyhow::Result<f32> {
-            Ok(crate::model::completion_log_probs(m, &batch, &ForwardCtx::eval(adapters))?.to_vec1::<f32>()?[0])
+            Ok(crate::data::readout::completion_log_probs(m, &batch, &ForwardCtx::eval(adapters))?.to_vec1::<f32>()?[0])
         };
         let with = logp(&model, true)?;
         assert_ne!(with, logp(&model, false)?, "the prefix must change the output");

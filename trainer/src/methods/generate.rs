@@ -1,31 +1,43 @@
 //! Sampling responses from a policy (base model, base + adapter, or a merged model) for the
 //! next round of rating: prompts rendered with the tokenizer's chat template, left-padded into
 //! batches, decoded with a KV cache (finished rows leave the batch), temperature / top-k /
-//! top-p sampling, EOS and stop sequences, one seed for the whole run. The output is the
-//! store's import JSONL, written to a file or posted to a campaign.
+//! top-p sampling, EOS and stop sequences, one seed for the whole run. What
+//! `pairwise-train generate` makes of the responses is in [`crate::methods::import`].
 
 use std::path::Path;
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
+use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::model::tokenizer::{ChatTokenizer, Message};
 use crate::model::{ForwardCtx, LlamaModel};
-use crate::tokenizer::{ChatTokenizer, Message};
 
-/// How tokens are drawn. `temperature` 0 is greedy decoding.
-#[derive(Debug, Clone, Serialize)]
+/// How tokens are drawn; the sampling flags of `pairwise-train generate`. `temperature` 0 is
+/// greedy decoding; nucleus sampling (`top_p`) keeps the smallest set of tokens whose
+/// probability reaches `top_p`.
+#[derive(Debug, Clone, Default, Serialize, Args)]
 pub struct Sampling {
+    /// Sampling temperature; 0 is greedy (then all K responses are the same).
+    #[arg(long, default_value_t = 0.8)]
     pub temperature: f64,
-    /// Nucleus sampling: the smallest set of tokens whose probability reaches `top_p` (1 = off).
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 0.95)]
     pub top_p: f64,
-    /// Only the `top_k` most likely tokens (0 = off).
+    /// Sample only from the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 50)]
     pub top_k: usize,
+    /// Longest response in tokens.
+    #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
-    /// Generation stops at the first of these strings, which is not part of the response.
+    /// Stop generating at this string (repeatable); it is not part of the response.
+    #[arg(long)]
     pub stop: Vec<String>,
+    /// Seed of the whole run: same model, prompts and settings give the same responses.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 

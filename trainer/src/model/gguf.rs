@@ -11,10 +11,10 @@ use anyhow::{Context, anyhow, bail};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{Architecture, ModelConfig};
 use crate::error::TrainerError;
 use crate::model::LlamaModel;
-use crate::tokenizer::ChatTokenizer;
+use crate::model::config::{Architecture, ModelConfig};
+use crate::model::tokenizer::ChatTokenizer;
 
 /// Token type llama.cpp uses for control tokens (`<|im_start|>`, `</s>`, …).
 const CONTROL_TOKEN: i32 = 3;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::TrainerError;
 use crate::model::{LlamaModel, LoraAdapter};
+use crate::peft::{LoadedAdapter, PeftTask};
 
 /// Module names accepted in `target_modules`: short (`q`) or Hugging Face (`q_proj`).
 const MODULES: [(&str, &str); 7] = [
@@ -136,14 +137,6 @@ enum TargetModules {
     Regex(String),
 }
 
-/// Which Python class the adapter is for (PEFT's `task_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeftTask {
-    CausalLm,
-    /// Reward model: `LlamaForSequenceClassification`, with the `score` head saved alongside.
-    SequenceClassification,
-}
-
 /// Writes `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
 /// `score` (the reward head `[1, hidden]`) is saved as PEFT's `modules_to_save` entry.
 pub fn save_peft(
@@ -192,34 +185,19 @@ pub fn save_peft(
         init_lora_weights: serde_json::Value::Bool(true),
     };
     std::fs::write(dir.join("adapter_config.json"), serde_json::to_string_pretty(&file)?)?;
-    crate::weights::save_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
+    crate::tensor::io::save_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
 }
 
-/// A PEFT adapter read from disk and attached to `model`.
-pub struct LoadedAdapter {
-    pub vars: Vec<(String, Var)>,
-    /// The reward head, when the adapter was saved for sequence classification.
-    pub score: Option<Tensor>,
-}
-
-/// Reads a PEFT LoRA (or prefix-tuning) adapter folder and attaches it to `model`
-/// (replacing any LoRA adapters).
-pub fn load_peft(dir: &Path, model: &mut LlamaModel) -> anyhow::Result<LoadedAdapter> {
-    let config_path = dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|_| TrainerError::MissingFile {
-        path: config_path.clone(),
-        what: "a PEFT adapter folder needs adapter_config.json",
-    })?;
-    let kind: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
-    if kind["peft_type"] == "PREFIX_TUNING" {
-        let vars = crate::prefix::load_prefix_peft(dir, model)?;
-        let score = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), model.device())?
-            .remove("base_model.model.score.weight");
-        return Ok(LoadedAdapter { vars, score });
-    }
+/// Attaches the PEFT LoRA adapter in `dir` to `model` (replacing any LoRA adapters);
+/// `text` is its `adapter_config.json`, read from `config_path`.
+pub fn load_lora_peft(
+    dir: &Path,
+    config_path: &Path,
+    text: &str,
+    model: &mut LlamaModel,
+) -> anyhow::Result<LoadedAdapter> {
     let file: PeftConfigFile =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+        serde_json::from_str(text).with_context(|| format!("parsing {}", config_path.display()))?;
     if file.peft_type != "LORA" {
         bail!(
             "{}: only LORA and PREFIX_TUNING adapters are supported, found {}",

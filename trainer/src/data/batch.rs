@@ -1,25 +1,11 @@
-//! Tokenized sequences (prompt + completion) collated into one right-padded forward batch,
-//! with the index tensors that pick out completion tokens and last tokens.
+//! Tokenized sequences (prompt + completion) collated into one forward batch, with the index
+//! tensors that pick out completion tokens and last tokens.
 
 use candle_core::{Device, Result, Tensor};
 
-use crate::config::ModelConfig;
-use crate::data::TokenizedPair;
-use crate::model::ModelInput;
-use crate::model::input::Layout;
-
-/// One tokenized sequence: `ids[..prompt_len]` is the prompt, the rest the completion.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenizedSequence {
-    pub ids: Vec<u32>,
-    pub prompt_len: usize,
-}
-
-impl TokenizedSequence {
-    pub fn completion_len(&self) -> usize {
-        self.ids.len() - self.prompt_len
-    }
-}
+use crate::data::pairs::{TokenizedPair, TokenizedSequence};
+use crate::model::config::ModelConfig;
+use crate::model::input::{Layout, ModelInput};
 
 pub struct SequenceBatch {
     pub input: ModelInput,

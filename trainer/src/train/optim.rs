@@ -1,13 +1,15 @@
 //! Optimisation: AdamW with saveable state (for exact resume), learning-rate schedules with
 //! warmup, and global gradient-norm clipping.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Storage, Tensor, Var};
+use candle_core::{DType, Device, Result, Storage, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::tensor::buffer::{f32_slice, with_f32_mut};
+use crate::tensor::io::save_safetensors;
 
 /// AdamW exactly as `torch.optim.AdamW` (decoupled weight decay, bias correction).
 pub struct AdamW {
@@ -80,7 +82,7 @@ impl AdamW {
             tensors.push((format!("v.{i}"), self.v[i].clone()));
         }
         tensors.push(("step".into(), Tensor::new(&[self.step as f64], &Device::Cpu)?));
-        crate::weights::save_safetensors(path, &tensors)
+        save_safetensors(path, &tensors)
     }
 
     pub fn load(&mut self, path: &Path) -> anyhow::Result<()> {
@@ -126,34 +128,6 @@ impl AdamStep {
         }
         Ok(())
     }
-}
-
-/// Contiguous f32 slices of a CPU tensor's storage.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("expected a contiguous f32 tensor"),
-    }
-}
-
-/// Runs `f` on the buffer of a contiguous f32 CPU tensor, in place (candle hands out a
-/// storage mutably only inside an in-place op).
-fn with_f32_mut(t: &Tensor, f: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<()> {
-    struct OnBuffer<F>(RefCell<Option<F>>);
-    impl<F: FnOnce(&mut [f32]) -> Result<()>> InplaceOp1 for OnBuffer<F> {
-        fn name(&self) -> &'static str {
-            "in-place-f32"
-        }
-
-        fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-            let f = self.0.borrow_mut().take().expect("an in-place op runs once");
-            match (storage, layout.contiguous_offsets()) {
-                (CpuStorage::F32(v), Some((start, end))) => f(&mut v[start..end]),
-                _ => candle_core::bail!("expected a contiguous f32 tensor"),
-            }
-        }
-    }
-    t.inplace_op1(&OnBuffer(RefCell::new(Some(f))))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -202,25 +176,6 @@ pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
 /// exceeded (1 otherwise; `max_norm <= 0` disables clipping), as `clip_grad_norm_` does.
 pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
     if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 }
-}
-
-/// `acc + g`, added into `acc`'s own buffer on the CPU (no new allocation). `acc` must own its
-/// storage: gradients read from a candle gradient store do (every entry is the fresh result
-/// of an operation).
-pub fn accumulate(acc: Tensor, g: &Tensor) -> Result<Tensor> {
-    if acc.device().is_cpu() && acc.dtype() == DType::F32 && acc.is_contiguous() && acc.shape() == g.shape() {
-        let g = g.contiguous()?;
-        let (g_storage, g_layout) = g.storage_and_layout();
-        if let Storage::Cpu(g_cpu) = &*g_storage {
-            let g = f32_slice(g_cpu, g_layout)?;
-            with_f32_mut(&acc, |a| {
-                a.iter_mut().zip(g).for_each(|(a, g)| *a += g);
-                Ok(())
-            })?;
-            return Ok(acc);
-        }
-    }
-    acc + g
 }
 
 /// `Σ g²`, in one pass without a temporary on the CPU (accumulated in f64).
@@ -274,14 +229,6 @@ mod tests {
         assert!(s.lr(110).abs() < 1e-12);
         let l = Schedule { kind: ScheduleKind::Linear, ..s };
         assert!((l.lr(85) - 0.25).abs() < 1e-12);
-    }
-
-    #[test]
-    fn accumulate_adds_in_place() -> Result<()> {
-        let acc = Tensor::new(&[1.0f32, 2.0, 3.0], &Device::Cpu)?;
-        let sum = accumulate(acc, &Tensor::new(&[0.5f32, -2.0, 1.0], &Device::Cpu)?)?;
-        assert_eq!(sum.to_vec1::<f32>()?, vec![1.5, 0.0, 4.0]);
-        Ok(())
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Built from candle's tensor ops each of these is 5–10 graph nodes, and candle's backward
 //! allocates a zero gradient and adds into it at every node, so a short graph is a fast
 //! graph. The loops are written once, generic over f32 (training) and f64 (the
-//! finite-difference checks in `ops`' tests); [`crate::ops`] wraps them as candle ops with
+//! finite-difference checks in `ops`' tests); [`crate::tensor::ops`] wraps them as candle ops with
 //! backward passes and keeps the composite versions for other devices.
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
@@ -634,7 +634,7 @@ impl candle_core::CustomOp3 for AttentionBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::check_gradient;
+    use crate::tensor::ops::tests::check_gradient;
     use candle_core::{D, Device, Var};
 
     const B: usize = 2;

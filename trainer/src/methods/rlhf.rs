@@ -22,21 +22,30 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
+use clap::{ArgMatches, Args, FromArgMatches};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::batch::{SequenceBatch, TokenizedSequence};
+use crate::data::batch::SequenceBatch;
+use crate::data::pairs::TokenizedSequence;
+use crate::data::readout::{completion_log_probs, last_token_rewards};
 use crate::error::TrainerError;
-use crate::generate::{Completion, Finish, Sampling, generate_batch};
-use crate::model::{ForwardCtx, LlamaModel, completion_log_probs, last_token_rewards};
-use crate::optim::{AdamW, clip_factor, global_norm};
-use crate::tokenizer::ChatTokenizer;
+use crate::methods::generate::{Completion, Finish, Sampling, encode_prompt, generate_batch, read_prompts};
+use crate::methods::reward::load_reward_head;
+use crate::model::load::load_model_and_tokenizer;
+use crate::model::tokenizer::ChatTokenizer;
+use crate::model::{ForwardCtx, LlamaModel};
+use crate::peft::PeftTask;
+use crate::peft::load::load_peft;
+use crate::peft::lora::{LoraConfig, attach_lora, save_peft};
+use crate::tensor::device::default_device;
+use crate::train::optim::{AdamW, clip_factor, global_norm};
 
 /// Scores sampled responses; `prompts[i]` are the token ids `completions[i]` answers.
 pub trait Reward {
@@ -77,7 +86,8 @@ impl Reward for RewardModel {
     }
 }
 
-/// How the policy gradient is taken from each batch of rollouts.
+/// How the policy gradient is taken from each batch of rollouts. On the command line:
+/// `--algorithm`, `--ppo-epochs` and `--clip-range`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Algorithm {
     /// One REINFORCE step with the leave-one-out baseline.
@@ -86,21 +96,86 @@ pub enum Algorithm {
     PpoClip { epochs: usize, clip: f64 },
 }
 
-#[derive(Debug, Clone)]
+/// The command-line form of [`Algorithm`].
+#[derive(Args)]
+struct AlgorithmFlags {
+    /// rloo: one policy-gradient step per batch of rollouts with the leave-one-out baseline;
+    /// ppo: `--ppo-epochs` steps of PPO's clipped surrogate on each batch (same advantages, no critic).
+    #[arg(long, value_enum, default_value = "rloo")]
+    algorithm: AlgorithmName,
+    /// PPO: optimizer steps on each batch of rollouts.
+    #[arg(long, default_value_t = 4)]
+    ppo_epochs: usize,
+    /// PPO: clip range ε of the importance ratio.
+    #[arg(long, default_value_t = 0.2)]
+    clip_range: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AlgorithmName {
+    Rloo,
+    Ppo,
+}
+
+impl FromArgMatches for Algorithm {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let flags = AlgorithmFlags::from_arg_matches(matches)?;
+        Ok(match flags.algorithm {
+            AlgorithmName::Rloo => Algorithm::Rloo,
+            AlgorithmName::Ppo => Algorithm::PpoClip { epochs: flags.ppo_epochs, clip: flags.clip_range },
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for Algorithm {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        AlgorithmFlags::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        AlgorithmFlags::augment_args_for_update(command)
+    }
+}
+
+/// The settings of an RLHF run; the command line of `pairwise-train rlhf` (with
+/// [`RlhfCommand`], which adds the models, prompts, policy adapter and rollout sampling).
+#[derive(Debug, Clone, Args)]
 pub struct RlhfConfig {
-    pub algorithm: Algorithm,
-    pub steps: usize,
-    pub prompts_per_step: usize,
-    /// K samples per prompt (≥ 2: the baseline of each sample is the mean of the others).
-    pub samples: usize,
-    /// β of the KL penalty.
-    pub kl_coef: f64,
-    pub learning_rate: f64,
-    pub max_grad_norm: f64,
-    pub sampling: Sampling,
-    pub seed: u64,
-    /// `metrics.jsonl` goes here (created if missing).
+    /// Output folder: the policy's PEFT LoRA adapter and metrics.jsonl.
+    #[arg(long, default_value = "out-rlhf")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub algorithm: Algorithm,
+    /// Batches of rollouts (with PPO each gives --ppo-epochs optimizer steps).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Prompts per step.
+    #[arg(long, default_value_t = 4)]
+    pub prompts_per_step: usize,
+    /// Responses sampled per prompt (K ≥ 2; each one's baseline is the mean of the others).
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// β of the KL penalty to the reference.
+    #[arg(long, default_value_t = 0.05)]
+    pub kl_coef: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// How rollouts are sampled (on the command line [`RlhfCommand`]'s rollout flags).
+    #[arg(skip)]
+    pub sampling: Sampling,
+    /// Seed of the prompt order and the sampled tokens (on the command line [`RlhfCommand`]'s
+    /// `--seed`).
+    #[arg(skip)]
+    pub seed: u64,
+    /// Show the progress bar (always on the command line).
+    #[arg(skip = true)]
     pub progress: bool,
 }
 
@@ -258,4 +333,96 @@ pub fn run_rlhf(
     }
     progress.finish();
     Ok(lines)
+}
+
+/// `pairwise-train rlhf`: the run's [`RlhfConfig`] plus the models and prompts it loads, the
+/// policy's LoRA adapter and how rollouts are sampled.
+#[derive(Args)]
+pub struct RlhfCommand {
+    /// The policy's base model folder (the frozen reference is this model without adapters).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompts, JSONL: {"prompt": "...", "messages"?: [...]} per line.
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// Reward model: the output folder of `pairwise-train reward` (its LoRA adapter and
+    /// reward_head.safetensors).
+    #[arg(long)]
+    pub reward_adapter: PathBuf,
+    /// Base model of the reward model [default: --model]. It must share the policy's tokenizer.
+    #[arg(long)]
+    pub reward_model: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: RlhfConfig,
+    /// LoRA rank of the policy adapter.
+    #[arg(long, default_value_t = 16)]
+    pub lora_r: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub lora_alpha: f64,
+    /// Modules that get LoRA (any of q,k,v,o,gate,up,down).
+    #[arg(long, value_delimiter = ',', default_value = "q,k,v,o")]
+    pub lora_targets: Vec<String>,
+    /// Sampling temperature of the rollouts.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Longest rollout in tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs `pairwise-train rlhf`: a fresh LoRA policy on `--model`, optimised against the reward
+/// model and saved as a PEFT adapter in the output folder.
+pub fn run_rlhf_command(command: &RlhfCommand) -> anyhow::Result<()> {
+    let device = default_device()?;
+    let (mut policy, tokenizer) = load_model_and_tokenizer(&command.model, &device)?;
+    let lora = LoraConfig::new(command.lora_r, command.lora_alpha, 0.0, &command.lora_targets)?;
+    let vars = attach_lora(&mut policy, &lora, command.seed)?;
+    let reward = load_reward_model(
+        &command.reward_adapter,
+        command.reward_model.as_ref().unwrap_or(&command.model),
+        &tokenizer,
+        &device,
+    )?;
+    let prompts = read_prompts(&command.prompts)?
+        .iter()
+        .map(|p| encode_prompt(&tokenizer, p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = RlhfConfig {
+        sampling: Sampling {
+            temperature: command.temperature,
+            top_p: command.top_p,
+            top_k: command.top_k,
+            max_new_tokens: command.max_new_tokens,
+            stop: vec![],
+            seed: command.seed,
+        },
+        seed: command.seed,
+        ..command.config.clone()
+    };
+    let lines = run_rlhf(&policy, &vars, &tokenizer, &prompts, &reward, &config)?;
+    save_peft(&config.output, &policy, &lora, PeftTask::CausalLm, &command.model.display().to_string(), None)?;
+    if let Some(last) = lines.last() {
+        eprintln!("{}", serde_json::to_string(last)?);
+    }
+    Ok(())
+}
+
+/// A reward model written by `pairwise-train reward` (adapter + `reward_head.safetensors` in
+/// `dir`) on top of the base model `base`.
+pub fn load_reward_model(
+    dir: &Path,
+    base: &Path,
+    tokenizer: &ChatTokenizer,
+    device: &Device,
+) -> anyhow::Result<RewardModel> {
+    let (mut model, _) = load_model_and_tokenizer(base, device)?;
+    load_peft(dir, &mut model)?;
+    let head = load_reward_head(&dir.join("reward_head.safetensors"), device)?;
+    Ok(RewardModel { model, head, eos_id: tokenizer.eos.1, pad_id: tokenizer.pad_id, batch_size: 8 })
 }

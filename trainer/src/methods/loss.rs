@@ -3,20 +3,8 @@
 //! Formulas follow TRL's `DPOTrainer.dpo_loss` and `RewardTrainer.compute_loss`.
 
 use candle_core::{Result, Tensor};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DpoLossType {
-    /// −log σ(β·Δ), with optional label smoothing (conservative DPO).
-    Sigmoid,
-    /// (Δ/len − 1/(2β))² on length-normalised log-ratios (TRL's IPO).
-    Ipo,
-    /// max(0, 1 − β·Δ) (SLiC).
-    Hinge,
-    /// Unbiased under label noise ε: (−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)) / (1 − 2ε).
-    Robust,
-}
+use crate::train::config::DpoLossType;
 
 /// `log σ(x) = −softplus(−x)`, computed without overflow for large |x|.
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {

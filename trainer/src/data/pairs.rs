@@ -14,9 +14,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::batch::TokenizedSequence;
 use crate::error::TrainerError;
-use crate::tokenizer::{ChatTokenizer, Message};
+use crate::model::tokenizer::{ChatTokenizer, Message};
 
 /// What a pair's text is: plain strings, or conversations still to be rendered.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +174,19 @@ pub fn read_jsonl(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Prefe
     Ok(pairs)
 }
 
+/// One tokenized sequence: `ids[..prompt_len]` is the prompt, the rest the completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedSequence {
+    pub ids: Vec<u32>,
+    pub prompt_len: usize,
+}
+
+impl TokenizedSequence {
+    pub fn completion_len(&self) -> usize {
+        self.ids.len() - self.prompt_len
+    }
+}
+
 /// Token budget per sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Truncation {
@@ -185,6 +197,14 @@ pub struct Truncation {
 impl Default for Truncation {
     fn default() -> Self {
         Truncation { max_length: 1024, max_prompt_length: 512 }
+    }
+}
+
+impl Truncation {
+    /// The limits as given on the command line: the prompt limit is lowered below
+    /// `max_length` if needed, so a completion keeps at least one token.
+    pub fn new(max_length: usize, max_prompt_length: usize) -> Self {
+        Truncation { max_length, max_prompt_length: max_prompt_length.min(max_length.saturating_sub(1)) }
     }
 }
 

@@ -1,6 +1,6 @@
-//! Reading and writing model weights: Hugging Face safetensors folders (single file or sharded
-//! with `model.safetensors.index.json`) and GGUF files (see `gguf.rs`), plus a safetensors writer that tags
-//! files with `format = pt` the way transformers and PEFT expect.
+//! safetensors I/O: every tensor of a Hugging Face model folder (single file or sharded with
+//! `model.safetensors.index.json`), and a writer that tags files with `format = pt` the way
+//! transformers and PEFT expect.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -8,10 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 
-use crate::config::ModelConfig;
 use crate::error::TrainerError;
-use crate::model::LlamaModel;
-use crate::tokenizer::ChatTokenizer;
 
 /// All tensors of a Hugging Face model folder, by name, on the CPU.
 pub fn load_safetensors_dir(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
@@ -44,21 +41,6 @@ pub fn load_safetensors_dir(dir: &Path) -> anyhow::Result<HashMap<String, Tensor
         );
     }
     Ok(tensors)
-}
-
-/// Loads a model and its tokenizer from a Hugging Face folder or a `.gguf` file.
-pub fn load_model_and_tokenizer(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, ChatTokenizer)> {
-    if path.extension().is_some_and(|e| e == "gguf") {
-        return crate::gguf::load_gguf(path, device);
-    }
-    Ok((load_model(path, device)?, ChatTokenizer::from_dir(path)?))
-}
-
-/// Loads a model from a Hugging Face folder.
-pub fn load_model(path: &Path, device: &Device) -> anyhow::Result<LlamaModel> {
-    let config = ModelConfig::from_dir(path)?;
-    let tensors = load_safetensors_dir(path)?;
-    LlamaModel::from_tensors(config, tensors, path, device)
 }
 
 /// Writes tensors to a safetensors file with the `{"format": "pt"}` metadata transformers checks.

@@ -9,12 +9,15 @@ use anyhow::Context;
 use candle_core::{DType, Tensor, Var};
 use sha2::{Digest, Sha256};
 
-use crate::batch::{SequenceBatch, TokenizedSequence};
-use crate::data::TokenizedPair;
-use crate::lora::{LoraConfig, PeftTask, save_peft};
-use crate::loss::{DpoLossType, PairLogps, dpo_loss};
-use crate::model::{ForwardCtx, LlamaModel, completion_log_probs};
-use crate::train::{AdapterKind, Metrics, Objective, TrainConfig};
+use crate::data::batch::SequenceBatch;
+use crate::data::pairs::{TokenizedPair, TokenizedSequence};
+use crate::data::readout::completion_log_probs;
+use crate::methods::loss::{PairLogps, dpo_loss};
+use crate::model::{ForwardCtx, LlamaModel};
+use crate::peft::lora::{LoraConfig, save_peft};
+use crate::peft::{AdapterKind, PeftTask};
+use crate::train::config::{DpoLossType, TrainConfig};
+use crate::train::run::{Metrics, Objective};
 
 pub struct DpoObjective {
     pub beta: f64,
@@ -104,9 +107,9 @@ pub fn save_policy(
             let lora = LoraConfig::new(config.lora_r, config.lora_alpha, config.lora_dropout, &config.lora_targets)?;
             save_peft(dir, model, &lora, task, &config.model.display().to_string(), score)
         }
-        AdapterKind::Full => crate::merge::write_model_folder(model, Some(&config.model), dir),
+        AdapterKind::Full => crate::model::merge::write_model_folder(model, Some(&config.model), dir),
         AdapterKind::Prefix => {
-            crate::prefix::save_prefix_peft(dir, model, task, &config.model.display().to_string(), score)
+            crate::peft::prefix::save_prefix_peft(dir, model, task, &config.model.display().to_string(), score)
         }
     }
 }
@@ -156,7 +159,7 @@ pub fn reference_log_probs(
         }
     }
     let seqs: Vec<TokenizedSequence> = pairs.iter().flat_map(|p| [p.chosen.clone(), p.rejected.clone()]).collect();
-    let logps = crate::score::sequence_log_probs(model, &seqs, pad_id, false, batch_size)?;
+    let logps = crate::data::readout::sequence_log_probs(model, &seqs, pad_id, false, batch_size)?;
     let pairs_out: Vec<(f32, f32)> = logps.chunks(2).map(|c| (c[0], c[1])).collect();
     std::fs::create_dir_all(cache_dir)?;
     std::fs::write(&path, serde_json::to_string(&pairs_out)?)?;
@@ -164,19 +167,19 @@ pub fn reference_log_probs(
 }
 
 /// `pairwise-train dpo`: prepares data and model, caches reference log-probs, trains.
-pub fn run_dpo(config: &TrainConfig) -> anyhow::Result<crate::train::RunSummary> {
-    let crate::train::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare(config)?;
+pub fn run_dpo(config: &TrainConfig) -> anyhow::Result<crate::train::run::RunSummary> {
+    let crate::train::prepare::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare::prepare(config)?;
     let all: Vec<TokenizedPair> = train.iter().chain(&eval).cloned().collect();
     let reference =
         reference_log_probs(&model, &all, tokenizer.pad_id, config.batch_size * 2, &config.output.join("ref-cache"))?;
-    let trainable = crate::train::prepare_trainable(&mut model, config)?;
+    let trainable = crate::train::prepare::prepare_trainable(&mut model, config)?;
     eprintln!(
         "DPO ({:?}, beta {}): {} train / {} eval pairs, {} trainable parameters",
         config.loss_type,
         config.beta,
         train.len(),
         eval.len(),
-        crate::train::count_parameters(&trainable)
+        crate::train::prepare::count_parameters(&trainable)
     );
     let objective = DpoObjective {
         beta: config.beta,
@@ -186,9 +189,9 @@ pub fn run_dpo(config: &TrainConfig) -> anyhow::Result<crate::train::RunSummary>
         reference,
         pad_id: tokenizer.pad_id,
     };
-    let summary = crate::train::run(&objective, &model, trainable, &train, &eval, config)?;
-    if config.adapter == crate::train::AdapterKind::Full {
-        crate::merge::write_rebuilt_tokenizer(&tokenizer, &config.model, &config.output)?;
+    let summary = crate::train::run::run(&objective, &model, trainable, &train, &eval, config)?;
+    if config.adapter == AdapterKind::Full {
+        crate::model::merge::write_rebuilt_tokenizer(&tokenizer, &config.model, &config.output)?;
     }
     Ok(summary)
 }

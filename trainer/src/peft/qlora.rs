@@ -9,8 +9,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 
 use crate::model::LlamaModel;
 use crate::model::linear::LinearWeight;
-use crate::ops::FrozenWeight;
-use crate::train::QuantKind;
+use crate::peft::QuantKind;
+use crate::tensor::ops::FrozenWeight;
 
 /// Replaces every frozen dense linear weight of the decoder layers by a quantized copy.
 /// Embeddings, norms and the lm_head stay f32 (as in bitsandbytes QLoRA).

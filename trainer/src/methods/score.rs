@@ -1,62 +1,22 @@
 //! Evaluating a model on preference pairs without training (`pairwise-train score`):
 //! policy and reference log-probs, the DPO/IPO losses they imply and, with a reward head,
-//! Bradley–Terry rewards. Also the batched log-prob/reward passes the trainers reuse.
+//! Bradley–Terry rewards.
 
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
 use candle_core::Tensor;
-use rayon::prelude::*;
+use clap::Args;
 use serde::Serialize;
 
-use crate::batch::{SequenceBatch, TokenizedSequence};
-use crate::data::TokenizedPair;
-use crate::model::{ForwardCtx, LlamaModel, completion_log_probs, last_token_rewards};
-
-/// Summed completion log-probs of `seqs`, `batch_size` sequences per forward pass.
-pub fn sequence_log_probs(
-    model: &LlamaModel,
-    seqs: &[TokenizedSequence],
-    pad_id: u32,
-    adapters: bool,
-    batch_size: usize,
-) -> anyhow::Result<Vec<f32>> {
-    in_batches(model, seqs, pad_id, batch_size, |batch| completion_log_probs(model, batch, &ForwardCtx::eval(adapters)))
-}
-
-/// Scalar rewards `score · h_last` of `seqs`.
-pub fn sequence_rewards(
-    model: &LlamaModel,
-    seqs: &[TokenizedSequence],
-    pad_id: u32,
-    score: &Tensor,
-    adapters: bool,
-    batch_size: usize,
-) -> anyhow::Result<Vec<f32>> {
-    in_batches(model, seqs, pad_id, batch_size, |batch| {
-        last_token_rewards(model, batch, score, &ForwardCtx::eval(adapters))
-    })
-}
-
-/// Runs `per_batch` (one value per sequence) over `seqs`, `batch_size` at a time; batches run
-/// concurrently on rayon's pool and come back in order.
-fn in_batches(
-    model: &LlamaModel,
-    seqs: &[TokenizedSequence],
-    pad_id: u32,
-    batch_size: usize,
-    per_batch: impl Fn(&SequenceBatch) -> candle_core::Result<Tensor> + Sync,
-) -> anyhow::Result<Vec<f32>> {
-    let batches: Vec<anyhow::Result<Vec<f32>>> = seqs
-        .par_chunks(batch_size.max(1))
-        .map(|chunk| {
-            let batch = SequenceBatch::new(chunk, pad_id, &model.config, model.device())?;
-            Ok(per_batch(&batch)?.to_vec1::<f32>()?)
-        })
-        .collect();
-    let mut out = Vec::with_capacity(seqs.len());
-    for values in batches {
-        out.extend(values?);
-    }
-    Ok(out)
-}
+use crate::data::pairs::{TokenizedPair, TokenizedSequence, Truncation, read_jsonl, tokenize_pair};
+use crate::data::readout::{sequence_log_probs, sequence_rewards};
+use crate::methods::reward::load_reward_head;
+use crate::model::LlamaModel;
+use crate::model::load::load_model_and_tokenizer;
+use crate::peft::load::load_peft;
+use crate::tensor::device::default_device;
 
 /// One output line of `pairwise-train score`.
 #[derive(Debug, Clone, Serialize)]
@@ -150,4 +110,64 @@ pub fn summarize(records: &[ScoreRecord]) -> ScoreSummary {
         reward_accuracy: has_rewards.then(|| mean(&|r| f64::from(u8::from(r.reward_chosen > r.reward_rejected)))),
         mean_bt_loss: has_rewards.then(|| mean(&|r| r.bt_loss.unwrap_or(0.0))),
     }
+}
+
+#[derive(Args)]
+/// The options of `pairwise-train score`.
+pub struct ScoreConfig {
+    /// Hugging Face model folder or .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// PEFT LoRA adapter folder; the policy is model + adapter, the reference the model alone.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Safetensors file with `score.weight` [1, hidden]: adds reward_chosen/reward_rejected/bt_loss.
+    #[arg(long)]
+    pub reward_head: Option<PathBuf>,
+    /// Preference pairs (JSONL, any supported format).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Score only the first N pairs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// β for the DPO and IPO losses.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// Output JSONL, one line per pair.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Maximum tokens per sequence (see the truncation policy in the README).
+    #[arg(long, default_value_t = 1024)]
+    pub max_length: usize,
+    /// Maximum prompt tokens.
+    #[arg(long, default_value_t = 512)]
+    pub max_prompt_length: usize,
+}
+
+/// Runs `pairwise-train score`: one JSONL line per pair, a summary on stderr.
+pub fn run_score(config: &ScoreConfig) -> anyhow::Result<()> {
+    let device = default_device()?;
+    let (mut model, tokenizer) = load_model_and_tokenizer(&config.model, &device)?;
+    if let Some(dir) = &config.adapter {
+        load_peft(dir, &mut model)?;
+    }
+    let head = config.reward_head.as_deref().map(|path| load_reward_head(path, &device)).transpose()?;
+    let limits = Truncation::new(config.max_length, config.max_prompt_length);
+    let pairs = read_jsonl(&config.data, config.limit)?
+        .iter()
+        .map(|p| tokenize_pair(&tokenizer, p, limits))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let records = score_pairs(&model, &pairs, tokenizer.pad_id, config.beta, head.as_ref(), config.batch_size)?;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&config.out).with_context(|| format!("creating {}", config.out.display()))?,
+    );
+    for r in &records {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+    }
+    out.flush()?;
+    eprintln!("{}", serde_json::to_string(&summarize(&records))?);
+    Ok(())
 }

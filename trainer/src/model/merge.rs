@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::model::LlamaModel;
-use crate::tokenizer::ChatTokenizer;
+use crate::model::tokenizer::ChatTokenizer;
 
 /// Files copied unchanged from the source model folder when present.
 const TOKENIZER_FILES: [&str; 4] =
@@ -17,7 +17,7 @@ const TOKENIZER_FILES: [&str; 4] =
 pub fn write_model_folder(model: &LlamaModel, source: Option<&Path>, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&model.config.to_hf_json())?)?;
-    crate::weights::save_safetensors(&out.join("model.safetensors"), &model.merged_weights()?)?;
+    crate::tensor::io::save_safetensors(&out.join("model.safetensors"), &model.merged_weights()?)?;
     if let Some(source) = source.filter(|s| s.is_dir()) {
         for name in TOKENIZER_FILES {
             let from = source.join(name);

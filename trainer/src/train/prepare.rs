@@ -1,0 +1,119 @@
+//! Setting up a training run: model, tokenizer and data loaded and tokenized (from files or a
+//! Pairwise server), the held-out split, and the trainable parameters of the chosen adapter
+//! kind.
+
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::Var;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::data::pairs::TokenizedPair;
+use crate::model::LlamaModel;
+use crate::peft::AdapterKind;
+use crate::peft::lora::{LoraConfig, attach_lora};
+use crate::train::config::TrainConfig;
+
+/// Makes the requested parameters trainable; returns them by name (PEFT or HF names).
+pub fn prepare_trainable(model: &mut LlamaModel, config: &TrainConfig) -> anyhow::Result<Vec<(String, Var)>> {
+    let lora = || LoraConfig::new(config.lora_r, config.lora_alpha, config.lora_dropout, &config.lora_targets);
+    match config.adapter {
+        AdapterKind::Lora => attach_lora(model, &lora()?, config.seed),
+        AdapterKind::Qlora => {
+            let dense = crate::peft::qlora::linear_weight_bytes(model);
+            crate::peft::qlora::quantize_base(model, config.quant)?;
+            eprintln!(
+                "QLoRA: decoder linear weights {:.1} MB → {:.1} MB ({:?})",
+                dense as f64 / 1e6,
+                crate::peft::qlora::linear_weight_bytes(model) as f64 / 1e6,
+                config.quant
+            );
+            attach_lora(model, &lora()?, config.seed)
+        }
+        AdapterKind::Full => Ok(model.make_all_trainable()?),
+        AdapterKind::Prefix => crate::peft::prefix::attach_prefix(model, config.num_virtual_tokens, config.seed),
+    }
+}
+
+/// Splits off the held-out set: `eval_fraction` of the pairs, chosen by a seeded shuffle.
+pub fn split_eval<T: Clone>(items: Vec<T>, fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_e7a1));
+    let n_eval = ((items.len() as f64) * fraction).round() as usize;
+    let n_eval = n_eval.min(items.len().saturating_sub(1));
+    let mut eval = Vec::with_capacity(n_eval);
+    let mut train = Vec::with_capacity(items.len() - n_eval);
+    for (rank, i) in order.into_iter().enumerate() {
+        if rank < n_eval {
+            eval.push(items[i].clone());
+        } else {
+            train.push(items[i].clone());
+        }
+    }
+    (train, eval)
+}
+
+/// Everything a run needs before the objective is built: tokenizer, model and the
+/// tokenized train/held-out split.
+pub struct Prepared {
+    pub tokenizer: crate::model::tokenizer::ChatTokenizer,
+    pub model: LlamaModel,
+    pub train: Vec<TokenizedPair>,
+    pub eval: Vec<TokenizedPair>,
+}
+
+/// Loads the model, tokenizer and data named in `config`, tokenizes and splits the data.
+pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
+    let device = crate::tensor::device::default_device()?;
+    let (model, tokenizer) = crate::model::load::load_model_and_tokenizer(&config.model, &device)?;
+    let tokenize = |path: &Path, limit: Option<usize>| -> anyhow::Result<Vec<TokenizedPair>> {
+        let pairs = crate::data::pairs::read_jsonl(path, limit)?;
+        let tokenized = pairs
+            .iter()
+            .map(|p| crate::data::pairs::tokenize_pair(&tokenizer, p, config.truncation()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let truncated = tokenized.iter().filter(|p| p.truncated).count();
+        if truncated > 0 {
+            eprintln!(
+                "{truncated} of {} pairs in {} were truncated to max_length {} / max_prompt_length {}",
+                tokenized.len(),
+                path.display(),
+                config.max_length,
+                config.max_prompt_length
+            );
+        }
+        Ok(tokenized)
+    };
+    let data = match &config.server {
+        Some(server) => {
+            let source = crate::data::remote::ServerSource {
+                server: server.clone(),
+                campaign: config.campaign.clone().context("--server needs --campaign")?,
+                token: config.token.clone().context("--server needs --token (or PAIRWISE_TOKEN)")?,
+                since: config.since,
+            };
+            let fetched = crate::data::remote::fetch_export(&source, &config.output)?;
+            eprintln!(
+                "fetched {} pairs from {server} into {} (cursor {:?})",
+                fetched.lines,
+                fetched.path.display(),
+                fetched.cursor
+            );
+            fetched.path
+        }
+        None => config.data.clone(),
+    };
+    let all = tokenize(&data, config.limit)?;
+    let (train, eval) = match &config.eval_data {
+        Some(path) => (all, tokenize(path, None)?),
+        None => split_eval(all, config.eval_fraction, config.seed),
+    };
+    Ok(Prepared { tokenizer, model, train, eval })
+}
+
+/// Number of scalar parameters in `vars`.
+pub fn count_parameters(vars: &[(String, Var)]) -> usize {
+    vars.iter().map(|(_, v)| v.elem_count()).sum()
+}
