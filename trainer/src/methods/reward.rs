@@ -1,7 +1,8 @@
 //! Reward modelling (`pairwise-train reward`): the transformer plus a scalar head on the last
 //! non-padding token, trained with the Bradley–Terry loss (optional margin from rater
 //! strength, soft labels from rater agreement, reward centering). Reports held-out accuracy
-//! and mean margin under TRL's metric names.
+//! and mean margin under TRL's metric names; the trained head is read back by
+//! [`load_reward_head`].
 
 use std::path::Path;
 

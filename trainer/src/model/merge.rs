@@ -1,5 +1,6 @@
-//! `pairwise-train merge`: folds LoRA adapters into the base weights and writes a complete
-//! Hugging Face model folder (config, safetensors, tokenizer files copied from the source).
+//! Writing a complete Hugging Face model folder with LoRA adapters folded into the base
+//! weights (config, safetensors, tokenizer files copied from the source): the output of
+//! `pairwise-train merge` and of full fine-tunes.
 
 use std::path::Path;
 
