@@ -3,15 +3,20 @@
 //! ours) and `LlamaForSequenceClassification` (reward model with its `score` head: the
 //! reward must equal ours), and a prefix-tuning policy (PEFT's `PREFIX_TUNING`). Skipped, with
 //! the reason printed, when Python with torch, transformers and peft is not available (CI
-//! installs no Python).
+//! installs no Python). Without Python: prefixes saved in PEFT's format and loaded back give
+//! the same log-probs.
 
 use std::process::Command;
 
+use candle_core::Device;
+use pairwise_trainer::data::batch::SequenceBatch;
 use pairwise_trainer::data::pairs::TokenizedSequence;
-use pairwise_trainer::data::readout::sequence_log_probs;
+use pairwise_trainer::data::readout::{completion_log_probs, sequence_log_probs};
 use pairwise_trainer::model::load::load_model;
-use pairwise_trainer::peft::AdapterKind;
+use pairwise_trainer::model::{ForwardCtx, LlamaModel};
 use pairwise_trainer::peft::load::load_peft;
+use pairwise_trainer::peft::prefix::{attach_prefix, load_prefix_peft, save_prefix_peft};
+use pairwise_trainer::peft::{AdapterKind, PeftTask};
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
 use pairwise_trainer::train::config::TrainConfig;
 
@@ -151,4 +156,28 @@ fn trained_reward_adapter_loads_in_peft_with_equal_rewards() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!((ours - theirs).abs() < 1e-4, "ours {ours} vs PEFT {theirs}");
+}
+
+#[test]
+fn prefixes_change_the_policy_and_round_trip_through_peft_format() -> anyhow::Result<()> {
+    let mut model = LlamaModel::random(tiny_config(), 3, &Device::Cpu)?;
+    let vars = attach_prefix(&mut model, 4, 1)?;
+    assert_eq!(vars.len(), 2 * model.layers.len());
+    let batch = SequenceBatch::new(
+        &[TokenizedSequence { ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2], prompt_len: 7 }],
+        0,
+        &model.config,
+        &Device::Cpu,
+    )?;
+    let logp = |m: &LlamaModel, adapters| -> anyhow::Result<f32> {
+        Ok(completion_log_probs(m, &batch, &ForwardCtx::eval(adapters))?.to_vec1::<f32>()?[0])
+    };
+    let with = logp(&model, true)?;
+    assert_ne!(with, logp(&model, false)?, "the prefix must change the output");
+    let dir = tempfile::tempdir()?;
+    save_prefix_peft(dir.path(), &model, PeftTask::CausalLm, "base", None)?;
+    let mut fresh = LlamaModel::random(tiny_config(), 3, &Device::Cpu)?;
+    load_prefix_peft(dir.path(), &mut fresh)?;
+    assert!((logp(&fresh, true)? - with).abs() < 1e-6);
+    Ok(())
 }

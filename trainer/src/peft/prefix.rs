@@ -130,37 +130,3 @@ pub fn load_prefix_peft(dir: &Path, model: &mut LlamaModel) -> anyhow::Result<Ve
     }
     Ok(vars)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ForwardCtx;
-    use crate::synthetic::tiny_config;
-
-    #[test]
-    fn prefixes_change_the_policy_and_round_trip_through_peft_format() -> anyhow::Result<()> {
-        let mut model = LlamaModel::random(tiny_config(), 3, &Device::Cpu)?;
-        let vars = attach_prefix(&mut model, 4, 1)?;
-        assert_eq!(vars.len(), 2 * model.layers.len());
-        let batch = crate::data::batch::SequenceBatch::new(
-            &[crate::data::pairs::TokenizedSequence {
-                ids: vec![1, 4, 6, 7, 8, 13, 5, 13, 10, 29, 12, 2],
-                prompt_len: 7,
-            }],
-            0,
-            &model.config,
-            &Device::Cpu,
-        )?;
-        let logp = |m: &LlamaModel, adapters| -> anyhow::Result<f32> {
-            Ok(crate::data::readout::completion_log_probs(m, &batch, &ForwardCtx::eval(adapters))?.to_vec1::<f32>()?[0])
-        };
-        let with = logp(&model, true)?;
-        assert_ne!(with, logp(&model, false)?, "the prefix must change the output");
-        let dir = tempfile::tempdir()?;
-        save_prefix_peft(dir.path(), &model, PeftTask::CausalLm, "base", None)?;
-        let mut fresh = LlamaModel::random(tiny_config(), 3, &Device::Cpu)?;
-        load_prefix_peft(dir.path(), &mut fresh)?;
-        assert!((logp(&fresh, true)? - with).abs() < 1e-6);
-        Ok(())
-    }
-}
