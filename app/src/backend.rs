@@ -9,24 +9,41 @@ use http::request::Parts;
 use http::{Method, Request, StatusCode};
 use leptos::prelude::*;
 use leptos_axum::ResponseOptions;
+use pairwise_api::import::LineError;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tower::ServiceExt;
+
+use crate::errors::{FORBIDDEN, NOT_LOGGED_IN, fail};
 
 /// The REST API router, given to the pages as context by the server.
 #[derive(Clone)]
 pub struct ApiRouter(pub axum::Router);
 
-/// One REST call: the visitor's identity travels along, JSON comes back.
-pub async fn call<T: DeserializeOwned>(method: Method, path: &str, body: Option<Value>) -> Result<T, ServerFnError> {
+/// The body of a call that sends none.
+pub const NO_BODY: Option<&()> = None;
+
+/// One REST call: the visitor's identity travels along with the JSON `body`, and the
+/// reply's JSON comes back as `T`.
+pub async fn call<T: DeserializeOwned>(
+    method: Method,
+    path: &str,
+    body: Option<&impl Serialize>,
+) -> Result<T, ServerFnError> {
     let bytes = match body {
-        Some(json) => serde_json::to_vec(&json).map_err(internal)?,
+        Some(body) => serde_json::to_vec(body).map_err(internal)?,
         None => Vec::new(),
     };
     let response = send(method, path, "application/json", bytes).await?;
     // 204 replies (logout, revoke) have no body.
     let response = if response.is_empty() { b"null".to_vec() } else { response };
     serde_json::from_slice(&response).map_err(internal)
+}
+
+/// A `GET` of `path`.
+pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ServerFnError> {
+    call(Method::GET, path, NO_BODY).await
 }
 
 /// Like [`call`], but "not logged in" is an answer (`None`), not a redirect.
@@ -93,33 +110,33 @@ async fn send_unchecked(
 fn api_error(status: StatusCode, body: &[u8]) -> ServerFnError {
     let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut message = json["message"].as_str().unwrap_or("request failed").to_string();
-    if let Some(errors) = json["details"]["errors"].as_array() {
-        for error in errors.iter().take(20) {
-            let line = error["line"].as_u64().unwrap_or(0);
-            let field = error["field"].as_str().unwrap_or("");
-            let text = error["message"].as_str().unwrap_or("");
-            message.push_str(&if field.is_empty() {
-                format!("\nline {line}: {text}")
-            } else {
-                format!("\nline {line}: field `{field}` {text}")
-            });
-        }
+    // An import's problems, by line.
+    let errors: Vec<LineError> = json
+        .pointer("/details/errors")
+        .and_then(|errors| serde_json::from_value(errors.clone()).ok())
+        .unwrap_or_default();
+    for LineError { line, field, message: text } in errors.iter().take(20) {
+        message.push_str(&if field.is_empty() {
+            format!("\nline {line}: {text}")
+        } else {
+            format!("\nline {line}: field `{field}` {text}")
+        });
     }
     match status {
         StatusCode::UNAUTHORIZED => {
             leptos_axum::redirect("/login");
-            ServerFnError::ServerError(format!("{}: {message}", crate::api::NOT_LOGGED_IN))
+            fail(format!("{NOT_LOGGED_IN}: {message}"))
         }
         StatusCode::FORBIDDEN => {
             if let Some(options) = use_context::<ResponseOptions>() {
                 options.set_status(StatusCode::FORBIDDEN);
             }
-            ServerFnError::ServerError(format!("{}: {message}", crate::api::FORBIDDEN))
+            fail(format!("{FORBIDDEN}: {message}"))
         }
-        _ => ServerFnError::ServerError(message),
+        _ => fail(message),
     }
 }
 
 fn internal(error: impl std::fmt::Display) -> ServerFnError {
-    ServerFnError::ServerError(format!("internal error: {error}"))
+    fail(format!("internal error: {error}"))
 }

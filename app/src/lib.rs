@@ -5,14 +5,15 @@
 //! Every route renders with `SsrMode::Async` (the whole page, data included, before the
 //! first byte), so each page and each form also works without JavaScript.
 
-pub mod api;
 #[cfg(feature = "ssr")]
 pub mod backend;
-mod charts;
+mod components;
+mod errors;
 mod format;
 #[cfg(feature = "ssr")]
-pub mod markdown;
+mod markdown;
 mod pages;
+mod server_fns;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -20,10 +21,10 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::hooks::use_location;
 use leptos_router::{SsrMode, path};
 
-use crate::api::{Logout, current_user};
 use crate::pages::{
     AccountsPage, AdminCampaignPage, AdminCampaignsPage, CampaignsPage, LoginPage, NotFound, RatePage, RunPage,
 };
+use crate::server_fns::accounts::{Logout, current_user};
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {

@@ -7,17 +7,21 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::Role;
-use crate::campaigns::{CampaignStatus, CampaignUpdate, NewCampaign, create_campaign, list_campaigns, update_campaign};
+use pairwise_api::accounts::{Role, UserUpdate};
+use pairwise_api::campaigns::{CampaignStatus, CampaignUpdate, NewCampaign};
+use pairwise_api::export::{ExportParams, Format, RaterIds};
+use pairwise_api::import::PairingOptions;
+
+use crate::accounts::tokens::{create_token, list_tokens, revoke_token};
+use crate::accounts::users::{create_user, find_user, list_users, update_user};
+use crate::campaigns::{create_campaign, list_campaigns, update_campaign};
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::ApiError;
-use crate::export::{ExportParams, Format, RaterIds, start_export};
-use crate::import::{PairingOptions, import_jsonl};
-use crate::state::AppState;
-use crate::tokens::{create_token, list_tokens, revoke_token};
-use crate::users::{UserUpdate, create_user, find_user, list_users, update_user};
-use crate::{demo, leaderboard, server, stats};
+use crate::export::start_export;
+use crate::http::state::AppState;
+use crate::import::import_jsonl;
+use crate::store::Db;
+use crate::{demo, http, leaderboard, stats};
 
 /// Pairwise: collect human preference votes on model responses and export them as
 /// training data. Database from DATABASE_URL (default sqlite://pairwise.db).
@@ -227,7 +231,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(url) = cli.database_url {
         config.database_url = url;
     }
-    let db = Db::connect(&config).await?;
+    let db = Db::connect(&config.db_settings()).await?;
     let result = run_command(cli.command, &db, config).await;
     db.close().await;
     result
@@ -246,7 +250,7 @@ async fn run_command(command: Command, db: &Db, mut config: Config) -> anyhow::R
                 .await
                 .with_context(|| format!("binding {}", config.bind))?;
             tracing::info!(address = %listener.local_addr()?, "pairwise listening");
-            server::serve(listener, AppState::new(db.clone(), config), server::shutdown_signal()).await?;
+            http::serve(listener, AppState::new(db.clone(), config), http::shutdown_signal()).await?;
         }
         Command::Migrate => println!("database is up to date"),
         Command::Demo => match demo::seed_demo(db).await.map_err(explain)? {

@@ -8,6 +8,10 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::runs::check_spec;
+use crate::runs::schedule::{Schedule, parse_hh_mm};
+use crate::store::DbSettings;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -41,7 +45,7 @@ pub struct Config {
     /// Seconds between two looks at the schedules.
     pub schedule_check_seconds: u64,
     /// Training schedules (`[[schedules]]` in the TOML file).
-    pub schedules: Vec<crate::runs::Schedule>,
+    pub schedules: Vec<Schedule>,
 }
 
 impl Default for Config {
@@ -66,6 +70,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The part of the settings the store connects with.
+    pub fn db_settings(&self) -> DbSettings {
+        DbSettings {
+            url: self.database_url.clone(),
+            max_connections: self.max_connections,
+            sqlite_synchronous: self.sqlite_synchronous.clone(),
+        }
+    }
+
     /// Loads the TOML file (if any), then applies environment variables.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("PAIRWISE_CONFIG").map(Into::into));
@@ -86,13 +99,13 @@ impl Config {
     fn check_schedules(&self) -> anyhow::Result<()> {
         for (i, schedule) in self.schedules.iter().enumerate() {
             let name = format!("schedules[{i}] (campaign {})", schedule.campaign);
-            schedule.spec.check().map_err(|problem| anyhow::anyhow!("{name}: {problem}"))?;
+            check_spec(&schedule.spec).map_err(|problem| anyhow::anyhow!("{name}: {problem}"))?;
             anyhow::ensure!(
                 schedule.daily_at.is_some() || schedule.min_new_pairs.is_some(),
                 "{name}: set daily_at (\"HH:MM\", UTC) and/or min_new_pairs"
             );
             if let Some(at) = &schedule.daily_at {
-                anyhow::ensure!(crate::runs::parse_hh_mm(at).is_some(), "{name}: daily_at {at:?} is not HH:MM");
+                anyhow::ensure!(parse_hh_mm(at).is_some(), "{name}: daily_at {at:?} is not HH:MM");
             }
         }
         Ok(())

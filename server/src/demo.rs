@@ -1,12 +1,15 @@
 //! Demo data: two users and an active campaign of realistic prompts with three model
 //! checkpoints' responses (plus two gold checks), so a fresh server has something to show.
 
-use crate::auth::Role;
-use crate::campaigns::{CampaignStatus, NewCampaign, create_campaign, list_campaigns};
-use crate::db::Db;
+use pairwise_api::accounts::Role;
+use pairwise_api::campaigns::{CampaignStatus, NewCampaign};
+use pairwise_api::import::{ImportReport, PairingOptions};
+
+use crate::accounts::users::{create_user, list_users};
+use crate::campaigns::{create_campaign, list_campaigns};
 use crate::error::ApiResult;
-use crate::import::{ImportReport, PairingOptions, import_jsonl};
-use crate::users::{create_user, list_users};
+use crate::import::import_jsonl;
+use crate::store::Db;
 
 pub const DEMO_CAMPAIGN: &str = "Demo: helpful and harmless assistant";
 pub const DEMO_ADMIN: (&str, &str) = ("admin", "pairwise-admin");

@@ -8,86 +8,67 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::header;
-use axum::response::Response;
-use axum::routing::get;
+use bytes::Bytes;
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
+use pairwise_api::export::{ExportParams, Format, RaterIds};
+use pairwise_api::votes::{Choice, Message};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use tokio::sync::mpsc;
 
-use crate::assign::Choice;
-use crate::auth::AdminUser;
-use crate::db::Db;
-use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
-use crate::import::Message;
-use crate::state::AppState;
+use crate::args;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Db, SqlRow};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Trl,
-    Messages,
-    Raw,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RaterIds {
-    /// A stable pseudonym per rater (keyed by the server secret).
-    #[default]
-    Pseudonym,
-    /// The raters' user ids.
-    Id,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportParams {
-    pub format: Format,
-    /// trl/messages: keep pairs with at least this many votes (default 1).
-    #[serde(default = "one")]
-    pub min_votes: i64,
-    /// trl/messages: keep pairs whose winning choice has at least this share of votes.
-    #[serde(default)]
-    pub min_agreement: f64,
-    /// Only what arrived after this cursor (a previous export's `X-Pairwise-Cursor`).
-    #[serde(default)]
-    pub since: i64,
-    /// trl/messages: add `pair_id`, `votes`, `agreement`, `strength`, `seq` to each row.
-    #[serde(default)]
-    pub meta: bool,
-    /// Include gold-check pairs (default: left out, they are rater tests).
-    #[serde(default)]
-    pub include_gold: bool,
-    /// raw: how raters are identified.
-    #[serde(default)]
-    pub raters: RaterIds,
-}
-
-fn one() -> i64 {
-    1
-}
-
-impl ExportParams {
-    pub fn validate(&self) -> ApiResult<()> {
-        if self.min_votes < 1 {
-            return Err(ApiError::bad_request("min_votes: must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&self.min_agreement) {
-            return Err(ApiError::bad_request("min_agreement: must be between 0 and 1"));
-        }
-        if self.since < 0 {
-            return Err(ApiError::bad_request("since: must not be negative"));
-        }
-        Ok(())
+/// The first problem with export parameters, naming the parameter.
+fn validate(params: &ExportParams) -> ApiResult<()> {
+    if params.min_votes < 1 {
+        return Err(ApiError::bad_request("min_votes: must be at least 1"));
     }
+    if !(0.0..=1.0).contains(&params.min_agreement) {
+        return Err(ApiError::bad_request("min_agreement: must be between 0 and 1"));
+    }
+    if params.since < 0 {
+        return Err(ApiError::bad_request("since: must not be negative"));
+    }
+    Ok(())
+}
+
+/// The raw format's rows, in commit order, by position (see `raw_line`).
+macro_rules! raw_select {
+    ($gold_filter:expr) => {
+        concat!(
+            "SELECT c.id, c.seq, c.pair_id, p.prompt_id, p.response_a_id, p.response_b_id, ra.model, rb.model, \
+             c.rater_id, c.choice, c.strength, c.rationale, c.time_ms, c.swapped, p.gold_choice, c.created_at, \
+             ra.model_version, rb.model_version FROM comparisons c JOIN pairs p ON p.id = c.pair_id \
+             JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
+             WHERE c.campaign_id = $1 AND c.seq > $2 AND c.seq <= $3",
+            $gold_filter,
+            " ORDER BY c.seq"
+        )
+    };
+}
+
+/// Every vote of the aggregated formats, grouped by pair.
+macro_rules! preference_select {
+    ($($filter:expr),*) => {
+        concat!(
+            "SELECT c.pair_id, c.choice, c.strength, c.seq, pr.text AS prompt, pr.messages, ra.text AS text_a, \
+             rb.text AS text_b FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN prompts pr ON pr.id = p.prompt_id \
+             JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
+             WHERE c.campaign_id = $1 AND c.seq <= $2",
+            $($filter,)*
+            " ORDER BY c.pair_id, c.seq"
+        )
+    };
+}
+
+/// Pairs with a vote after `since` ($3).
+macro_rules! since_filter_sql {
+    () => {
+        " AND c.pair_id IN (SELECT n.pair_id FROM comparisons n WHERE n.campaign_id = $1 AND n.seq > $3 AND n.seq <= $2)"
+    };
 }
 
 /// Majority decision over one pair's votes.
@@ -234,37 +215,37 @@ struct RawVote {
 /// Columns are read by position (the order of the SELECT in `stream_raw`): a million-row
 /// export spends its time here, and name lookups per cell add up.
 fn raw_line(
-    row: &AnyRow,
+    row: &SqlRow,
     params: &ExportParams,
     pseudonyms: &mut HashMap<i64, Value>,
     secret: &str,
 ) -> anyhow::Result<RawVote> {
-    let rater: i64 = row.try_get(8)?;
-    let swapped = row.try_get::<i64, _>(13)? != 0;
+    let rater = row.int_at(8)?;
+    let swapped = row.int_at(13)? != 0;
     let rater = match params.raters {
         RaterIds::Pseudonym => pseudonyms.entry(rater).or_insert_with(|| json!(pseudonym(secret, rater))).clone(),
         RaterIds::Id => json!(rater),
     };
     Ok(RawVote {
-        vote_id: row.try_get(0)?,
-        seq: row.try_get(1)?,
-        pair_id: row.try_get(2)?,
-        prompt_id: row.try_get(3)?,
-        response_a_id: row.try_get(4)?,
-        response_b_id: row.try_get(5)?,
-        model_a: row.try_get(6)?,
-        model_a_version: row.try_get(16)?,
-        model_b: row.try_get(7)?,
-        model_b_version: row.try_get(17)?,
+        vote_id: row.int_at(0)?,
+        seq: row.int_at(1)?,
+        pair_id: row.int_at(2)?,
+        prompt_id: row.int_at(3)?,
+        response_a_id: row.int_at(4)?,
+        response_b_id: row.int_at(5)?,
+        model_a: row.text_at(6)?,
+        model_a_version: row.opt_text_at(16)?,
+        model_b: row.text_at(7)?,
+        model_b_version: row.opt_text_at(17)?,
         rater,
-        choice: row.try_get(9)?,
-        strength: row.try_get(10)?,
-        rationale: row.try_get(11)?,
-        time_ms: row.try_get(12)?,
+        choice: row.text_at(9)?,
+        strength: row.opt_int_at(10)?,
+        rationale: row.opt_text_at(11)?,
+        time_ms: row.opt_int_at(12)?,
         swapped,
         left: if swapped { "b" } else { "a" },
-        gold: row.try_get(14)?,
-        created_at: row.try_get(15)?,
+        gold: row.opt_text_at(14)?,
+        created_at: row.int_at(15)?,
     })
 }
 
@@ -307,21 +288,19 @@ pub async fn start_export(
     params: ExportParams,
     secret: String,
 ) -> ApiResult<(i64, mpsc::Receiver<Result<Bytes, std::io::Error>>)> {
-    params.validate()?;
-    let cursor: i64 = sqlx::query_scalar("SELECT vote_seq FROM campaigns WHERE id = $1")
-        .bind(campaign_id)
-        .fetch_optional(&db.read)
+    validate(&params)?;
+    let cursor = db
+        .fetch_optional("SELECT vote_seq FROM campaigns WHERE id = $1", args![campaign_id])
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("campaign {campaign_id}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {campaign_id}")))?
+        .int("vote_seq")?;
     let (tx, rx) = mpsc::channel(4);
-    let pool = db.read.clone();
+    let db = db.clone();
     tokio::spawn(async move {
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(CHUNK_BYTES), tx };
         let result = match params.format {
-            Format::Raw => stream_raw(&pool, campaign_id, cursor, &params, &secret, &mut writer).await,
-            Format::Trl | Format::Messages => {
-                stream_preferences(&pool, campaign_id, cursor, &params, &mut writer).await
-            }
+            Format::Raw => stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,
+            Format::Trl | Format::Messages => stream_preferences(&db, campaign_id, cursor, &params, &mut writer).await,
         };
         match result {
             Ok(()) => {
@@ -334,22 +313,15 @@ pub async fn start_export(
 }
 
 async fn stream_raw(
-    pool: &sqlx::AnyPool,
+    db: &Db,
     campaign_id: i64,
     cursor: i64,
     params: &ExportParams,
     secret: &str,
     writer: &mut ChunkWriter,
 ) -> anyhow::Result<()> {
-    let gold_filter = if params.include_gold { "" } else { " AND p.is_gold = 0" };
-    let sql = format!(
-        "SELECT c.id, c.seq, c.pair_id, p.prompt_id, p.response_a_id, p.response_b_id, ra.model, rb.model, \
-         c.rater_id, c.choice, c.strength, c.rationale, c.time_ms, c.swapped, p.gold_choice, c.created_at, \
-         ra.model_version, rb.model_version FROM comparisons c JOIN pairs p ON p.id = c.pair_id \
-         JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
-         WHERE c.campaign_id = $1 AND c.seq > $2 AND c.seq <= $3{gold_filter} ORDER BY c.seq"
-    );
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(params.since).bind(cursor).fetch(pool);
+    let sql = if params.include_gold { raw_select!("") } else { raw_select!(" AND p.is_gold = 0") };
+    let mut rows = db.stream(sql, args![campaign_id, params.since, cursor]);
     let mut pseudonyms = HashMap::new();
     while let Some(row) = rows.try_next().await? {
         if !writer.line(&raw_line(&row, params, &mut pseudonyms, secret)?).await? {
@@ -360,38 +332,30 @@ async fn stream_raw(
 }
 
 async fn stream_preferences(
-    pool: &sqlx::AnyPool,
+    db: &Db,
     campaign_id: i64,
     cursor: i64,
     params: &ExportParams,
     writer: &mut ChunkWriter,
 ) -> anyhow::Result<()> {
-    let gold_filter = if params.include_gold { "" } else { " AND p.is_gold = 0" };
     // A pair is re-exported when it received any vote after `since`, aggregated over all
     // its votes up to the cursor, so its label reflects everything known now.
-    let since_filter = if params.since > 0 {
-        " AND c.pair_id IN (SELECT n.pair_id FROM comparisons n WHERE n.campaign_id = $1 AND n.seq > $3 AND n.seq <= $2)"
-    } else {
-        ""
+    let (sql, args) = match (params.include_gold, params.since > 0) {
+        (true, false) => (preference_select!(""), args![campaign_id, cursor]),
+        (false, false) => (preference_select!(" AND p.is_gold = 0"), args![campaign_id, cursor]),
+        (true, true) => (preference_select!(since_filter_sql!()), args![campaign_id, cursor, params.since]),
+        (false, true) => {
+            (preference_select!(" AND p.is_gold = 0", since_filter_sql!()), args![campaign_id, cursor, params.since])
+        }
     };
-    let sql = format!(
-        "SELECT c.pair_id, c.choice, c.strength, c.seq, pr.text AS prompt, pr.messages, ra.text AS text_a, rb.text AS text_b \
-         FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN prompts pr ON pr.id = p.prompt_id \
-         JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
-         WHERE c.campaign_id = $1 AND c.seq <= $2{gold_filter}{since_filter} ORDER BY c.pair_id, c.seq"
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign_id).bind(cursor);
-    if params.since > 0 {
-        query = query.bind(params.since);
-    }
-    let mut rows = query.fetch(pool);
+    let mut rows = db.stream(sql, args);
     let mut current: Option<PairVotes> = None;
     while let Some(row) = rows.try_next().await? {
-        let pair_id: i64 = row.try_get("pair_id")?;
-        let choice: String = row.try_get("choice")?;
+        let pair_id = row.int("pair_id")?;
+        let choice = row.text("choice")?;
         let choice = Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?;
-        let seq: i64 = row.try_get("seq")?;
-        let strength: Option<i64> = row.try_get("strength")?;
+        let seq = row.int("seq")?;
+        let strength = row.opt_int("strength")?;
         if current.as_ref().is_some_and(|p| p.pair_id != pair_id) {
             let done = current.take().expect("checked above");
             if let Some(line) = preference_line(&done, params)?
@@ -408,10 +372,10 @@ async fn stream_preferences(
             None => {
                 current = Some(PairVotes {
                     pair_id,
-                    prompt: row.try_get("prompt")?,
-                    messages: row.try_get("messages")?,
-                    text_a: row.try_get("text_a")?,
-                    text_b: row.try_get("text_b")?,
+                    prompt: row.text("prompt")?,
+                    messages: row.text("messages")?,
+                    text_a: row.text("text_a")?,
+                    text_b: row.text("text_b")?,
                     max_seq: seq,
                     votes: vec![(choice, strength)],
                 })
@@ -424,28 +388,6 @@ async fn stream_preferences(
         writer.line(&line).await?;
     }
     Ok(())
-}
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/campaigns/{id}/export", get(export))
-}
-
-async fn export(
-    State(state): State<AppState>,
-    _admin: AdminUser,
-    ApiPath(id): ApiPath<i64>,
-    ApiQuery(params): ApiQuery<ExportParams>,
-) -> ApiResult<Response> {
-    let format = params.format;
-    let (cursor, rx) = start_export(&state.db, id, params, state.config.secret.clone()).await?;
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let format_name = serde_json::to_value(format).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"campaign-{id}-{format_name}.jsonl\""))
-        .header("X-Pairwise-Cursor", cursor)
-        .body(body)
-        .map_err(|e| ApiError::Internal(e.into()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! Model leaderboard: a Bradley–Terry fit of the votes with bootstrap 95% confidence
 //! intervals, reported on the Elo-like scale Chatbot Arena uses.
-//! `GET /api/v1/campaigns/{id}/leaderboard?bootstrap=200&seed=0`.
 //!
 //! Models are keyed `model@model_version` (or the model name alone), so checkpoints of
 //! one model are ranked against each other. A vote for `a` is a win of response a's model over response b's; `tie` and `both_bad`
@@ -10,19 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use pairwise_api::leaderboard::{Leaderboard, ModelScore};
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
-use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
-use crate::auth::AdminUser;
+use crate::args;
 use crate::campaigns::get_campaign;
-use crate::db::Db;
-use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
-use crate::state::AppState;
+use crate::error::ApiResult;
+use crate::store::Db;
 
 const PRIOR: f64 = 1e-3;
 /// Elo points per natural-log unit of strength: 400 / ln 10.
@@ -37,25 +31,6 @@ pub struct Matchup {
     pub i_wins: u64,
     pub j_wins: u64,
     pub ties: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ModelScore {
-    pub model: String,
-    pub score: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
-    pub wins: u64,
-    pub losses: u64,
-    pub ties: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Leaderboard {
-    pub campaign_id: i64,
-    pub battles: u64,
-    pub bootstrap_rounds: usize,
-    pub models: Vec<ModelScore>,
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -203,25 +178,25 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
 
 pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed: u64) -> ApiResult<Leaderboard> {
     get_campaign(db, campaign_id, 0).await?;
-    let rows = sqlx::query(
-        "SELECT COALESCE(ra.model || '@' || ra.model_version, ra.model) AS model_a, \
+    let rows = db
+        .fetch_all(
+            "SELECT COALESCE(ra.model || '@' || ra.model_version, ra.model) AS model_a, \
          COALESCE(rb.model || '@' || rb.model_version, rb.model) AS model_b, c.choice, COUNT(*) AS n \
          FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN responses ra ON ra.id = p.response_a_id \
          JOIN responses rb ON rb.id = p.response_b_id WHERE c.campaign_id = $1 AND p.is_gold = 0 \
          GROUP BY 1, 2, c.choice",
-    )
-    .bind(campaign_id)
-    .fetch_all(&db.read)
-    .await?;
+            args![campaign_id],
+        )
+        .await?;
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut tallies: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
     for row in rows {
-        let (a, b): (String, String) = (row.try_get("model_a")?, row.try_get("model_b")?);
+        let (a, b) = (row.text("model_a")?, row.text("model_b")?);
         if a == b {
             continue;
         }
-        let choice: String = row.try_get("choice")?;
-        let n = row.try_get::<i64, _>("n")? as u64;
+        let choice = row.text("choice")?;
+        let n = row.int("n")? as u64;
         index.entry(a.clone()).or_default();
         index.entry(b.clone()).or_default();
         // Key each matchup by the models in name order.
@@ -242,34 +217,6 @@ pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed
         .map(|((a, b), (i_wins, j_wins, ties))| Matchup { i: index[&a], j: index[&b], i_wins, j_wins, ties })
         .collect();
     Ok(leaderboard(campaign_id, &names, &matchups, rounds, seed))
-}
-
-#[derive(Deserialize)]
-struct LeaderboardParams {
-    #[serde(default = "default_rounds")]
-    bootstrap: usize,
-    #[serde(default)]
-    seed: u64,
-}
-
-fn default_rounds() -> usize {
-    200
-}
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/campaigns/{id}/leaderboard", get(show))
-}
-
-async fn show(
-    State(state): State<AppState>,
-    _admin: AdminUser,
-    ApiPath(id): ApiPath<i64>,
-    ApiQuery(params): ApiQuery<LeaderboardParams>,
-) -> ApiResult<Json<Leaderboard>> {
-    if params.bootstrap > 5000 {
-        return Err(ApiError::bad_request("bootstrap: at most 5000 rounds"));
-    }
-    Ok(Json(campaign_leaderboard(&state.db, id, params.bootstrap, params.seed).await?))
 }
 
 #[cfg(test)]

@@ -1,22 +1,23 @@
-//! Pairwise server library: the preference store, the REST API, the web pages' wiring
-//! and the CLI behind the `pairwise` binary. Each resource module owns its store functions and its `router()`.
+//! Pairwise server library: the preference store, the REST API, the web pages' wiring and
+//! the CLI behind the `pairwise` binary.
+//!
+//! Layers, each using only those below it: `http` (axum: routes, extractors, error
+//! responses, the web pages) → the domain modules (`accounts`, `campaigns`, `votes`,
+//! `import`, `export`, `stats`, `leaderboard`, `runs`: rules and SQL, no axum) → `store`
+//! (the one way into the database). `cli`, `config` and `demo` sit on top; every layer may
+//! use the API types of `pairwise_api`.
 
-pub mod assign;
-pub mod auth;
+pub mod accounts;
 pub mod campaigns;
 pub mod cli;
 pub mod config;
-pub mod db;
 pub mod demo;
 pub mod error;
 pub mod export;
+pub mod http;
 pub mod import;
 pub mod leaderboard;
 pub mod runs;
-pub mod server;
-pub mod state;
 pub mod stats;
 pub mod store;
-pub mod tokens;
-pub mod users;
-pub mod web;
+pub mod votes;

@@ -1,6 +1,6 @@
 //! Campaign statistics: progress, inter-rater agreement (percent agreement and
 //! Krippendorff's alpha), gold accuracy and agreement per rater, position bias and
-//! time per vote. `GET /api/v1/campaigns/{id}/stats`.
+//! time per vote.
 //!
 //! Krippendorff's alpha treats the choice as ordinal: `a` better < no preference
 //! (`tie` or `both_bad`) < `b` better, with the ordinal distance metric, over the
@@ -8,18 +8,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
-use sqlx::Row;
+use pairwise_api::stats::{Agreement, CampaignStats, PositionBias, Progress, RaterStats, VotesOverTime};
+use pairwise_api::votes::Choice;
 
-use crate::assign::Choice;
-use crate::auth::CurrentUser;
-use crate::campaigns::{CampaignStatus, get_campaign};
-use crate::db::Db;
-use crate::error::{ApiError, ApiPath, ApiResult};
-use crate::state::AppState;
+use crate::args;
+use crate::campaigns::get_campaign;
+use crate::error::ApiResult;
+use crate::store::Db;
 
 #[derive(Debug, Clone)]
 pub struct VoteRecord {
@@ -32,68 +27,6 @@ pub struct VoteRecord {
     pub is_gold: bool,
     /// When the vote was stored (ms since the epoch).
     pub created_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Progress {
-    pub pairs_total: i64,
-    pub pairs_complete: i64,
-    pub target_votes: i64,
-    pub votes: i64,
-    pub gold_votes: i64,
-    pub raters: i64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Agreement {
-    /// Share of agreeing rater pairs over all pairs of votes on the same item.
-    pub percent: Option<f64>,
-    pub krippendorff_alpha: Option<f64>,
-    pub pairs_with_multiple_votes: i64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PositionBias {
-    /// Votes where one response won (a or b).
-    pub decisive_votes: i64,
-    /// Of those, how many went to the response shown on the left.
-    pub left_wins: i64,
-    /// left_wins / decisive_votes; 0.5 means no position bias.
-    pub rate: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RaterStats {
-    pub rater_id: i64,
-    pub username: String,
-    pub votes: i64,
-    pub median_time_ms: Option<f64>,
-    pub gold_votes: i64,
-    pub gold_correct: i64,
-    pub gold_accuracy: Option<f64>,
-    /// How often this rater's votes match other raters' votes on the same pairs.
-    pub agreement_with_others: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CampaignStats {
-    pub campaign_id: i64,
-    /// Votes (gold included) per time bucket, oldest first, for the dashboard chart.
-    pub votes_over_time: VotesOverTime,
-    pub progress: Progress,
-    pub agreement: Agreement,
-    pub position_bias: PositionBias,
-    pub median_time_ms: Option<f64>,
-    pub raters: Vec<RaterStats>,
-}
-
-/// Votes counted in equal time buckets: hours while the campaign's votes span up to two
-/// days, days after that (so the chart stays readable at both scales).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct VotesOverTime {
-    pub bucket_ms: i64,
-    /// `(bucket start in ms since the epoch, votes in the bucket)`; empty buckets included.
-    pub buckets: Vec<(i64, i64)>,
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -261,60 +194,40 @@ pub fn compute_stats(
 
 pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStats> {
     let campaign = get_campaign(db, campaign_id, 0).await?;
-    let pairs_complete: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM pairs WHERE campaign_id = $1 AND is_gold = 0 AND vote_count >= $2")
-            .bind(campaign_id)
-            .bind(campaign.overlap)
-            .fetch_one(&db.read)
-            .await?;
-    let rows = sqlx::query(
+    let pairs_complete = db
+        .fetch_one(
+            "SELECT COUNT(*) AS n FROM pairs WHERE campaign_id = $1 AND is_gold = 0 AND vote_count >= $2",
+            args![campaign_id, campaign.overlap],
+        )
+        .await?
+        .int("n")?;
+    let rows = db
+        .fetch_all(
         "SELECT c.pair_id, c.rater_id, u.username, c.choice, c.swapped, c.time_ms, c.created_at, p.is_gold, p.gold_choice \
          FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN users u ON u.id = c.rater_id \
          WHERE c.campaign_id = $1 ORDER BY c.seq",
-    )
-    .bind(campaign_id)
-    .fetch_all(&db.read)
-    .await?;
+            args![campaign_id],
+        )
+        .await?;
     let mut usernames = HashMap::new();
     let mut votes = Vec::with_capacity(rows.len());
     for row in rows {
-        let rater_id: i64 = row.try_get("rater_id")?;
-        usernames.entry(rater_id).or_insert(row.try_get::<String, _>("username")?);
-        let choice: String = row.try_get("choice")?;
-        let gold: Option<String> = row.try_get("gold_choice")?;
+        let rater_id = row.int("rater_id")?;
+        usernames.entry(rater_id).or_insert(row.text("username")?);
+        let choice = row.text("choice")?;
+        let gold = row.opt_text("gold_choice")?;
         votes.push(VoteRecord {
-            pair_id: row.try_get("pair_id")?,
+            pair_id: row.int("pair_id")?,
             rater_id,
             choice: Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?,
-            swapped: row.try_get::<i64, _>("swapped")? != 0,
-            time_ms: row.try_get("time_ms")?,
+            swapped: row.int("swapped")? != 0,
+            time_ms: row.opt_int("time_ms")?,
             gold: gold.as_deref().and_then(Choice::parse),
-            is_gold: row.try_get::<i64, _>("is_gold")? != 0,
-            created_at: row.try_get("created_at")?,
+            is_gold: row.int("is_gold")? != 0,
+            created_at: row.int("created_at")?,
         });
     }
     Ok(compute_stats(campaign_id, (campaign.pairs, pairs_complete, campaign.overlap), &votes, &usernames))
-}
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/campaigns/{id}/stats", get(stats))
-}
-
-/// Admins get everything; an annotator gets the totals of an active campaign and only
-/// their own row.
-async fn stats(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<CampaignStats>> {
-    if !user.is_admin() && get_campaign(&state.db, id, user.id).await?.status != CampaignStatus::Active {
-        return Err(ApiError::NotFound(format!("campaign {id}")));
-    }
-    let mut stats = campaign_stats(&state.db, id).await?;
-    if !user.is_admin() {
-        stats.raters.retain(|r| r.rater_id == user.id);
-    }
-    Ok(Json(stats))
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@ pub mod browser;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
+use pairwise_server::accounts::{tokens, users};
 use pairwise_server::config::Config;
-use pairwise_server::db::Db;
-use pairwise_server::state::AppState;
-use pairwise_server::{server, tokens, users};
+use pairwise_server::http::{self, state::AppState};
+use pairwise_server::store::Db;
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::oneshot;
@@ -68,6 +68,9 @@ static DATABASES: AtomicU32 = AtomicU32::new(0);
 pub struct TestServer {
     pub base: String,
     pub db: Db,
+    /// A connection pool of the test's own to the same database, for looking at (and
+    /// setting up) rows directly, beside the server's store.
+    pub sql: sqlx::AnyPool,
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -108,15 +111,20 @@ impl TestServer {
         };
         config.site_root = site_root().display().to_string();
         adjust(&mut config);
-        let db = Db::connect(&config).await.expect("connect test database");
+        let db = Db::connect(&config.db_settings()).await.expect("connect test database");
+        let sql = sqlx::any::AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&config.database_url)
+            .await
+            .expect("connect the test's own pool");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let state = AppState::new(db.clone(), config.clone());
-        let handle = tokio::spawn(server::serve(listener, state, async move {
+        let handle = tokio::spawn(http::serve(listener, state, async move {
             let _ = rx.await;
         }));
-        TestServer { base, db, config, shutdown: Some(tx), handle: Some(handle), postgres_database, _dir: dir }
+        TestServer { base, db, sql, config, shutdown: Some(tx), handle: Some(handle), postgres_database, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -149,6 +157,7 @@ impl TestServer {
         if let Some(handle) = self.handle.take() {
             handle.await.unwrap().unwrap();
         }
+        self.sql.close().await;
         self.db.close().await;
         if let Some(name) = self.postgres_database.take() {
             let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await.unwrap();

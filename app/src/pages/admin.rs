@@ -3,9 +3,15 @@
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
+use pairwise_api::campaigns::Campaign;
 
-use super::{AdminOnly, ErrorBox, form_error_from_url};
-use crate::api::{CreateCampaign, list_campaigns};
+use super::AdminOnly;
+use crate::components::{CampaignFields, Column, DataTable, Loading, ProgressBar, StatusBadge};
+use crate::errors::{FormError, or_error};
+use crate::server_fns::campaigns::{CreateCampaign, list_campaigns};
+
+const COLUMNS: &[Column] =
+    &[Column::text("Name"), Column::text("Status"), Column::num("Pairs"), Column::text("Votes / target")];
 
 #[component]
 pub fn AdminCampaignsPage() -> impl IntoView {
@@ -23,84 +29,53 @@ fn CampaignTable() -> impl IntoView {
     let campaigns = Resource::new(|| (), |_| list_campaigns());
     view! {
         <h1>"Campaigns"</h1>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Suspense fallback=|| view! { <Loading /> }>
             {move || Suspend::new(async move {
-                match campaigns.await {
-                    Ok(list) if list.is_empty() => {
-                        view! { <p class="muted">"No campaigns yet: create one below."</p> }.into_any()
-                    }
-                    Ok(list) => {
-                        view! {
-                            <table class="data">
-                                <thead>
-                                    <tr>
-                                        <th>"Name"</th>
-                                        <th>"Status"</th>
-                                        <th class="num">"Pairs"</th>
-                                        <th>"Votes / target"</th>
-                                    </tr>
-                                </thead>
-                                <tbody>
-                                    {list
-                                        .into_iter()
-                                        .map(|c| {
-                                            view! {
-                                                <tr>
-                                                    <td>
-                                                        <a href=format!("/admin/campaigns/{}", c.id)>{c.name.clone()}</a>
-                                                    </td>
-                                                    <td>
-                                                        <span class=format!("status {}", c.status)>{c.status.clone()}</span>
-                                                    </td>
-                                                    <td class="num">{c.pairs}</td>
-                                                    <td>
-                                                        <progress max=c.target_votes.max(1) value=c.votes></progress>
-                                                        {format!(" {} / {}", c.votes, c.target_votes)}
-                                                    </td>
-                                                </tr>
-                                            }
-                                        })
-                                        .collect_view()}
-                                </tbody>
-                            </table>
-                        }
-                            .into_any()
-                    }
-                    Err(error) => view! { <ErrorBox error /> }.into_any(),
-                }
+                or_error(campaigns.await, |list| view! { <CampaignRows list /> }.into_any())
             })}
         </Suspense>
     }
 }
 
+/// One row per campaign: its name (a link to its page), status, pairs and progress.
+#[component]
+fn CampaignRows(list: Vec<Campaign>) -> impl IntoView {
+    let rows: Vec<_> = list
+        .into_iter()
+        .map(|c| {
+            view! {
+                <tr>
+                    <td>
+                        <a href=format!("/admin/campaigns/{}", c.id)>{c.name}</a>
+                    </td>
+                    <td>
+                        <StatusBadge status=c.status.as_str() />
+                    </td>
+                    <td class="num">{c.pairs}</td>
+                    <td>
+                        <ProgressBar value=c.votes target=c.target_votes />
+                        {format!(" {} / {}", c.votes, c.target_votes)}
+                    </td>
+                </tr>
+            }
+        })
+        .collect();
+    view! { <DataTable empty="No campaigns yet: create one below." columns=COLUMNS rows /> }
+}
+
 #[component]
 fn NewCampaignForm() -> impl IntoView {
     let create = ServerAction::<CreateCampaign>::new();
-    let no_js_error = form_error_from_url(<CreateCampaign as ServerFn>::PATH);
     view! {
         <section class="card">
             <h2>"New campaign"</h2>
             <ActionForm action=create attr:id="new-campaign" attr:class="grid-form">
-                <label>"Name" <input type="text" name="name" required /></label>
-                <label>"Overlap (raters per pair)" <input type="number" name="overlap" value="3" min="1" max="50" /></label>
-                <label>
-                    "Gold rate" <input type="number" name="gold_rate" value="0" min="0" max="1" step="0.01" />
-                </label>
-                <label>
-                    "Status" <select name="status">
-                        <option value="draft">"draft"</option>
-                        <option value="active">"active"</option>
-                    </select>
-                </label>
-                <label class="wide">"Guidelines (Markdown)" <textarea name="guidelines" rows="4"></textarea></label>
+                <CampaignFields campaign=None />
                 <button type="submit" class="primary">
                     "Create"
                 </button>
             </ActionForm>
-            {move || match create.value().get() {
-                Some(Err(error)) => Some(view! { <ErrorBox error /> }.into_any()),
-                _ => no_js_error.get().map(|t| view! { <ErrorBox error=ServerFnError::ServerError(t) /> }.into_any()),
-            }}
+            <FormError result=create.value() path={<CreateCampaign as ServerFn>::PATH} />
         </section>
     }
 }

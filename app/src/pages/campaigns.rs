@@ -2,9 +2,11 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use pairwise_api::campaigns::CampaignStatus;
 
-use super::ErrorBox;
-use crate::api::list_campaigns;
+use crate::components::{Loading, ProgressBar};
+use crate::errors::or_error;
+use crate::server_fns::campaigns::list_campaigns;
 
 #[component]
 pub fn CampaignsPage() -> impl IntoView {
@@ -12,44 +14,40 @@ pub fn CampaignsPage() -> impl IntoView {
     view! {
         <Title text="Campaigns · Pairwise" />
         <h1>"Your campaigns"</h1>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Suspense fallback=|| view! { <Loading /> }>
             {move || Suspend::new(async move {
-                match campaigns.await {
-                    Ok(list) => {
-                        let active: Vec<_> = list.into_iter().filter(|c| c.status == "active").collect();
-                        if active.is_empty() {
-                            return view! { <p class="muted">"No campaign is open for rating right now."</p> }
-                                .into_any();
-                        }
-                        view! {
-                            <ul class="campaigns">
-                                {active
-                                    .into_iter()
-                                    .map(|c| {
-                                        view! {
-                                            <li class="card">
-                                                <a class="title" href=format!("/rate/{}", c.id)>
-                                                    {c.name.clone()}
-                                                </a>
-                                                <progress max=c.target_votes.max(1) value=c.votes></progress>
-                                                <span class="muted">
-                                                    {format!(
-                                                        "you: {} votes · campaign: {} / {}",
-                                                        c.my_votes,
-                                                        c.votes,
-                                                        c.target_votes,
-                                                    )}
-                                                </span>
-                                            </li>
-                                        }
-                                    })
-                                    .collect_view()}
-                            </ul>
-                        }
-                            .into_any()
+                or_error(campaigns.await, |list| {
+                    let active: Vec<_> = list.into_iter().filter(|c| c.status == CampaignStatus::Active).collect();
+                    if active.is_empty() {
+                        return view! { <p class="muted">"No campaign is open for rating right now."</p> }.into_any();
                     }
-                    Err(error) => view! { <ErrorBox error /> }.into_any(),
-                }
+                    view! {
+                        <ul class="campaigns">
+                            {active
+                                .into_iter()
+                                .map(|c| {
+                                    view! {
+                                        <li class="card">
+                                            <a class="title" href=format!("/rate/{}", c.id)>
+                                                {c.name.clone()}
+                                            </a>
+                                            <ProgressBar value=c.votes target=c.target_votes />
+                                            <span class="muted">
+                                                {format!(
+                                                    "you: {} votes · campaign: {} / {}",
+                                                    c.my_votes,
+                                                    c.votes,
+                                                    c.target_votes,
+                                                )}
+                                            </span>
+                                        </li>
+                                    }
+                                })
+                                .collect_view()}
+                        </ul>
+                    }
+                        .into_any()
+                })
             })}
         </Suspense>
     }

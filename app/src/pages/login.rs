@@ -4,13 +4,12 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
 
-use super::{ErrorBox, form_error_from_url};
-use crate::api::Login;
+use crate::errors::FormError;
+use crate::server_fns::accounts::Login;
 
 #[component]
 pub fn LoginPage() -> impl IntoView {
     let login = ServerAction::<Login>::new();
-    let no_js_error = form_error_from_url(<Login as ServerFn>::PATH);
     view! {
         <Title text="Log in · Pairwise" />
         <section class="card narrow">
@@ -27,14 +26,7 @@ pub fn LoginPage() -> impl IntoView {
                     "Log in"
                 </button>
             </ActionForm>
-            {move || match login.value().get() {
-                Some(Err(error)) => Some(view! { <ErrorBox error /> }.into_any()),
-                _ => {
-                    no_js_error
-                        .get()
-                        .map(|text| view! { <ErrorBox error=ServerFnError::ServerError(text) /> }.into_any())
-                }
-            }}
+            <FormError result=login.value() path={<Login as ServerFn>::PATH} />
         </section>
     }
 }

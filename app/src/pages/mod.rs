@@ -1,4 +1,5 @@
-//! The pages, one module each, and what they share: error display and the admin gate.
+//! The pages, one module each, and what they share: the `:id` parameter, the admin gate,
+//! the page's HTTP status and the 404 page.
 
 mod accounts;
 mod admin;
@@ -17,46 +18,11 @@ pub use rate::RatePage;
 pub use runs::{RunPage, RunsSection};
 
 use leptos::prelude::*;
-use leptos::server_fn::error::ServerFnUrlError;
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::hooks::use_params_map;
 
-use crate::api::{FORBIDDEN, NOT_LOGGED_IN, current_user};
-
-/// The text of a server function error, without the framework's prefix.
-pub fn error_text(error: &ServerFnError) -> String {
-    match error {
-        ServerFnError::ServerError(message) => message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A failed load or action, shown in place. Multi-line messages (import errors by
-/// line) keep their lines.
-#[component]
-pub fn ErrorBox(error: ServerFnError) -> impl IntoView {
-    let text = error_text(&error);
-    let class = if text.starts_with(FORBIDDEN) { "error forbidden" } else { "error" };
-    let hint = text.starts_with(NOT_LOGGED_IN).then(|| view! { <a href="/login">"Log in"</a> });
-    view! {
-        <div class=class role="alert">
-            <pre>{text}</pre>
-            {hint}
-        </div>
-    }
-}
-
-/// The error a server function left in the URL after a form post without JavaScript
-/// (`?__path=…&__err=…`), when it belongs to the function at `path`.
-pub fn form_error_from_url(path: &'static str) -> Signal<Option<String>> {
-    let query = use_query_map();
-    Signal::derive(move || {
-        query.with(|q| {
-            (q.get_str("__path") == Some(path))
-                .then(|| q.get_str("__err").map(|e| error_text(&ServerFnUrlError::<ServerFnError>::decode_err(e))))
-                .flatten()
-        })
-    })
-}
+use crate::components::Loading;
+use crate::errors::ErrorBox;
+use crate::server_fns::accounts::current_user;
 
 /// The page's `:id` route parameter (0 when missing or not a number: the API answers 404).
 pub fn id_param() -> impl Fn() -> i64 + Copy + Send + Sync + 'static {
@@ -70,7 +36,7 @@ pub fn id_param() -> impl Fn() -> i64 + Copy + Send + Sync + 'static {
 pub fn AdminOnly(children: ChildrenFn) -> impl IntoView {
     let me = Resource::new(|| (), |_| current_user());
     view! {
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Suspense fallback=|| view! { <Loading /> }>
             {move || {
                 let children = children.clone();
                 Suspend::new(async move {

@@ -8,8 +8,10 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
 
-use super::{ErrorBox, form_error_from_url, id_param};
-use crate::api::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
+use super::id_param;
+use crate::components::{Loading, ProgressBar};
+use crate::errors::{ErrorBox, error_text, form_error_from_url, or_error};
+use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
 
 const CHOICES: [(&str, &str, &str); 4] =
     [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
@@ -21,27 +23,24 @@ pub fn RatePage() -> impl IntoView {
     let campaign = Resource::new(id, campaign_for_rating);
     let state = Resource::new(id, next_pair);
     view! {
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Suspense fallback=|| view! { <Loading /> }>
             {move || Suspend::new(async move {
                 let campaign = match campaign.await {
                     Ok(campaign) => campaign,
                     Err(error) => return view! { <ErrorBox error /> }.into_any(),
                 };
-                match state.await {
-                    Ok(initial) => {
-                        view! {
-                            <Title text=format!("{} · Pairwise", campaign.name) />
-                            <h1>{campaign.name.clone()}</h1>
-                            <details class="guidelines">
-                                <summary>"Guidelines"</summary>
-                                <div class="md" inner_html=campaign.guidelines_html.clone()></div>
-                            </details>
-                            <Rater campaign_id=campaign.id initial />
-                        }
-                            .into_any()
+                or_error(state.await, |initial| {
+                    view! {
+                        <Title text=format!("{} · Pairwise", campaign.name) />
+                        <h1>{campaign.name.clone()}</h1>
+                        <details class="guidelines">
+                            <summary>"Guidelines"</summary>
+                            <div class="md" inner_html=campaign.guidelines_html.clone()></div>
+                        </details>
+                        <Rater campaign_id=campaign.id initial />
                     }
-                    Err(error) => view! { <ErrorBox error /> }.into_any(),
-                }
+                        .into_any()
+                })
             })}
         </Suspense>
     }
@@ -73,7 +72,7 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
                 rationale.set(String::new());
                 message.set(None);
             }
-            Some(Err(error)) => message.set(Some(super::error_text(&error))),
+            Some(Err(error)) => message.set(Some(error_text(&error))),
             None => {}
         });
     }
@@ -133,7 +132,7 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
             {move || {
                 let s = state.get();
                 view! {
-                    <progress id="progress" max=s.target_votes.max(1) value=s.campaign_votes></progress>
+                    <ProgressBar id="progress" value=s.campaign_votes target=s.target_votes />
                     <span id="progress-text">
                         {format!("{} / {} votes · you: {}", s.campaign_votes, s.target_votes, s.my_votes)}
                     </span>
@@ -179,7 +178,7 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
             NextView::Unavailable(status) => {
                 view! {
                     <p class="card" id="no-pair">
-                        {format!("This campaign is {status}: rating is not open.")}
+                        {format!("This campaign is {}: rating is not open.", status.as_str())}
                     </p>
                 }
                     .into_any()

@@ -4,11 +4,23 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use pairwise_api::runs::{Run, RunDetail, RunStatus};
 
-use super::{AdminOnly, ErrorBox, id_param};
-use crate::api::{CancelRun, RunDetail, StartRun, list_runs, load_run};
-use crate::charts::LineChart;
+use super::{AdminOnly, id_param};
+use crate::components::{Column, DataTable, LineChart, Loading, Select, StatusBadge};
+use crate::errors::{ErrorBox, or_error};
 use crate::format::utc_minute;
+use crate::server_fns::runs::{CancelRun, StartRun, list_runs, load_run};
+
+const RUN_COLUMNS: &[Column] = &[
+    Column::text("Run"),
+    Column::text("Method"),
+    Column::text("Trigger"),
+    Column::text("Status"),
+    Column::num("Pairs"),
+    Column::text("Started (UTC)"),
+    Column::text(""),
+];
 
 /// The runs of a campaign and the form to start one (on the campaign page).
 #[component]
@@ -19,70 +31,24 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
     view! {
         <section class="card" id="runs">
             <h2>"Training runs"</h2>
-            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            <Transition fallback=|| view! { <Loading /> }>
                 {move || Suspend::new(async move {
-                    match runs.await {
-                        Ok(list) if list.is_empty() => view! { <p class="muted">"No runs yet."</p> }.into_any(),
-                        Ok(list) => {
-                            view! {
-                                <table class="data">
-                                    <thead>
-                                        <tr>
-                                            <th>"Run"</th>
-                                            <th>"Method"</th>
-                                            <th>"Trigger"</th>
-                                            <th>"Status"</th>
-                                            <th class="num">"Pairs"</th>
-                                            <th>"Started (UTC)"</th>
-                                            <th></th>
-                                        </tr>
-                                    </thead>
-                                    <tbody>
-                                        {list
-                                            .into_iter()
-                                            .map(|r| {
-                                                let running = r.status == "running";
-                                                view! {
-                                                    <tr>
-                                                        <td><a href=format!("/admin/runs/{}", r.id)>{format!("#{}", r.id)}</a></td>
-                                                        <td>{r.method.clone()}</td>
-                                                        <td>{r.trigger.clone()}</td>
-                                                        <td>
-                                                            <span class=format!("status {}", r.status)>{r.status.clone()}</span>
-                                                            {running.then(|| format!(" ({})", r.phase))}
-                                                        </td>
-                                                        <td class="num">{r.data_rows}</td>
-                                                        <td>{utc_minute(r.started_at)}</td>
-                                                        <td>
-                                                            <Show when=move || running>
-                                                                <ActionForm action=cancel attr:class="inline">
-                                                                    <input type="hidden" name="id" value=r.id />
-                                                                    <button type="submit">"Cancel"</button>
-                                                                </ActionForm>
-                                                            </Show>
-                                                        </td>
-                                                    </tr>
-                                                }
-                                            })
-                                            .collect_view()}
-                                    </tbody>
-                                </table>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <ErrorBox error /> }.into_any(),
-                    }
+                    or_error(runs.await, |list| view! { <RunRows list cancel /> }.into_any())
                 })}
             </Transition>
             <h3>"Start a run"</h3>
             <ActionForm action=start attr:class="grid-form" attr:id="start-run">
                 <input type="hidden" name="campaign_id" value=campaign_id />
                 <label>
-                    "Method" <select name="method">
-                        <option value="dpo">"DPO"</option>
-                        <option value="reward">"reward model"</option>
-                        <option value="rlhf">"RLHF (reward model, then RLOO)"</option>
-                    </select>
+                    "Method"
+                    <Select
+                        name="method"
+                        options=vec![
+                            ("dpo", "DPO"),
+                            ("reward", "reward model"),
+                            ("rlhf", "RLHF (reward model, then RLOO)"),
+                        ]
+                    />
                 </label>
                 <label class="wide">"Model folder (on the server)" <input type="text" name="model" required /></label>
                 <label class="wide">
@@ -105,6 +71,49 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
                     .map(|error| view! { <ErrorBox error /> })
             }}
         </section>
+    }
+}
+
+/// The campaign's runs, each running one with a cancel form.
+#[component]
+fn RunRows(list: Vec<Run>, cancel: ServerAction<CancelRun>) -> impl IntoView {
+    let rows: Vec<_> = list
+        .into_iter()
+        .map(|r| {
+            let running = r.status == RunStatus::Running;
+            view! {
+                <tr>
+                    <td>
+                        <a href=format!("/admin/runs/{}", r.id)>{format!("#{}", r.id)}</a>
+                    </td>
+                    <td>{r.method.as_str()}</td>
+                    <td>{r.trigger.as_str()}</td>
+                    <td>
+                        <StatusBadge status=r.status.as_str() />
+                        {running.then(|| format!(" ({})", r.phase))}
+                    </td>
+                    <td class="num">{r.data_rows}</td>
+                    <td>{utc_minute(r.started_at)}</td>
+                    <td>
+                        <Show when=move || running>
+                            <CancelForm cancel id=r.id label="Cancel" />
+                        </Show>
+                    </td>
+                </tr>
+            }
+        })
+        .collect();
+    view! { <DataTable empty="No runs yet." columns=RUN_COLUMNS rows /> }
+}
+
+/// The form that cancels run `id` (shown while it runs).
+#[component]
+fn CancelForm(cancel: ServerAction<CancelRun>, id: i64, label: &'static str) -> impl IntoView {
+    view! {
+        <ActionForm action=cancel attr:class="inline">
+            <input type="hidden" name="id" value=id />
+            <button type="submit">{label}</button>
+        </ActionForm>
     }
 }
 
@@ -147,13 +156,8 @@ fn RunView(id: i64) -> impl IntoView {
     });
     view! {
         <Title text=format!("Run {id} · Pairwise admin") />
-        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match run.await {
-                    Ok(detail) => view! { <RunBody detail cancel /> }.into_any(),
-                    Err(error) => view! { <ErrorBox error /> }.into_any(),
-                }
-            })}
+        <Transition fallback=|| view! { <Loading /> }>
+            {move || Suspend::new(async move { or_error(run.await, |detail| view! { <RunBody detail cancel /> }.into_any()) })}
         </Transition>
     }
 }
@@ -161,7 +165,7 @@ fn RunView(id: i64) -> impl IntoView {
 #[component]
 fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView {
     let r = detail.run;
-    let running = r.status == "running";
+    let running = r.status == RunStatus::Running;
     // The phases in the order they logged (an RLHF run: reward, then rlhf).
     let mut phases: Vec<String> = Vec::new();
     for m in &detail.metrics {
@@ -203,8 +207,8 @@ fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView 
         .collect_view();
     view! {
         <h1>
-            {format!("Run #{} · {}", r.id, r.method)} " "
-            <span class=format!("status {}", r.status) id="run-status">{r.status.clone()}</span>
+            {format!("Run #{} · {}", r.id, r.method.as_str())} " "
+            <StatusBadge status=r.status.as_str() id="run-status" />
         </h1>
         <p>
             <a href=format!("/admin/campaigns/{}", r.campaign_id)>"← campaign"</a>
@@ -215,10 +219,7 @@ fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView 
             })}
         </p>
         <Show when=move || running>
-            <ActionForm action=cancel attr:class="inline">
-                <input type="hidden" name="id" value=r.id />
-                <button type="submit">"Cancel the run"</button>
-            </ActionForm>
+            <CancelForm cancel id=r.id label="Cancel the run" />
         </Show>
         <section class="card" id="run-charts">
             <h2>"Metrics"</h2>
@@ -232,7 +233,7 @@ fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView 
             <h2>"Data snapshot (lineage)"</h2>
             <table class="data">
                 <tbody>
-                    <tr><th>"Trigger"</th><td>{r.trigger.clone()}</td></tr>
+                    <tr><th>"Trigger"</th><td>{r.trigger.as_str()}</td></tr>
                     <tr><th>"Votes up to"</th><td>{format!("cursor {}", r.data_cursor)}</td></tr>
                     <tr><th>"Aggregated pairs"</th><td>{r.data_rows}</td></tr>
                     <tr><th>"Data SHA-256"</th><td><code>{r.data_sha256.clone()}</code></td></tr>

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use pairwise_server::auth::Role;
-use pairwise_server::users;
+use pairwise_server::accounts::Role;
+use pairwise_server::accounts::users;
 use pairwise_tests::{Backend, TestServer, create_campaign, import};
 use serde_json::{Value, json};
 

@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use pairwise_server::auth::{TOKEN_PREFIX, hash_password, sha256_hex};
-use pairwise_server::campaigns::{CampaignStatus, NewCampaign, create_campaign};
+use pairwise_api::campaigns::{CampaignStatus, NewCampaign};
+use pairwise_api::import::PairingOptions;
+use pairwise_server::accounts::{TOKEN_PREFIX, hash_password, sha256_hex};
+use pairwise_server::campaigns::create_campaign;
 use pairwise_server::config::Config;
-use pairwise_server::db::{Db, now_ms};
-use pairwise_server::import::{ImportItem, ItemBody, PairingOptions, ResponseIn, import_items};
+use pairwise_server::import::{ImportItem, ItemBody, ResponseIn, import_items};
+use pairwise_server::store::{Db, now_ms};
 use pairwise_tests::postgres_admin_url;
 use serde_json::{Value, json};
+use sqlx::AnyPool;
 use sqlx::Connection;
 
 #[derive(Parser, Debug)]
@@ -110,9 +113,9 @@ impl Drop for ServerProcess {
 }
 
 /// Users with API tokens, inserted directly (one argon2 hash shared: this is a bench).
-async fn make_raters(db: &Db, prefix: &str, n: usize) -> anyhow::Result<Vec<(i64, String)>> {
+async fn make_raters(sql: &AnyPool, prefix: &str, n: usize) -> anyhow::Result<Vec<(i64, String)>> {
     let hash = hash_password("bench-password")?;
-    let mut tx = db.begin_write().await?;
+    let mut tx = sql.begin().await?;
     let mut raters = Vec::new();
     for i in 0..n {
         let id: i64 = sqlx::query_scalar(
@@ -203,11 +206,11 @@ async fn vote_loop(
     Ok((votes, latencies))
 }
 
-async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::Result<VoteFigures> {
+async fn measure_votes(server: &ServerProcess, db: &Db, sql: &AnyPool, args: &Args) -> anyhow::Result<VoteFigures> {
     let pairs = 40_000;
     let started = Instant::now();
     let campaign = make_campaign(db, "votes", pairs).await?;
-    let raters = make_raters(db, "rater", args.clients).await?;
+    let raters = make_raters(sql, "rater", args.clients).await?;
     eprintln!("set up {pairs} pairs and {} raters in {:.1} s", args.clients, started.elapsed().as_secs_f64());
     // Warm-up: one vote per client, not counted.
     let warm = Instant::now() + Duration::from_millis(300);
@@ -235,7 +238,7 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
     vote_latencies.sort();
 
     // `GET /next` for raters holding no lease: each call makes a fresh assignment.
-    let fresh = make_raters(db, "fresh", args.clients * 20).await?;
+    let fresh = make_raters(sql, "fresh", args.clients * 20).await?;
     let chunks: Vec<Vec<String>> = fresh.chunks(20).map(|c| c.iter().map(|(_, t)| t.clone()).collect()).collect();
     let handles: Vec<_> = chunks
         .into_iter()
@@ -266,19 +269,19 @@ async fn measure_votes(server: &ServerProcess, db: &Db, args: &Args) -> anyhow::
 }
 
 /// Inserts `n` votes directly (25 raters × n/25 pairs), in multi-row batches.
-async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
+async fn bulk_votes(db: &Db, sql: &AnyPool, n: usize) -> anyhow::Result<i64> {
     let raters_n = 25;
     let pairs_n = n.div_ceil(raters_n);
     let campaign = make_campaign(db, "export", pairs_n).await?;
-    let raters = make_raters(db, "exporter", raters_n).await?;
+    let raters = make_raters(sql, "exporter", raters_n).await?;
     let pair_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM pairs WHERE campaign_id = $1 ORDER BY id")
         .bind(campaign)
-        .fetch_all(&db.read)
+        .fetch_all(sql)
         .await?;
     let batch = 500;
     let mut seq = 0i64;
     let now = now_ms();
-    let mut tx = db.begin_write().await?;
+    let mut tx = sql.begin().await?;
     let mut pending = 0;
     for chunk_start in (0..n).step_by(batch) {
         let rows = batch.min(n - chunk_start);
@@ -299,11 +302,11 @@ async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
                 )
             })
             .collect();
-        let sql = format!(
+        let statement = format!(
             "INSERT INTO comparisons (campaign_id, seq, pair_id, rater_id, choice, strength, time_ms, swapped, client_key, created_at) VALUES {}",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(campaign);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(campaign);
         for r in 0..rows {
             let k = chunk_start + r;
             seq += 1;
@@ -323,7 +326,7 @@ async fn bulk_votes(db: &Db, n: usize) -> anyhow::Result<i64> {
         pending += rows;
         if pending >= 50_000 {
             tx.commit().await?;
-            tx = db.begin_write().await?;
+            tx = sql.begin().await?;
             pending = 0;
         }
     }
@@ -354,9 +357,9 @@ async fn measure_export(
     Ok((lines, bytes, started.elapsed().as_secs_f64()))
 }
 
-async fn admin_token(db: &Db) -> anyhow::Result<String> {
-    let (id, token) = make_raters(db, "benchadmin", 1).await?.remove(0);
-    sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1").bind(id).execute(&db.write).await?;
+async fn admin_token(sql: &AnyPool) -> anyhow::Result<String> {
+    let (id, token) = make_raters(sql, "benchadmin", 1).await?.remove(0);
+    sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1").bind(id).execute(sql).await?;
     Ok(token)
 }
 
@@ -374,11 +377,14 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
         format!("{}/{db_name}", postgres_admin_url().rsplit_once('/').context("postgres url")?.0)
     };
     let config = Config { database_url: database_url.clone(), ..Config::default() };
-    let db = Db::connect(&config).await?;
+    let db = Db::connect(&config.db_settings()).await?;
+    // Bulk set-up rows go in through a pool of the bench's own (multi-row inserts, 50,000
+    // rows a transaction); everything measured goes through the server.
+    let sql = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&database_url).await?;
 
     let mut server = ServerProcess::start(&database_url, port).await?;
     let load_before = load_average();
-    let figures = measure_votes(&server, &db, args).await?;
+    let figures = measure_votes(&server, &db, &sql, args).await?;
     server.stop()?;
     println!(
         "{name}: {} clients, {:.0} votes/s ({} votes in {:.1} s); vote+next round trip p50 {:.2} ms, p99 {:.2} ms; \
@@ -396,8 +402,8 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let campaign = bulk_votes(&db, args.export_votes).await?;
-    let token = admin_token(&db).await?;
+    let campaign = bulk_votes(&db, &sql, args.export_votes).await?;
+    let token = admin_token(&sql).await?;
     eprintln!("{name}: inserted {} votes in {:.1} s", args.export_votes, started.elapsed().as_secs_f64());
     for format in ["raw", "trl"] {
         // A fresh server process per export, so its peak RSS is the export's.
@@ -414,6 +420,7 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
         );
         server.stop()?;
     }
+    sql.close().await;
     db.close().await;
     if let Some(db_name) = pg_database {
         let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;

@@ -8,8 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pairwise_server::auth::Role;
-use pairwise_server::runs::{NextRound, RunSpec, Schedule};
+use pairwise_api::runs::{Method, NextRound, RunSpec};
+use pairwise_server::accounts::Role;
+use pairwise_server::runs::schedule::Schedule;
 use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, trainer_binary};
 use pairwise_trainer::synthetic::{tiny_config, write_tiny_policy};
 use rand::rngs::StdRng;
@@ -84,7 +85,7 @@ fn schedules(model: &Path, threshold: i64) -> Vec<Schedule> {
     let model = model.display().to_string();
     let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let reward = RunSpec {
-        method: "reward".into(),
+        method: Method::Reward,
         model: model.clone(),
         args: strings(&[
             "--epochs",
@@ -101,7 +102,7 @@ fn schedules(model: &Path, threshold: i64) -> Vec<Schedule> {
         ..RunSpec::default()
     };
     let dpo = RunSpec {
-        method: "dpo".into(),
+        method: Method::Dpo,
         model,
         args: strings(&[
             "--epochs",

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import};
 use serde_json::{Value, json};
 
@@ -84,7 +84,7 @@ async fn concurrent_raters_respect_overlap(backend: Backend) {
     }
     assert_eq!(acknowledged.len(), 36);
     let rows: Vec<(i64, i64, i64)> =
-        sqlx::query_as("SELECT id, pair_id, rater_id FROM comparisons").fetch_all(&server.db.read).await.unwrap();
+        sqlx::query_as("SELECT id, pair_id, rater_id FROM comparisons").fetch_all(&server.sql).await.unwrap();
     let stored: HashSet<i64> = rows.iter().map(|r| r.0).collect();
     assert!(acknowledged.iter().all(|(id, _)| stored.contains(id)), "every acknowledged vote is stored");
     let mut votes_per_pair: HashMap<i64, usize> = HashMap::new();
@@ -96,7 +96,7 @@ async fn concurrent_raters_respect_overlap(backend: Backend) {
     assert_eq!(votes_per_pair.len(), 12);
     assert!(votes_per_pair.values().all(|&v| v == 3), "{votes_per_pair:?}");
     let seqs: Vec<i64> =
-        sqlx::query_scalar("SELECT seq FROM comparisons ORDER BY seq").fetch_all(&server.db.read).await.unwrap();
+        sqlx::query_scalar("SELECT seq FROM comparisons ORDER BY seq").fetch_all(&server.sql).await.unwrap();
     assert_eq!(seqs, (1..=36).collect::<Vec<i64>>(), "vote sequence is gap-free");
     server.stop().await;
 }
@@ -137,7 +137,7 @@ async fn votes_map_swaps_and_are_idempotent(backend: Backend) {
     assert_eq!(next["status"], "done");
     assert_eq!(swaps.len(), 2, "left/right order is randomised");
     let stored: Vec<(String, i64)> =
-        sqlx::query_as("SELECT choice, swapped FROM comparisons").fetch_all(&server.db.read).await.unwrap();
+        sqlx::query_as("SELECT choice, swapped FROM comparisons").fetch_all(&server.sql).await.unwrap();
     assert_eq!(stored.len(), 40);
     assert!(stored.iter().all(|(c, _)| c == "a"));
     let swapped_in_db = stored.iter().filter(|(_, s)| *s == 1).count();
@@ -187,7 +187,7 @@ async fn expired_leases_and_skips_return_pairs(backend: Backend) {
     assert_eq!(held["status"], "assigned");
     assert_eq!(bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json["status"], "waiting");
     // Alice's lease runs out: the pair goes to Bob.
-    sqlx::query("UPDATE assignments SET expires_at = 0").execute(&server.db.write).await.unwrap();
+    sqlx::query("UPDATE assignments SET expires_at = 0").execute(&server.sql).await.unwrap();
     let bobs = bob.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
     assert_eq!(bobs["status"], "assigned");
     assert_eq!(bobs["pair"]["pair_id"], held["pair"]["pair_id"]);
@@ -211,7 +211,7 @@ async fn expired_leases_and_skips_return_pairs(backend: Backend) {
         )
         .await;
     assert_eq!(late.status, 200, "{}", late.text);
-    let claimed: i64 = sqlx::query_scalar("SELECT claimed FROM pairs").fetch_one(&server.db.read).await.unwrap();
+    let claimed: i64 = sqlx::query_scalar("SELECT claimed FROM pairs").fetch_one(&server.sql).await.unwrap();
     assert_eq!(claimed, 1);
 
     // Paused campaigns hand out nothing; closed ones refuse votes.
@@ -245,7 +245,7 @@ async fn gold_checks_are_mixed_in_at_the_campaign_rate(backend: Backend) {
     rest.sort();
     assert_eq!(rest, vec!["prompt 0", "prompt 1"]);
     let gold_votes: i64 =
-        sqlx::query_scalar("SELECT vote_count FROM pairs WHERE is_gold = 1").fetch_one(&server.db.read).await.unwrap();
+        sqlx::query_scalar("SELECT vote_count FROM pairs WHERE is_gold = 1").fetch_one(&server.sql).await.unwrap();
     assert_eq!(gold_votes, 1);
 
     // Rate 0: gold pairs are never served.

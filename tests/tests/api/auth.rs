@@ -1,6 +1,6 @@
 //! Authentication and authorisation rules.
 
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign};
 use serde_json::json;
 

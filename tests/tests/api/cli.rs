@@ -1,7 +1,7 @@
 //! The `pairwise` command line, run in-process against the test database.
 
 use clap::Parser;
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_server::cli::{Cli, run};
 use pairwise_tests::{Backend, TestServer, both_backends};
 
@@ -18,7 +18,7 @@ async fn cli_round_trip(backend: Backend) {
     pairwise(&server, &["user", "add", "boss", "--role", "admin", "--password", "password-123"]).await.unwrap();
     pairwise(&server, &["campaign", "create", "--name", "cli", "--overlap", "1"]).await.unwrap();
     let campaign: i64 =
-        sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'cli'").fetch_one(&server.db.read).await.unwrap();
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'cli'").fetch_one(&server.sql).await.unwrap();
 
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"prompt\":\"p\",\"response_a\":\"x\",\"response_b\":\"y\"}\n{\"prompt\":\"q\"}\n").unwrap();
@@ -47,13 +47,13 @@ async fn cli_round_trip(backend: Backend) {
     pairwise(&server, &["campaign", "close", &campaign.to_string()]).await.unwrap();
     let status: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
         .bind(campaign)
-        .fetch_one(&server.db.read)
+        .fetch_one(&server.sql)
         .await
         .unwrap();
     assert_eq!(status, "closed");
 
     pairwise(&server, &["token", "create", "--user", "boss"]).await.unwrap();
-    let token_id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM api_tokens").fetch_one(&server.db.read).await.unwrap();
+    let token_id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM api_tokens").fetch_one(&server.sql).await.unwrap();
     pairwise(&server, &["token", "revoke", &token_id.to_string()]).await.unwrap();
     pairwise(&server, &["user", "disable", "rater"]).await.unwrap();
     assert_eq!(rater.get("/api/v1/auth/me").await.status, 401);

@@ -1,6 +1,6 @@
 //! Export: every format, every aggregation option, the `since` cursor.
 
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, jsonl};
 use serde_json::json;
 
@@ -19,7 +19,7 @@ async fn vote(rater: &ApiClient, pair: i64, screen: &str, swapped: bool, key: &s
 async fn pair_id(server: &TestServer, prompt: &str) -> i64 {
     sqlx::query_scalar("SELECT p.id FROM pairs p JOIN prompts pr ON pr.id = p.prompt_id WHERE pr.text = $1")
         .bind(prompt)
-        .fetch_one(&server.db.read)
+        .fetch_one(&server.sql)
         .await
         .unwrap()
 }

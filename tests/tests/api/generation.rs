@@ -3,7 +3,7 @@
 //! --to` does) and become pairs raters are served — on both databases.
 
 use candle_core::Device;
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign};
 use pairwise_trainer::methods::generate::{Batching, PromptRecord, Sampling, encode_prompt, generate_all};
 use pairwise_trainer::model::ForwardCtx;

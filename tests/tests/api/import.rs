@@ -1,11 +1,11 @@
 //! Import: good files, de-duplication, sampling, and bad files that import nothing.
 
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign, import};
 use serde_json::json;
 
 async fn pair_count(server: &TestServer) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM pairs").fetch_one(&server.db.read).await.unwrap()
+    sqlx::query_scalar("SELECT COUNT(*) FROM pairs").fetch_one(&server.sql).await.unwrap()
 }
 
 async fn import_good_and_bad_files(backend: Backend) {
@@ -26,7 +26,7 @@ async fn import_good_and_bad_files(backend: Backend) {
     assert_eq!(report["responses_created"], 5);
     let stored: (String, Option<String>) =
         sqlx::query_as("SELECT params, model_version FROM responses WHERE text = 'r1'")
-            .fetch_one(&server.db.read)
+            .fetch_one(&server.sql)
             .await
             .unwrap();
     assert_eq!(stored.0, r#"{"temperature":0.7}"#);
@@ -72,7 +72,7 @@ async fn import_good_and_bad_files(backend: Backend) {
     assert!(located.contains(&(5, "")), "{located:?}");
     assert_eq!(pair_count(&server).await, 6, "a rejected file must not write anything");
     let prompts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM prompts WHERE text = 'new prompt'")
-        .fetch_one(&server.db.read)
+        .fetch_one(&server.sql)
         .await
         .unwrap();
     assert_eq!(prompts, 0);

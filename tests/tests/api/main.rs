@@ -3,11 +3,13 @@
 mod alignment_loop;
 mod assignment;
 mod auth;
+mod campaigns;
 mod cli;
 mod export;
 mod generation;
 mod import;
 mod pages;
 mod runs;
+mod schema;
 mod shutdown;
 mod stats;

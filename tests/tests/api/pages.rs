@@ -2,8 +2,8 @@
 //! visitor's session, the login redirect, the 403 for annotators, the cross-origin form
 //! guard, and a vote posted as a plain HTML form (what a browser without JavaScript does).
 
-use pairwise_server::auth::Role;
-use pairwise_server::users;
+use pairwise_server::accounts::Role;
+use pairwise_server::accounts::users;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign, import};
 use serde_json::json;
 
@@ -82,7 +82,7 @@ async fn pages_render_and_forms_post(backend: Backend) {
     let location = reply.headers()["location"].to_str().unwrap().trim_end_matches('?').to_string();
     assert_eq!(location, server.url(&format!("/rate/{campaign}")));
     let stored: (String, Option<i64>) =
-        sqlx::query_as("SELECT choice, time_ms FROM comparisons").fetch_one(&server.db.read).await.unwrap();
+        sqlx::query_as("SELECT choice, time_ms FROM comparisons").fetch_one(&server.sql).await.unwrap();
     assert_eq!(stored.0, "tie");
     assert!(stored.1.is_some_and(|t| t >= 0));
     let page = http.get(server.url(&format!("/rate/{campaign}"))).send().await.unwrap().text().await.unwrap();

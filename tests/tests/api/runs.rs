@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pairwise_server::auth::Role;
-use pairwise_server::runs::{RunSpec, Schedule, mark_interrupted};
+use pairwise_api::runs::{Method, RunSpec};
+use pairwise_server::accounts::Role;
+use pairwise_server::runs::mark_interrupted;
+use pairwise_server::runs::schedule::Schedule;
 use pairwise_tests::{
     ApiClient, Backend, TestServer, both_backends, create_campaign, import, trainer_binary, vote_all,
 };
@@ -135,7 +137,7 @@ async fn runs_train_and_keep_their_lineage(backend: Backend) {
          VALUES ($1, 'dpo', '{}', 'manual', 'running', 1, '', 0)",
     )
     .bind(campaign)
-    .execute(&server.db.write)
+    .execute(&server.sql)
     .await
     .unwrap();
     assert_eq!(mark_interrupted(&server.db).await.unwrap(), 1);
@@ -152,7 +154,7 @@ async fn threshold_schedule_starts_a_run(backend: Backend) {
     write_tiny_model(&model, &tiny_config(), 2).unwrap();
     let runs_dir = dir.path().join("runs");
     let spec = RunSpec {
-        method: "reward".into(),
+        method: Method::Reward,
         model: model.display().to_string(),
         args: ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"].map(String::from).to_vec(),
         ..RunSpec::default()
@@ -167,7 +169,7 @@ async fn threshold_schedule_starts_a_run(backend: Backend) {
     let admin = server.client_for("admin", Role::Admin).await;
     // Nothing runs before the campaign and its votes exist.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_runs").fetch_one(&server.db.read).await.unwrap();
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_runs").fetch_one(&server.sql).await.unwrap();
     assert_eq!(runs, 0);
     let (campaign, _) = voted_campaign(&server, &admin, 8).await;
     assert_eq!(campaign, 1);

@@ -1,6 +1,6 @@
 //! Graceful shutdown: a request in flight when shutdown begins still completes.
 
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign, import};
 use serde_json::json;
 
@@ -19,10 +19,10 @@ async fn shutdown_finishes_in_flight_requests(backend: Backend) {
          SELECT campaign_id, id, id, $1, 'a', 0, 'k' || CAST(id AS TEXT), 0 FROM pairs",
     )
     .bind(admin.user_id)
-    .execute(&server.db.write)
+    .execute(&server.sql)
     .await
     .unwrap();
-    sqlx::query("UPDATE campaigns SET vote_seq = 3000").execute(&server.db.write).await.unwrap();
+    sqlx::query("UPDATE campaigns SET vote_seq = 3000").execute(&server.sql).await.unwrap();
 
     let mut response = admin
         .http

@@ -1,6 +1,6 @@
 //! Stats and leaderboard against a small example computed by hand (see the comments).
 
-use pairwise_server::auth::Role;
+use pairwise_server::accounts::Role;
 use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import};
 use serde_json::json;
 
@@ -35,8 +35,7 @@ async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
         ],
     )
     .await;
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM pairs ORDER BY id").fetch_all(&server.db.read).await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM pairs ORDER BY id").fetch_all(&server.sql).await.unwrap();
     let (p1, p2, g) = (ids[0], ids[1], ids[2]);
     let r1 = server.client_for("r1", Role::Annotator).await;
     let r2 = server.client_for("r2", Role::Annotator).await;

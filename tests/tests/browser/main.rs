@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, Locator};
-use pairwise_server::auth::Role;
-use pairwise_server::users;
+use pairwise_server::accounts::Role;
+use pairwise_server::accounts::users;
 use pairwise_tests::browser::{ENTER, eventually, log_in, press, screenshot, wait_for, wait_hydrated, with_browser};
 use pairwise_tests::{Backend, TestServer, create_campaign, import, jsonl, vote_all};
 use serde_json::{Value, json};
@@ -50,7 +50,7 @@ async fn votes_of(server: &TestServer, rater: &str) -> Vec<(String, String, Stri
          JOIN responses rb ON rb.id = p.response_b_id WHERE u.username = $1 ORDER BY c.seq",
     )
     .bind(rater)
-    .fetch_all(&server.db.read)
+    .fetch_all(&server.sql)
     .await
     .unwrap()
 }
@@ -204,7 +204,7 @@ async fn rating_works_without_javascript() {
     }
     let (strength, rationale): (Option<i64>, Option<String>) =
         sqlx::query_as("SELECT strength, rationale FROM comparisons ORDER BY seq LIMIT 1")
-            .fetch_one(&server.db.read)
+            .fetch_one(&server.sql)
             .await
             .unwrap();
     assert_eq!((strength, rationale.as_deref()), (Some(3), Some("correct code")));
@@ -269,9 +269,8 @@ async fn admin_imports_sees_errors_by_line_and_downloads_the_export() {
     .unwrap();
     let good_file = dir.path().join("good.jsonl");
     std::fs::write(&good_file, "{\"prompt\": \"new\", \"response_a\": \"x\", \"response_b\": \"y\"}\n").unwrap();
-    let pairs = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pairs").fetch_one(&server.db.read).await.unwrap()
-    };
+    let pairs =
+        || async { sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pairs").fetch_one(&server.sql).await.unwrap() };
     assert_eq!(pairs().await, 4);
     let base = server.base.clone();
     let exported = with_browser_result(async |client| {
@@ -353,7 +352,7 @@ async fn admin_import_errors_show_without_javascript() {
         .await
     })
     .await;
-    let pairs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pairs").fetch_one(&server.db.read).await.unwrap();
+    let pairs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pairs").fetch_one(&server.sql).await.unwrap();
     assert_eq!(pairs, 1, "the bad file imported nothing");
     server.stop().await;
 }
@@ -393,10 +392,8 @@ async fn admin_manages_users_and_tokens() {
         Ok(shown)
     })
     .await;
-    let active: i64 = sqlx::query_scalar("SELECT active FROM users WHERE username = 'frank'")
-        .fetch_one(&server.db.read)
-        .await
-        .unwrap();
+    let active: i64 =
+        sqlx::query_scalar("SELECT active FROM users WHERE username = 'frank'").fetch_one(&server.sql).await.unwrap();
     assert_eq!(active, 0, "disabled through the page");
     // The token shown once on the page works against the API.
     let http = reqwest::Client::new();

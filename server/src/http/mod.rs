@@ -1,5 +1,21 @@
-//! Wiring: the axum router with every resource's routes, `/healthz`, and serving with
-//! graceful shutdown (in-flight requests finish; new connections are refused).
+//! Everything axum: the router with every resource's routes (one module each), `/healthz`,
+//! and serving with graceful shutdown (in-flight requests finish; new connections are
+//! refused). Handlers parse the request, call the domain modules and shape the reply.
+
+pub mod auth;
+pub mod campaigns;
+pub mod error;
+pub mod export;
+pub mod extract;
+pub mod import;
+pub mod leaderboard;
+pub mod runs;
+pub mod state;
+pub mod stats;
+pub mod tokens;
+pub mod users;
+pub mod votes;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,8 +28,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use crate::state::AppState;
-use crate::{assign, auth, campaigns, export, import, leaderboard, runs, stats, tokens, users, web};
+use self::state::AppState;
+use crate::runs::schedule::scheduler;
 
 /// JSON bodies other than imports are small; imports set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -34,7 +50,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(campaigns::router())
         .merge(import::router(state.config.max_import_bytes))
-        .merge(assign::router())
+        .merge(votes::router())
         .merge(export::router())
         .merge(stats::router())
         .merge(leaderboard::router())
@@ -45,7 +61,7 @@ pub fn api_router(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&state.db.read).await {
+    match state.db.fetch_one("SELECT 1 AS ok", Vec::new()).await {
         Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
@@ -61,12 +77,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    match runs::mark_interrupted(&state.db).await {
+    match crate::runs::mark_interrupted(&state.db).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(runs = n, "training runs cut off by the last shutdown marked interrupted"),
         Err(error) => tracing::error!(%error, "marking interrupted training runs"),
     }
-    let scheduler = tokio::spawn(runs::scheduler(state.clone()));
+    let scheduler = tokio::spawn(scheduler(
+        state.db.clone(),
+        state.runs.clone(),
+        state.config.schedules.clone(),
+        state.config.schedule_check_seconds,
+    ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     scheduler.abort();

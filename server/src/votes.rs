@@ -1,6 +1,6 @@
-//! Work distribution and voting: `GET /campaigns/{id}/next` hands a rater a pair under a
-//! lease, `POST /votes` records a vote and returns the next pair in the same response,
-//! `POST /assignments/{id}/skip` gives a pair back.
+//! Work distribution and voting: handing a rater a pair under a lease (`next_pair`),
+//! recording a vote and handing out the next pair in the same transaction (`submit_vote`),
+//! and giving a pair back (`skip`).
 //!
 //! Invariants, per campaign: a pair's `claimed` (votes + live leases) never exceeds the
 //! overlap, so no pair gets more votes than wanted and no more leases are out than needed;
@@ -14,101 +14,15 @@
 //! final step of a vote — taking the next vote sequence number — locks the campaign row,
 //! which keeps `seq` gap-free and in commit order for export cursors.
 
-use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use pairwise_api::campaigns::CampaignStatus;
+use pairwise_api::votes::{Choice, Next, ServedPair, StoredVote, VoteOutcome, VoteRequest};
+use rand::Rng;
+
 use crate::args;
-use crate::auth::CurrentUser;
-use crate::campaigns::CampaignStatus;
-use crate::db::{Backend, Db, now_ms};
-use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
-use crate::import::Message;
-use crate::state::AppState;
-use crate::store::{SqlRow, SqlValue, Store, TxBody, tx_body};
-
-/// Choice as the rater saw it on screen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScreenChoice {
-    Left,
-    Right,
-    Tie,
-    BothBad,
-}
-
-/// Choice in the stored order of the pair (`a` = response_a).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Choice {
-    A,
-    B,
-    Tie,
-    BothBad,
-}
-
-impl Choice {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Choice::A => "a",
-            Choice::B => "b",
-            Choice::Tie => "tie",
-            Choice::BothBad => "both_bad",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Choice> {
-        match s {
-            "a" => Some(Choice::A),
-            "b" => Some(Choice::B),
-            "tie" => Some(Choice::Tie),
-            "both_bad" => Some(Choice::BothBad),
-            _ => None,
-        }
-    }
-}
-
-impl ScreenChoice {
-    /// When the pair was shown swapped, the left response is `b`.
-    pub fn to_stored(self, swapped: bool) -> Choice {
-        match (self, swapped) {
-            (ScreenChoice::Left, false) | (ScreenChoice::Right, true) => Choice::A,
-            (ScreenChoice::Right, false) | (ScreenChoice::Left, true) => Choice::B,
-            (ScreenChoice::Tie, _) => Choice::Tie,
-            (ScreenChoice::BothBad, _) => Choice::BothBad,
-        }
-    }
-}
-
-/// A pair as shown to one rater: texts in on-screen order, no model names (blind rating).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServedPair {
-    pub assignment_id: i64,
-    pub campaign_id: i64,
-    pub pair_id: i64,
-    pub prompt: String,
-    /// Earlier turns of the conversation, oldest first.
-    pub messages: Vec<Message>,
-    pub left: String,
-    pub right: String,
-    pub expires_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Next {
-    /// A pair to rate.
-    Assigned { pair: ServedPair },
-    /// Nothing left for this rater.
-    Done,
-    /// Remaining pairs are leased to other raters; ask again later.
-    Waiting,
-    /// The campaign is not open for rating (draft, paused, closed).
-    Unavailable { campaign_status: CampaignStatus },
-}
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Backend, Db, SqlRow, SqlValue, Store, TxBody, now_ms, tx_body};
 
 struct CampaignSettings {
     id: i64,
@@ -217,7 +131,7 @@ async fn claimable_pair(tx: &mut dyn Store, campaign: &CampaignSettings, rater: 
             None => tx.fetch_optional(CANDIDATE_WAIT_SQL, args()).await?,
         },
     };
-    found.map(|row| row.int("id")).transpose()
+    Ok(found.map(|row| row.int("id")).transpose()?)
 }
 
 /// Reads an assignment row; on Postgres it stays locked until commit, so no concurrent
@@ -228,7 +142,7 @@ async fn lock_assignment(tx: &mut dyn Store, sql: [&'static str; 2], args: Vec<S
         Backend::Sqlite => sql[0],
         Backend::Postgres => sql[1],
     };
-    tx.fetch_optional(sql, args).await
+    Ok(tx.fetch_optional(sql, args).await?)
 }
 
 const LEASE_FOR_VOTE: [&str; 2] = [
@@ -309,12 +223,12 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
 
 /// Runs a transaction again when it lost a race on a unique index (Postgres: the same
 /// rater's concurrent requests); the re-run sees the winner's rows.
-async fn retry_on_unique_violation<T: Send + 'static>(db: &Db, body: TxBody<T>) -> ApiResult<T> {
+async fn retry_on_unique_violation<T: Send + 'static>(db: &Db, body: TxBody<T, ApiError>) -> ApiResult<T> {
     let mut tries = 0;
     loop {
         tries += 1;
         match db.transact(body.clone()).await {
-            Err(ApiError::Database(e)) if tries < 3 && e.is_unique_violation() => continue,
+            Err(e) if tries < 3 && e.is_unique_violation() => continue,
             other => return other,
         }
     }
@@ -332,47 +246,6 @@ pub async fn next_pair(db: &Db, campaign_id: i64, rater: i64) -> ApiResult<Next>
         }),
     )
     .await
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VoteRequest {
-    /// The lease the pair was served under (normal mode).
-    pub assignment_id: Option<i64>,
-    /// Free-vote mode (campaign setting): the pair voted on, without a lease.
-    pub pair_id: Option<i64>,
-    /// Free-vote mode: whether response b was shown on the left.
-    #[serde(default)]
-    pub swapped: bool,
-    pub choice: ScreenChoice,
-    /// 1 = slightly, 2 = clearly, 3 = much better; only meaningful for left/right.
-    pub strength: Option<i64>,
-    pub rationale: Option<String>,
-    /// Time the rater spent on the pair, in milliseconds.
-    pub time_ms: Option<i64>,
-    /// Client-generated idempotency key: a resubmission with the same key is stored once.
-    pub client_key: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredVote {
-    pub id: i64,
-    pub seq: i64,
-    pub pair_id: i64,
-    pub choice: Choice,
-    pub strength: Option<i64>,
-    pub swapped: bool,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VoteOutcome {
-    pub vote: StoredVote,
-    /// True when this key had already been stored: nothing new was written.
-    pub duplicate: bool,
-    /// Votes of this rater in the campaign, including this one.
-    pub my_votes: i64,
-    pub next: Next,
 }
 
 fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
@@ -416,18 +289,19 @@ async fn my_votes(tx: &mut dyn Store, rater: i64, campaign_id: i64) -> ApiResult
             args![rater, campaign_id],
         )
         .await?;
-    row.map_or(Ok(0), |row| row.int("votes"))
+    Ok(row.map_or(Ok(0), |row| row.int("votes"))?)
 }
 
 /// Counts a new vote of the rater and returns their total in the campaign.
 async fn count_vote(tx: &mut dyn Store, rater: i64, campaign_id: i64) -> ApiResult<i64> {
-    tx.fetch_one(
-        "INSERT INTO rater_progress (rater_id, campaign_id, votes) VALUES ($1, $2, 1) \
+    Ok(tx
+        .fetch_one(
+            "INSERT INTO rater_progress (rater_id, campaign_id, votes) VALUES ($1, $2, 1) \
          ON CONFLICT (rater_id, campaign_id) DO UPDATE SET votes = rater_progress.votes + 1 RETURNING votes",
-        args![rater, campaign_id],
-    )
-    .await?
-    .int("votes")
+            args![rater, campaign_id],
+        )
+        .await?
+        .int("votes")?)
 }
 
 /// Records a vote (idempotent on `client_key`) and hands out the next pair.
@@ -446,8 +320,8 @@ pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<Vo
         match db.transact(body).await {
             // Two copies of the same vote racing on Postgres: the loser re-runs and
             // finds the winner's row through the idempotency key.
-            Err(ApiError::Database(e)) if tries < 3 && e.is_unique_violation() => continue,
-            Err(ApiError::Database(e)) if e.is_unique_violation() => {
+            Err(e) if tries < 3 && e.is_unique_violation() => continue,
+            Err(e) if e.is_unique_violation() => {
                 return Err(ApiError::conflict("already_voted", "you have already voted on this pair"));
             }
             other => return other,
@@ -654,39 +528,10 @@ pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
     .await
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/campaigns/{id}/next", get(next_handler))
-        .route("/api/v1/votes", post(vote_handler))
-        .route("/api/v1/assignments/{id}/skip", post(skip_handler))
-}
-
-async fn next_handler(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Next>> {
-    Ok(Json(next_pair(&state.db, id, user.id).await?))
-}
-
-async fn vote_handler(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiJson(req): ApiJson<VoteRequest>,
-) -> ApiResult<Json<VoteOutcome>> {
-    Ok(Json(submit_vote(&state.db, user.id, &req).await?))
-}
-
-async fn skip_handler(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Next>> {
-    Ok(Json(skip(&state.db, user.id, id).await?))
-}
-
 #[cfg(test)]
 mod tests {
+    use pairwise_api::votes::ScreenChoice;
+
     use super::*;
 
     #[test]

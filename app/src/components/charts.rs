@@ -3,8 +3,9 @@
 
 use leptos::prelude::*;
 
-use crate::api::{ModelScore, VotesOverTime};
 use crate::format::utc_minute;
+use pairwise_api::leaderboard::ModelScore;
+use pairwise_api::stats::VotesOverTime;
 
 const WIDTH: f64 = 640.0;
 

@@ -1,36 +1,16 @@
-//! Import of prompts and responses into a campaign from JSONL.
+//! Parsing and validating an import file (JSONL), with no I/O: every problem is reported
+//! with its line number and field.
 //!
 //! Two line shapes are accepted (see README "Import format"):
-//! * a prompt with K ≥ 2 responses: `{"prompt", "messages"?, "responses": [{"text","model",...}]}`
-//!   which becomes all K·(K−1)/2 pairs, or a seeded random subset of them;
+//! * a prompt with K ≥ 2 responses: `{"prompt", "messages"?, "responses": [{"text","model",...}]}`;
 //! * a ready pair: `{"prompt", "response_a", "response_b", "model_a"?, "model_b"?, "gold"?}`.
-//!
-//! The whole file is validated before anything is written; every problem is reported with
-//! its line number and field, and a file with any bad line imports nothing. The writes then
-//! happen in one transaction. Prompts and responses are de-duplicated by content hash.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
+use pairwise_api::import::LineError;
+use pairwise_api::votes::Message;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::args;
-use crate::auth::AdminUser;
-use crate::campaigns::{CampaignStatus, get_campaign};
-use crate::db::{Db, now_ms};
-use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
-use crate::state::AppState;
-use crate::store::{SqlValue, Store, tx_body};
-
-/// Longest accepted prompt or response text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 200_000;
 /// Longest accepted JSONL line, in bytes.
 pub const MAX_LINE_BYTES: usize = 2 * 1024 * 1024;
@@ -40,19 +20,6 @@ pub const MAX_LINES: usize = 500_000;
 pub const MAX_RESPONSES: usize = 32;
 /// Stop collecting errors after this many; the file is rejected anyway.
 const MAX_REPORTED_ERRORS: usize = 100;
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LineError {
-    pub line: usize,
-    pub field: String,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponseIn {
@@ -75,29 +42,6 @@ pub struct ImportItem {
     pub messages: Vec<Message>,
     pub metadata: Value,
     pub body: ItemBody,
-}
-
-/// How pairs are formed from a prompt's K responses.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-pub struct PairingOptions {
-    /// At most this many pairs per prompt, sampled at random; all pairs when absent.
-    pub max_pairs_per_prompt: Option<usize>,
-    /// Seed of that sampling (default 0), so imports are reproducible.
-    #[serde(default)]
-    pub seed: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct ImportReport {
-    pub lines: usize,
-    pub prompts_created: usize,
-    pub prompts_reused: usize,
-    pub responses_created: usize,
-    pub responses_reused: usize,
-    pub pairs_created: usize,
-    /// Pairs already in the campaign (same two responses, either order).
-    pub pairs_existing: usize,
-    pub gold_pairs: usize,
 }
 
 struct LineParser<'a> {
@@ -344,192 +288,6 @@ pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
     if errors.is_empty() { Ok(items) } else { Err(errors) }
 }
 
-fn content_hash(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        // Length-prefix each part so ("ab","c") and ("a","bc") differ.
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hex::encode(hasher.finalize())
-}
-
-/// Index pairs (i, j), i < j, of K responses: all of them, or a seeded sample.
-fn pair_indices(k: usize, options: &PairingOptions, rng: &mut rand::rngs::StdRng) -> Vec<(usize, usize)> {
-    let mut all: Vec<(usize, usize)> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).collect();
-    if let Some(max) = options.max_pairs_per_prompt
-        && max < all.len()
-    {
-        all.shuffle(rng);
-        all.truncate(max);
-        all.sort_unstable();
-    }
-    all
-}
-
-/// Writes validated items into a campaign in one transaction (through `Db::transact`, so on
-/// SQLite it queues with the votes on the writer thread instead of competing for the lock).
-pub async fn import_items(
-    db: &Db,
-    campaign_id: i64,
-    items: Vec<ImportItem>,
-    options: &PairingOptions,
-) -> ApiResult<ImportReport> {
-    let campaign = get_campaign(db, campaign_id, 0).await?;
-    if campaign.status == CampaignStatus::Closed {
-        return Err(ApiError::conflict("campaign_closed", format!("campaign {campaign_id} is closed")));
-    }
-    if options.max_pairs_per_prompt == Some(0) {
-        return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));
-    }
-    let items = Arc::new(items);
-    let options = *options;
-    db.transact(tx_body(move |tx| {
-        let items = items.clone();
-        Box::pin(async move { write_items(tx, campaign_id, &items, &options, now_ms()).await })
-    }))
-    .await
-}
-
-/// Inserts (or finds) a content-addressed row; returns its id and whether it was new.
-async fn upsert_id(
-    tx: &mut dyn Store,
-    insert: &'static str,
-    find: &'static str,
-    insert_args: Vec<SqlValue>,
-    find_args: Vec<SqlValue>,
-) -> ApiResult<(i64, bool)> {
-    match tx.fetch_optional(insert, insert_args).await? {
-        Some(row) => Ok((row.int("id")?, true)),
-        None => Ok((tx.fetch_one(find, find_args).await?.int("id")?, false)),
-    }
-}
-
-async fn write_items(
-    tx: &mut dyn Store,
-    campaign_id: i64,
-    items: &[ImportItem],
-    options: &PairingOptions,
-    now: i64,
-) -> ApiResult<ImportReport> {
-    // Seeded here, so a retried transaction draws the same pairs and shuffle keys.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
-    let mut report = ImportReport { lines: items.len(), ..ImportReport::default() };
-    for item in items {
-        let messages_json = serde_json::to_string(&item.messages).map_err(anyhow::Error::from)?;
-        let prompt_hash = content_hash(&[&messages_json, &item.prompt]);
-        let (prompt_id, created) = upsert_id(
-            tx,
-            "INSERT INTO prompts (content_hash, text, messages, metadata, created_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (content_hash) DO NOTHING RETURNING id",
-            "SELECT id FROM prompts WHERE content_hash = $1",
-            args![prompt_hash.as_str(), item.prompt.as_str(), messages_json, item.metadata.to_string(), now],
-            args![prompt_hash.as_str()],
-        )
-        .await?;
-        if created {
-            report.prompts_created += 1;
-        } else {
-            report.prompts_reused += 1;
-        }
-        let (responses, pairs, gold): (Vec<&ResponseIn>, Vec<(usize, usize)>, Option<&str>) = match &item.body {
-            ItemBody::Responses(list) => (list.iter().collect(), pair_indices(list.len(), options, &mut rng), None),
-            ItemBody::Pair { a, b, gold } => (vec![a.as_ref(), b.as_ref()], vec![(0, 1)], gold.as_deref()),
-        };
-        let mut response_ids = Vec::with_capacity(responses.len());
-        for response in responses {
-            let hash = content_hash(&[&response.text]);
-            let (id, created) = upsert_id(
-                tx,
-                "INSERT INTO responses (prompt_id, content_hash, text, model, model_version, params, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (prompt_id, content_hash) DO NOTHING RETURNING id",
-                "SELECT id FROM responses WHERE prompt_id = $1 AND content_hash = $2",
-                args![
-                    prompt_id,
-                    hash.as_str(),
-                    response.text.as_str(),
-                    response.model.as_str(),
-                    response.model_version.as_deref(),
-                    response.params.to_string(),
-                    now
-                ],
-                args![prompt_id, hash.as_str()],
-            )
-            .await?;
-            if created {
-                report.responses_created += 1;
-            } else {
-                report.responses_reused += 1;
-            }
-            response_ids.push(id);
-        }
-        for (i, j) in pairs {
-            let created = tx
-                .execute(
-                    "INSERT INTO pairs (campaign_id, prompt_id, response_a_id, response_b_id, is_gold, gold_choice, \
-                     shuffle_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                    args![
-                        campaign_id,
-                        prompt_id,
-                        response_ids[i],
-                        response_ids[j],
-                        gold.is_some(),
-                        gold,
-                        rng.random_range(0..i64::from(i32::MAX)),
-                        now
-                    ],
-                )
-                .await?;
-            if created == 1 {
-                report.pairs_created += 1;
-                report.gold_pairs += usize::from(gold.is_some());
-            } else {
-                report.pairs_existing += 1;
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// Parses, validates and imports a file; the error lists every bad line.
-pub async fn import_jsonl(db: &Db, campaign_id: i64, data: &[u8], options: &PairingOptions) -> ApiResult<ImportReport> {
-    let items = parse_import(data).map_err(|errors| {
-        let first = &errors[0];
-        let message = if first.field.is_empty() {
-            format!("line {}: {} ({} problem(s), nothing imported)", first.line, first.message, errors.len())
-        } else {
-            format!(
-                "line {}: field `{}` {} ({} problem(s), nothing imported)",
-                first.line,
-                first.field,
-                first.message,
-                errors.len()
-            )
-        };
-        ApiError::BadRequest { message, details: Some(json!({ "errors": errors })) }
-    })?;
-    import_items(db, campaign_id, items, options).await
-}
-
-pub fn router(max_import_bytes: usize) -> Router<AppState> {
-    Router::new().route(
-        "/api/v1/campaigns/{id}/import",
-        post(import).layer(axum::extract::DefaultBodyLimit::max(max_import_bytes)),
-    )
-}
-
-async fn import(
-    State(state): State<AppState>,
-    AdminUser(user): AdminUser,
-    ApiPath(id): ApiPath<i64>,
-    ApiQuery(options): ApiQuery<PairingOptions>,
-    body: Bytes,
-) -> ApiResult<Json<ImportReport>> {
-    let report = import_jsonl(&state.db, id, &body, &options).await?;
-    tracing::info!(by = %user.username, campaign = id, pairs = report.pairs_created, "import");
-    Ok(Json(report))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,21 +328,5 @@ not json\n\
         let data = br#"{"prompt":"p","responses":[{"text":"same","model":"a"},{"text":"same","model":"b"}]}"#;
         let errors = parse_import(data).unwrap_err();
         assert_eq!(errors[0].field, "responses");
-    }
-
-    #[test]
-    fn pair_sampling_is_seeded_and_bounded() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        assert_eq!(pair_indices(4, &PairingOptions::default(), &mut rng).len(), 6);
-        let options = PairingOptions { max_pairs_per_prompt: Some(2), seed: 1 };
-        let a = pair_indices(5, &options, &mut rand::rngs::StdRng::seed_from_u64(1));
-        let b = pair_indices(5, &options, &mut rand::rngs::StdRng::seed_from_u64(1));
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 2);
-    }
-
-    #[test]
-    fn content_hash_separates_parts() {
-        assert_ne!(content_hash(&["ab", "c"]), content_hash(&["a", "bc"]));
     }
 }

@@ -1,0 +1,66 @@
+//! Campaign statistics (`/api/v1/campaigns/{id}/stats`): progress, agreement, position
+//! bias, time per pair and per-rater figures.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub pairs_total: i64,
+    pub pairs_complete: i64,
+    pub target_votes: i64,
+    pub votes: i64,
+    pub gold_votes: i64,
+    pub raters: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// Share of agreeing rater pairs over all pairs of votes on the same item.
+    pub percent: Option<f64>,
+    pub krippendorff_alpha: Option<f64>,
+    pub pairs_with_multiple_votes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionBias {
+    /// Votes where one response won (a or b).
+    pub decisive_votes: i64,
+    /// Of those, how many went to the response shown on the left.
+    pub left_wins: i64,
+    /// left_wins / decisive_votes; 0.5 means no position bias.
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaterStats {
+    pub rater_id: i64,
+    pub username: String,
+    pub votes: i64,
+    pub median_time_ms: Option<f64>,
+    pub gold_votes: i64,
+    pub gold_correct: i64,
+    pub gold_accuracy: Option<f64>,
+    /// How often this rater's votes match other raters' votes on the same pairs.
+    pub agreement_with_others: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignStats {
+    pub campaign_id: i64,
+    /// Votes (gold included) per time bucket, oldest first, for the dashboard chart.
+    pub votes_over_time: VotesOverTime,
+    pub progress: Progress,
+    pub agreement: Agreement,
+    pub position_bias: PositionBias,
+    pub median_time_ms: Option<f64>,
+    pub raters: Vec<RaterStats>,
+}
+
+/// Votes counted in equal time buckets: hours while the campaign's votes span up to two
+/// days, days after that (so the chart stays readable at both scales).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VotesOverTime {
+    pub bucket_ms: i64,
+    /// `(bucket start in ms since the epoch, votes in the bucket)`; empty buckets included.
+    pub buckets: Vec<(i64, i64)>,
+}

@@ -1,0 +1,133 @@
+//! Handing out pairs and recording votes (`/api/v1/campaigns/{id}/next`, `/api/v1/votes`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::campaigns::CampaignStatus;
+
+/// One earlier turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// Choice as the rater saw it on screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreenChoice {
+    Left,
+    Right,
+    Tie,
+    BothBad,
+}
+
+/// Choice in the stored order of the pair (`a` = response_a).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    A,
+    B,
+    Tie,
+    BothBad,
+}
+
+impl Choice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::A => "a",
+            Choice::B => "b",
+            Choice::Tie => "tie",
+            Choice::BothBad => "both_bad",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Choice> {
+        match s {
+            "a" => Some(Choice::A),
+            "b" => Some(Choice::B),
+            "tie" => Some(Choice::Tie),
+            "both_bad" => Some(Choice::BothBad),
+            _ => None,
+        }
+    }
+}
+
+impl ScreenChoice {
+    /// When the pair was shown swapped, the left response is `b`.
+    pub fn to_stored(self, swapped: bool) -> Choice {
+        match (self, swapped) {
+            (ScreenChoice::Left, false) | (ScreenChoice::Right, true) => Choice::A,
+            (ScreenChoice::Right, false) | (ScreenChoice::Left, true) => Choice::B,
+            (ScreenChoice::Tie, _) => Choice::Tie,
+            (ScreenChoice::BothBad, _) => Choice::BothBad,
+        }
+    }
+}
+
+/// A pair as shown to one rater: texts in on-screen order, no model names (blind rating).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServedPair {
+    pub assignment_id: i64,
+    pub campaign_id: i64,
+    pub pair_id: i64,
+    pub prompt: String,
+    /// Earlier turns of the conversation, oldest first.
+    pub messages: Vec<Message>,
+    pub left: String,
+    pub right: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Next {
+    /// A pair to rate.
+    Assigned { pair: ServedPair },
+    /// Nothing left for this rater.
+    Done,
+    /// Remaining pairs are leased to other raters; ask again later.
+    Waiting,
+    /// The campaign is not open for rating (draft, paused, closed).
+    Unavailable { campaign_status: CampaignStatus },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    /// The lease the pair was served under (normal mode).
+    pub assignment_id: Option<i64>,
+    /// Free-vote mode (campaign setting): the pair voted on, without a lease.
+    pub pair_id: Option<i64>,
+    /// Free-vote mode: whether response b was shown on the left.
+    #[serde(default)]
+    pub swapped: bool,
+    pub choice: ScreenChoice,
+    /// 1 = slightly, 2 = clearly, 3 = much better; only meaningful for left/right.
+    pub strength: Option<i64>,
+    pub rationale: Option<String>,
+    /// Time the rater spent on the pair, in milliseconds.
+    pub time_ms: Option<i64>,
+    /// Client-generated idempotency key: a resubmission with the same key is stored once.
+    pub client_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredVote {
+    pub id: i64,
+    pub seq: i64,
+    pub pair_id: i64,
+    pub choice: Choice,
+    pub strength: Option<i64>,
+    pub swapped: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VoteOutcome {
+    pub vote: StoredVote,
+    /// True when this key had already been stored: nothing new was written.
+    pub duplicate: bool,
+    /// Votes of this rater in the campaign, including this one.
+    pub my_votes: i64,
+    pub next: Next,
+}

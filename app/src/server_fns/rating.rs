@@ -1,0 +1,150 @@
+//! Server functions of the rating page: the campaign with its guidelines rendered, the
+//! visitor's current pair, voting and skipping; and the view types of that page (pairs
+//! with their Markdown rendered to sanitised HTML on the server).
+
+use leptos::prelude::*;
+use pairwise_api::campaigns::CampaignStatus;
+use serde::{Deserialize, Serialize};
+#[cfg(feature = "ssr")]
+use {
+    crate::backend::{NO_BODY, call, get},
+    crate::errors::fail,
+    crate::markdown::render,
+    http::Method,
+    pairwise_api::campaigns::Campaign,
+    pairwise_api::votes::{Next, ScreenChoice, VoteOutcome, VoteRequest},
+    serde::de::IntoDeserializer,
+};
+
+/// A campaign as the rating page shows it: guidelines already rendered (sanitised).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatingCampaign {
+    pub id: i64,
+    pub name: String,
+    pub guidelines_html: String,
+}
+
+/// One earlier turn of the conversation, rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: String,
+    pub html: String,
+}
+
+/// A pair on screen: texts in on-screen order, Markdown rendered to sanitised HTML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairView {
+    pub assignment_id: i64,
+    pub turns: Vec<Turn>,
+    pub prompt_html: String,
+    pub left_html: String,
+    pub right_html: String,
+    /// Server time (ms) when the pair was rendered: without JavaScript the time spent on
+    /// the pair is measured from here.
+    pub shown_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NextView {
+    Pair(PairView),
+    Waiting,
+    Done,
+    Unavailable(CampaignStatus),
+}
+
+/// Everything the rating page shows below the guidelines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateState {
+    pub next: NextView,
+    pub campaign_votes: i64,
+    pub target_votes: i64,
+    pub my_votes: i64,
+}
+
+#[server(prefix = "/ui", endpoint = "campaign_for_rating")]
+pub async fn campaign_for_rating(id: i64) -> Result<RatingCampaign, ServerFnError> {
+    let campaign: Campaign = get(&format!("/api/v1/campaigns/{id}")).await?;
+    Ok(RatingCampaign { id, name: campaign.name, guidelines_html: render(&campaign.guidelines) })
+}
+
+/// The visitor's current pair (the same one until they vote or skip) and the progress.
+#[server(prefix = "/ui", endpoint = "next_pair")]
+pub async fn next_pair(campaign_id: i64) -> Result<RateState, ServerFnError> {
+    let next: Next = get(&format!("/api/v1/campaigns/{campaign_id}/next")).await?;
+    rate_state(campaign_id, next).await
+}
+
+/// Records a vote (`choice` as seen on screen: left / right / tie / both_bad) and returns
+/// the next pair. The assignment id is the idempotency key: a repeated submit (double
+/// click, reload after a post) is stored once.
+#[server(prefix = "/ui", endpoint = "submit_vote")]
+#[allow(clippy::too_many_arguments)]
+pub async fn submit_vote(
+    campaign_id: i64,
+    assignment_id: i64,
+    choice: String,
+    strength: String,
+    rationale: String,
+    shown_at: i64,
+    time_ms: Option<i64>,
+) -> Result<RateState, ServerFnError> {
+    // The API's own names of the choices (serde's), so the two cannot drift apart.
+    let choice = ScreenChoice::deserialize(choice.as_str().into_deserializer())
+        .map_err(|_: serde::de::value::Error| fail("choose A better, B better, tie or both bad first"))?;
+    let strength: Option<i64> = match strength.as_str() {
+        "" => None,
+        s => Some(s.parse().map_err(|_| fail(format!("strength: `{s}` is not 1, 2 or 3")))?),
+    };
+    // Without JavaScript the browser cannot time the pair: measure from when it was served.
+    let time_ms = time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0));
+    let rationale = rationale.trim();
+    let vote = VoteRequest {
+        assignment_id: Some(assignment_id),
+        pair_id: None,
+        swapped: false,
+        choice,
+        strength,
+        rationale: (!rationale.is_empty()).then(|| rationale.to_string()),
+        time_ms: Some(time_ms),
+        client_key: format!("web-{assignment_id}"),
+    };
+    let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
+    rate_state(campaign_id, outcome.next).await
+}
+
+/// Gives the pair back and returns the next one.
+#[server(prefix = "/ui", endpoint = "skip_pair")]
+pub async fn skip_pair(campaign_id: i64, assignment_id: i64) -> Result<RateState, ServerFnError> {
+    let next: Next = call(Method::POST, &format!("/api/v1/assignments/{assignment_id}/skip"), NO_BODY).await?;
+    rate_state(campaign_id, next).await
+}
+
+#[cfg(feature = "ssr")]
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The API's answer to "what next" as the page shows it, with the campaign's progress.
+#[cfg(feature = "ssr")]
+async fn rate_state(campaign_id: i64, next: Next) -> Result<RateState, ServerFnError> {
+    let campaign: Campaign = get(&format!("/api/v1/campaigns/{campaign_id}")).await?;
+    let next = match next {
+        Next::Assigned { pair } => NextView::Pair(PairView {
+            assignment_id: pair.assignment_id,
+            turns: pair.messages.iter().map(|m| Turn { role: m.role.clone(), html: render(&m.content) }).collect(),
+            prompt_html: render(&pair.prompt),
+            left_html: render(&pair.left),
+            right_html: render(&pair.right),
+            shown_at: now_ms(),
+        }),
+        Next::Waiting => NextView::Waiting,
+        Next::Done => NextView::Done,
+        Next::Unavailable { campaign_status } => NextView::Unavailable(campaign_status),
+    };
+    Ok(RateState {
+        next,
+        campaign_votes: campaign.votes,
+        target_votes: campaign.target_votes,
+        my_votes: campaign.my_votes,
+    })
+}

@@ -1,0 +1,54 @@
+//! Server functions of training runs: a campaign's runs, starting and cancelling one, and
+//! a run with its metrics and files.
+
+use leptos::prelude::*;
+use pairwise_api::runs::{Run, RunDetail};
+#[cfg(feature = "ssr")]
+use {
+    crate::backend::{NO_BODY, call, get},
+    crate::errors::fail,
+    http::Method,
+    pairwise_api::runs::{NextRound, RunSpec},
+};
+
+#[server(prefix = "/ui", endpoint = "list_runs")]
+pub async fn list_runs(campaign_id: i64) -> Result<Vec<Run>, ServerFnError> {
+    get(&format!("/api/v1/campaigns/{campaign_id}/runs")).await
+}
+
+/// Starts a run by hand; `args` are further trainer flags separated by spaces. With
+/// `next_round` ("on", a checkbox) a DPO or RLHF run then generates `responses` new
+/// responses per prompt with its adapter into a new campaign.
+#[server(prefix = "/ui", endpoint = "start_run")]
+pub async fn start_run(
+    campaign_id: i64,
+    method: String,
+    model: String,
+    args: String,
+    next_round: Option<String>,
+    responses: Option<usize>,
+) -> Result<Run, ServerFnError> {
+    let spec = RunSpec {
+        method: pairwise_api::runs::Method::parse(&method)
+            .ok_or_else(|| fail(format!("method: `{method}` is not reward, dpo or rlhf")))?,
+        model: model.trim().to_string(),
+        args: args.split_whitespace().map(String::from).collect(),
+        reward_args: Vec::new(),
+        next_round: next_round.map(|_| NextRound {
+            responses: responses.unwrap_or(2),
+            baseline_responses: 0,
+            args: Vec::new(),
+        }),
+    };
+    call(Method::POST, &format!("/api/v1/campaigns/{campaign_id}/runs"), Some(&spec)).await
+}
+
+#[server(prefix = "/ui", endpoint = "cancel_run")]
+pub async fn cancel_run(id: i64) -> Result<Run, ServerFnError> {
+    call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), NO_BODY).await
+}
+
+#[server(prefix = "/ui", endpoint = "load_run")]
+pub async fn load_run(id: i64) -> Result<RunDetail, ServerFnError> {
+    get(&format!("/api/v1/runs/{id}")).await
+}

@@ -1,0 +1,81 @@
+//! Request extractors: who is calling (`CurrentUser`, `AdminUser`, from a session cookie
+//! or an API token) and `Json` / `Path` / `Query` whose rejections use the API's error
+//! shape.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum_extra::extract::cookie::CookieJar;
+
+use crate::accounts::sessions::{Credential, SESSION_COOKIE, lookup_caller};
+use crate::accounts::{CurrentUser, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::http::state::AppState;
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<CurrentUser> {
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let jar = CookieJar::from_headers(&parts.headers);
+        let credential = match (bearer, jar.get(SESSION_COOKIE)) {
+            (Some(token), _) => Credential::Token(token.trim()),
+            (None, Some(cookie)) => Credential::Session(cookie.value()),
+            (None, None) => return Err(ApiError::Unauthorized),
+        };
+        lookup_caller(&state.db, credential).await?.ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The caller, who must be an admin. Extracted before the request body, so a
+/// non-admin is refused before anything in the body is looked at.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<AdminUser> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ApiError::forbidden("this action needs the admin role"));
+        }
+        Ok(AdminUser(user))
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::bad_request(format!("invalid JSON body: {}", rejection.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::bad_request(format!("invalid query string: {}", rejection.body_text()))
+    }
+}
+
+/// `axum::Json` whose rejections use the API's error shape.
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Query` whose rejections use the API's error shape.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
+    }
+}
+
+/// `axum::extract::Path` whose rejections use the API's error shape.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);

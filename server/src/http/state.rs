@@ -1,0 +1,30 @@
+//! The typed state every handler receives.
+
+use std::sync::Arc;
+
+use crate::accounts::limiter::LoginLimiter;
+use crate::config::Config;
+use crate::runs::supervisor::{RunSettings, Supervisor};
+use crate::store::Db;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub login_limiter: Arc<LoginLimiter>,
+    /// Starts, watches and cancels this process's training runs.
+    pub runs: Supervisor,
+}
+
+impl AppState {
+    pub fn new(db: Db, config: Config) -> AppState {
+        let limiter = LoginLimiter::new(config.login_attempts_per_minute);
+        let settings = RunSettings {
+            trainer_command: config.trainer_command.clone(),
+            runs_dir: config.runs_dir.clone(),
+            secret: config.secret.clone(),
+        };
+        let runs = Supervisor::new(db.clone(), settings);
+        AppState { db, config: Arc::new(config), login_limiter: Arc::new(limiter), runs }
+    }
+}

@@ -1,0 +1,45 @@
+//! `GET /campaigns/{id}/next` hands a rater a pair under a lease, `POST /votes` records a
+//! vote and returns the next pair in the same response, `POST /assignments/{id}/skip` gives
+//! a pair back.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pairwise_api::votes::{Next, VoteOutcome, VoteRequest};
+
+use super::extract::{ApiJson, ApiPath};
+use super::state::AppState;
+use crate::accounts::CurrentUser;
+use crate::error::ApiResult;
+use crate::votes::{next_pair, skip, submit_vote};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/campaigns/{id}/next", get(next_handler))
+        .route("/api/v1/votes", post(vote_handler))
+        .route("/api/v1/assignments/{id}/skip", post(skip_handler))
+}
+
+async fn next_handler(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Next>> {
+    Ok(Json(next_pair(&state.db, id, user.id).await?))
+}
+
+async fn vote_handler(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(req): ApiJson<VoteRequest>,
+) -> ApiResult<Json<VoteOutcome>> {
+    Ok(Json(submit_vote(&state.db, user.id, &req).await?))
+}
+
+async fn skip_handler(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Next>> {
+    Ok(Json(skip(&state.db, user.id, id).await?))
+}
