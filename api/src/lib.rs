@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod campaigns;
+pub mod error;
 pub mod export;
 pub mod import;
 pub mod leaderboard;

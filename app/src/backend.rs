@@ -9,10 +9,10 @@ use http::request::Parts;
 use http::{Method, Request, StatusCode};
 use leptos::prelude::*;
 use leptos_axum::ResponseOptions;
+use pairwise_api::error::ErrorReply;
 use pairwise_api::import::LineError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::errors::{FORBIDDEN, NOT_LOGGED_IN, fail};
@@ -108,13 +108,10 @@ async fn send_unchecked(
 /// Turns an API error reply into a message for people; a missing session sends the
 /// visitor to the login page, a refusal sets the page's status to 403.
 fn api_error(status: StatusCode, body: &[u8]) -> ServerFnError {
-    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let mut message = json["message"].as_str().unwrap_or("request failed").to_string();
+    let reply: Option<ErrorReply> = serde_json::from_slice(body).ok();
+    let mut message = reply.as_ref().map_or("request failed", |r| r.message.as_str()).to_string();
     // An import's problems, by line.
-    let errors: Vec<LineError> = json
-        .pointer("/details/errors")
-        .and_then(|errors| serde_json::from_value(errors.clone()).ok())
-        .unwrap_or_default();
+    let errors = reply.as_ref().and_then(|r| r.details.as_ref()).map_or(&[][..], |d| d.errors.as_slice());
     for LineError { line, field, message: text } in errors.iter().take(20) {
         message.push_str(&if field.is_empty() {
             format!("\nline {line}: {text}")

@@ -210,15 +210,13 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// Turns API errors into readable CLI errors, listing every import problem.
 fn explain(error: ApiError) -> anyhow::Error {
-    if let ApiError::BadRequest { message, details: Some(details) } = &error
-        && let Some(errors) = details.get("errors").and_then(|e| e.as_array())
-    {
-        let lines: Vec<String> = errors
+    if let ApiError::BadRequest { message, details: Some(details) } = &error {
+        let lines: Vec<String> = details
+            .errors
             .iter()
             .map(|e| {
-                let field = e["field"].as_str().unwrap_or_default();
-                let field = if field.is_empty() { String::new() } else { format!(" field `{field}`") };
-                format!("  line {}{}: {}", e["line"], field, e["message"].as_str().unwrap_or_default())
+                let field = if e.field.is_empty() { String::new() } else { format!(" field `{}`", e.field) };
+                format!("  line {}{}: {}", e.line, field, e.message)
             })
             .collect();
         return anyhow::anyhow!("{message}\n{}", lines.join("\n"));

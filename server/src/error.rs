@@ -3,7 +3,7 @@
 //! line-numbered problems of a rejected import, …). How a variant maps to an HTTP status
 //! lives in `http::error`; the CLI prints the same errors as text.
 
-use serde_json::Value;
+use pairwise_api::error::ErrorDetails;
 
 use crate::store::{DbError, TxError};
 
@@ -18,7 +18,7 @@ pub enum ApiError {
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
-    BadRequest { message: String, details: Option<Value> },
+    BadRequest { message: String, details: Option<ErrorDetails> },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("too many attempts, retry in {retry_after_s} s")]

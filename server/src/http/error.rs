@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use pairwise_api::error::ErrorReply;
 
 use crate::error::ApiError;
 
@@ -37,10 +37,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({ "error": code, "message": message });
-        if let ApiError::BadRequest { details: Some(details), .. } = &self {
-            body["details"] = details.clone();
-        }
+        let details = match &self {
+            ApiError::BadRequest { details, .. } => details.clone(),
+            _ => None,
+        };
+        let body = ErrorReply { error: code.to_string(), message, details };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after_s } = self {
             response

@@ -5,8 +5,8 @@
 pub mod parse;
 pub mod write;
 
+use pairwise_api::error::ErrorDetails;
 use pairwise_api::import::{ImportReport, PairingOptions};
-use serde_json::json;
 
 pub use parse::{ImportItem, ItemBody, ResponseIn, parse_import};
 pub use write::import_items;
@@ -29,7 +29,7 @@ pub async fn import_jsonl(db: &Db, campaign_id: i64, data: &[u8], options: &Pair
                 errors.len()
             )
         };
-        ApiError::BadRequest { message, details: Some(json!({ "errors": errors })) }
+        ApiError::BadRequest { message, details: Some(ErrorDetails { errors }) }
     })?;
     import_items(db, campaign_id, items, options).await
 }
