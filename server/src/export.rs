@@ -50,16 +50,20 @@ macro_rules! raw_select {
     };
 }
 
-/// Every vote of the aggregated formats, grouped by pair.
+/// Every vote of the aggregated formats, grouped by pair. The texts come with a pair's first
+/// vote only: the rest of its rows would carry the same long strings for nothing.
 macro_rules! preference_select {
     ($($filter:expr),*) => {
         concat!(
-            "SELECT c.pair_id, c.choice, c.strength, c.seq, pr.text AS prompt, pr.messages, ra.text AS text_a, \
-             rb.text AS text_b FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN prompts pr ON pr.id = p.prompt_id \
+            "SELECT c.pair_id, c.choice, c.strength, c.seq, \
+             CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN pr.text END AS prompt, \
+             CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN pr.messages END AS messages, \
+             CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN ra.text END AS text_a, \
+             CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN rb.text END AS text_b FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN prompts pr ON pr.id = p.prompt_id \
              JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
              WHERE c.campaign_id = $1 AND c.seq <= $2",
             $($filter,)*
-            " ORDER BY c.pair_id, c.seq"
+            " WINDOW pair_votes AS (PARTITION BY c.pair_id ORDER BY c.seq) ORDER BY c.pair_id, c.seq"
         )
     };
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{Any, AnyPool, Column, Row, Transaction};
+use sqlx::any::{AnyArguments, AnyRow, AnyTypeInfoKind};
+use sqlx::{Any, AnyPool, Column, Row, Transaction, ValueRef};
 
 use super::{Backend, DbError, SqlRow, SqlType, SqlValue, Store, TxBody, TxError};
 
@@ -32,18 +32,27 @@ fn column_names(row: &AnyRow) -> Arc<Vec<String>> {
 }
 
 fn row_from_sqlx(row: &AnyRow, names: &Arc<Vec<String>>) -> Result<SqlRow, sqlx::Error> {
-    let mut values = Vec::with_capacity(names.len());
-    for i in 0..names.len() {
-        let value = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-            v.map_or(SqlValue::Null(SqlType::Int), SqlValue::Int)
-        } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
-            v.map_or(SqlValue::Null(SqlType::Real), SqlValue::Real)
-        } else {
-            row.try_get::<Option<String>, _>(i)?.map_or(SqlValue::Null(SqlType::Text), SqlValue::Text)
-        };
-        values.push(value);
-    }
+    let values = (0..names.len()).map(|i| cell(row, i)).collect::<Result<Vec<_>, _>>()?;
     Ok(SqlRow::new(names.clone(), values))
+}
+
+/// One cell, decoded as the type the value itself has: exports read millions of cells, and
+/// guessing (a failed decode builds an error) cost more than the query.
+fn cell(row: &AnyRow, i: usize) -> Result<SqlValue, sqlx::Error> {
+    let kind = row.try_get_raw(i)?.type_info().kind();
+    // The kind was read off the value, so the unchecked decodes below cannot mismatch.
+    Ok(match kind {
+        AnyTypeInfoKind::Null => SqlValue::Null(SqlType::Int),
+        AnyTypeInfoKind::Bool => SqlValue::Int(i64::from(row.try_get_unchecked::<bool, _>(i)?)),
+        AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => {
+            SqlValue::Int(row.try_get_unchecked(i)?)
+        }
+        AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => SqlValue::Real(row.try_get_unchecked(i)?),
+        AnyTypeInfoKind::Text => SqlValue::Text(row.try_get_unchecked(i)?),
+        AnyTypeInfoKind::Blob => {
+            SqlValue::Text(String::from_utf8_lossy(&row.try_get_unchecked::<Vec<u8>, _>(i)?).into_owned())
+        }
+    })
 }
 
 fn rows_from_sqlx(rows: &[AnyRow]) -> Result<Vec<SqlRow>, DbError> {
