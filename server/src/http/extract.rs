@@ -20,13 +20,16 @@ impl FromRequestParts<AppState> for CurrentUser {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let jar = CookieJar::from_headers(&parts.headers);
-        let credential = match (bearer, jar.get(SESSION_COOKIE)) {
-            (Some(token), _) => Credential::Token(token.trim()),
-            (None, Some(cookie)) => Credential::Session(cookie.value()),
-            (None, None) => return Err(ApiError::Unauthorized),
+        // A token skips the cookie parsing: API clients send no cookies, on every request.
+        let caller = match bearer {
+            Some(token) => lookup_caller(&state.db, Credential::Token(token.trim())).await?,
+            None => {
+                let jar = CookieJar::from_headers(&parts.headers);
+                let cookie = jar.get(SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
+                lookup_caller(&state.db, Credential::Session(cookie.value())).await?
+            }
         };
-        lookup_caller(&state.db, credential).await?.ok_or(ApiError::Unauthorized)
+        caller.ok_or(ApiError::Unauthorized)
     }
 }
 
