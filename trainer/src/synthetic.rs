@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::model::config::{Architecture, ModelConfig};
+use crate::model::config::{Activation, Architecture, LayerType, ModelConfig, Rope};
 use crate::model::llama::random_tensors;
 
 const SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
@@ -37,12 +37,20 @@ pub fn tiny_config() -> ModelConfig {
         num_key_value_heads: 2,
         head_dim: 8,
         rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
+        rope: Rope::plain(10_000.0),
+        local_rope: None,
         max_position_embeddings: 128,
         tie_word_embeddings: false,
         qkv_bias: false,
         o_bias: false,
         mlp_bias: false,
+        qk_norm: false,
+        activation: Activation::Silu,
+        layer_types: vec![LayerType::Full; 2],
+        sliding_window: None,
+        query_pre_attn_scalar: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
         bos_token_id: Some(1),
         eos_token_id: Some(2),
         pad_token_id: Some(0),

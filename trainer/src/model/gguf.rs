@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::TrainerError;
 use crate::model::LlamaModel;
-use crate::model::config::{Architecture, ModelConfig};
+use crate::model::config::{Activation, Architecture, LayerType, ModelConfig, Rope};
 use crate::model::tokenizer::ChatTokenizer;
 
 /// Token type llama.cpp uses for control tokens (`<|im_start|>`, `</s>`, …).
@@ -51,12 +51,22 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
         num_key_value_heads: kv_heads,
         head_dim: meta_usize(&content, "llama.rope.dimension_count").unwrap_or(hidden / heads),
         rms_norm_eps: meta(&content, "llama.attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
-        rope_theta: meta(&content, "llama.rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64,
+        rope: Rope::plain(
+            meta(&content, "llama.rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64
+        ),
+        local_rope: None,
         max_position_embeddings: meta_usize(&content, "llama.context_length").unwrap_or(4096),
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
         qkv_bias: false,
         o_bias: false,
         mlp_bias: false,
+        qk_norm: false,
+        activation: Activation::Silu,
+        layer_types: vec![LayerType::Full; meta_usize(&content, "llama.block_count")?],
+        sliding_window: None,
+        query_pre_attn_scalar: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_id: id("tokenizer.ggml.eos_token_id"),
         pad_token_id: id("tokenizer.ggml.padding_token_id"),

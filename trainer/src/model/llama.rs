@@ -1,19 +1,29 @@
-//! The Llama-family decoder (Llama, Mistral-style, SmolLM, and Qwen2 with its q/k/v biases),
-//! written for training: every projection is an [`AdaptedLinear`], every op on the gradient
-//! path has a backward pass, and the forward returns the hidden states of *all* positions.
+//! The decoder of every supported family (Llama 1–3.x, Mistral, SmolLM, Qwen2, Qwen3,
+//! Gemma 2, Gemma 3), written for training: every projection is an [`AdaptedLinear`], every op
+//! on the gradient path has a backward pass, and the forward returns the hidden states of
+//! *all* positions.
 //!
 //! Layout follows Hugging Face `modeling_llama.py`: embeddings → N × (RMSNorm → GQA attention
 //! with rotate-half RoPE → residual → RMSNorm → SwiGLU MLP → residual) → RMSNorm → lm_head.
+//! The families differ from it in a handful of places, each a switch of [`ModelConfig`]:
+//! - Llama 3: RoPE frequencies scaled band-wise ([`crate::model::config::RopeScaling`]).
+//! - Mistral, Qwen (optionally), Gemma: sliding-window layers, an extra additive mask per layer.
+//! - Qwen3, Gemma 3: per-head RMSNorm on q and k before RoPE (`q_norm`, `k_norm`).
+//! - Gemma: norms scale by `1 + w` (stored here as `1 + w`, so one norm serves all), embeddings
+//!   times √hidden, GELU-tanh MLP, a norm on the attention output and around the MLP
+//!   (`pre/post_feedforward_layernorm`), the score scale `query_pre_attn_scalar^-½`, local
+//!   layers with their own RoPE base (Gemma 3), soft-capped scores and logits (Gemma 2).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{D, DType, Device, Result, Tensor, Var};
 
 use super::input::ModelInput;
 use super::linear::{AdaptedLinear, ForwardCtx, LinearWeight, Param};
 use crate::error::TrainerError;
-use crate::model::config::ModelConfig;
+use crate::model::config::{Activation, Architecture, ModelConfig, Rope};
+use crate::tensor::device::fused_kernels;
 use crate::tensor::kernels;
 use crate::tensor::ops::{self, FrozenWeight};
 
@@ -39,18 +49,17 @@ pub struct Rotary {
 }
 
 impl Rotary {
-    pub fn new(config: &ModelConfig, device: &Device) -> Result<Self> {
-        let half = config.head_dim / 2;
+    pub fn new(config: &ModelConfig, rope: &Rope, device: &Device) -> Result<Self> {
         let positions = config.max_position_embeddings;
-        // f64 tables rounded once to f32, like transformers' float32 inv_freq within 1 ulp.
-        let inv_freq: Vec<f64> =
-            (0..half).map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f64 / config.head_dim as f64)).collect();
+        // float32 throughout, as transformers computes them: `position · inv_freq` rounded
+        // once, then cos and sin of that.
+        let inv_freq = rope.inv_freq(config.head_dim);
         let mut cos = Vec::with_capacity(positions * config.head_dim);
         let mut sin = Vec::with_capacity(positions * config.head_dim);
         for p in 0..positions {
             for _half in 0..2 {
                 for f in &inv_freq {
-                    let angle = (p as f64 * *f) as f32;
+                    let angle = p as f32 * f;
                     cos.push(angle.cos());
                     sin.push(angle.sin());
                 }
@@ -100,9 +109,16 @@ pub struct Attention {
     pub k_proj: AdaptedLinear,
     pub v_proj: AdaptedLinear,
     pub o_proj: AdaptedLinear,
+    /// Per-head norms of queries and keys before RoPE (Qwen3, Gemma 3).
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Multiplies the scores (`1/√head_dim` unless the family says otherwise).
+    pub scale: f64,
+    /// `cap · tanh(scores / cap)` before the mask (Gemma 2).
+    pub softcap: Option<f64>,
     /// Trainable key/value prefix (prefix tuning), used when adapters are on.
     pub prefix: Option<Prefix>,
 }
@@ -117,6 +133,34 @@ pub struct Prefix {
 }
 
 impl Attention {
+    /// The projection `proj` of `x` as `n` heads `[.., n·hd]` → `[.., n, hd]`, normalised per
+    /// head by `norm` when the family has one.
+    fn project_heads(
+        &self,
+        proj: &AdaptedLinear,
+        norm: &Option<RmsNorm>,
+        x: &Tensor,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let y = proj.forward(x, ctx)?;
+        let mut dims = y.dims().to_vec();
+        let width = dims.pop().expect("a projection has a last dimension");
+        dims.extend([width / self.head_dim, self.head_dim]);
+        let y = y.reshape(dims)?;
+        match norm {
+            Some(norm) => norm.forward(&y),
+            None => Ok(y),
+        }
+    }
+
+    /// Softmax over the keys of `scale · q·kᵀ` scores (soft-capped first when asked) plus `mask`.
+    fn probabilities(&self, scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        match self.softcap {
+            Some(cap) => ops::masked_softmax(&ops::soft_cap(scores, cap)?, mask),
+            None => ops::masked_softmax(scores, mask),
+        }
+    }
+
     /// Prepends the prefix keys/values (`[B, nkv, T, hd]` → `[B, nkv, P + T, hd]`).
     fn with_prefix(&self, k: Tensor, v: Tensor, ctx: &ForwardCtx) -> Result<(Tensor, Tensor)> {
         match &self.prefix {
@@ -136,30 +180,46 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let prefixed = self.prefix.is_some() && ctx.adapters;
-        if x.device().is_cpu() && !prefixed {
-            // On the CPU, everything between the projections is one op (see
-            // `kernels::Attention`): a short graph is a fast one.
-            let project = |proj: &AdaptedLinear| proj.forward(x, ctx)?.reshape((b * t, ()))?.contiguous();
+        if fused_kernels(x.device()) && !prefixed && self.softcap.is_none() {
+            // On the CPU, everything between the projections (and their q/k norms) is one op
+            // (see `kernels::Attention`): a short graph is a fast one.
+            let project = |proj: &AdaptedLinear, norm: &Option<RmsNorm>| {
+                self.project_heads(proj, norm, x, ctx)?.reshape((b * t, ()))?.contiguous()
+            };
             let (cos, sin) = rotary.tables(&input.positions, x.dtype())?;
             let mask = input.mask.reshape((t, t))?.to_dtype(x.dtype())?.contiguous()?;
-            let attention = kernels::Attention { cos, sin, mask, batch: b, heads: nh, kv_heads: nkv, head_dim: hd };
-            let out = project(&self.q_proj)?.apply_op3(&project(&self.k_proj)?, &project(&self.v_proj)?, attention)?;
+            let attention = kernels::Attention {
+                cos,
+                sin,
+                mask,
+                batch: b,
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+                scale: self.scale,
+            };
+            let (q, k, v) = (
+                project(&self.q_proj, &self.q_norm)?,
+                project(&self.k_proj, &self.k_norm)?,
+                project(&self.v_proj, &None)?,
+            );
+            let out = q.apply_op3(&k, &v, attention)?;
             return self.o_proj.forward(&out.reshape((b, t, nh * hd))?, ctx);
         }
         let groups = nh / nkv;
-        let heads = |proj: &AdaptedLinear, n: usize| -> Result<Tensor> {
-            proj.forward(x, ctx)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        let heads = |proj: &AdaptedLinear, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            self.project_heads(proj, norm, x, ctx)?.transpose(1, 2)?.contiguous()
         };
-        let q = rotary.apply(&heads(&self.q_proj, nh)?, &input.positions)?;
-        let k = rotary.apply(&heads(&self.k_proj, nkv)?, &input.positions)?;
-        let (k, v) = self.with_prefix(k, heads(&self.v_proj, nkv)?, ctx)?;
+        let q = rotary.apply(&heads(&self.q_proj, &self.q_norm)?, &input.positions)?;
+        let k = rotary.apply(&heads(&self.k_proj, &self.k_norm)?, &input.positions)?;
+        let (k, v) = self.with_prefix(k, heads(&self.v_proj, &None)?, ctx)?;
         let keys = k.dim(2)?;
         // Grouped-query attention without copying K/V: the `groups` query heads that share a
         // KV head are stacked along the time axis, so one batched matmul serves them all.
-        let q = (q.reshape((b, nkv, groups * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
+        let q = (q.reshape((b, nkv, groups * t, hd))? * self.scale)?;
         let scores = q.matmul(&k.t()?.contiguous()?)?;
         let scores = scores.reshape((b, nkv, groups, t, keys))?;
-        let probs = ops::masked_softmax(&scores, &input.mask)?;
+        let probs = self.probabilities(&scores, &input.mask)?;
         let out = probs.reshape((b, nkv, groups * t, keys))?.matmul(&v)?;
         let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out, ctx)
@@ -180,41 +240,58 @@ impl Attention {
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let groups = nh / nkv;
         let r = rows.dim(0)?;
-        let heads = |proj: &AdaptedLinear| -> Result<Tensor> {
-            proj.forward(x, ctx)?.reshape((1, t, nkv, hd))?.transpose(1, 2)?.contiguous()
+        let heads = |proj: &AdaptedLinear, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            self.project_heads(proj, norm, x, ctx)?.transpose(1, 2)?.contiguous()
         };
-        let k = rotary.apply(&heads(&self.k_proj)?, &input.positions)?;
-        let (k, v) = self.with_prefix(k, heads(&self.v_proj)?, ctx)?;
+        let k = rotary.apply(&heads(&self.k_proj, &self.k_norm)?, &input.positions)?;
+        let (k, v) = self.with_prefix(k, heads(&self.v_proj, &None)?, ctx)?;
         let keys = k.dim(2)?;
         let x_rows = x.reshape((t, hidden))?.index_select(rows, 0)?;
         let positions = input.positions.index_select(rows, 0)?;
-        let q = self.q_proj.forward(&x_rows, ctx)?.reshape((r, nh, hd))?;
+        let q = self.project_heads(&self.q_proj, &self.q_norm, &x_rows, ctx)?.contiguous()?;
         let q = rotary.apply_rows(&q, &positions)?;
         // [R, nkv, groups, hd] → [1, nkv, groups·R, hd], the layout of `forward`.
         let q =
             q.reshape((r, nkv, groups, hd))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((1, nkv, groups * r, hd))?;
-        let q = (q * (1.0 / (hd as f64).sqrt()))?;
+        let q = (q * self.scale)?;
         let scores = q.matmul(&k.t()?.contiguous()?)?.reshape((1, nkv, groups, r, keys))?;
         let mask = input.mask.reshape((t, keys))?.index_select(rows, 0)?.reshape((1, 1, 1, r, keys))?;
-        let probs = ops::masked_softmax(&scores, &mask)?;
+        let probs = self.probabilities(&scores, &mask)?;
         let out = probs.reshape((1, nkv, groups * r, keys))?.matmul(&v)?;
         let out = out.reshape((nkv, groups, r, hd))?.permute((2, 0, 1, 3))?.reshape((r, nh * hd))?;
         self.o_proj.forward(&out, ctx)
     }
 }
 
-/// Keys and values of one layer seen so far in a decode, `[B, kv_heads, S, head_dim]` each.
+/// Keys and values of one layer seen so far in a decode, `[B, kv_heads, S, head_dim]` each,
+/// and the keys' RoPE positions `[B, S]` (u32; what a sliding window is measured in).
 #[derive(Clone)]
 pub struct LayerCache {
     pub key: Tensor,
     pub value: Tensor,
+    pub positions: Tensor,
 }
 
 impl LayerCache {
     /// Keeps the batch rows listed in `rows` (finished sequences leave the batch).
     pub fn select_rows(&self, rows: &Tensor) -> Result<LayerCache> {
-        Ok(LayerCache { key: self.key.index_select(rows, 0)?, value: self.value.index_select(rows, 0)? })
+        Ok(LayerCache {
+            key: self.key.index_select(rows, 0)?,
+            value: self.value.index_select(rows, 0)?,
+            positions: self.positions.index_select(rows, 0)?,
+        })
     }
+}
+
+/// Additive mask hiding keys a sliding `window` does not reach: `−∞` where
+/// `query_position − key_position ≥ window`. `queries` `[.., T]`, `keys` `[.., S]` (u32) →
+/// `[.., T, S]` f32. (Keys after the query are the causal mask's business.)
+pub fn window_mask(queries: &Tensor, keys: &Tensor, window: usize) -> Result<Tensor> {
+    let q = queries.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+    let k = keys.to_dtype(DType::F32)?.unsqueeze(D::Minus2)?;
+    let far = q.broadcast_sub(&k)?.ge(window as f64)?;
+    let hidden = Tensor::new(f32::NEG_INFINITY, queries.device())?.broadcast_as(far.shape())?;
+    far.where_cond(&hidden, &hidden.zeros_like()?)
 }
 
 /// Inference-only attention for generation: new tokens `x` `[B, T, hidden]` at per-row
@@ -222,11 +299,13 @@ impl LayerCache {
 /// is additive over all S keys. Plain candle ops (no backward needed), so rows may sit at
 /// different positions (left-padded prompts).
 impl Attention {
+    #[allow(clippy::too_many_arguments)]
     fn forward_cached(
         &self,
         x: &Tensor,
         positions: &Tensor,
         mask: &Tensor,
+        window: Option<usize>,
         cache: &mut Option<LayerCache>,
         rotary: &Rotary,
         ctx: &ForwardCtx,
@@ -234,21 +313,33 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let groups = nh / nkv;
-        let heads = |proj: &AdaptedLinear, n: usize| -> Result<Tensor> {
-            proj.forward(x, ctx)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        let heads = |proj: &AdaptedLinear, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            self.project_heads(proj, norm, x, ctx)?.transpose(1, 2)?.contiguous()
         };
-        let q = rotary.apply_per_row(&heads(&self.q_proj, nh)?, positions)?;
-        let k = rotary.apply_per_row(&heads(&self.k_proj, nkv)?, positions)?;
-        let v = heads(&self.v_proj, nkv)?;
-        let (k, v) = match cache.take() {
-            Some(old) => (Tensor::cat(&[&old.key, &k], 2)?, Tensor::cat(&[&old.value, &v], 2)?),
-            None => (k, v),
+        let q = rotary.apply_per_row(&heads(&self.q_proj, &self.q_norm)?, positions)?;
+        let k = rotary.apply_per_row(&heads(&self.k_proj, &self.k_norm)?, positions)?;
+        let v = heads(&self.v_proj, &None)?;
+        let (k, v, key_positions) = match cache.take() {
+            Some(old) => (
+                Tensor::cat(&[&old.key, &k], 2)?,
+                Tensor::cat(&[&old.value, &v], 2)?,
+                Tensor::cat(&[&old.positions, positions], 1)?,
+            ),
+            None => (k, v, positions.clone()),
         };
-        *cache = Some(LayerCache { key: k.clone(), value: v.clone() });
+        *cache = Some(LayerCache { key: k.clone(), value: v.clone(), positions: key_positions.clone() });
         let keys = k.dim(2)?;
-        let q = (q.reshape((b, nkv, groups * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = q.matmul(&k.t()?)?.reshape((b, nkv, groups, t, keys))?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let mask = match window {
+            Some(w) => mask.broadcast_add(&window_mask(positions, &key_positions, w)?.reshape((b, 1, 1, t, keys))?)?,
+            None => mask.clone(),
+        };
+        let q = (q.reshape((b, nkv, groups * t, hd))? * self.scale)?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, nkv, groups, t, keys))?;
+        let scores = match self.softcap {
+            Some(cap) => ops::soft_cap(&scores, cap)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
         let out = probs.reshape((b, nkv, groups * t, keys))?.matmul(&v)?;
         let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out, ctx)
@@ -260,13 +351,18 @@ pub struct Mlp {
     pub gate_proj: AdaptedLinear,
     pub up_proj: AdaptedLinear,
     pub down_proj: AdaptedLinear,
+    pub activation: Activation,
 }
 
 impl Mlp {
     fn forward(&self, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let gate = self.gate_proj.forward(x, ctx)?;
         let up = self.up_proj.forward(x, ctx)?;
-        self.down_proj.forward(&ops::swiglu(&gate, &up)?, ctx)
+        let hidden = match self.activation {
+            Activation::Silu => ops::swiglu(&gate, &up)?,
+            Activation::GeluTanh => ops::gelu_tanh_glu(&gate, &up)?,
+        };
+        self.down_proj.forward(&hidden, ctx)
     }
 }
 
@@ -274,8 +370,16 @@ impl Mlp {
 pub struct DecoderLayer {
     pub input_layernorm: RmsNorm,
     pub self_attn: Attention,
+    /// Llama: the MLP's input norm. Gemma: the attention output's norm.
     pub post_attention_layernorm: RmsNorm,
+    /// Gemma only: the MLP's input and output norms (`pre_feedforward_layernorm`,
+    /// `post_feedforward_layernorm`).
+    pub feedforward_norms: Option<(RmsNorm, RmsNorm)>,
     pub mlp: Mlp,
+    /// The sliding window of this layer; `None` attends to every earlier position.
+    pub window: Option<usize>,
+    /// Whether this layer rotates with the local RoPE table (Gemma 3's sliding layers).
+    pub local_rope: bool,
 }
 
 impl DecoderLayer {
@@ -304,15 +408,27 @@ impl DecoderLayer {
         ]
     }
 
-    /// The second half of every layer: `x + MLP(RMSNorm(x))`.
+    /// `x + attn`, the attention output normalised first in Gemma's layers.
+    fn attn_residual(&self, x: &Tensor, attn: Tensor) -> Result<Tensor> {
+        match self.feedforward_norms {
+            Some(_) => x + self.post_attention_layernorm.forward(&attn)?,
+            None => x + attn,
+        }
+    }
+
+    /// The second half of every layer: `x + MLP(RMSNorm(x))`, or Gemma's
+    /// `x + post_norm(MLP(pre_norm(x)))`.
     fn mlp_residual(&self, x: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?;
+        let mlp = match &self.feedforward_norms {
+            Some((pre, post)) => post.forward(&self.mlp.forward(&pre.forward(&x)?, ctx)?)?,
+            None => self.mlp.forward(&self.post_attention_layernorm.forward(&x)?, ctx)?,
+        };
         x + mlp
     }
 
     fn forward(&self, x: &Tensor, input: &ModelInput, rotary: &Rotary, ctx: &ForwardCtx) -> Result<Tensor> {
         let attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, input, rotary, ctx)?;
-        let x = (x + attn)?;
+        let x = self.attn_residual(x, attn)?;
         self.mlp_residual(x, ctx)
     }
 
@@ -326,8 +442,36 @@ impl DecoderLayer {
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         let normed = self.input_layernorm.forward(x)?;
-        let x = (x + self.self_attn.forward_cached(&normed, positions, mask, cache, rotary, ctx)?)?;
+        let attn = self.self_attn.forward_cached(&normed, positions, mask, self.window, cache, rotary, ctx)?;
+        let x = self.attn_residual(x, attn)?;
         self.mlp_residual(x, ctx)
+    }
+
+    /// The layer's norms with their Hugging Face names relative to the layer.
+    fn norms(&self) -> Vec<(&'static str, &RmsNorm)> {
+        let mut norms = vec![
+            ("input_layernorm", &self.input_layernorm),
+            ("post_attention_layernorm", &self.post_attention_layernorm),
+        ];
+        if let Some((pre, post)) = &self.feedforward_norms {
+            norms.extend([("pre_feedforward_layernorm", pre), ("post_feedforward_layernorm", post)]);
+        }
+        norms.extend(self.self_attn.q_norm.iter().map(|n| ("self_attn.q_norm", n)));
+        norms.extend(self.self_attn.k_norm.iter().map(|n| ("self_attn.k_norm", n)));
+        norms
+    }
+
+    fn norms_mut(&mut self) -> Vec<(&'static str, &mut RmsNorm)> {
+        let mut norms = vec![
+            ("input_layernorm", &mut self.input_layernorm),
+            ("post_attention_layernorm", &mut self.post_attention_layernorm),
+        ];
+        if let Some((pre, post)) = &mut self.feedforward_norms {
+            norms.extend([("pre_feedforward_layernorm", pre), ("post_feedforward_layernorm", post)]);
+        }
+        norms.extend(self.self_attn.q_norm.iter_mut().map(|n| ("self_attn.q_norm", n)));
+        norms.extend(self.self_attn.k_norm.iter_mut().map(|n| ("self_attn.k_norm", n)));
+        norms
     }
 
     /// [`DecoderLayer::forward`] for selected positions of a single packed row → `[R, hidden]`.
@@ -342,7 +486,7 @@ impl DecoderLayer {
         let hidden = x.dim(2)?;
         let normed = self.input_layernorm.forward(x)?;
         let attn = self.self_attn.forward_rows(&normed, input, rows, rotary, ctx)?;
-        let x = (x.reshape(((), hidden))?.index_select(rows, 0)? + attn)?;
+        let x = self.attn_residual(&x.reshape(((), hidden))?.index_select(rows, 0)?, attn)?;
         self.mlp_residual(x, ctx)
     }
 }
@@ -356,6 +500,38 @@ pub struct LlamaModel {
     /// `None` when the output projection is tied to the embeddings.
     pub lm_head: Option<AdaptedLinear>,
     pub rotary: Rotary,
+    /// The RoPE table of layers with `local_rope` (Gemma 3's sliding layers).
+    pub local_rotary: Option<Rotary>,
+}
+
+/// Gemma stores norm weights as `w` in `x̂·(1 + w)`; the model holds `1 + w`.
+fn norm_offset(config: &ModelConfig) -> f64 {
+    if config.architecture.is_gemma() { 1.0 } else { 0.0 }
+}
+
+/// Multimodal Gemma 3 checkpoints name the language model's tensors `model.language_model.…`
+/// (transformers 5) or `language_model.model.…` (4.x); the vision tower's are not read.
+fn text_model_names(mut tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    if !tensors.keys().any(|k| k.starts_with("model.language_model.") || k.starts_with("language_model.")) {
+        return tensors;
+    }
+    tensors
+        .drain()
+        .filter_map(|(name, t)| {
+            let renamed = if let Some(rest) = name.strip_prefix("model.language_model.") {
+                format!("model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("language_model.model.") {
+                format!("model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("language_model.") {
+                rest.to_string()
+            } else if name == "lm_head.weight" {
+                name
+            } else {
+                return None;
+            };
+            Some((renamed, t))
+        })
+        .collect()
 }
 
 impl LlamaModel {
@@ -363,10 +539,12 @@ impl LlamaModel {
     /// All tensors are converted to f32; `source` only appears in error messages.
     pub fn from_tensors(
         config: ModelConfig,
-        mut tensors: HashMap<String, Tensor>,
+        tensors: HashMap<String, Tensor>,
         source: &Path,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        let mut tensors = if config.architecture == Architecture::Gemma3 { text_model_names(tensors) } else { tensors };
+        let offset = norm_offset(&config);
         let mut take = |name: &str| -> anyhow::Result<Tensor> {
             let t = tensors
                 .remove(name)
@@ -382,35 +560,62 @@ impl LlamaModel {
                 let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
                 Ok(AdaptedLinear::frozen(weight, bias)?)
             };
-            let self_attn = Attention {
-                q_proj: linear("self_attn.q_proj", config.qkv_bias)?,
-                k_proj: linear("self_attn.k_proj", config.qkv_bias)?,
-                v_proj: linear("self_attn.v_proj", config.qkv_bias)?,
-                o_proj: linear("self_attn.o_proj", config.o_bias)?,
-                num_heads: config.num_attention_heads,
-                num_kv_heads: config.num_key_value_heads,
-                head_dim: config.head_dim,
-                prefix: None,
-            };
+            let q_proj = linear("self_attn.q_proj", config.qkv_bias)?;
+            let k_proj = linear("self_attn.k_proj", config.qkv_bias)?;
+            let v_proj = linear("self_attn.v_proj", config.qkv_bias)?;
+            let o_proj = linear("self_attn.o_proj", config.o_bias)?;
             let mlp = Mlp {
                 gate_proj: linear("mlp.gate_proj", config.mlp_bias)?,
                 up_proj: linear("mlp.up_proj", config.mlp_bias)?,
                 down_proj: linear("mlp.down_proj", config.mlp_bias)?,
+                activation: config.activation,
             };
-            let norm = |t: Tensor| RmsNorm { weight: Param::Frozen(t), eps: config.rms_norm_eps };
+            let mut norm = |name: &str| -> anyhow::Result<RmsNorm> {
+                let weight = (take(&format!("{p}.{name}.weight"))? + offset)?;
+                Ok(RmsNorm { weight: Param::Frozen(weight), eps: config.rms_norm_eps })
+            };
+            let (q_norm, k_norm) = if config.qk_norm {
+                (Some(norm("self_attn.q_norm")?), Some(norm("self_attn.k_norm")?))
+            } else {
+                (None, None)
+            };
+            let feedforward_norms = if config.architecture.is_gemma() {
+                Some((norm("pre_feedforward_layernorm")?, norm("post_feedforward_layernorm")?))
+            } else {
+                None
+            };
+            let window = config.layer_window(i);
             layers.push(DecoderLayer {
-                input_layernorm: norm(take(&format!("{p}.input_layernorm.weight"))?),
-                self_attn,
-                post_attention_layernorm: norm(take(&format!("{p}.post_attention_layernorm.weight"))?),
+                input_layernorm: norm("input_layernorm")?,
+                self_attn: Attention {
+                    q_proj,
+                    k_proj,
+                    v_proj,
+                    o_proj,
+                    q_norm,
+                    k_norm,
+                    num_heads: config.num_attention_heads,
+                    num_kv_heads: config.num_key_value_heads,
+                    head_dim: config.head_dim,
+                    scale: config.attention_scale(),
+                    softcap: config.attn_logit_softcapping,
+                    prefix: None,
+                },
+                post_attention_layernorm: norm("post_attention_layernorm")?,
+                feedforward_norms,
                 mlp,
+                window,
+                local_rope: window.is_some() && config.local_rope.is_some(),
             });
         }
-        let norm = RmsNorm { weight: Param::Frozen(take("model.norm.weight")?), eps: config.rms_norm_eps };
+        let norm = RmsNorm { weight: Param::Frozen((take("model.norm.weight")? + offset)?), eps: config.rms_norm_eps };
         // Checkpoints with tied embeddings usually omit lm_head.weight; some still carry a copy.
         let lm_head =
             if config.tie_word_embeddings { None } else { Some(AdaptedLinear::frozen(take("lm_head.weight")?, None)?) };
+        let local_rotary = config.local_rope.as_ref().map(|rope| Rotary::new(&config, rope, device)).transpose()?;
         Ok(LlamaModel {
-            rotary: Rotary::new(&config, device)?,
+            rotary: Rotary::new(&config, &config.rope, device)?,
+            local_rotary,
             config,
             embed_tokens: Param::Frozen(embed_tokens),
             layers,
@@ -434,11 +639,54 @@ impl LlamaModel {
     pub fn hidden_states(&self, input: &ModelInput, ctx: &ForwardCtx) -> Result<Tensor> {
         let prefixed = self.prefixed_input(input, ctx)?;
         let input = prefixed.as_ref().unwrap_or(input);
-        let mut x = self.embed(input)?;
+        let windowed = self.windowed_input(input)?;
+        let mut x = self.embed(&input.ids)?;
         for layer in &self.layers {
-            x = layer.forward(&x, input, &self.rotary, ctx)?;
+            let (input, rotary) = self.layer_view(layer, input, windowed.as_ref());
+            x = layer.forward(&x, input, rotary, ctx)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// `input` with the sliding window folded into its mask, when any layer has a window.
+    /// Windows are measured in RoPE positions, so packed sequences (positions restarting at
+    /// 0) and prefix-tuning's virtual tokens (keys at positions `0..P`) are handled alike.
+    fn windowed_input(&self, input: &ModelInput) -> Result<Option<ModelInput>> {
+        let Some(window) = self.config.sliding_window.filter(|_| self.layers.iter().any(|l| l.window.is_some())) else {
+            return Ok(None);
+        };
+        let (t, keys) = (input.positions.dim(0)?, input.mask.dim(4)?);
+        let key_positions = match keys - t {
+            0 => input.positions.clone(),
+            virtual_tokens => Tensor::cat(
+                &[&Tensor::arange(0u32, virtual_tokens as u32, input.positions.device())?, &input.positions],
+                0,
+            )?,
+        };
+        let mask = window_mask(&input.positions, &key_positions, window)?.reshape((1, 1, 1, t, keys))?;
+        Ok(Some(ModelInput {
+            ids: input.ids.clone(),
+            positions: input.positions.clone(),
+            mask: input.mask.broadcast_add(&mask.to_dtype(input.mask.dtype())?)?,
+        }))
+    }
+
+    /// What `layer` reads: the windowed or the full input, the local or the global RoPE table.
+    fn layer_view<'a>(
+        &'a self,
+        layer: &DecoderLayer,
+        input: &'a ModelInput,
+        windowed: Option<&'a ModelInput>,
+    ) -> (&'a ModelInput, &'a Rotary) {
+        let input = match (layer.window, windowed) {
+            (Some(_), Some(windowed)) => windowed,
+            _ => input,
+        };
+        let rotary = match (&self.local_rotary, layer.local_rope) {
+            (Some(local), true) => local,
+            _ => &self.rotary,
+        };
+        (input, rotary)
     }
 
     /// Final hidden states of selected flat rows (indices into the `[B·T]` positions), `[R, hidden]`.
@@ -453,11 +701,14 @@ impl LlamaModel {
         };
         let prefixed = self.prefixed_input(input, ctx)?;
         let input = prefixed.as_ref().unwrap_or(input);
-        let mut x = self.embed(input)?;
+        let windowed = self.windowed_input(input)?;
+        let mut x = self.embed(&input.ids)?;
         for layer in rest {
-            x = layer.forward(&x, input, &self.rotary, ctx)?;
+            let (input, rotary) = self.layer_view(layer, input, windowed.as_ref());
+            x = layer.forward(&x, input, rotary, ctx)?;
         }
-        let x = last.forward_rows(&x, input, rows, &self.rotary, ctx)?;
+        let (last_input, rotary) = self.layer_view(last, input, windowed.as_ref());
+        let x = last.forward_rows(&x, last_input, rows, rotary, ctx)?;
         self.norm.forward(&x)
     }
 
@@ -472,14 +723,14 @@ impl LlamaModel {
         caches: &mut [Option<LayerCache>],
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let mut x = self.embed_tokens.tensor().index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            t,
-            self.config.hidden_size,
-        ))?;
+        let t = ids.dim(1)?;
+        let mut x = self.embed(ids)?;
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            x = layer.forward_cached(&x, positions, mask, cache, &self.rotary, ctx)?;
+            let rotary = match (&self.local_rotary, layer.local_rope) {
+                (Some(local), true) => local,
+                _ => &self.rotary,
+            };
+            x = layer.forward_cached(&x, positions, mask, cache, rotary, ctx)?;
         }
         let last = self.norm.forward(&x.narrow(1, t - 1, 1)?.squeeze(1)?)?;
         self.logits(&last, ctx)
@@ -497,7 +748,11 @@ impl LlamaModel {
                     let expand = |v: &Var| -> Result<Tensor> {
                         v.as_tensor().unsqueeze(0)?.broadcast_as((b, v.dim(0)?, v.dim(1)?, v.dim(2)?))?.contiguous()
                     };
-                    Ok(Some(LayerCache { key: expand(&prefix.key)?, value: expand(&prefix.value)? }))
+                    let positions = Tensor::arange(0u32, p as u32, self.device())?
+                        .unsqueeze(0)?
+                        .broadcast_as((b, p))?
+                        .contiguous()?;
+                    Ok(Some(LayerCache { key: expand(&prefix.key)?, value: expand(&prefix.value)?, positions }))
                 }
                 _ => Ok(None),
             })
@@ -529,22 +784,34 @@ impl LlamaModel {
         }))
     }
 
-    fn embed(&self, input: &ModelInput) -> Result<Tensor> {
-        let (b, t) = input.ids.dims2()?;
-        self.embed_tokens.tensor().index_select(&input.ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))
+    /// Token embeddings of `ids` `[B, T]` → `[B, T, hidden]` (times √hidden for Gemma, in
+    /// float32 as transformers rounds it).
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let x = self.embed_tokens.tensor().index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?;
+        if self.config.architecture.is_gemma() { x * ((self.config.hidden_size as f32).sqrt() as f64) } else { Ok(x) }
     }
 
     /// Vocabulary logits for selected hidden-state rows `[n, hidden]` → `[n, vocab]`.
     pub fn logits(&self, rows: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        match (&self.lm_head, &self.embed_tokens) {
+        let logits = match (&self.lm_head, &self.embed_tokens) {
             (Some(head), _) => head.forward(rows, ctx),
             (None, Param::Frozen(embed)) => ops::frozen_linear(rows, &FrozenWeight::dense_once(embed.clone())),
             (None, Param::Trainable(embed)) => ops::trainable_linear(rows, embed.as_tensor(), ctx.grad_sink.as_ref()),
+        }?;
+        match self.config.final_logit_softcapping {
+            Some(cap) => ops::soft_cap(&logits, cap),
+            None => Ok(logits),
         }
     }
 
     /// Every base-model parameter with its Hugging Face name; LoRA folded in when present.
     pub fn merged_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let offset = norm_offset(&self.config);
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.tensor().clone())];
         for (i, layer) in self.layers.iter().enumerate() {
             for (name, linear) in layer.linears() {
@@ -557,16 +824,11 @@ impl LlamaModel {
                     out.push((format!("model.layers.{i}.{name}.bias"), bias.tensor().clone()));
                 }
             }
-            out.push((
-                format!("model.layers.{i}.input_layernorm.weight"),
-                layer.input_layernorm.weight.tensor().clone(),
-            ));
-            out.push((
-                format!("model.layers.{i}.post_attention_layernorm.weight"),
-                layer.post_attention_layernorm.weight.tensor().clone(),
-            ));
+            for (name, norm) in layer.norms() {
+                out.push((format!("model.layers.{i}.{name}.weight"), (norm.weight.tensor() - offset)?));
+            }
         }
-        out.push(("model.norm.weight".into(), self.norm.weight.tensor().clone()));
+        out.push(("model.norm.weight".into(), (self.norm.weight.tensor() - offset)?));
         if let Some(head) = &self.lm_head {
             out.push(("lm_head.weight".into(), head.dense_weight()?));
         }
@@ -577,14 +839,11 @@ impl LlamaModel {
     pub fn make_all_trainable(&mut self) -> Result<Vec<(String, Var)>> {
         let mut vars = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.make_trainable()?)];
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            vars.push((
-                format!("model.layers.{i}.input_layernorm.weight"),
-                layer.input_layernorm.weight.make_trainable()?,
-            ));
-            vars.push((
-                format!("model.layers.{i}.post_attention_layernorm.weight"),
-                layer.post_attention_layernorm.weight.make_trainable()?,
-            ));
+            // Gemma's norm parameters are trained as the `1 + w` the model holds; the model
+            // folder gets `w` back from `merged_weights`.
+            for (name, norm) in layer.norms_mut() {
+                vars.push((format!("model.layers.{i}.{name}.weight"), norm.weight.make_trainable()?));
+            }
             for (name, linear) in layer.linears_mut() {
                 vars.push((format!("model.layers.{i}.{name}.weight"), make_linear_trainable(linear)?));
                 if let Some(bias) = &mut linear.bias {
@@ -609,7 +868,7 @@ fn make_linear_trainable(linear: &mut AdaptedLinear) -> Result<Var> {
     Ok(var)
 }
 
-/// Random Hugging Face-named tensors for `config` (norm weights are ones).
+/// Random Hugging Face-named tensors for `config` (norms scale by one).
 pub fn random_tensors(config: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
     use rand::SeedableRng;
     use rand_distr::{Distribution, Normal};
@@ -621,6 +880,8 @@ pub fn random_tensors(config: &ModelConfig, seed: u64) -> Result<HashMap<String,
         Tensor::from_vec(data, (rows, cols), &cpu)
     };
     let (h, i) = (config.hidden_size, config.intermediate_size);
+    // Norm weights that scale by one: 1 (or Gemma's w = 0 in `1 + w`).
+    let unit_norm = |width: usize| Tensor::ones(width, DType::F32, &cpu)? - norm_offset(config);
     let q = config.num_attention_heads * config.head_dim;
     let kv = config.num_key_value_heads * config.head_dim;
     let mut t = HashMap::new();
@@ -641,10 +902,18 @@ pub fn random_tensors(config: &ModelConfig, seed: u64) -> Result<HashMap<String,
                 t.insert(format!("{p}.{name}.bias"), randn(1, rows)?.squeeze(0)?);
             }
         }
-        t.insert(format!("{p}.input_layernorm.weight"), Tensor::ones(h, DType::F32, &cpu)?);
-        t.insert(format!("{p}.post_attention_layernorm.weight"), Tensor::ones(h, DType::F32, &cpu)?);
+        let mut norms = vec![("input_layernorm", h), ("post_attention_layernorm", h)];
+        if config.architecture.is_gemma() {
+            norms.extend([("pre_feedforward_layernorm", h), ("post_feedforward_layernorm", h)]);
+        }
+        if config.qk_norm {
+            norms.extend([("self_attn.q_norm", config.head_dim), ("self_attn.k_norm", config.head_dim)]);
+        }
+        for (name, width) in norms {
+            t.insert(format!("{p}.{name}.weight"), unit_norm(width)?);
+        }
     }
-    t.insert("model.norm.weight".into(), Tensor::ones(h, DType::F32, &cpu)?);
+    t.insert("model.norm.weight".into(), unit_norm(h)?);
     if !config.tie_word_embeddings {
         t.insert("lm_head.weight".into(), randn(config.vocab_size, h)?);
     }

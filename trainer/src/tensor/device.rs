@@ -1,7 +1,25 @@
 //! Where tensors live: the device a run uses (the first CUDA GPU with the `cuda` feature, else
 //! the CPU) and the CPU runtime's thread pools and allocator, set up once at start.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::Device;
+
+/// Set when the CPU must take the composite-op path a GPU takes (see [`fused_kernels`]).
+static COMPOSITE_OPS: AtomicBool = AtomicBool::new(false);
+
+/// Whether the hand-written CPU kernels ([`crate::tensor::kernels`]) run on `device`. A GPU
+/// always takes candle's composite ops; the CPU does too after [`force_composite_ops`] (or
+/// with `PAIRWISE_COMPOSITE_OPS=1` in the environment), so the GPU's code path can be
+/// checked against PyTorch on a machine without one.
+pub fn fused_kernels(device: &Device) -> bool {
+    device.is_cpu() && !COMPOSITE_OPS.load(Ordering::Relaxed)
+}
+
+/// Routes every later forward and backward pass through candle's composite ops.
+pub fn force_composite_ops(on: bool) {
+    COMPOSITE_OPS.store(on, Ordering::Relaxed);
+}
 
 /// The device training runs on: the first CUDA GPU with the `cuda` feature, else the CPU.
 pub fn default_device() -> anyhow::Result<Device> {
@@ -32,6 +50,9 @@ pub fn default_device() -> anyhow::Result<Device> {
 /// once, when its pools are first used).
 pub unsafe fn configure_cpu_runtime() {
     // SAFETY (both blocks): the caller guarantees no other thread is running.
+    if std::env::var_os("PAIRWISE_COMPOSITE_OPS").is_some_and(|v| v == "1") {
+        force_composite_ops(true);
+    }
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }

@@ -354,7 +354,7 @@ fn gemm_views<T: Float + 'static>(
 
 /// Grouped-query attention from the projections to the output projection's input, as one op:
 /// `q` `[B·T, H·D]`, `k` and `v` `[B·T, KV·D]` (the linear layers' row-major outputs) →
-/// `[B·T, H·D]`, with RoPE (tables `[T, D]`), the `1/√D` scale, the additive mask `[T, T]`
+/// `[B·T, H·D]`, with RoPE (tables `[T, D]`), the score scale, the additive mask `[T, T]`
 /// and softmax inside. The backward recomputes the scores rather than keeping them (they are
 /// cheap at these lengths), so the op holds no intermediates between the passes.
 #[derive(Clone)]
@@ -366,6 +366,8 @@ pub struct Attention {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// Multiplies the scores: `1/√D`, or Gemma's `query_pre_attn_scalar^-½`.
+    pub scale: f64,
 }
 
 /// The per-`(row, KV head)` pieces both passes share: rotated keys, values, and for each query
@@ -428,7 +430,7 @@ impl Attention {
         let t = self.time(q.len() / (self.heads * d));
         let groups = self.heads / self.kv_heads;
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
-        let scale: T = cast(1.0 / (d as f64).sqrt()).expect("scale fits the dtype");
+        let scale: T = cast(self.scale).expect("scale fits the dtype");
         let mut keys = vec![T::zero(); t * d];
         let mut values = vec![T::zero(); t * d];
         for s in 0..t {
@@ -586,7 +588,7 @@ impl candle_core::CustomOp3 for AttentionBackward {
         let out = dispatch!([(q, qs, ql), (k, ks, kl), (v, vs, vl), (cos, cs, &cl), (sin, ss, &sl), (mask, ms, &ml), (dout, os, &ol)] => |T| {
             let (q_width, kv_width) = (a.heads * d, a.kv_heads * d);
             let t = a.time(q.len() / q_width);
-            let scale: T = cast(1.0 / (d as f64).sqrt()).expect("scale fits the dtype");
+            let scale: T = cast(a.scale).expect("scale fits the dtype");
             let mut all: Vec<T> = vec![T::zero(); total];
             let (dq, rest) = all.split_at_mut(q.len());
             let (dk, dv) = rest.split_at_mut(k.len());
@@ -680,6 +682,7 @@ mod tests {
             heads: H,
             kv_heads: KV,
             head_dim: HD,
+            scale: 1.0 / (HD as f64).sqrt(),
         };
         assert!(q.apply_op3(&kv, &kv, op(causal_mask()?)).is_ok());
         let err = q.apply_op3(&kv, &kv, op(Tensor::zeros((T, T + 1), candle_core::DType::F64, &dev)?)).unwrap_err();
@@ -704,6 +707,7 @@ mod tests {
             heads: H,
             kv_heads: KV,
             head_dim: HD,
+            scale: 1.0 / (HD as f64).sqrt(),
         };
         let fused = q.apply_op3(&k, &v, op.clone())?;
         let reference = composite(&q, &k, &v, &cos, &sin)?;

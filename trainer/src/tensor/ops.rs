@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::tensor::buffer::accumulate;
+use crate::tensor::device::fused_kernels;
 use crate::tensor::kernels;
 
 use candle_core::quantized::QTensor;
@@ -233,7 +234,7 @@ impl CustomOp1 for FrozenLinear {
 /// Off the CPU (the `cuda` feature) it falls back to candle's matmul on a detached weight,
 /// which is correct but computes the unused weight gradient.
 pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if fused_kernels(x.device()) {
         x.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone() })
     } else {
         x.matmul(&weight.dense(x.dtype())?.to_device(x.device())?.t()?)
@@ -309,7 +310,7 @@ impl CustomOp2 for TrainableLinear {
 /// store then adds element by element through strides; here `dW = gᵀ · x` comes out
 /// contiguous in W's own layout, and goes to `sink` instead of the gradient store when given.
 pub fn trainable_linear(x: &Tensor, weight: &Tensor, sink: Option<&Arc<GradSink>>) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if fused_kernels(x.device()) {
         x.contiguous()?
             .apply_op2(&weight.contiguous()?, TrainableLinear { sink: sink.map(|s| (s.clone(), weight.id())) })
     } else {
@@ -321,7 +322,7 @@ pub fn trainable_linear(x: &Tensor, weight: &Tensor, sink: Option<&Arc<GradSink>
 /// normalise in the input dtype, then scale). On the CPU one op with a hand-written backward
 /// ([`kernels::RmsNorm`]).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if fused_kernels(x.device()) {
         x.contiguous()?.apply_op2(&weight.contiguous()?, kernels::RmsNorm { eps })
     } else {
         rms_norm_composite(x, weight, eps)
@@ -337,18 +338,30 @@ fn rms_norm_composite(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// `silu(gate) · up`, the SwiGLU MLP's elementwise part; on the CPU one op with a hand-written
 /// backward ([`kernels::SwiGlu`]).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if gate.device().is_cpu() {
+    if fused_kernels(gate.device()) {
         gate.contiguous()?.apply_op2(&up.contiguous()?, kernels::SwiGlu)
     } else {
         candle_nn::ops::silu(gate)? * up
     }
 }
 
+/// `gelu_tanh(gate) · up`, the GeGLU MLP's elementwise part (Gemma's `gelu_pytorch_tanh`).
+/// candle's `gelu` is the tanh approximation and has a backward pass; there is no fused CPU
+/// kernel for it yet, so it is composite on every device.
+pub fn gelu_tanh_glu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.gelu()? * up
+}
+
+/// `cap · tanh(x / cap)`: Gemma 2's soft-capping of attention scores and logits.
+pub fn soft_cap(x: &Tensor, cap: f64) -> Result<Tensor> {
+    (x / cap)?.tanh()? * cap
+}
+
 /// Rotate-half RoPE: `x·cos + rotate_half(x)·sin` over the last dimension. The tables are
 /// `[T, D]` for `x` `[.., T, D]` (one position per time step), or `[R, 1, D]` for `x`
 /// `[R, H, D]` (one position per leading row). On the CPU one op ([`kernels::Rope`]).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !fused_kernels(x.device()) {
         return rope_composite(x, cos, sin);
     }
     let repeat = match cos.rank() {
@@ -372,7 +385,7 @@ fn rope_composite(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// against `scores`. On the CPU: candle's fused softmax kernel forward, [`Softmax::bwd`] backward.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let masked = scores.broadcast_add(mask)?;
-    if masked.device().is_cpu() { masked.apply_op1(Softmax) } else { candle_nn::ops::softmax(&masked, D::Minus1) }
+    if fused_kernels(masked.device()) { masked.apply_op1(Softmax) } else { candle_nn::ops::softmax(&masked, D::Minus1) }
 }
 
 struct Softmax;
@@ -402,7 +415,7 @@ impl CustomOp1 for Softmax {
 /// On the CPU one op ([`kernels::TokenLogProbs`]) with backward `g·(onehot − softmax)`: unlike
 /// the composite, it keeps no `[n, vocab]` intermediates alive for the backward pass.
 pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if logits.device().is_cpu() {
+    if fused_kernels(logits.device()) {
         logits.contiguous()?.apply_op1(kernels::TokenLogProbs { targets: targets.to_vec1::<u32>()? })
     } else {
         candle_nn::ops::log_softmax(logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)
@@ -460,6 +473,29 @@ pub(crate) mod tests {
         let f = || (frozen_linear(&x, &frozen)?.sin()? * &probe)?.sum_all();
         let worst = check_gradient(&x, &f, &[0, 4, 8, 20])?;
         assert!(worst < 1e-6, "relative gradient error {worst}");
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_tanh_glu_and_soft_cap_match_their_formulas_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let gate = Var::from_tensor(&Tensor::randn(0f64, 2.0, (4, 6), &dev)?)?;
+        let up = Var::from_tensor(&Tensor::randn(0f64, 1.0, (4, 6), &dev)?)?;
+        // PyTorch's gelu(approximate="tanh"): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+        let g = gate.flatten_all()?.to_vec1::<f64>()?;
+        let u = up.flatten_all()?.to_vec1::<f64>()?;
+        let ours = gelu_tanh_glu(&gate, &up)?.flatten_all()?.to_vec1::<f64>()?;
+        for ((x, u), o) in g.iter().zip(&u).zip(&ours) {
+            let gelu = 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            assert!((gelu * u - o).abs() < 1e-12, "gelu_tanh({x})·{u}: {o} vs {}", gelu * u);
+        }
+        let probe = Tensor::randn(0f64, 1.0, (4, 6), &dev)?;
+        let f = || (soft_cap(&gelu_tanh_glu(&gate, &up)?, 1.5)? * &probe)?.sum_all();
+        let worst = check_gradient(&gate, &f, &[0, 5, 11, 23])?.max(check_gradient(&up, &f, &[1, 7, 19])?);
+        assert!(worst < 1e-6, "relative gradient error {worst}");
+        let capped = soft_cap(&Tensor::new(&[100.0f64, -100.0, 0.3], &dev)?, 2.0)?.to_vec1::<f64>()?;
+        assert!((capped[0] - 2.0).abs() < 1e-9 && (capped[1] + 2.0).abs() < 1e-9);
+        assert!((capped[2] - 2.0 * (0.15f64).tanh()).abs() < 1e-12);
         Ok(())
     }
 

@@ -1,0 +1,255 @@
+//! The checks every model family's fixture goes through (`tests/fixtures/families/<family>`,
+//! numbers from PyTorch by `make_fixtures.py`), shared by `families.rs` (the CPU kernels) and
+//! `families_composite.rs` (candle's composite ops, the path a GPU takes): tokenization,
+//! base and LoRA completion log-probs, DPO sigmoid / IPO and Bradley–Terry losses to 1e-4,
+//! LoRA gradient norms to 1e-3 relative in both batch layouts, cached decoding against the
+//! full forward, and merging the adapter into a model folder — each in both config shapes.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use pairwise_trainer::data::batch::SequenceBatch;
+use pairwise_trainer::data::pairs::{TokenizedPair, TokenizedSequence, Truncation, read_jsonl, tokenize_pair};
+use pairwise_trainer::data::readout::{completion_log_probs, sequence_rewards};
+use pairwise_trainer::methods::generate::{Sampling, generate_batch};
+use pairwise_trainer::methods::loss::{PairLogps, bradley_terry_loss, dpo_loss};
+use pairwise_trainer::methods::score::score_pairs;
+use pairwise_trainer::model::input::Layout;
+use pairwise_trainer::model::load::load_model;
+use pairwise_trainer::model::merge::write_model_folder;
+use pairwise_trainer::model::tokenizer::ChatTokenizer;
+use pairwise_trainer::model::{ForwardCtx, LlamaModel, ModelInput};
+use pairwise_trainer::peft::load::load_peft;
+use pairwise_trainer::train::config::DpoLossType;
+use rand::SeedableRng;
+use serde_json::Value;
+
+const TOL: f64 = 1e-4;
+const BETA: f64 = 0.1;
+
+/// Which `config.json` the model folder is read with.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// As transformers 5.x saved it (`rope_parameters`, `layer_types`).
+    V5,
+    /// The same model in transformers 4.x keys (`config.v4.json`).
+    V4,
+}
+
+pub struct Fixture {
+    pub family: &'static str,
+    root: PathBuf,
+    /// The model folder, with `config.json` in the asked-for shape.
+    pub model_dir: PathBuf,
+    expected: Value,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    pub fn open(family: &'static str, shape: Shape) -> Fixture {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families").join(family);
+        let expected = serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap()).unwrap();
+        let (model_dir, tmp) = match shape {
+            Shape::V5 => (root.join("model"), None),
+            Shape::V4 => {
+                let tmp = tempfile::tempdir().unwrap();
+                for entry in std::fs::read_dir(root.join("model")).unwrap() {
+                    let path = entry.unwrap().path();
+                    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                    let target = if name == "config.v4.json" { "config.json".to_string() } else { name.clone() };
+                    if name != "config.json" {
+                        std::fs::copy(&path, tmp.path().join(target)).unwrap();
+                    }
+                }
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        Fixture { family, root, model_dir, expected, _tmp: tmp }
+    }
+
+    fn tokenized(&self) -> (ChatTokenizer, Vec<TokenizedPair>) {
+        let tokenizer = ChatTokenizer::from_dir(&self.model_dir).unwrap();
+        let pairs = read_jsonl(&self.root.join("prefs.jsonl"), None).unwrap();
+        let limits = Truncation { max_length: 4096, max_prompt_length: 4096 };
+        let tokenized = pairs.iter().map(|p| tokenize_pair(&tokenizer, p, limits).unwrap()).collect();
+        (tokenizer, tokenized)
+    }
+
+    fn model(&self) -> LlamaModel {
+        load_model(&self.model_dir, &Device::Cpu).unwrap()
+    }
+
+    fn pairs(&self) -> &Vec<Value> {
+        self.expected["pairs"].as_array().unwrap()
+    }
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Token ids, log-probs of base and policy, DPO/IPO losses, rewards and the BT loss.
+pub fn numbers_match_pytorch(fx: &Fixture) {
+    let (tokenizer, pairs) = fx.tokenized();
+    for (pair, e) in pairs.iter().zip(fx.pairs()) {
+        assert_eq!(&pair.chosen.ids[..pair.chosen.prompt_len], ids(&e["prompt_ids"]).as_slice(), "{}", fx.family);
+        assert_eq!(&pair.chosen.ids[pair.chosen.prompt_len..], ids(&e["chosen_ids"]).as_slice());
+        assert_eq!(&pair.rejected.ids[pair.rejected.prompt_len..], ids(&e["rejected_ids"]).as_slice());
+    }
+    let mut model = fx.model();
+    let score = candle_core::safetensors::load(fx.root.join("reward_head.safetensors"), &Device::Cpu)
+        .unwrap()
+        .remove("score.weight")
+        .unwrap();
+    let seqs: Vec<TokenizedSequence> = pairs.iter().flat_map(|p| [p.chosen.clone(), p.rejected.clone()]).collect();
+    let rewards = sequence_rewards(&model, &seqs, tokenizer.pad_id, &score, false, 5).unwrap();
+    load_peft(&fx.root.join("lora"), &mut model).unwrap();
+    let records = score_pairs(&model, &pairs, tokenizer.pad_id, BETA, None, 3).unwrap();
+    let mut worst: f64 = 0.0;
+    let mut check = |ours: f64, theirs: &Value, what: &str, i: usize| {
+        let diff = (ours - f(theirs)).abs();
+        assert!(diff < TOL, "{} pair {i} {what}: ours {ours} vs PyTorch {} (|Δ| {diff:.2e})", fx.family, f(theirs));
+        worst = worst.max(diff);
+    };
+    for (i, (r, e)) in records.iter().zip(fx.pairs()).enumerate() {
+        check(r.ref_chosen_logp, &e["base_chosen_logp"], "base chosen logp", i);
+        check(r.ref_rejected_logp, &e["base_rejected_logp"], "base rejected logp", i);
+        check(r.chosen_logp, &e["lora_chosen_logp"], "LoRA chosen logp", i);
+        check(r.rejected_logp, &e["lora_rejected_logp"], "LoRA rejected logp", i);
+        check(r.dpo_sigmoid, &e["dpo_sigmoid"], "dpo_sigmoid", i);
+        check(r.ipo, &e["ipo_trl"], "ipo", i);
+        check(rewards[2 * i] as f64, &e["reward_chosen"], "reward chosen", i);
+        check(rewards[2 * i + 1] as f64, &e["reward_rejected"], "reward rejected", i);
+        let bt = bradley_terry_loss(
+            &Tensor::new(&[rewards[2 * i]], &Device::Cpu).unwrap(),
+            &Tensor::new(&[rewards[2 * i + 1]], &Device::Cpu).unwrap(),
+            None,
+            None,
+            0.0,
+        )
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+        check(bt, &e["bt_loss"], "bt_loss", i);
+    }
+    let mean_dpo = records.iter().map(|r| r.dpo_sigmoid).sum::<f64>() / records.len() as f64;
+    check(mean_dpo, &fx.expected["means"]["dpo_sigmoid"], "mean dpo_sigmoid", 0);
+    println!("{}: worst |Δ| from PyTorch {worst:.2e}", fx.family);
+}
+
+/// Frobenius norms of the mean DPO loss's gradient for every LoRA tensor, padded and packed.
+pub fn lora_gradients_match_pytorch(fx: &Fixture) {
+    let (tokenizer, pairs) = fx.tokenized();
+    let mut model = fx.model();
+    let adapter = load_peft(&fx.root.join("lora"), &mut model).unwrap();
+    let seqs: Vec<TokenizedSequence> =
+        pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
+    let norms = fx.expected["lora_grad_norms_mean_dpo_sigmoid"].as_object().unwrap();
+    assert_eq!(norms.len(), adapter.vars.len(), "{}: LoRA tensors", fx.family);
+    for layout in [Layout::Padded, Layout::Packed] {
+        let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, layout, &Device::Cpu).unwrap();
+        let reference = completion_log_probs(&model, &batch, &ForwardCtx::eval(false)).unwrap().detach();
+        let policy = completion_log_probs(&model, &batch, &ForwardCtx::eval(true)).unwrap();
+        let n = seqs.len() / 2;
+        let lens = |range: std::ops::Range<usize>| {
+            let v: Vec<f32> = batch.completion_lens[range].iter().map(|&l| l as f32).collect();
+            Tensor::new(v.as_slice(), &Device::Cpu).unwrap()
+        };
+        let half = |t: &Tensor, from| t.narrow(0, from, n).unwrap();
+        let out = dpo_loss(
+            DpoLossType::Sigmoid,
+            BETA,
+            PairLogps { chosen: &half(&policy, 0), rejected: &half(&policy, n) },
+            PairLogps { chosen: &half(&reference, 0), rejected: &half(&reference, n) },
+            (&lens(0..n), &lens(n..2 * n)),
+            &Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
+        let theirs = f(&fx.expected["means"]["dpo_sigmoid"]);
+        assert!((loss - theirs).abs() < TOL, "{} {layout:?}: loss {loss} vs {theirs}", fx.family);
+        let grads = out.loss.backward().unwrap();
+        for (name, var) in &adapter.vars {
+            let g = grads.get(var).unwrap_or_else(|| panic!("{}: no gradient for {name}", fx.family));
+            let ours = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap() as f64;
+            let theirs = f(&norms[name]);
+            let rel = (ours - theirs).abs() / theirs;
+            assert!(
+                rel < 1e-3,
+                "{} {layout:?} {name}: grad norm {ours} vs PyTorch {theirs} (rel {rel:.2e})",
+                fx.family
+            );
+        }
+    }
+}
+
+/// Logits of the last position by the full (training) forward pass.
+fn full_logits(model: &LlamaModel, ids: &[u32], ctx: &ForwardCtx) -> Vec<f32> {
+    let input = ModelInput::right_padded(&[ids], 0, &Device::Cpu).unwrap();
+    let hidden = model.hidden_states(&input, ctx).unwrap();
+    let last = hidden.narrow(1, ids.len() - 1, 1).unwrap().squeeze(1).unwrap();
+    model.logits(&last, ctx).unwrap().squeeze(0).unwrap().to_vec1().unwrap()
+}
+
+/// Greedy generation through the KV cache (a left-padded batch of two prompts longer than the
+/// sliding windows) picks, at every step, the full forward's argmax.
+pub fn cached_decoding_matches_the_full_forward(fx: &Fixture) {
+    let (tokenizer, pairs) = fx.tokenized();
+    let mut model = fx.model();
+    load_peft(&fx.root.join("lora"), &mut model).unwrap();
+    let ctx = ForwardCtx::eval(true);
+    let prompts: Vec<Vec<u32>> = pairs.iter().take(2).map(|p| p.chosen.ids[..p.chosen.prompt_len].to_vec()).collect();
+    assert_ne!(prompts[0].len(), prompts[1].len(), "the batch must need padding");
+    let sampling = Sampling { temperature: 0.0, top_p: 1.0, top_k: 0, max_new_tokens: 6, stop: vec![], seed: 0 };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let batch = generate_batch(&model, &tokenizer, &prompts, &sampling, &mut rng, &ctx).unwrap();
+    for (prompt, completion) in prompts.iter().zip(&batch) {
+        let mut seq = prompt.clone();
+        assert!(!completion.tokens.is_empty(), "{}: nothing generated", fx.family);
+        for &token in &completion.tokens {
+            let logits = full_logits(&model, &seq, &ctx);
+            let best = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+            let margin = logits[best] - logits[token as usize];
+            assert!(
+                margin < 1e-4,
+                "{}: greedy token {token} is not the full forward's {best} (margin {margin})",
+                fx.family
+            );
+            seq.push(token);
+        }
+    }
+}
+
+/// `merge`: the adapter folded into a model folder, read back, gives the policy's log-probs.
+pub fn merged_folder_gives_the_policy(fx: &Fixture) {
+    let (tokenizer, pairs) = fx.tokenized();
+    let mut model = fx.model();
+    load_peft(&fx.root.join("lora"), &mut model).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_model_folder(&model, Some(&fx.model_dir), out.path()).unwrap();
+    let merged = load_model(out.path(), &Device::Cpu).unwrap();
+    assert_eq!(merged.config, model.config, "{}: the written config.json reads back the same", fx.family);
+    let seqs: Vec<TokenizedSequence> = pairs.iter().map(|p| p.chosen.clone()).collect();
+    let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, Layout::Padded, &Device::Cpu).unwrap();
+    let ours = completion_log_probs(&merged, &batch, &ForwardCtx::eval(false)).unwrap().to_vec1::<f32>().unwrap();
+    for (i, (o, e)) in ours.iter().zip(fx.pairs()).enumerate() {
+        let theirs = f(&e["lora_chosen_logp"]);
+        assert!((*o as f64 - theirs).abs() < TOL, "{} merged pair {i}: {o} vs PyTorch's policy {theirs}", fx.family);
+    }
+}
+
+/// Every check on one family, in both config shapes.
+pub fn check_family(family: &'static str) {
+    for shape in [Shape::V5, Shape::V4] {
+        let fx = Fixture::open(family, shape);
+        println!("{family} ({shape:?})");
+        numbers_match_pytorch(&fx);
+        lora_gradients_match_pytorch(&fx);
+        cached_decoding_matches_the_full_forward(&fx);
+        merged_folder_gives_the_policy(&fx);
+    }
+}
