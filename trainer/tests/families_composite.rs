@@ -9,7 +9,7 @@ use pairwise_trainer::tensor::device::force_composite_ops;
 #[test]
 fn every_family_on_composite_ops() {
     force_composite_ops(true);
-    for family in ["llama3", "qwen3", "mistral", "gemma3", "gemma2"] {
+    for family in ["llama3", "qwen3", "qwen2", "mistral", "gemma3", "gemma2"] {
         family_checks::check_family(family);
     }
 }

@@ -242,6 +242,24 @@ pub fn merged_folder_gives_the_policy(fx: &Fixture) {
     }
 }
 
+/// A bfloat16 checkpoint in shards (`model_bf16/`, where the fixture has one) loads and gives
+/// PyTorch's log-probs of the same bfloat16 weights.
+pub fn bf16_sharded_checkpoint_matches_pytorch(fx: &Fixture) {
+    let Some(theirs) = fx.expected.get("bf16_base_chosen_logp") else {
+        return;
+    };
+    let dir = fx.root.join("model_bf16");
+    let (tokenizer, pairs) = fx.tokenized();
+    let model = load_model(&dir, &Device::Cpu).unwrap();
+    let seqs: Vec<TokenizedSequence> = pairs.iter().map(|p| p.chosen.clone()).collect();
+    let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, Layout::Padded, &Device::Cpu).unwrap();
+    let ours = completion_log_probs(&model, &batch, &ForwardCtx::eval(false)).unwrap().to_vec1::<f32>().unwrap();
+    for (i, (o, t)) in ours.iter().zip(theirs.as_array().unwrap()).enumerate() {
+        let diff = (*o as f64 - f(t)).abs();
+        assert!(diff < TOL, "{} bf16 pair {i}: {o} vs PyTorch {} (|Δ| {diff:.2e})", fx.family, f(t));
+    }
+}
+
 /// Every check on one family, in both config shapes.
 pub fn check_family(family: &'static str) {
     for shape in [Shape::V5, Shape::V4] {
@@ -252,4 +270,5 @@ pub fn check_family(family: &'static str) {
         cached_decoding_matches_the_full_forward(&fx);
         merged_folder_gives_the_policy(&fx);
     }
+    bf16_sharded_checkpoint_matches_pytorch(&Fixture::open(family, Shape::V5));
 }
