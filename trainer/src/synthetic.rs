@@ -57,6 +57,19 @@ pub fn tiny_config() -> ModelConfig {
     }
 }
 
+/// [`tiny_config`] as a Qwen3 model: per-head q/k norms, a `head_dim` (12) that is not
+/// hidden / heads (8), and a sliding window of 8 on the first layer.
+pub fn tiny_qwen3_config() -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Qwen3,
+        head_dim: 12,
+        qk_norm: true,
+        layer_types: vec![LayerType::Sliding, LayerType::Full],
+        sliding_window: Some(8),
+        ..tiny_config()
+    }
+}
+
 /// A word-level `tokenizer.json` (whitespace split, BOS added by the post-processor).
 pub fn tokenizer_json() -> serde_json::Value {
     let words = vocabulary();

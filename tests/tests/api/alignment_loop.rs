@@ -12,7 +12,8 @@ use pairwise_api::runs::{Method, NextRound, RunSpec};
 use pairwise_server::accounts::Role;
 use pairwise_server::runs::schedule::Schedule;
 use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, trainer_binary};
-use pairwise_trainer::synthetic::{tiny_config, write_tiny_policy};
+use pairwise_trainer::model::config::ModelConfig;
+use pairwise_trainer::synthetic::{tiny_config, tiny_qwen3_config, write_tiny_policy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -128,9 +129,21 @@ fn schedules(model: &Path, threshold: i64) -> Vec<Schedule> {
 }
 
 async fn the_whole_loop_improves_the_policy(backend: Backend) {
+    whole_loop(backend, &tiny_config()).await;
+}
+both_backends!(the_whole_loop_improves_the_policy);
+
+/// The same loop on a Qwen3-shaped policy (q/k norms, explicit head_dim, a sliding layer):
+/// generation, both training runs and the hand-off work on the new families too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_whole_loop_improves_a_qwen3_policy() {
+    whole_loop(Backend::Sqlite, &tiny_qwen3_config()).await;
+}
+
+async fn whole_loop(backend: Backend, config: &ModelConfig) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("policy");
-    write_tiny_policy(&model, &tiny_config(), 7).unwrap();
+    write_tiny_policy(&model, config, 7).unwrap();
     let prompts: String =
         TOPICS.iter().map(|t| format!("{}\n", json!({"prompt": format!("tell me about {t}")}))).collect();
     std::fs::write(dir.path().join("prompts.jsonl"), prompts).unwrap();
@@ -225,4 +238,3 @@ async fn the_whole_loop_improves_the_policy(backend: Backend) {
     assert!(new["score"].as_f64().unwrap() > old["score"].as_f64().unwrap(), "{board}");
     server.stop().await;
 }
-both_backends!(the_whole_loop_improves_the_policy);

@@ -36,6 +36,14 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
     if arch != "llama" {
         return Err(TrainerError::UnsupportedModelType { model_type: arch, path: path.to_path_buf() }.into());
     }
+    // Llama 3 GGUFs carry their RoPE scaling as per-frequency factors; reading the file
+    // without them would silently give the wrong model.
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        bail!(
+            "{}: rope_freqs.weight (Llama 3 RoPE scaling in GGUF) is not supported; load the Hugging Face folder instead",
+            path.display()
+        );
+    }
     let heads = meta_usize(&content, "llama.attention.head_count")?;
     let kv_heads = meta_usize(&content, "llama.attention.head_count_kv").unwrap_or(heads);
     let hidden = meta_usize(&content, "llama.embedding_length")?;
