@@ -180,12 +180,21 @@ impl ChatTokenizer {
         Ok(ids)
     }
 
-    /// Renders `messages` with the chat template (`add_generation_prompt` opens the assistant turn).
+    /// Renders `messages` with the chat template (`add_generation_prompt` opens the assistant turn)
+    /// the way transformers' `apply_chat_template` does: `trim_blocks` and `lstrip_blocks` on,
+    /// loop controls, Python string methods, `raise_exception` and `strftime_now`; `tools` and
+    /// `enable_thinking` are left undefined, as transformers leaves them when not given.
     pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> anyhow::Result<String> {
         let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_function("strftime_now", |format: String| -> Result<String, minijinja::Error> {
+            strftime(time::OffsetDateTime::now_utc(), &format)
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
         });
         env.add_template("chat", &self.chat_template).context("compiling the chat template")?;
         let template = env.get_template("chat")?;
@@ -198,5 +207,199 @@ impl ChatTokenizer {
             })
             .context("rendering the chat template")?;
         Ok(rendered)
+    }
+}
+
+/// Python's `strftime` for the directives chat templates use (Llama 3.x writes
+/// `strftime_now("%d %b %Y")` into its system prompt); others are an error naming them.
+fn strftime(now: time::OffsetDateTime, format: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let month = now.month();
+        let weekday = now.weekday();
+        let _ = match chars.next() {
+            Some('d') => write!(out, "{:02}", now.day()),
+            Some('e') => write!(out, "{:2}", now.day()),
+            Some('m') => write!(out, "{:02}", u8::from(month)),
+            Some('b') => write!(out, "{}", &month.to_string()[..3]),
+            Some('B') => write!(out, "{month}"),
+            Some('Y') => write!(out, "{}", now.year()),
+            Some('y') => write!(out, "{:02}", now.year() % 100),
+            Some('a') => write!(out, "{}", &weekday.to_string()[..3]),
+            Some('A') => write!(out, "{weekday}"),
+            Some('j') => write!(out, "{:03}", now.ordinal()),
+            Some('H') => write!(out, "{:02}", now.hour()),
+            Some('M') => write!(out, "{:02}", now.minute()),
+            Some('S') => write!(out, "{:02}", now.second()),
+            Some('%') => write!(out, "%"),
+            Some(other) => return Err(format!("strftime_now: %{other} is not supported")),
+            None => return Err("strftime_now: the format ends in a lone %".into()),
+        };
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The expected strings below are what Python's jinja2 renders from the same templates and
+    // messages with transformers' settings (sandboxed, trim_blocks, lstrip_blocks, loop
+    // controls, the same two globals): checked with jinja2 3.1.6.
+
+    /// A tokenizer over a tiny word vocabulary with `template` as its chat template.
+    fn with_template(template: &str) -> ChatTokenizer {
+        let tokenizer: Tokenizer = serde_json::from_value(crate::synthetic::tokenizer_json()).unwrap();
+        ChatTokenizer::from_parts(tokenizer, Some("<s>"), "</s>", Some("<pad>"), true, Some(template.into())).unwrap()
+    }
+
+    fn msgs(turns: &[(&str, &str)]) -> Vec<Message> {
+        turns.iter().map(|(role, content)| Message { role: role.to_string(), content: content.to_string() }).collect()
+    }
+
+    /// The constructs of Llama 3.x's template: a namespace, `tools is not none` on an
+    /// undefined `tools`, the date from `strftime_now`, the system turn taken off the list,
+    /// and blocks written without `-` (trim_blocks / lstrip_blocks must remove their lines).
+    const LLAMA3_STYLE: &str = r#"{{- bos_token }}
+{% set ns = namespace(system="") %}
+{% if not date_string is defined %}
+    {% set date_string = strftime_now("%d %b %Y") %}
+{% endif %}
+{% if messages[0]['role'] == 'system' %}
+    {% set ns.system = messages[0]['content']|trim %}
+    {% set messages = messages[1:] %}
+{% endif %}
+<|start_header_id|>system<|end_header_id|>
+
+{% if tools is not none and tools is defined %}Tools!{% endif %}
+Today Date: {{ date_string }}
+
+{{ ns.system }}<|eot_id|>
+{% for message in messages %}
+<|start_header_id|>{{ message['role'] }}<|end_header_id|>
+
+{{ message['content'] | trim }}<|eot_id|>
+{% endfor %}
+{% if add_generation_prompt %}
+<|start_header_id|>assistant<|end_header_id|>
+
+{% endif %}"#;
+
+    #[test]
+    fn llama3_style_template_renders_like_transformers() {
+        let t = with_template(LLAMA3_STYLE);
+        let text = t.render_chat(&msgs(&[("system", " Be brief. "), ("user", "Hi")]), true).unwrap();
+        let date = strftime(time::OffsetDateTime::now_utc(), "%d %b %Y").unwrap();
+        let expected = format!(
+            "<s>\n<|start_header_id|>system<|end_header_id|>\n\nToday Date: {date}\n\nBe brief.<|eot_id|>\n\
+             <|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\n<|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+        assert_eq!(text, expected);
+    }
+
+    /// Qwen3's constructs: a namespace updated inside a loop over `messages[::-1]`, string
+    /// methods (`startswith`, `split`, `rstrip`), `loop.index0`, `{% break %}`, and
+    /// `enable_thinking is defined` on an undefined variable.
+    const QWEN3_STYLE: &str = r#"{%- set ns = namespace(last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if message.role == "user" and not message.content.startswith('<tool_response>') %}
+        {%- set ns.last_query_index = index %}
+        {%- break %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- set content = message.content %}
+    {%- if message.role == "assistant" and '</think>' in content %}
+        {%- set content = content.split('</think>')[-1].lstrip('
+') %}
+    {%- endif %}
+    {{- '<|im_start|>' + message.role + '
+' + content.rstrip() + '<|im_end|>
+' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant
+' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>
+
+</think>
+
+' }}
+    {%- endif %}
+{%- endif %}
+{{- ns.last_query_index }}"#;
+
+    #[test]
+    fn qwen3_style_template_renders_like_transformers() {
+        let t = with_template(QWEN3_STYLE);
+        let turns = msgs(&[
+            ("user", "a"),
+            (
+                "assistant",
+                "<think>x</think>
+
+b  ",
+            ),
+            ("user", "c"),
+        ]);
+        let text = t.render_chat(&turns, true).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n2"
+        );
+    }
+
+    /// Gemma's constructs: `raise_exception` on a bad role order, the system text folded into
+    /// the first user turn, `loop.first`, `{% continue %}`.
+    const GEMMA3_STYLE: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set first_user_prefix = messages[0]['content'] + '
+
+' -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if message['content'] == '' -%}{%- continue -%}{%- endif -%}
+    {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+    {{ '<start_of_turn>' + role + '
+' + (first_user_prefix if loop.first else "") + message['content'] | trim + '<end_of_turn>
+' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model
+' }}{%- endif -%}"#;
+
+    #[test]
+    fn gemma3_style_template_renders_and_raises() {
+        let t = with_template(GEMMA3_STYLE);
+        let text = t.render_chat(&msgs(&[("system", "S"), ("user", "Hi"), ("assistant", "Yo")]), true).unwrap();
+        assert_eq!(
+            text,
+            "<s><start_of_turn>user\nS\n\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let err = t.render_chat(&msgs(&[("user", "a"), ("user", "b")]), true).unwrap_err();
+        assert!(format!("{err:#}").contains("Conversation roles must alternate"), "{err:#}");
+    }
+
+    #[test]
+    fn strftime_covers_the_directives_templates_use() {
+        let date = time::Date::from_calendar_date(2026, time::Month::March, 5).unwrap();
+        let at = date.with_hms(14, 7, 9).unwrap().assume_utc();
+        assert_eq!(strftime(at, "%d %b %Y").unwrap(), "05 Mar 2026");
+        assert_eq!(strftime(at, "%A %B %e, %H:%M:%S %j %y %%").unwrap(), "Thursday March  5, 14:07:09 064 26 %");
+        assert!(strftime(at, "%Q").unwrap_err().contains("%Q"));
     }
 }
