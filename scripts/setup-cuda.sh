@@ -34,7 +34,10 @@ WHEELS=(
     nvidia-curand==10.4.4.72      # libcurand.so.10 (cudarc links -lcurand)
     nvidia-cublas==13.8.0.4       # libcublas.so.13, libcublasLt.so.13 (cudarc links both)
 )
-STAMP_TEXT="$(printf '%s\n' "${WHEELS[@]}" layout-v1)"
+# Debian's libcuda1, for linking only (see fetch_libcuda).
+LIBCUDA_SUITE=${LIBCUDA_SUITE:-trixie}
+LIBCUDA_VERSION=${LIBCUDA_VERSION:-550.163.01-2}
+STAMP_TEXT="$(printf '%s\n' "${WHEELS[@]}" "libcuda1=$LIBCUDA_VERSION/$LIBCUDA_SUITE" layout-v1)"
 ROOT=$TOOLS/nvidia/cu13
 STAMP=$TOOLS/.stamp
 
@@ -46,6 +49,16 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_TEXT" ] && [ -x "$ROOT/bin/n
 fi
 
 mkdir -p "$TOOLS/wheels"
+# Drop wheels of versions no longer pinned.
+for whl in "$TOOLS"/wheels/*.whl; do
+    [ -e "$whl" ] || continue
+    keep=0
+    for spec in "${WHEELS[@]}"; do
+        prefix="$(echo "${spec%%==*}" | tr '-' '_')-${spec##*==}-"
+        case $(basename "$whl") in "$prefix"*) keep=1 ;; esac
+    done
+    [ $keep = 1 ] || { log "removing unpinned $(basename "$whl")"; rm -f "$whl"; }
+done
 # Download only what is missing (a wheel's file name starts with its normalized name-version).
 for spec in "${WHEELS[@]}"; do
     name=${spec%%==*}; ver=${spec##*==}
@@ -89,7 +102,49 @@ for lib in "$ROOT"/lib/lib*.so.*; do
 done
 ln -sfn lib "$ROOT/lib64"
 
-fetch_libcuda() { :; }
+# lib/stubs/libcuda.so, the driver library that cudarc links (-lcuda). A CUDA toolkit ships a stub
+# of it (lib64/stubs/libcuda.so, from NVIDIA's cuda-driver-dev/cuda_cudart), but none of NVIDIA's
+# PyPI wheels does (nor any other registry package), and a hand-made stub is not an option. Debian
+# packages the real driver library as libcuda1 in its non-free component: the .deb is fetched
+# with apt-get (a private, throw-away package list under .tools/cuda/apt, so no root, and this
+# machine's apt setup is left as it is), unpacked with dpkg-deb, and only its libcuda.so.<ver>
+# is kept, under the link-time name libcuda.so. It is only linked against: the binary records
+# NEEDED libcuda.so.1, which a GPU machine's own driver provides, and nothing here is named
+# libcuda.so.1, so a stray LD_LIBRARY_PATH cannot load this copy in place of the real driver.
+# Which one: the newest driver API Debian has (550 = CUDA 12.4) exports every cu* function that
+# candle 0.11 and cudarc reach (the 535 of bookworm lacks cuCtxCreate_v4/cuEventElapsedTime_v2).
+fetch_libcuda() {
+    local stubs=$ROOT/lib/stubs apt=$TOOLS/apt uri arch opts deb
+    command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null ||
+        { log "apt-get and dpkg-deb are needed for libcuda.so (Debian's libcuda1)"; exit 1; }
+    # The Debian archive this machine already uses (its host is not written here).
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*//p' |
+          tr ' ' '\n' | grep -v security | grep . | head -n1 || true)
+    [ -n "$uri" ] || uri=$(grep -hE '^deb[[:space:]]' /etc/apt/sources.list 2>/dev/null |
+          sed -E 's/\[[^]]*\][[:space:]]*//' | awk '$2 !~ /security/ {print $2; exit}' || true)
+    [ -n "$uri" ] || { log "no Debian archive found in /etc/apt to fetch libcuda1 from"; exit 1; }
+    arch=$(dpkg --print-architecture)
+    rm -rf "$apt"
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/parts" "$apt/debs"
+    echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $LIBCUDA_SUITE non-free" \
+        > "$apt/sources.list"
+    opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/parts"
+          -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1
+          -o Acquire::Languages=none -o "APT::Architectures=$arch" -o APT::Sandbox::User=root -qq)
+    log "fetching libcuda1 $LIBCUDA_VERSION ($LIBCUDA_SUITE non-free) for linking"
+    apt-get "${opts[@]}" update >&2
+    # A point release can replace the pinned version: then take the suite's current one.
+    ( cd "$apt/debs" && { apt-get "${opts[@]}" download "libcuda1=$LIBCUDA_VERSION" 2>/dev/null ||
+        { log "libcuda1 $LIBCUDA_VERSION is gone from $LIBCUDA_SUITE; taking its current one";
+          apt-get "${opts[@]}" download libcuda1; }; } ) >&2
+    deb=$(ls "$apt"/debs/libcuda1_*.deb | head -n1)
+    dpkg-deb -x "$deb" "$apt/x"
+    mkdir -p "$stubs"
+    cp "$(ls "$apt"/x/usr/lib/*/nvidia/current/libcuda.so.[0-9]*.* | head -n1)" "$stubs/libcuda.so"
+    echo "link-time only: the real libcuda from Debian's $(basename "$deb"); see scripts/setup-cuda.sh" \
+        > "$stubs/README"
+    rm -rf "$apt"
+}
 fetch_libcuda
 
 "$ROOT/bin/nvcc" --version >&2

@@ -2,7 +2,8 @@
 //! same data and settings as the TRL figures in BENCHMARKS.md: 4 pairs per optimizer step,
 //! max_length 256, 3 warm-up + 20 timed steps, AdamW, constant learning rate.
 //!
-//! `cargo bench -p pairwise-trainer --bench train_throughput` runs every mode, each in its own
+//! `cargo bench -p pairwise-trainer --bench train_throughput` runs every mode (on the model
+//! `PAIRWISE_BENCH_MODEL` shapes when set, e.g. the Qwen3-shaped `benches/fixtures/bench-qwen3`), each in its own
 //! process so peak memory (VmHWM) is per mode; `-- MODE` runs one. Modes: dpo-lora,
 //! rm-lora, rm-full, rm-qlora, rm-prefix (16 virtual tokens), dpo-qlora, long (GFLOP/s on 4 × 256-token sequences).
 
@@ -27,8 +28,15 @@ const WARMUP: usize = 3;
 const TIMED: usize = 20;
 const PAIRS_PER_STEP: usize = 4;
 
+/// The tokenizer and preference rows of the bench (`benches/fixtures/bench`).
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/bench")
+}
+
+/// The folder whose `config.json` shapes the model: the Llama bench model unless
+/// `PAIRWISE_BENCH_MODEL` names another (e.g. `benches/fixtures/bench-qwen3`).
+fn model_dir() -> PathBuf {
+    std::env::var_os("PAIRWISE_BENCH_MODEL").map_or_else(fixture, PathBuf::from)
 }
 
 /// Peak resident memory of this process in MB (Linux `VmHWM`).
@@ -45,7 +53,7 @@ fn peak_rss_mb() -> f64 {
 
 fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
     let dir = fixture();
-    let config = ModelConfig::from_dir(&dir)?;
+    let config = ModelConfig::from_dir(&model_dir())?;
     let mut model = LlamaModel::random(config.clone(), 1234, &Device::Cpu)?;
     let tokenizer = ChatTokenizer::from_dir(&dir)?;
     if mode == "long" {

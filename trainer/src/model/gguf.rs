@@ -94,7 +94,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
         tensors.insert(hf_name, t);
     }
     let tokenizer = gguf_tokenizer(&content)?;
-    let model = LlamaModel::from_tensors(config, tensors, path, device)?;
+    let model = LlamaModel::from_tensors(config, &mut tensors, path, device, None)?;
     Ok((model, tokenizer))
 }
 

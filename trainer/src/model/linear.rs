@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -126,6 +127,21 @@ impl AdaptedLinear {
             in_features,
             out_features,
         })
+    }
+
+    /// A frozen linear layer whose `[out, in]` weight is stored quantized (QLoRA's base).
+    pub fn frozen_quantized(
+        weight: QTensor,
+        (out_features, in_features): (usize, usize),
+        bias: Option<Tensor>,
+    ) -> Self {
+        AdaptedLinear {
+            weight: LinearWeight::Frozen(FrozenWeight::Quantized(Arc::new(weight))),
+            bias: bias.map(Param::Frozen),
+            lora: None,
+            in_features,
+            out_features,
+        }
     }
 
     /// The base weight as a dense f32 tensor (dequantized if needed).

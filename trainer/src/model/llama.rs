@@ -17,13 +17,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 
 use super::input::ModelInput;
 use super::linear::{AdaptedLinear, ForwardCtx, LinearWeight, Param};
 use crate::error::TrainerError;
-use crate::model::config::{Activation, Architecture, ModelConfig, Rope};
+use crate::model::config::{Activation, ModelConfig, Rope};
 use crate::tensor::device::fused_kernels;
+use crate::tensor::io::TensorSource;
 use crate::tensor::kernels;
 use crate::tensor::ops::{self, FrozenWeight};
 
@@ -509,46 +511,39 @@ fn norm_offset(config: &ModelConfig) -> f64 {
     if config.architecture.is_gemma() { 1.0 } else { 0.0 }
 }
 
-/// Multimodal Gemma 3 checkpoints name the language model's tensors `model.language_model.…`
-/// (transformers 5) or `language_model.model.…` (4.x); the vision tower's are not read.
-fn text_model_names(mut tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
-    if !tensors.keys().any(|k| k.starts_with("model.language_model.") || k.starts_with("language_model.")) {
-        return tensors;
+/// The names a tensor may be stored under: its own, and in multimodal Gemma 3 checkpoints
+/// the language model's `model.language_model.…` (transformers 5) or `language_model.model.…`
+/// (4.x); the vision tower's tensors are never asked for.
+fn stored_names(name: &str) -> Vec<String> {
+    let mut names = vec![name.to_string()];
+    if let Some(rest) = name.strip_prefix("model.") {
+        names.extend([format!("model.language_model.{rest}"), format!("language_model.model.{rest}")]);
+    } else {
+        names.push(format!("language_model.{name}"));
     }
-    tensors
-        .drain()
-        .filter_map(|(name, t)| {
-            let renamed = if let Some(rest) = name.strip_prefix("model.language_model.") {
-                format!("model.{rest}")
-            } else if let Some(rest) = name.strip_prefix("language_model.model.") {
-                format!("model.{rest}")
-            } else if let Some(rest) = name.strip_prefix("language_model.") {
-                rest.to_string()
-            } else if name == "lm_head.weight" {
-                name
-            } else {
-                return None;
-            };
-            Some((renamed, t))
-        })
-        .collect()
+    names
 }
 
 impl LlamaModel {
-    /// Builds the model from Hugging Face tensor names (`model.layers.N.self_attn.q_proj.weight`, …).
-    /// All tensors are converted to f32; `source` only appears in error messages.
+    /// Builds the model from Hugging Face tensor names (`model.layers.N.self_attn.q_proj.weight`, …),
+    /// taking one tensor at a time from `tensors`. Everything is converted to f32, except that
+    /// with `quant` the decoder layers' linear weights are quantized as they arrive (QLoRA:
+    /// the f32 copy of the base never exists whole). `path` only appears in error messages.
     pub fn from_tensors(
         config: ModelConfig,
-        tensors: HashMap<String, Tensor>,
-        source: &Path,
+        tensors: &mut dyn TensorSource,
+        path: &Path,
         device: &Device,
+        quant: Option<GgmlDType>,
     ) -> anyhow::Result<Self> {
-        let mut tensors = if config.architecture == Architecture::Gemma3 { text_model_names(tensors) } else { tensors };
         let offset = norm_offset(&config);
         let mut take = |name: &str| -> anyhow::Result<Tensor> {
-            let t = tensors
-                .remove(name)
-                .ok_or_else(|| TrainerError::MissingTensor { name: name.to_string(), path: source.to_path_buf() })?;
+            let stored = stored_names(name).into_iter().find(|n| tensors.contains(n));
+            let t = match stored {
+                Some(stored) => tensors.take(&stored)?,
+                None => None,
+            }
+            .ok_or_else(|| TrainerError::MissingTensor { name: name.to_string(), path: path.to_path_buf() })?;
             Ok(t.to_dtype(DType::F32)?.to_device(device)?)
         };
         let embed_tokens = take("model.embed_tokens.weight")?;
@@ -558,7 +553,23 @@ impl LlamaModel {
             let mut linear = |name: &str, bias: bool| -> anyhow::Result<AdaptedLinear> {
                 let weight = take(&format!("{p}.{name}.weight"))?;
                 let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
-                Ok(AdaptedLinear::frozen(weight, bias)?)
+                match quant {
+                    Some(dtype) => {
+                        let (out_features, in_features) = weight.dims2()?;
+                        if !in_features.is_multiple_of(dtype.block_size()) {
+                            anyhow::bail!(
+                                "{p}.{name}: input size {in_features} is not a multiple of the {dtype:?} block size {}",
+                                dtype.block_size()
+                            );
+                        }
+                        Ok(AdaptedLinear::frozen_quantized(
+                            QTensor::quantize(&weight, dtype)?,
+                            (out_features, in_features),
+                            bias,
+                        ))
+                    }
+                    None => Ok(AdaptedLinear::frozen(weight, bias)?),
+                }
             };
             let q_proj = linear("self_attn.q_proj", config.qkv_bias)?;
             let k_proj = linear("self_attn.k_proj", config.qkv_bias)?;
@@ -627,8 +638,8 @@ impl LlamaModel {
     /// A model with random weights (normal, std 0.02 like transformers' `initializer_range`),
     /// for tests and benchmarks. Deterministic for a given seed.
     pub fn random(config: ModelConfig, seed: u64, device: &Device) -> anyhow::Result<Self> {
-        let tensors = random_tensors(&config, seed)?;
-        LlamaModel::from_tensors(config, tensors, Path::new("<random>"), device)
+        let mut tensors = random_tensors(&config, seed)?;
+        LlamaModel::from_tensors(config, &mut tensors, Path::new("<random>"), device, None)
     }
 
     pub fn device(&self) -> &Device {

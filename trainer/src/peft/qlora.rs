@@ -12,13 +12,20 @@ use crate::model::linear::LinearWeight;
 use crate::peft::QuantKind;
 use crate::tensor::ops::FrozenWeight;
 
-/// Replaces every frozen dense linear weight of the decoder layers by a quantized copy.
-/// Embeddings, norms and the lm_head stay f32 (as in bitsandbytes QLoRA).
-pub fn quantize_base(model: &mut LlamaModel, kind: QuantKind) -> anyhow::Result<()> {
-    let dtype = match kind {
+/// candle's block format for a QLoRA quantization kind.
+pub fn ggml_dtype(kind: QuantKind) -> GgmlDType {
+    match kind {
         QuantKind::Q8_0 => GgmlDType::Q8_0,
         QuantKind::Q4_0 => GgmlDType::Q4_0,
-    };
+    }
+}
+
+/// Replaces every frozen dense linear weight of the decoder layers by a quantized copy
+/// (a no-op for weights that were quantized as the model was read, see
+/// [`crate::model::load::load_model_quantized`]). Embeddings, norms and the lm_head stay f32
+/// (as in bitsandbytes QLoRA).
+pub fn quantize_base(model: &mut LlamaModel, kind: QuantKind) -> anyhow::Result<()> {
+    let dtype = ggml_dtype(kind);
     for layer in &mut model.layers {
         for (name, linear) in layer.linears_mut() {
             let LinearWeight::Frozen(FrozenWeight::Dense(w)) = &linear.weight else {

@@ -22,11 +22,9 @@ pub fn prepare_trainable(model: &mut LlamaModel, config: &TrainConfig) -> anyhow
     match config.adapter {
         AdapterKind::Lora => attach_lora(model, &lora()?, config.seed),
         AdapterKind::Qlora => {
-            let dense = crate::peft::qlora::linear_weight_bytes(model);
             crate::peft::qlora::quantize_base(model, config.quant)?;
             eprintln!(
-                "QLoRA: decoder linear weights {:.1} MB → {:.1} MB ({:?})",
-                dense as f64 / 1e6,
+                "QLoRA: decoder linear weights {:.1} MB ({:?})",
                 crate::peft::qlora::linear_weight_bytes(model) as f64 / 1e6,
                 config.quant
             );
@@ -67,7 +65,9 @@ pub struct Prepared {
 /// Loads the model, tokenizer and data named in `config`, tokenizes and splits the data.
 pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
     let device = crate::tensor::device::default_device()?;
-    let (model, tokenizer) = crate::model::load::load_model_and_tokenizer(&config.model, &device)?;
+    // QLoRA quantizes the base as it is read, so its f32 copy never exists whole.
+    let quant = (config.adapter == AdapterKind::Qlora).then(|| crate::peft::qlora::ggml_dtype(config.quant));
+    let (model, tokenizer) = crate::model::load::load_model_and_tokenizer_quantized(&config.model, &device, quant)?;
     let tokenize = |path: &Path, limit: Option<usize>| -> anyhow::Result<Vec<TokenizedPair>> {
         let pairs = crate::data::pairs::read_jsonl(path, limit)?;
         let tokenized = pairs

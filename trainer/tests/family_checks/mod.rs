@@ -3,7 +3,8 @@
 //! `families_composite.rs` (candle's composite ops, the path a GPU takes): tokenization,
 //! base and LoRA completion log-probs, DPO sigmoid / IPO and Bradley–Terry losses to 1e-4,
 //! LoRA gradient norms to 1e-3 relative in both batch layouts, cached decoding against the
-//! full forward, and merging the adapter into a model folder — each in both config shapes.
+//! full forward, and merging the adapter into a model folder — each in both config shapes —
+//! plus a bf16 sharded checkpoint and QLoRA's quantize-while-loading.
 
 use std::path::{Path, PathBuf};
 
@@ -15,11 +16,13 @@ use pairwise_trainer::methods::generate::{Sampling, generate_batch};
 use pairwise_trainer::methods::loss::{PairLogps, bradley_terry_loss, dpo_loss};
 use pairwise_trainer::methods::score::score_pairs;
 use pairwise_trainer::model::input::Layout;
-use pairwise_trainer::model::load::load_model;
+use pairwise_trainer::model::load::{load_model, load_model_quantized};
 use pairwise_trainer::model::merge::write_model_folder;
 use pairwise_trainer::model::tokenizer::ChatTokenizer;
 use pairwise_trainer::model::{ForwardCtx, LlamaModel, ModelInput};
+use pairwise_trainer::peft::QuantKind;
 use pairwise_trainer::peft::load::load_peft;
+use pairwise_trainer::peft::qlora::{ggml_dtype, linear_weight_bytes, quantize_base};
 use pairwise_trainer::train::config::DpoLossType;
 use rand::SeedableRng;
 use serde_json::Value;
@@ -260,6 +263,21 @@ pub fn bf16_sharded_checkpoint_matches_pytorch(fx: &Fixture) {
     }
 }
 
+/// QLoRA's base quantized as the folder is read computes exactly what the base quantized
+/// after a full f32 load does (same Q8_0 blocks, bit for bit).
+pub fn qlora_quantized_while_loading_equals_quantized_after(fx: &Fixture) {
+    let (tokenizer, pairs) = fx.tokenized();
+    let on_load = load_model_quantized(&fx.model_dir, &Device::Cpu, Some(ggml_dtype(QuantKind::Q8_0))).unwrap();
+    let mut after = fx.model();
+    quantize_base(&mut after, QuantKind::Q8_0).unwrap();
+    assert_eq!(linear_weight_bytes(&on_load), linear_weight_bytes(&after));
+    let seqs: Vec<TokenizedSequence> = pairs.iter().take(2).map(|p| p.chosen.clone()).collect();
+    let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, Layout::Padded, &Device::Cpu).unwrap();
+    let logps =
+        |m: &LlamaModel| completion_log_probs(m, &batch, &ForwardCtx::eval(false)).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(logps(&on_load), logps(&after), "{}", fx.family);
+}
+
 /// Every check on one family, in both config shapes.
 pub fn check_family(family: &'static str) {
     for shape in [Shape::V5, Shape::V4] {
@@ -270,5 +288,7 @@ pub fn check_family(family: &'static str) {
         cached_decoding_matches_the_full_forward(&fx);
         merged_folder_gives_the_policy(&fx);
     }
-    bf16_sharded_checkpoint_matches_pytorch(&Fixture::open(family, Shape::V5));
+    let fx = Fixture::open(family, Shape::V5);
+    bf16_sharded_checkpoint_matches_pytorch(&fx);
+    qlora_quantized_while_loading_equals_quantized_after(&fx);
 }
