@@ -83,7 +83,7 @@ import os, sys, zipfile
 whl, dest = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(whl) as z:
     for info in z.infolist():
-        if info.filename.startswith("nvidia/") is False:
+        if not info.filename.startswith("nvidia/"):
             continue  # the .dist-info
         path = z.extract(info, dest)
         mode = (info.external_attr >> 16) & 0o777
@@ -111,8 +111,10 @@ ln -sfn lib "$ROOT/lib64"
 # is kept, under the link-time name libcuda.so. It is only linked against: the binary records
 # NEEDED libcuda.so.1, which a GPU machine's own driver provides, and nothing here is named
 # libcuda.so.1, so a stray LD_LIBRARY_PATH cannot load this copy in place of the real driver.
-# Which one: the newest driver API Debian has (550 = CUDA 12.4) exports every cu* function that
-# candle 0.11 and cudarc reach (the 535 of bookworm lacks cuCtxCreate_v4/cuEventElapsedTime_v2).
+# Which one: the newest driver API Debian has, 550 (CUDA 12.4). The trainer's binary needs 30 cu*
+# functions, all in it (and in bookworm's 535); cudarc also wraps a few newer ones that no Debian
+# libcuda exports (cuCtxCreate_v4, cuEventElapsedTime_v2: CUDA 12.8/13.0) and candle 0.11 does
+# not reach: a change that reaches them fails here at link time with an undefined reference.
 fetch_libcuda() {
     local stubs=$ROOT/lib/stubs apt=$TOOLS/apt uri arch opts deb
     command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null ||
