@@ -41,6 +41,10 @@ pub struct GenerateConfig {
     /// old one head to head (the leaderboard then ranks the two checkpoints).
     #[arg(long, default_value_t = 0)]
     pub baseline_responses: usize,
+    /// Sets the chat template's `enable_thinking` (Qwen3 and other reasoning models think
+    /// before answering unless it is false) [default: left undefined, as transformers does].
+    #[arg(long)]
+    pub enable_thinking: Option<bool>,
     #[command(flatten)]
     pub sampling: Sampling,
     /// Sequences decoded together.
@@ -78,9 +82,12 @@ pub struct GenerateConfig {
 /// Runs `pairwise-train generate`.
 pub fn run_generate(config: &GenerateConfig) -> anyhow::Result<()> {
     let device = default_device()?;
-    let (mut model, tokenizer) = load_model_and_tokenizer(&config.model, &device)?;
+    let (mut model, mut tokenizer) = load_model_and_tokenizer(&config.model, &device)?;
     if let Some(dir) = &config.adapter {
         load_peft(dir, &mut model)?;
+    }
+    if let Some(on) = config.enable_thinking {
+        tokenizer.set_template_variable("enable_thinking", on.into());
     }
     let mut prompts = read_prompts(&config.prompts)?;
     prompts.truncate(config.limit.unwrap_or(usize::MAX));

@@ -71,6 +71,8 @@ pub struct ChatTokenizer {
     pub pad_id: u32,
     add_bos: bool,
     chat_template: String,
+    /// Extra variables the chat template sees (transformers' `apply_chat_template` kwargs).
+    template_variables: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl ChatTokenizer {
@@ -138,7 +140,15 @@ impl ChatTokenizer {
                 .ok_or_else(|| anyhow!("tokenizer_config.json has no \"default\" chat template"))?,
             None => DEFAULT_CHAT_TEMPLATE.to_string(),
         };
-        Ok(ChatTokenizer { inner, bos, eos, pad_id, add_bos: config.add_bos_token.unwrap_or(false), chat_template })
+        Ok(ChatTokenizer {
+            inner,
+            bos,
+            eos,
+            pad_id,
+            add_bos: config.add_bos_token.unwrap_or(false),
+            chat_template,
+            template_variables: Default::default(),
+        })
     }
 
     fn encode(&self, text: &str, special: bool) -> anyhow::Result<Vec<u32>> {
@@ -180,10 +190,17 @@ impl ChatTokenizer {
         Ok(ids)
     }
 
+    /// Passes `name = value` to every later rendering of the chat template (like a keyword
+    /// argument of transformers' `apply_chat_template`, e.g. `enable_thinking`).
+    pub fn set_template_variable(&mut self, name: &str, value: serde_json::Value) {
+        self.template_variables.insert(name.to_string(), value);
+    }
+
     /// Renders `messages` with the chat template (`add_generation_prompt` opens the assistant turn)
     /// the way transformers' `apply_chat_template` does: `trim_blocks` and `lstrip_blocks` on,
     /// loop controls, Python string methods, `raise_exception` and `strftime_now`; `tools` and
-    /// `enable_thinking` are left undefined, as transformers leaves them when not given.
+    /// `enable_thinking` are left undefined, as transformers leaves them when not given, unless
+    /// set with [`ChatTokenizer::set_template_variable`].
     pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> anyhow::Result<String> {
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
@@ -204,6 +221,7 @@ impl ChatTokenizer {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos.as_ref().map(|b| b.0.clone()).unwrap_or_default(),
                 eos_token => self.eos.0.clone(),
+                ..minijinja::Value::from_serialize(&self.template_variables)
             })
             .context("rendering the chat template")?;
         Ok(rendered)
@@ -336,6 +354,14 @@ Today Date: {{ date_string }}
     {%- endif %}
 {%- endif %}
 {{- ns.last_query_index }}"#;
+
+    #[test]
+    fn template_variables_reach_the_template() {
+        let mut t = with_template(QWEN3_STYLE);
+        t.set_template_variable("enable_thinking", false.into());
+        let text = t.render_chat(&msgs(&[("user", "a")]), true).unwrap();
+        assert_eq!(text, "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n0");
+    }
 
     #[test]
     fn qwen3_style_template_renders_like_transformers() {
