@@ -41,35 +41,68 @@ macro_rules! dispatch {
     }};
 }
 
-/// `silu(g) · u` elementwise (the SwiGLU MLP's gate), with `silu(g) = g · σ(g)`.
-pub struct SwiGlu;
+/// The activation of a gated MLP unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// SwiGLU: `silu(g) = g · σ(g)`.
+    Silu,
+    /// GeGLU: PyTorch's `gelu(g, approximate="tanh")` = `½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³)))`.
+    GeluTanh,
+}
 
-impl candle_core::CustomOp2 for SwiGlu {
+impl Gate {
+    /// The activation and its derivative at `g`.
+    fn value_and_slope<T: Float>(self, g: T) -> (T, T) {
+        let one = T::one();
+        match self {
+            Gate::Silu => {
+                let s = sigmoid(g);
+                (g * s, s * (one + g * (one - s)))
+            }
+            Gate::GeluTanh => {
+                let half: T = cast(0.5).expect("fits");
+                let c: T = cast((2.0 / std::f64::consts::PI).sqrt()).expect("fits");
+                let k: T = cast(0.044715).expect("fits");
+                let three: T = cast(3.0).expect("fits");
+                let t = (c * (g + k * g * g * g)).tanh();
+                let value = half * g * (one + t);
+                let slope = half * (one + t) + half * g * (one - t * t) * c * (one + three * k * g * g);
+                (value, slope)
+            }
+        }
+    }
+}
+
+/// `act(g) · u` elementwise (the gated MLP's elementwise part, SwiGLU or GeGLU).
+pub struct GatedUnit(pub Gate);
+
+impl candle_core::CustomOp2 for GatedUnit {
     fn name(&self) -> &'static str {
-        "swiglu"
+        "gated-unit"
     }
 
     fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
+        let gate = self.0;
         let out = dispatch!([(g, gs, gl), (u, us, ul)] => |T| {
-            g.iter().zip(u).map(|(&g, &u)| g * sigmoid(g) * u).collect::<Vec<T>>()
+            g.iter().zip(u).map(|(&g, &u)| gate.value_and_slope(g).0 * u).collect::<Vec<T>>()
         })?;
         Ok((out, gl.shape().clone()))
     }
 
     fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let both = g.apply_op3_no_bwd(u, &dy.contiguous()?, &SwiGluBackward)?;
+        let both = g.apply_op3_no_bwd(u, &dy.contiguous()?, &GatedUnitBackward(self.0))?;
         let n = g.elem_count();
         let split = |i: usize| both.narrow(0, i * n, n)?.reshape(g.shape());
         Ok((Some(split(0)?), Some(split(1)?)))
     }
 }
 
-/// `[dg; du]` flattened: `dg = dy·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = dy·silu(g)`.
-struct SwiGluBackward;
+/// `[dg; du]` flattened: `dg = dy·u·act'(g)`, `du = dy·act(g)`.
+struct GatedUnitBackward(Gate);
 
-impl candle_core::CustomOp3 for SwiGluBackward {
+impl candle_core::CustomOp3 for GatedUnitBackward {
     fn name(&self) -> &'static str {
-        "swiglu-backward"
+        "gated-unit-backward"
     }
 
     fn cpu_fwd(
@@ -82,14 +115,14 @@ impl candle_core::CustomOp3 for SwiGluBackward {
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let n = gl.shape().elem_count();
+        let gate = self.0;
         let out = dispatch!([(g, gs, gl), (u, us, ul), (dy, ds, dl)] => |T| {
             let mut out: Vec<T> = vec![T::zero(); 2 * n];
             let (dg, du) = out.split_at_mut(n);
             for i in 0..n {
-                let s = sigmoid(g[i]);
-                let silu = g[i] * s;
-                dg[i] = dy[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
-                du[i] = dy[i] * silu;
+                let (value, slope) = gate.value_and_slope(g[i]);
+                dg[i] = dy[i] * u[i] * slope;
+                du[i] = dy[i] * value;
             }
             out
         })?;

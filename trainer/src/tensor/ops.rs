@@ -336,20 +336,24 @@ fn rms_norm_composite(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// `silu(gate) · up`, the SwiGLU MLP's elementwise part; on the CPU one op with a hand-written
-/// backward ([`kernels::SwiGlu`]).
+/// backward ([`kernels::GatedUnit`]).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if fused_kernels(gate.device()) {
-        gate.contiguous()?.apply_op2(&up.contiguous()?, kernels::SwiGlu)
+        gate.contiguous()?.apply_op2(&up.contiguous()?, kernels::GatedUnit(kernels::Gate::Silu))
     } else {
         candle_nn::ops::silu(gate)? * up
     }
 }
 
-/// `gelu_tanh(gate) · up`, the GeGLU MLP's elementwise part (Gemma's `gelu_pytorch_tanh`).
-/// candle's `gelu` is the tanh approximation and has a backward pass; there is no fused CPU
-/// kernel for it yet, so it is composite on every device.
+/// `gelu_tanh(gate) · up`, the GeGLU MLP's elementwise part (Gemma's `gelu_pytorch_tanh`); on
+/// the CPU one op with a hand-written backward ([`kernels::GatedUnit`]), elsewhere candle's
+/// `gelu` (the tanh approximation, differentiable).
 pub fn gelu_tanh_glu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    gate.gelu()? * up
+    if fused_kernels(gate.device()) {
+        gate.contiguous()?.apply_op2(&up.contiguous()?, kernels::GatedUnit(kernels::Gate::GeluTanh))
+    } else {
+        gate.gelu()? * up
+    }
 }
 
 /// `cap · tanh(x / cap)`: Gemma 2's soft-capping of attention scores and logits.
@@ -489,6 +493,8 @@ pub(crate) mod tests {
             let gelu = 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
             assert!((gelu * u - o).abs() < 1e-12, "gelu_tanh({x})·{u}: {o} vs {}", gelu * u);
         }
+        let composite = (gate.gelu()? * up.as_tensor())?;
+        assert!(max_diff(&gelu_tanh_glu(&gate, &up)?, &composite) < 1e-12, "the kernel and candle's gelu agree");
         let probe = Tensor::randn(0f64, 1.0, (4, 6), &dev)?;
         let f = || (soft_cap(&gelu_tanh_glu(&gate, &up)?, 1.5)? * &probe)?.sum_all();
         let worst = check_gradient(&gate, &f, &[0, 5, 11, 23])?.max(check_gradient(&up, &f, &[1, 7, 19])?);
