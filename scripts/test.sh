@@ -26,4 +26,6 @@ cargo fmt --all -- --check
 cargo clippy -p pairwise-hydrate --target wasm32-unknown-unknown --locked -- -D warnings
 # Default members: everything but the WASM entry crate (built above for wasm32).
 cargo clippy --all-targets --locked -- -D warnings
+# The server binary, for the tests that run a server in a process of its own (to kill it).
+cargo build --locked --bin pairwise
 cargo test --locked

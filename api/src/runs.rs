@@ -149,6 +149,10 @@ pub struct Run {
     pub exit_reason: Option<String>,
     /// The campaign of pairs the run's adapter generated (the next round).
     pub next_campaign_id: Option<i64>,
+    /// The server process that starts and watches the run's trainer (its instance name);
+    /// with several servers on one database, only that one can stop the child process.
+    #[serde(default)]
+    pub supervisor: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
 }

@@ -1,5 +1,5 @@
 //! The `pairwise` command line: serve, migrate, demo, and admin tasks (users, tokens,
-//! campaigns, import, export, stats) that act on the database directly.
+//! campaigns, import, export, stats, backup and restore) that act on the database directly.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::export::start_export;
 use crate::http::state::AppState;
 use crate::import::import_jsonl;
-use crate::store::Db;
+use crate::store::{Db, restore_sqlite};
 use crate::{demo, http, leaderboard, stats};
 
 /// Pairwise: collect human preference votes on model responses and export them as
@@ -81,6 +81,23 @@ pub enum Command {
     Stats {
         #[arg(long)]
         campaign: i64,
+    },
+    /// Back up a SQLite database into a new file, safely while servers keep writing to it
+    /// (for Postgres use pg_dump).
+    Backup {
+        /// The backup file to write (it must not exist yet).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace a SQLite database with a backup, after checking it; refused while a server
+    /// is serving the database (for Postgres use pg_restore or psql).
+    Restore {
+        /// The backup file, written by `pairwise backup`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a database that already holds pairs.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the Bradley–Terry model leaderboard as JSON.
     Leaderboard {
@@ -229,6 +246,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(url) = cli.database_url {
         config.database_url = url;
     }
+    // A restore replaces the file the store would open: it runs with no connection of ours.
+    if let Command::Restore { from, force } = &cli.command {
+        let report = restore_sqlite(&config.database_url, from, *force).await?;
+        eprintln!("restored {} votes and {} pairs from {}", report.votes, report.pairs, from.display());
+        return print_json(&report);
+    }
     let db = Db::connect(&config.db_settings()).await?;
     let result = run_command(cli.command, &db, config).await;
     db.close().await;
@@ -285,6 +308,8 @@ async fn run_command(command: Command, db: &Db, mut config: Config) -> anyhow::R
             print_json(&report)?;
         }
         Command::Export(args) => export_command(args, db, &config).await?,
+        Command::Backup { out } => print_json(&db.backup(&out).await?)?,
+        Command::Restore { .. } => unreachable!("restores run before connecting"),
         Command::Stats { campaign } => print_json(&stats::campaign_stats(db, campaign).await.map_err(explain)?)?,
         Command::Leaderboard { campaign, bootstrap } => {
             print_json(&leaderboard::campaign_leaderboard(db, campaign, bootstrap, 0).await.map_err(explain)?)?

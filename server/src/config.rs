@@ -44,6 +44,11 @@ pub struct Config {
     pub runs_dir: String,
     /// Seconds between two looks at the schedules.
     pub schedule_check_seconds: u64,
+    /// Seconds between two heartbeats of a running training run. A run whose server misses
+    /// three (it died) is marked interrupted by another server on the same database.
+    pub run_heartbeat_seconds: u64,
+    /// When set, `GET /metrics` asks for `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
     /// Training schedules (`[[schedules]]` in the TOML file).
     pub schedules: Vec<Schedule>,
 }
@@ -64,6 +69,8 @@ impl Default for Config {
             trainer_command: "pairwise-train".into(),
             runs_dir: "runs".into(),
             schedule_check_seconds: 60,
+            run_heartbeat_seconds: 5,
+            metrics_token: None,
             schedules: Vec::new(),
         }
     }
@@ -148,6 +155,15 @@ impl Config {
         if let Some(v) = var("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE") {
             self.login_attempts_per_minute =
                 v.parse().context("PAIRWISE_LOGIN_ATTEMPTS_PER_MINUTE must be an integer")?;
+        }
+        if let Some(v) = var("PAIRWISE_RUN_HEARTBEAT_SECONDS") {
+            self.run_heartbeat_seconds = v.parse().context("PAIRWISE_RUN_HEARTBEAT_SECONDS must be an integer")?;
+        }
+        if let Some(v) = var("PAIRWISE_SCHEDULE_CHECK_SECONDS") {
+            self.schedule_check_seconds = v.parse().context("PAIRWISE_SCHEDULE_CHECK_SECONDS must be an integer")?;
+        }
+        if let Some(v) = var("PAIRWISE_METRICS_TOKEN") {
+            self.metrics_token = Some(v).filter(|t| !t.is_empty());
         }
         if !matches!(self.sqlite_synchronous.as_str(), "full" | "normal") {
             anyhow::bail!("sqlite_synchronous must be `full` or `normal`, got `{}`", self.sqlite_synchronous);

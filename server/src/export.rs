@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::args;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::metrics;
 use crate::store::{Db, SqlRow};
 
 /// The first problem with export parameters, naming the parameter.
@@ -293,6 +294,7 @@ pub async fn start_export(
     secret: String,
 ) -> ApiResult<(i64, mpsc::Receiver<Result<Bytes, std::io::Error>>)> {
     validate(&params)?;
+    metrics().export_started();
     let cursor = db
         .fetch_optional("SELECT vote_seq FROM campaigns WHERE id = $1", args![campaign_id])
         .await?

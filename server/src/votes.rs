@@ -22,6 +22,7 @@ use rand::Rng;
 
 use crate::args;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::metrics;
 use crate::store::{Backend, Db, SqlRow, SqlValue, Store, TxBody, now_ms, tx_body};
 
 struct CampaignSettings {
@@ -323,6 +324,10 @@ pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<Vo
             Err(e) if tries < 3 && e.is_unique_violation() => continue,
             Err(e) if e.is_unique_violation() => {
                 return Err(ApiError::conflict("already_voted", "you have already voted on this pair"));
+            }
+            Ok(outcome) => {
+                metrics().vote_stored(outcome.duplicate);
+                return Ok(outcome);
             }
             other => return other,
         }

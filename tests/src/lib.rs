@@ -59,6 +59,14 @@ pub fn trainer_binary() -> String {
     })
 }
 
+/// The `pairwise` server binary (`scripts/test.sh` builds it before the tests), for tests
+/// that need a server in a process of its own, to kill it.
+pub fn server_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pairwise");
+    assert!(path.exists(), "{} is missing: run `cargo build --bin pairwise` first", path.display());
+    path
+}
+
 pub fn postgres_admin_url() -> String {
     std::env::var("PAIRWISE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -111,6 +119,21 @@ impl TestServer {
         };
         config.site_root = site_root().display().to_string();
         adjust(&mut config);
+        let mut server = TestServer::serve(config, dir).await;
+        server.postgres_database = postgres_database;
+        server
+    }
+
+    /// Another server on this server's (Postgres) database, as a second `pairwise serve`
+    /// behind the same load balancer would be: same config but for `adjust`, its own
+    /// store, background tasks and port. Stopping it leaves the database alone.
+    pub async fn start_sibling(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        TestServer::serve(config, tempfile::tempdir().expect("temp dir")).await
+    }
+
+    async fn serve(config: Config, dir: tempfile::TempDir) -> TestServer {
         let db = Db::connect(&config.db_settings()).await.expect("connect test database");
         let sql = sqlx::any::AnyPoolOptions::new()
             .max_connections(4)
@@ -124,7 +147,16 @@ impl TestServer {
         let handle = tokio::spawn(http::serve(listener, state, async move {
             let _ = rx.await;
         }));
-        TestServer { base, db, sql, config, shutdown: Some(tx), handle: Some(handle), postgres_database, _dir: dir }
+        TestServer {
+            base,
+            db,
+            sql,
+            config,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            postgres_database: None,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -187,6 +219,11 @@ pub struct Reply {
 }
 
 impl ApiClient {
+    /// The same client (token, cookies) talking to another server.
+    pub fn on(&self, server_base: &str) -> ApiClient {
+        ApiClient { base: server_base.to_string(), ..self.clone() }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
@@ -252,6 +289,72 @@ pub async fn vote_all(rater: &ApiClient, campaign: i64, mut choose: impl FnMut(&
         assert_eq!(reply.status, 200, "{}", reply.text);
         next = reply.json["next"].clone();
     }
+}
+
+/// Each rater asks for work and votes until nothing is left; returns acknowledged votes.
+pub async fn rate_until_done(rater: ApiClient, campaign: i64) -> Vec<(i64, i64)> {
+    let mut acknowledged = Vec::new();
+    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    let mut waits = 0;
+    loop {
+        match next["status"].as_str().unwrap() {
+            "assigned" => {
+                let pair = &next["pair"];
+                let choice = if pair["left"].as_str().unwrap().starts_with('a') { "left" } else { "right" };
+                let reply = rater
+                    .post("/api/v1/votes", &serde_json::json!({"assignment_id": pair["assignment_id"], "choice": choice,
+                        "strength": 2, "time_ms": 1500, "client_key": format!("{}-{}", rater.user_id, pair["pair_id"])}))
+                    .await;
+                assert_eq!(reply.status, 200, "{}", reply.text);
+                acknowledged.push((
+                    reply.json["vote"]["id"].as_i64().unwrap(),
+                    reply.json["vote"]["pair_id"].as_i64().unwrap(),
+                ));
+                next = reply.json["next"].clone();
+            }
+            "waiting" if waits < 1000 => {
+                waits += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+            }
+            "done" => return acknowledged,
+            other => panic!("unexpected next status {other}: {next}"),
+        }
+    }
+}
+
+/// Every rater rates `campaign` to the end, all at once; then checks what the store kept:
+/// every acknowledged vote, exactly `overlap` votes on each of the `pairs` pairs, no rater
+/// twice on a pair, and a gap-free vote sequence.
+pub async fn rate_to_the_end_within_overlap(
+    raters: Vec<ApiClient>,
+    campaign: i64,
+    sql: &sqlx::AnyPool,
+    pairs: usize,
+    overlap: usize,
+) {
+    use std::collections::{HashMap, HashSet};
+    let handles: Vec<_> = raters.into_iter().map(|r| tokio::spawn(rate_until_done(r, campaign))).collect();
+    let mut acknowledged = Vec::new();
+    for handle in handles {
+        acknowledged.extend(handle.await.unwrap());
+    }
+    let votes = pairs * overlap;
+    assert_eq!(acknowledged.len(), votes);
+    let rows: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT id, pair_id, rater_id FROM comparisons").fetch_all(sql).await.unwrap();
+    let stored: HashSet<i64> = rows.iter().map(|r| r.0).collect();
+    assert!(acknowledged.iter().all(|(id, _)| stored.contains(id)), "every acknowledged vote is stored");
+    let mut votes_per_pair: HashMap<i64, usize> = HashMap::new();
+    let mut rater_pair = HashSet::new();
+    for (_, pair, rater) in &rows {
+        *votes_per_pair.entry(*pair).or_default() += 1;
+        assert!(rater_pair.insert((*pair, *rater)), "rater {rater} voted twice on pair {pair}");
+    }
+    assert_eq!(votes_per_pair.len(), pairs);
+    assert!(votes_per_pair.values().all(|&v| v == overlap), "{votes_per_pair:?}");
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM comparisons ORDER BY seq").fetch_all(sql).await.unwrap();
+    assert_eq!(seqs, (1..=votes as i64).collect::<Vec<i64>>(), "vote sequence is gap-free");
 }
 
 /// Parses a JSONL body.

@@ -73,7 +73,7 @@ pub async fn check_login(
     password: &str,
 ) -> ApiResult<CurrentUser> {
     let keys = LoginKeys::new(username, client);
-    limiter.check(&keys).map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+    limiter.check(db, &keys).await?.map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
     let row = db
         .fetch_optional(
             "SELECT id, username, role, password_hash FROM users WHERE username = $1 AND active = 1",
@@ -89,11 +89,11 @@ pub async fn check_login(
         tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.map_err(anyhow::Error::from)?;
     match user {
         Some(user) if ok => {
-            limiter.record_success(&keys);
+            limiter.record_success(db, &keys).await?;
             Ok(user)
         }
         _ => {
-            limiter.record_failure(&keys);
+            limiter.record_failure(db, &keys).await?;
             Err(ApiError::Unauthorized)
         }
     }

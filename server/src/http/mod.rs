@@ -1,6 +1,7 @@
 //! Everything axum: the router with every resource's routes (one module each), `/healthz`,
-//! and serving with graceful shutdown (in-flight requests finish; new connections are
-//! refused). Handlers parse the request, call the domain modules and shape the reply.
+//! `/metrics`, and serving with graceful shutdown (in-flight requests finish; new
+//! connections are refused) beside the server's background tasks (the runs' heartbeat and
+//! the scheduler). Handlers parse the request, call the domain modules and shape the reply.
 
 pub mod auth;
 pub mod campaigns;
@@ -9,6 +10,7 @@ pub mod export;
 pub mod extract;
 pub mod import;
 pub mod leaderboard;
+pub mod metrics;
 pub mod runs;
 pub mod state;
 pub mod stats;
@@ -23,13 +25,13 @@ use std::net::SocketAddr;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use self::state::AppState;
-use crate::runs::schedule::scheduler;
+use crate::runs::schedule::{scheduler, stop_scheduling};
 
 /// JSON bodies other than imports are small; imports set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -55,6 +57,8 @@ pub fn api_router(state: AppState) -> Router {
         .merge(stats::router())
         .merge(leaderboard::router())
         .merge(runs::router())
+        .merge(metrics::router())
+        .route_layer(middleware::from_fn(metrics::time_request))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -70,27 +74,36 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
 }
 
-/// Marks runs a previous process left running as interrupted, starts the training
-/// scheduler, and serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish. Before serving it
+/// claims a SQLite database file for this server alone (a second one is refused) and marks
+/// the runs a dead server left `running` as interrupted; while serving, it keeps this
+/// server's runs' heartbeat and, when this server holds the scheduler lease, the schedules.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    match crate::runs::mark_interrupted(&state.db).await {
+    let holder = format!("pairwise serve (pid {}, listening on {})", std::process::id(), listener.local_addr()?);
+    let _sole_server = state.db.lock_for_serving(&holder).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    match state.runs.reclaim_abandoned_runs().await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(runs = n, "training runs cut off by the last shutdown marked interrupted"),
+        Ok(n) => tracing::warn!(runs = n, "training runs cut off by a stopped server marked interrupted"),
         Err(error) => tracing::error!(%error, "marking interrupted training runs"),
     }
+    let heartbeat = tokio::spawn(state.runs.clone().keep_alive());
+    let (db, instance) = (state.db.clone(), state.instance.to_string());
     let scheduler = tokio::spawn(scheduler(
         state.db.clone(),
         state.runs.clone(),
         state.config.schedules.clone(),
         state.config.schedule_check_seconds,
+        instance.clone(),
     ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     scheduler.abort();
+    heartbeat.abort();
+    stop_scheduling(&db, &instance).await;
     served
 }
 

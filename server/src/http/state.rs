@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::accounts::limiter::LoginLimiter;
+use crate::cluster::instance_name;
 use crate::config::Config;
 use crate::runs::supervisor::{RunSettings, Supervisor};
 use crate::store::Db;
@@ -14,6 +15,8 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     /// Starts, watches and cancels this process's training runs.
     pub runs: Supervisor,
+    /// This server process's name among the servers sharing the database.
+    pub instance: Arc<str>,
 }
 
 impl AppState {
@@ -23,8 +26,10 @@ impl AppState {
             trainer_command: config.trainer_command.clone(),
             runs_dir: config.runs_dir.clone(),
             secret: config.secret.clone(),
+            heartbeat_seconds: config.run_heartbeat_seconds,
         };
-        let runs = Supervisor::new(db.clone(), settings);
-        AppState { db, config: Arc::new(config), login_limiter: Arc::new(limiter), runs }
+        let instance = instance_name();
+        let runs = Supervisor::new(db.clone(), settings, &instance);
+        AppState { db, config: Arc::new(config), login_limiter: Arc::new(limiter), runs, instance: instance.into() }
     }
 }

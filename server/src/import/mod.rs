@@ -12,6 +12,7 @@ pub use parse::{ImportItem, ItemBody, ResponseIn, parse_import};
 pub use write::import_items;
 
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::metrics;
 use crate::store::Db;
 
 /// Parses, validates and imports a file; the error lists every bad line.
@@ -31,5 +32,7 @@ pub async fn import_jsonl(db: &Db, campaign_id: i64, data: &[u8], options: &Pair
         };
         ApiError::BadRequest { message, details: Some(ErrorDetails { errors }) }
     })?;
-    import_items(db, campaign_id, items, options).await
+    let report = import_items(db, campaign_id, items, options).await?;
+    metrics().import_stored(report.pairs_created);
+    Ok(report)
 }

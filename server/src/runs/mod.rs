@@ -7,7 +7,8 @@
 //! round (`next_round`). Each run keeps its lineage: the vote cursor and SHA-256 of the data
 //! it saw, the raters behind those votes and the guidelines version. Runs start by hand
 //! (API) or from the schedules in the server config (`schedule`); one run per campaign at a
-//! time; runs cut off by a server restart are marked `interrupted`.
+//! time; a run whose server stops sending heartbeats (it died) is marked `interrupted`
+//! by any server sharing the database.
 //!
 //! This file holds the run records; `supervisor` starts and watches the child processes.
 
@@ -50,7 +51,7 @@ macro_rules! run_select {
     () => {
         "SELECT id, campaign_id, method, config, trigger, status, phase, data_cursor, data_rows, \
          data_sha256, guidelines_version, raters, output_dir, artifact_sha256, exit_reason, next_campaign_id, \
-         started_at, finished_at FROM training_runs"
+         supervisor, started_at, finished_at FROM training_runs"
     };
 }
 
@@ -75,6 +76,7 @@ fn run_from_row(row: &SqlRow) -> ApiResult<Run> {
         artifact_sha256: row.opt_text("artifact_sha256")?,
         exit_reason: row.opt_text("exit_reason")?,
         next_campaign_id: row.opt_int("next_campaign_id")?,
+        supervisor: row.text("supervisor")?,
         started_at: row.int("started_at")?,
         finished_at: row.opt_int("finished_at")?,
     })
@@ -100,19 +102,23 @@ pub async fn run_metrics(db: &Db, id: i64) -> ApiResult<Vec<Value>> {
     rows.iter().map(|row| Ok(serde_json::from_str(&row.text("metrics")?).map_err(anyhow::Error::from)?)).collect()
 }
 
-/// Marks runs a previous server process left `running` as `interrupted` (at start-up: their
-/// child processes died with it or are no longer watched).
-pub async fn mark_interrupted(db: &Db) -> ApiResult<u64> {
+/// Marks as `interrupted` the runs whose supervising server has not sent a heartbeat since
+/// `stale_before` (Unix ms): that server died or lost the database, and its child process
+/// with it. Every server calls this periodically, and at start-up (on SQLite, where only
+/// one server can run, with `i64::MAX`: every run still `running` was left by the last one).
+pub async fn mark_interrupted(db: &Db, stale_before: i64) -> ApiResult<u64> {
     Ok(db
         .execute(
-            "UPDATE training_runs SET status = 'interrupted', exit_reason = 'the server stopped during the run', \
-             finished_at = $1 WHERE status = 'running'",
-            args![now_ms()],
+            "UPDATE training_runs SET status = 'interrupted', \
+             exit_reason = 'the server supervising the run stopped during it', finished_at = $1 \
+             WHERE status = 'running' AND heartbeat_at < $2",
+            args![now_ms(), stale_before],
         )
         .await?)
 }
 
-/// Records the end of a run.
+/// Records the end of a run, unless it has ended already (another server marked it
+/// interrupted because its heartbeats stopped: that stays the record).
 pub async fn finish(
     db: &Db,
     id: i64,
@@ -121,7 +127,8 @@ pub async fn finish(
     artifact: Option<String>,
 ) -> ApiResult<()> {
     db.execute(
-        "UPDATE training_runs SET status = $1, exit_reason = $2, artifact_sha256 = $3, finished_at = $4 WHERE id = $5",
+        "UPDATE training_runs SET status = $1, exit_reason = $2, artifact_sha256 = $3, finished_at = $4 \
+         WHERE id = $5 AND status = 'running'",
         args![status.as_str(), reason, artifact, now_ms(), id],
     )
     .await?;

@@ -1,6 +1,7 @@
 //! Training schedules from the server config (`[[schedules]]`): "daily at HH:MM (UTC)" and
 //! "when N more pairs are aggregated since the last successful run of the same method",
-//! checked by the scheduler task every `schedule_check_seconds`.
+//! checked by the scheduler task every `schedule_check_seconds`. With several servers on one
+//! database only the holder of the `scheduler` lease checks, so a schedule fires once.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use super::list_runs;
 use super::supervisor::Supervisor;
 use crate::args;
+use crate::cluster::{hold_lease, release_lease};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Db, now_ms};
 
@@ -90,16 +92,36 @@ pub fn parse_hh_mm(text: &str) -> Option<(i64, i64)> {
     ((0..24).contains(&h) && (0..60).contains(&m)).then_some((h, m))
 }
 
-/// The scheduler: checks the schedules every `schedule_check_seconds` until the server stops.
-pub async fn scheduler(db: Db, supervisor: Supervisor, schedules: Vec<Schedule>, check_seconds: u64) {
+/// The lease that makes one server (of those sharing the database) the one that checks.
+const SCHEDULER_LEASE: &str = "scheduler";
+
+/// The scheduler: checks the schedules every `schedule_check_seconds` until the server
+/// stops, while this server (`instance`) holds the scheduler lease. The lease outlives three
+/// checks, so a holder that dies is replaced within that time.
+pub async fn scheduler(db: Db, supervisor: Supervisor, schedules: Vec<Schedule>, check_seconds: u64, instance: String) {
     if schedules.is_empty() {
         return;
     }
+    let every = Duration::from_secs(check_seconds.max(1));
+    let ttl_ms = 3 * every.as_millis() as i64;
     loop {
-        if let Err(error) = run_due_schedules(&db, &supervisor, &schedules).await {
-            tracing::warn!(%error, "checking training schedules");
+        match hold_lease(&db, SCHEDULER_LEASE, &instance, ttl_ms).await {
+            Ok(true) => {
+                if let Err(error) = run_due_schedules(&db, &supervisor, &schedules).await {
+                    tracing::warn!(%error, "checking training schedules");
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "taking the scheduler lease"),
         }
-        tokio::time::sleep(Duration::from_secs(check_seconds.max(1))).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Gives the scheduler lease back when this server stops, so another takes over at once.
+pub async fn stop_scheduling(db: &Db, instance: &str) {
+    if let Err(error) = release_lease(db, SCHEDULER_LEASE, instance).await {
+        tracing::warn!(%error, "releasing the scheduler lease");
     }
 }
 

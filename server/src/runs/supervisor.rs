@@ -1,7 +1,9 @@
 //! The run supervisor: starts a run (data snapshot, record, one child process per phase),
 //! streams each phase's metric lines into the database every half second, kills the child
 //! on cancel, and records the outcome. It owns the cancel switches of the runs this server
-//! process watches.
+//! process watches, and keeps them alive in the database: every `heartbeat_seconds` it
+//! stamps them, passes on cancels asked of other servers, and marks the runs of servers
+//! that stopped stamping theirs (they died) as interrupted.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -18,12 +20,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::next_round::hand_off;
-use super::{check_spec, finish, get_run};
+use super::{check_spec, finish, get_run, mark_interrupted};
 use crate::args;
 use crate::campaigns::get_campaign;
 use crate::error::{ApiError, ApiResult};
 use crate::export::start_export;
-use crate::store::{Db, now_ms};
+use crate::store::{Backend, Db, now_ms};
 
 /// Where runs happen: the trainer to start and the folder runs write into.
 #[derive(Debug, Clone)]
@@ -34,6 +36,9 @@ pub struct RunSettings {
     pub runs_dir: String,
     /// Keys rater pseudonyms in the data snapshot.
     pub secret: String,
+    /// Seconds between two heartbeats of a run; a run without one for three of them is
+    /// taken to have lost its server.
+    pub heartbeat_seconds: u64,
 }
 
 /// Starts and watches runs; cheap to clone (one per server process, shared).
@@ -41,13 +46,79 @@ pub struct RunSettings {
 pub struct Supervisor {
     db: Db,
     settings: Arc<RunSettings>,
+    /// This server's instance name, recorded on the runs it supervises.
+    instance: Arc<str>,
     /// Cancel switches of the runs this process is watching.
     cancel: Arc<Mutex<HashMap<i64, oneshot::Sender<()>>>>,
 }
 
 impl Supervisor {
-    pub fn new(db: Db, settings: RunSettings) -> Supervisor {
-        Supervisor { db, settings: Arc::new(settings), cancel: Arc::default() }
+    pub fn new(db: Db, settings: RunSettings, instance: &str) -> Supervisor {
+        Supervisor { db, settings: Arc::new(settings), instance: instance.into(), cancel: Arc::default() }
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.settings.heartbeat_seconds.max(1))
+    }
+
+    /// How old a heartbeat may get before its run counts as abandoned: three missed beats,
+    /// so one slow database round trip does not condemn a live run.
+    fn stale_after_ms(&self) -> i64 {
+        3 * self.heartbeat().as_millis() as i64
+    }
+
+    /// At start-up: marks the runs a dead server left `running` as interrupted. On SQLite
+    /// only one server runs, so every such run was the last one's; on Postgres only those
+    /// whose heartbeat is stale, since other servers may be watching theirs right now.
+    pub async fn reclaim_abandoned_runs(&self) -> ApiResult<u64> {
+        let stale_before = match self.db.backend() {
+            Backend::Sqlite => i64::MAX,
+            Backend::Postgres => now_ms() - self.stale_after_ms(),
+        };
+        mark_interrupted(&self.db, stale_before).await
+    }
+
+    /// The runs' heartbeat, until the server stops: stamps this server's runs, passes on the
+    /// cancels other servers recorded for them, and marks runs whose server went silent as
+    /// interrupted.
+    pub async fn keep_alive(self) {
+        loop {
+            if let Err(error) = self.beat().await {
+                tracing::warn!(%error, "training runs' heartbeat");
+            }
+            tokio::time::sleep(self.heartbeat()).await;
+        }
+    }
+
+    async fn beat(&self) -> ApiResult<()> {
+        let now = now_ms();
+        // Every run this server recorded, including one still writing its data snapshot.
+        self.db
+            .execute(
+                "UPDATE training_runs SET heartbeat_at = $1 WHERE supervisor = $2 AND status = 'running'",
+                args![now, &*self.instance],
+            )
+            .await?;
+        let watched: Vec<i64> = self.cancel.lock().expect("run registry").keys().copied().collect();
+        for id in watched {
+            let row = self
+                .db
+                .fetch_one("SELECT status, cancel_requested FROM training_runs WHERE id = $1", args![id])
+                .await?;
+            // Cancelled through another server, or already given up on by one (this server
+            // was out of touch too long): either way the child must stop.
+            if row.text("status")? != "running" || row.int("cancel_requested")? == 1 {
+                let switch = self.cancel.lock().expect("run registry").remove(&id);
+                if let Some(switch) = switch {
+                    let _ = switch.send(());
+                }
+            }
+        }
+        match mark_interrupted(&self.db, now - self.stale_after_ms()).await? {
+            0 => {}
+            n => tracing::warn!(runs = n, "training runs whose server stopped sending heartbeats marked interrupted"),
+        }
+        Ok(())
     }
 
     /// Starts a run: snapshot of the data, the run record, and the watcher that runs its phases.
@@ -63,13 +134,14 @@ impl Supervisor {
             config.to_string(),
             trigger.as_str(),
             campaign.guidelines_version,
+            &*self.instance,
             now_ms()
         ];
         let insert = self
             .db
             .write_returning(
                 "INSERT INTO training_runs (campaign_id, method, config, trigger, status, guidelines_version, output_dir, \
-                 started_at) VALUES ($1, $2, $3, $4, 'running', $5, '', $6) RETURNING id",
+                 supervisor, heartbeat_at, started_at) VALUES ($1, $2, $3, $4, 'running', $5, '', $6, $7, $7) RETURNING id",
                 args,
             )
             .await;
@@ -234,23 +306,34 @@ impl Supervisor {
         }
     }
 
-    /// Cancels a running run and waits (up to 5 s) for its end to be recorded.
+    /// Cancels a running run and waits for its end to be recorded. A run another server
+    /// supervises is cancelled through the database (that server's next heartbeat stops
+    /// its child); one whose server went silent is marked interrupted at once.
     pub async fn cancel(&self, id: i64) -> ApiResult<Run> {
         let run = get_run(&self.db, id).await?;
         if run.status != RunStatus::Running {
             return Err(ApiError::conflict("run_finished", format!("run {id} is {}", run.status.as_str())));
         }
         let switch = self.cancel.lock().expect("run registry").remove(&id);
+        let mut wait = Duration::from_secs(5);
         match switch {
             Some(switch) => {
                 let _ = switch.send(());
             }
-            // Running in the database but not watched here: its server went away.
             None => {
-                finish(&self.db, id, RunStatus::Interrupted, Some("not watched by this server".into()), None).await?
+                let heartbeat =
+                    self.db.fetch_one("SELECT heartbeat_at FROM training_runs WHERE id = $1", args![id]).await?;
+                if heartbeat.int("heartbeat_at")? >= now_ms() - self.stale_after_ms() {
+                    self.db.execute("UPDATE training_runs SET cancel_requested = 1 WHERE id = $1", args![id]).await?;
+                    wait += 2 * self.heartbeat();
+                } else {
+                    let reason = "its server stopped sending heartbeats".to_string();
+                    finish(&self.db, id, RunStatus::Interrupted, Some(reason), None).await?;
+                }
             }
         }
-        for _ in 0..100 {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
             let run = get_run(&self.db, id).await?;
             if run.status != RunStatus::Running {
                 return Ok(run);

@@ -14,6 +14,7 @@
 mod error;
 mod pool;
 mod sqlite;
+mod sqlite_file;
 mod value;
 
 use std::str::FromStr;
@@ -28,6 +29,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
 pub use error::{DbError, TxError};
+pub use sqlite_file::{BackupReport, ServeLock};
 pub use value::{SqlRow, SqlType, SqlValue};
 
 use sqlite::{SqliteReaders, SqliteWriter};
@@ -105,6 +107,8 @@ pub struct Db {
     sqlite_writer: Option<SqliteWriter>,
     /// SQLite only: inline read connections for per-request lookups.
     sqlite_readers: Option<Arc<SqliteReaders>>,
+    /// SQLite only: the database file.
+    sqlite_file: Option<String>,
 }
 
 impl Db {
@@ -139,7 +143,13 @@ impl Db {
                 let writer = SqliteWriter::start(&sqlite_path(&url), &settings.sqlite_synchronous)
                     .with_context(|| format!("opening SQLite writer for {url}"))?;
                 let readers = Arc::new(SqliteReaders::new(&sqlite_path(&url)));
-                Ok(Db { backend, pool, sqlite_writer: Some(writer), sqlite_readers: Some(readers) })
+                Ok(Db {
+                    backend,
+                    pool,
+                    sqlite_writer: Some(writer),
+                    sqlite_readers: Some(readers),
+                    sqlite_file: Some(sqlite_path(&url)),
+                })
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -149,7 +159,7 @@ impl Db {
                     .await
                     .context("connecting to Postgres (is DATABASE_URL right and the server up?)")?;
                 POSTGRES_MIGRATIONS.run(&pool).await.context("applying database migrations")?;
-                Ok(Db { backend, pool, sqlite_writer: None, sqlite_readers: None })
+                Ok(Db { backend, pool, sqlite_writer: None, sqlite_readers: None, sqlite_file: None })
             }
         }
     }
@@ -211,9 +221,48 @@ impl Db {
         Ok(rows.into_iter().next())
     }
 
+    /// SQLite: claims the database file for this server (`holder` says who, in the refusal
+    /// a second server gets). Postgres has no such limit: `None`.
+    pub fn lock_for_serving(&self, holder: &str) -> anyhow::Result<Option<ServeLock>> {
+        self.sqlite_file.as_deref().map(|path| sqlite_file::lock_for_serving(path, holder)).transpose()
+    }
+
+    /// SQLite: a consistent backup into `out`, safe while servers write. Postgres backs up
+    /// with its own tools.
+    pub async fn backup(&self, out: &std::path::Path) -> anyhow::Result<BackupReport> {
+        let Some(path) = self.sqlite_file.clone() else {
+            anyhow::bail!(
+                "pairwise backup is for SQLite; back up Postgres with pg_dump (see the README's Backups section)"
+            )
+        };
+        let out = out.to_path_buf();
+        tokio::task::spawn_blocking(move || sqlite_file::backup(&path, &out)).await?
+    }
+
+    /// Requests queued for the SQLite writer thread (None on Postgres).
+    pub fn writer_queue_depth(&self) -> Option<usize> {
+        self.sqlite_writer.as_ref().map(SqliteWriter::queue_depth)
+    }
+
+    /// Connections of the pool: (open, idle).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Replaces the SQLite database of `url` with the backup `from` (see `sqlite_file::restore`);
+/// no server may be serving it. Postgres restores with its own tools.
+pub async fn restore_sqlite(url: &str, from: &std::path::Path, force: bool) -> anyhow::Result<BackupReport> {
+    if url.parse::<Backend>()? == Backend::Postgres {
+        anyhow::bail!("pairwise restore is for SQLite; restore Postgres with pg_restore or psql (see the README)");
+    }
+    let path = sqlite_path(url);
+    let from = from.to_path_buf();
+    tokio::task::spawn_blocking(move || sqlite_file::restore(&from, &path, force)).await?
 }
 
 /// `sqlite://file.db` → `sqlite://file.db?mode=rwc` so a fresh machine gets a new file.

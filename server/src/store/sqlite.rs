@@ -9,6 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -102,6 +103,8 @@ const MAX_BATCH: usize = 256;
 #[derive(Clone)]
 pub(super) struct SqliteWriter {
     jobs: mpsc::UnboundedSender<Job>,
+    /// Requests sent and not yet taken up by the writer thread (a metric).
+    queued: Arc<AtomicUsize>,
 }
 
 impl SqliteWriter {
@@ -115,8 +118,14 @@ impl SqliteWriter {
         conn.set_prepared_statement_cache_capacity(64);
         let (jobs, receiver) = mpsc::unbounded_channel();
         let store = SqliteStore { conn };
-        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(store, receiver))?;
-        Ok(SqliteWriter { jobs })
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(store, receiver, &taken))?;
+        Ok(SqliteWriter { jobs, queued })
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     pub async fn transact<T: Send + 'static, E: TxError>(&self, body: TxBody<T, E>) -> Result<T, E> {
@@ -145,12 +154,13 @@ impl SqliteWriter {
                 (failed, deliver)
             }
         });
+        self.queued.fetch_add(1, Ordering::Relaxed);
         self.jobs.send(job).map_err(|_| E::from(DbError::WriterGone))?;
         answer.await.map_err(|_| E::from(DbError::WriterGone))?
     }
 }
 
-fn writer_loop(mut store: SqliteStore, mut receiver: mpsc::UnboundedReceiver<Job>) {
+fn writer_loop(mut store: SqliteStore, mut receiver: mpsc::UnboundedReceiver<Job>, queued: &AtomicUsize) {
     while let Some(first) = receiver.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -159,6 +169,7 @@ fn writer_loop(mut store: SqliteStore, mut receiver: mpsc::UnboundedReceiver<Job
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::Relaxed);
         // Another connection (an import, the CLI) may hold the write lock for longer than
         // the busy timeout: keep the requests queued and try again rather than fail them.
         let mut began = store.conn.execute_batch("BEGIN IMMEDIATE");

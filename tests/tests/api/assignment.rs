@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 
 use pairwise_server::accounts::Role;
-use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import};
+use pairwise_tests::{
+    ApiClient, Backend, TestServer, both_backends, create_campaign, import, rate_to_the_end_within_overlap,
+};
 use serde_json::{Value, json};
 
 fn pairs_of(prompts: usize) -> Vec<Value> {
@@ -21,38 +23,6 @@ async fn raters(server: &TestServer, n: usize) -> Vec<ApiClient> {
         clients.push(server.client_for(&format!("rater{i}"), Role::Annotator).await);
     }
     clients
-}
-
-/// Each rater asks for work and votes until nothing is left; returns acknowledged votes.
-async fn rate_until_done(rater: ApiClient, campaign: i64) -> Vec<(i64, i64)> {
-    let mut acknowledged = Vec::new();
-    let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
-    let mut waits = 0;
-    loop {
-        match next["status"].as_str().unwrap() {
-            "assigned" => {
-                let pair = &next["pair"];
-                let choice = if pair["left"].as_str().unwrap().starts_with('a') { "left" } else { "right" };
-                let reply = rater
-                    .post("/api/v1/votes", &json!({"assignment_id": pair["assignment_id"], "choice": choice,
-                        "strength": 2, "time_ms": 1500, "client_key": format!("{}-{}", rater.user_id, pair["pair_id"])}))
-                    .await;
-                assert_eq!(reply.status, 200, "{}", reply.text);
-                acknowledged.push((
-                    reply.json["vote"]["id"].as_i64().unwrap(),
-                    reply.json["vote"]["pair_id"].as_i64().unwrap(),
-                ));
-                next = reply.json["next"].clone();
-            }
-            "waiting" if waits < 1000 => {
-                waits += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
-            }
-            "done" => return acknowledged,
-            other => panic!("unexpected next status {other}: {next}"),
-        }
-    }
 }
 
 async fn concurrent_raters_respect_overlap(backend: Backend) {
@@ -77,27 +47,7 @@ async fn concurrent_raters_respect_overlap(backend: Backend) {
     assert!(per_pair.values().all(|&held| held == 3), "{per_pair:?}");
 
     // Now everyone rates to the end, concurrently.
-    let handles: Vec<_> = raters.into_iter().map(|r| tokio::spawn(rate_until_done(r, campaign))).collect();
-    let mut acknowledged = Vec::new();
-    for handle in handles {
-        acknowledged.extend(handle.await.unwrap());
-    }
-    assert_eq!(acknowledged.len(), 36);
-    let rows: Vec<(i64, i64, i64)> =
-        sqlx::query_as("SELECT id, pair_id, rater_id FROM comparisons").fetch_all(&server.sql).await.unwrap();
-    let stored: HashSet<i64> = rows.iter().map(|r| r.0).collect();
-    assert!(acknowledged.iter().all(|(id, _)| stored.contains(id)), "every acknowledged vote is stored");
-    let mut votes_per_pair: HashMap<i64, usize> = HashMap::new();
-    let mut rater_pair = HashSet::new();
-    for (_, pair, rater) in &rows {
-        *votes_per_pair.entry(*pair).or_default() += 1;
-        assert!(rater_pair.insert((*pair, *rater)), "rater {rater} voted twice on pair {pair}");
-    }
-    assert_eq!(votes_per_pair.len(), 12);
-    assert!(votes_per_pair.values().all(|&v| v == 3), "{votes_per_pair:?}");
-    let seqs: Vec<i64> =
-        sqlx::query_scalar("SELECT seq FROM comparisons ORDER BY seq").fetch_all(&server.sql).await.unwrap();
-    assert_eq!(seqs, (1..=36).collect::<Vec<i64>>(), "vote sequence is gap-free");
+    rate_to_the_end_within_overlap(raters, campaign, &server.sql, 12, 3).await;
     server.stop().await;
 }
 both_backends!(concurrent_raters_respect_overlap);

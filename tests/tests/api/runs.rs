@@ -1,6 +1,6 @@
 //! Training runs: the server starts the real `pairwise-train` on a snapshot of the votes,
 //! streams its metrics into the database and records the outcome with its lineage; one
-//! run per campaign; cancel; runs left `running` by a stopped server become `interrupted`;
+//! run per campaign; cancel; runs whose server stopped (no heartbeat) become `interrupted`;
 //! and a threshold schedule fires by itself once enough pairs have new votes.
 
 use std::path::PathBuf;
@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use pairwise_api::runs::{Method, RunSpec};
 use pairwise_server::accounts::Role;
-use pairwise_server::runs::mark_interrupted;
 use pairwise_server::runs::schedule::Schedule;
 use pairwise_tests::{
     ApiClient, Backend, TestServer, both_backends, create_campaign, import, trainer_binary, vote_all,
@@ -53,6 +52,7 @@ async fn runs_setup(backend: Backend, dir: &std::path::Path, pairs: usize) -> Ru
     let server = TestServer::start_with(backend, |c| {
         c.trainer_command = trainer_binary();
         c.runs_dir = runs_dir.display().to_string();
+        c.run_heartbeat_seconds = 1;
     })
     .await;
     let admin = server.client_for("admin", Role::Admin).await;
@@ -131,7 +131,8 @@ async fn runs_train_and_keep_their_lineage(backend: Backend) {
     let annotator = server.client_for("someone", Role::Annotator).await;
     assert_eq!(annotator.get(&format!("/api/v1/campaigns/{campaign}/runs")).await.status, 403);
 
-    // A server that stopped mid-run: at the next start its runs are marked interrupted.
+    // A run whose server stopped mid-run (no heartbeat since): the live server's heartbeat
+    // loop marks it interrupted.
     sqlx::query(
         "INSERT INTO training_runs (campaign_id, method, config, trigger, status, guidelines_version, output_dir, started_at) \
          VALUES ($1, 'dpo', '{}', 'manual', 'running', 1, '', 0)",
@@ -140,9 +141,15 @@ async fn runs_train_and_keep_their_lineage(backend: Backend) {
     .execute(&server.sql)
     .await
     .unwrap();
-    assert_eq!(mark_interrupted(&server.db).await.unwrap(), 1);
-    let list = admin.get(&format!("/api/v1/campaigns/{campaign}/runs")).await.json;
-    let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        let list = admin.get(&format!("/api/v1/campaigns/{campaign}/runs")).await.json;
+        statuses = list.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
+        if statuses[0] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(statuses, ["interrupted", "failed", "cancelled", "succeeded"]);
     server.stop().await;
 }
