@@ -241,6 +241,7 @@ fn RunBody(detail: RunDetail, cancel: ServerAction<CancelRun>) -> impl IntoView 
                     <tr><th>"Guidelines version"</th><td>{r.guidelines_version}</td></tr>
                     <tr><th>"Started / finished (UTC)"</th><td>{format!("{} / {}", utc_minute(r.started_at), r.finished_at.map(utc_minute).unwrap_or_else(|| "–".into()))}</td></tr>
                     <tr><th>"Adapter SHA-256"</th><td><code>{r.artifact_sha256.clone().unwrap_or_else(|| "–".into())}</code></td></tr>
+                    <tr><th>"Supervised by"</th><td><code>{if r.supervisor.is_empty() { "–".to_string() } else { r.supervisor.clone() }}</code></td></tr>
                 </tbody>
             </table>
             <h3>"Configuration"</h3>
