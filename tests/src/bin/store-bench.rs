@@ -1,6 +1,6 @@
 //! Store benchmark: votes per second through the HTTP API with concurrent clients,
-//! latency of `GET /next`, and a streamed export of 1,000,000 votes with the server's
-//! peak memory — on SQLite and on Postgres. The server runs as its own process (the
+//! latency of `GET /next`, a streamed export of 1,000,000 votes with the server's peak
+//! memory, and the backup and restore of that database — on SQLite and on Postgres. The server runs as its own process (the
 //! release `pairwise` binary next to this one), so its memory is measured alone.
 //!
 //! `cargo build --release -p pairwise-server -p pairwise-tests && target/release/store-bench`
@@ -17,7 +17,7 @@ use pairwise_server::accounts::{TOKEN_PREFIX, hash_password, sha256_hex};
 use pairwise_server::campaigns::create_campaign;
 use pairwise_server::config::Config;
 use pairwise_server::import::{ImportItem, ItemBody, ResponseIn, import_items};
-use pairwise_server::store::{Db, now_ms};
+use pairwise_server::store::{Db, now_ms, restore_sqlite};
 use pairwise_tests::postgres_admin_url;
 use serde_json::{Value, json};
 use sqlx::AnyPool;
@@ -34,9 +34,12 @@ struct Args {
     /// Seconds of voting.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Votes in the export measurement.
+    /// Votes in the export measurement (and in the database the backup figures are of).
     #[arg(long, default_value_t = 1_000_000)]
     export_votes: usize,
+    /// Skip the votes/s and `GET next` measurements (export and backup figures only).
+    #[arg(long)]
+    skip_votes: bool,
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
@@ -357,6 +360,54 @@ async fn measure_export(
     Ok((lines, bytes, started.elapsed().as_secs_f64()))
 }
 
+/// Backup and restore of the database the export figures were of: SQLite through the
+/// store (what `pairwise backup` / `pairwise restore` run), Postgres with `pg_dump -Fc` and
+/// `pg_restore` into a new database.
+async fn measure_backup(
+    name: &str,
+    db: &Db,
+    database_url: &str,
+    dir: &std::path::Path,
+    votes: usize,
+) -> anyhow::Result<()> {
+    let run = |program: &str, args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new(program).args(args).status().with_context(|| format!("running {program}"))?;
+        anyhow::ensure!(status.success(), "{program} failed: {status}");
+        Ok(())
+    };
+    let (backup_s, restore_s, bytes) = if name == "sqlite" {
+        let out = dir.join("backup.db");
+        let started = Instant::now();
+        let report = db.backup(&out).await?;
+        let backup_s = started.elapsed().as_secs_f64();
+        let restored = format!("sqlite://{}", dir.join("restored.db").display());
+        let started = Instant::now();
+        restore_sqlite(&restored, &out, false).await?;
+        (backup_s, started.elapsed().as_secs_f64(), report.bytes)
+    } else {
+        let dump = dir.join("pairwise.dump");
+        let dump_path = dump.to_str().context("dump path")?;
+        let started = Instant::now();
+        run("pg_dump", &["-Fc", "-f", dump_path, database_url])?;
+        let backup_s = started.elapsed().as_secs_f64();
+        let restored = format!("pairwise_bench_restored_{}", std::process::id());
+        let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {restored}"))).execute(&mut conn).await?;
+        let restored_url = format!("{}/{restored}", postgres_admin_url().rsplit_once('/').context("postgres url")?.0);
+        let started = Instant::now();
+        run("pg_restore", &["--no-owner", "-d", &restored_url, dump_path])?;
+        let restore_s = started.elapsed().as_secs_f64();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {restored} WITH (FORCE)"))).execute(&mut conn).await?;
+        (backup_s, restore_s, std::fs::metadata(&dump)?.len())
+    };
+    println!(
+        "{name}: backup of {votes} votes: {:.0} MB in {backup_s:.2} s; restore in {restore_s:.2} s; load average {}",
+        bytes as f64 / 1e6,
+        load_average()
+    );
+    Ok(())
+}
+
 async fn admin_token(sql: &AnyPool) -> anyhow::Result<String> {
     let (id, token) = make_raters(sql, "benchadmin", 1).await?.remove(0);
     sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1").bind(id).execute(sql).await?;
@@ -382,24 +433,26 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
     // rows a transaction); everything measured goes through the server.
     let sql = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&database_url).await?;
 
-    let mut server = ServerProcess::start(&database_url, port).await?;
-    let load_before = load_average();
-    let figures = measure_votes(&server, &db, &sql, args).await?;
-    server.stop()?;
-    println!(
-        "{name}: {} clients, {:.0} votes/s ({} votes in {:.1} s); vote+next round trip p50 {:.2} ms, p99 {:.2} ms; \
-         GET next (fresh assignment) p50 {:.2} ms, p99 {:.2} ms [{} samples]; load average before {load_before}, after {}",
-        args.clients,
-        figures.votes as f64 / figures.seconds,
-        figures.votes,
-        figures.seconds,
-        percentile(&figures.vote_latencies, 0.5),
-        percentile(&figures.vote_latencies, 0.99),
-        percentile(&figures.next_latencies, 0.5),
-        percentile(&figures.next_latencies, 0.99),
-        figures.next_latencies.len(),
-        load_average()
-    );
+    if !args.skip_votes {
+        let mut server = ServerProcess::start(&database_url, port).await?;
+        let load_before = load_average();
+        let figures = measure_votes(&server, &db, &sql, args).await?;
+        server.stop()?;
+        println!(
+            "{name}: {} clients, {:.0} votes/s ({} votes in {:.1} s); vote+next round trip p50 {:.2} ms, p99 {:.2} ms; \
+             GET next (fresh assignment) p50 {:.2} ms, p99 {:.2} ms [{} samples]; load average before {load_before}, after {}",
+            args.clients,
+            figures.votes as f64 / figures.seconds,
+            figures.votes,
+            figures.seconds,
+            percentile(&figures.vote_latencies, 0.5),
+            percentile(&figures.vote_latencies, 0.99),
+            percentile(&figures.next_latencies, 0.5),
+            percentile(&figures.next_latencies, 0.99),
+            figures.next_latencies.len(),
+            load_average()
+        );
+    }
 
     let started = Instant::now();
     let campaign = bulk_votes(&db, &sql, args.export_votes).await?;
@@ -420,6 +473,7 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
         );
         server.stop()?;
     }
+    measure_backup(name, &db, &database_url, dir.path(), args.export_votes).await?;
     sql.close().await;
     db.close().await;
     if let Some(db_name) = pg_database {
