@@ -187,8 +187,9 @@ impl ServerProcess {
 /// so that no server outlives it).
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: killpg only sends a signal; the group is the child's own (process_group(0)).
+        unsafe { libc::killpg(group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
