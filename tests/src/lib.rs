@@ -357,6 +357,53 @@ pub async fn rate_to_the_end_within_overlap(
     assert_eq!(seqs, (1..=votes as i64).collect::<Vec<i64>>(), "vote sequence is gap-free");
 }
 
+/// `prompts` ready pairs: prompt `i` with responses `a{i}` (model `ma`) and `b{i}` (`mb`).
+pub fn numbered_pairs(prompts: usize) -> Vec<Value> {
+    (0..prompts)
+        .map(|i| {
+            serde_json::json!({"prompt": format!("prompt {i}"), "response_a": format!("a{i}"),
+                               "response_b": format!("b{i}"), "model_a": "ma", "model_b": "mb"})
+        })
+        .collect()
+}
+
+/// Sets up a server to run the real trainer into `dir/runs` and to check, every second, a
+/// schedule that trains a 2-step reward model (on a tiny model written to `dir/model`) for
+/// campaign 1 once 8 of its pairs are aggregated.
+pub fn with_threshold_schedule(dir: &std::path::Path) -> impl FnOnce(&mut Config) {
+    use pairwise_api::runs::{Method, RunSpec};
+    use pairwise_server::runs::schedule::Schedule;
+    use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
+    let model = dir.join("model");
+    write_tiny_model(&model, &tiny_config(), 2).expect("write the tiny model");
+    let spec = RunSpec {
+        method: Method::Reward,
+        model: model.display().to_string(),
+        args: ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"].map(String::from).to_vec(),
+        ..RunSpec::default()
+    };
+    let runs_dir = dir.join("runs");
+    move |c: &mut Config| {
+        c.trainer_command = trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+        c.schedule_check_seconds = 1;
+        c.schedules = vec![Schedule { campaign: 1, spec, daily_at: None, min_new_pairs: Some(8) }];
+    }
+}
+
+/// The runs of `campaign` once one of them has succeeded (or after 30 s, whatever they are).
+pub async fn runs_once_one_succeeded(admin: &ApiClient, campaign: i64) -> Value {
+    let mut runs = Value::Null;
+    for _ in 0..300 {
+        runs = admin.get(&format!("/api/v1/campaigns/{campaign}/runs")).await.json;
+        if runs.as_array().is_some_and(|r| r.iter().any(|r| r["status"] == "succeeded")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    runs
+}
+
 /// Parses a JSONL body.
 pub fn jsonl(text: &str) -> Vec<Value> {
     text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("JSONL line")).collect()

@@ -67,15 +67,15 @@ impl Supervisor {
         3 * self.heartbeat().as_millis() as i64
     }
 
-    /// At start-up: marks the runs a dead server left `running` as interrupted. On SQLite
-    /// only one server runs, so every such run was the last one's; on Postgres only those
-    /// whose heartbeat is stale, since other servers may be watching theirs right now.
+    /// At start-up on SQLite, where only one server can run: every run still `running` was
+    /// left by the last one, so it is marked interrupted at once. (On Postgres other servers
+    /// may be watching theirs right now; the heartbeat loop's first beat, started next,
+    /// marks only the stale ones.)
     pub async fn reclaim_abandoned_runs(&self) -> ApiResult<u64> {
-        let stale_before = match self.db.backend() {
-            Backend::Sqlite => i64::MAX,
-            Backend::Postgres => now_ms() - self.stale_after_ms(),
-        };
-        mark_interrupted(&self.db, stale_before).await
+        match self.db.backend() {
+            Backend::Sqlite => mark_interrupted(&self.db, i64::MAX).await,
+            Backend::Postgres => Ok(0),
+        }
     }
 
     /// The runs' heartbeat, until the server stops: stamps this server's runs, passes on the

@@ -4,18 +4,10 @@ use std::collections::{HashMap, HashSet};
 
 use pairwise_server::accounts::Role;
 use pairwise_tests::{
-    ApiClient, Backend, TestServer, both_backends, create_campaign, import, rate_to_the_end_within_overlap,
+    ApiClient, Backend, TestServer, both_backends, create_campaign, import, numbered_pairs,
+    rate_to_the_end_within_overlap,
 };
 use serde_json::{Value, json};
-
-fn pairs_of(prompts: usize) -> Vec<Value> {
-    (0..prompts)
-        .map(|i| {
-            json!({"prompt": format!("prompt {i}"), "response_a": format!("a{i}"), "response_b": format!("b{i}"),
-                         "model_a": "ma", "model_b": "mb"})
-        })
-        .collect()
-}
 
 async fn raters(server: &TestServer, n: usize) -> Vec<ApiClient> {
     let mut clients = Vec::new();
@@ -29,7 +21,7 @@ async fn concurrent_raters_respect_overlap(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.client_for("admin", Role::Admin).await;
     let campaign = create_campaign(&admin, json!({"name": "busy", "overlap": 3, "status": "active"})).await;
-    import(&admin, campaign, &pairs_of(12)).await;
+    import(&admin, campaign, &numbered_pairs(12)).await;
     let raters = raters(&server, 50).await;
 
     // 50 raters ask at the same moment while only 12 × 3 = 36 slots exist.
@@ -56,7 +48,7 @@ async fn votes_map_swaps_and_are_idempotent(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.client_for("admin", Role::Admin).await;
     let campaign = create_campaign(&admin, json!({"name": "swap", "overlap": 1, "status": "active"})).await;
-    import(&admin, campaign, &pairs_of(40)).await;
+    import(&admin, campaign, &numbered_pairs(40)).await;
     let rater = server.client_for("rater", Role::Annotator).await;
 
     let mut next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
@@ -129,7 +121,7 @@ async fn expired_leases_and_skips_return_pairs(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.client_for("admin", Role::Admin).await;
     let campaign = create_campaign(&admin, json!({"name": "lease", "overlap": 1, "status": "active"})).await;
-    import(&admin, campaign, &pairs_of(1)).await;
+    import(&admin, campaign, &numbered_pairs(1)).await;
     let (alice, bob) =
         (server.client_for("alice", Role::Annotator).await, server.client_for("bob", Role::Annotator).await);
 
@@ -177,7 +169,7 @@ async fn gold_checks_are_mixed_in_at_the_campaign_rate(backend: Backend) {
     let admin = server.client_for("admin", Role::Admin).await;
     let always =
         create_campaign(&admin, json!({"name": "gold", "overlap": 1, "gold_rate": 1.0, "status": "active"})).await;
-    let mut lines = pairs_of(2);
+    let mut lines = numbered_pairs(2);
     lines.push(json!({"prompt": "gold q", "response_a": "right", "response_b": "wrong", "gold": "a"}));
     import(&admin, always, &lines).await;
     let rater = server.client_for("rater", Role::Annotator).await;

@@ -8,22 +8,15 @@ use std::collections::HashMap;
 use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
-use pairwise_api::runs::{Method, RunSpec};
 use pairwise_server::accounts::Role;
 use pairwise_server::cluster::{hold_lease, release_lease};
-use pairwise_server::runs::schedule::Schedule;
 use pairwise_tests::{
-    ApiClient, Backend, TestServer, both_backends, create_campaign, import, rate_to_the_end_within_overlap,
-    server_binary, site_root, trainer_binary, vote_all,
+    ApiClient, Backend, TestServer, both_backends, create_campaign, import, numbered_pairs,
+    rate_to_the_end_within_overlap, runs_once_one_succeeded, server_binary, site_root, trainer_binary, vote_all,
+    with_threshold_schedule,
 };
 use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
 use serde_json::{Value, json};
-
-fn pairs_of(prompts: usize) -> Vec<Value> {
-    (0..prompts)
-        .map(|i| json!({"prompt": format!("prompt {i}"), "response_a": format!("a{i}"), "response_b": format!("b{i}")}))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_on_one_database_behave_as_one() {
@@ -31,7 +24,7 @@ async fn two_servers_on_one_database_behave_as_one() {
     let second = first.start_sibling(|_| {}).await;
     let admin = first.client_for("admin", Role::Admin).await;
     let campaign = create_campaign(&admin, json!({"name": "shared", "overlap": 3, "status": "active"})).await;
-    import(&admin, campaign, &pairs_of(12)).await;
+    import(&admin, campaign, &numbered_pairs(12)).await;
     let mut raters = Vec::new();
     for i in 0..50 {
         let rater = first.client_for(&format!("rater{i}"), Role::Annotator).await;
@@ -79,7 +72,7 @@ async fn two_servers_on_one_database_behave_as_one() {
 /// A campaign of `pairs` pairs with overlap 1, each voted once.
 async fn voted_campaign(server: &TestServer, admin: &ApiClient, pairs: usize) -> i64 {
     let campaign = create_campaign(admin, json!({"name": "runs", "status": "active", "overlap": 1})).await;
-    import(admin, campaign, &pairs_of(pairs)).await;
+    import(admin, campaign, &numbered_pairs(pairs)).await;
     let rater = server.client_for("rater", Role::Annotator).await;
     vote_all(&rater, campaign, |pair| if pair["left"].as_str().unwrap().starts_with('a') { "left" } else { "right" })
         .await;
@@ -89,34 +82,11 @@ async fn voted_campaign(server: &TestServer, admin: &ApiClient, pairs: usize) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_schedule_fires_once_across_servers() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    write_tiny_model(&model, &tiny_config(), 2).unwrap();
-    let runs_dir = dir.path().join("runs");
-    let spec = RunSpec {
-        method: Method::Reward,
-        model: model.display().to_string(),
-        args: ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"].map(String::from).to_vec(),
-        ..RunSpec::default()
-    };
-    let schedule = Schedule { campaign: 1, spec, daily_at: None, min_new_pairs: Some(8) };
-    let first = TestServer::start_with(Backend::Postgres, |c| {
-        c.trainer_command = trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-        c.schedule_check_seconds = 1;
-        c.schedules = vec![schedule];
-    })
-    .await;
+    let first = TestServer::start_with(Backend::Postgres, with_threshold_schedule(dir.path())).await;
     let servers = [first.start_sibling(|_| {}).await, first.start_sibling(|_| {}).await];
     let admin = first.client_for("admin", Role::Admin).await;
     assert_eq!(voted_campaign(&first, &admin, 8).await, 1);
-    let mut runs = Value::Null;
-    for _ in 0..300 {
-        runs = admin.get("/api/v1/campaigns/1/runs").await.json;
-        if runs.as_array().is_some_and(|r| r.iter().any(|r| r["status"] == "succeeded")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let runs = runs_once_one_succeeded(&admin, 1).await;
     assert_eq!(runs.as_array().unwrap().len(), 1, "one run, not one per server: {runs}");
     assert_eq!(runs[0]["status"], "succeeded", "{runs}");
     // Three servers keep checking every second; none fires again on the same votes.

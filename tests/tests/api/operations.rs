@@ -9,14 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use pairwise_server::accounts::Role;
 use pairwise_server::cli::{Cli, run};
-use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, vote_all};
-use serde_json::{Value, json};
-
-fn pairs_of(prompts: usize) -> Vec<Value> {
-    (0..prompts)
-        .map(|i| json!({"prompt": format!("prompt {i}"), "response_a": format!("a{i}"), "response_b": format!("b{i}")}))
-        .collect()
-}
+use pairwise_tests::{
+    ApiClient, Backend, TestServer, both_backends, create_campaign, import, numbered_pairs, vote_all,
+};
+use serde_json::json;
 
 /// The value of the sample `name` (with its labels, as written) in a scrape; 0 if absent.
 fn sample(scrape: &str, name: &str) -> f64 {
@@ -35,7 +31,7 @@ async fn metrics_count_what_happens(backend: Backend) {
     assert!(before.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
 
     let campaign = create_campaign(&admin, json!({"name": "m", "overlap": 1, "status": "active"})).await;
-    import(&admin, campaign, &pairs_of(5)).await;
+    import(&admin, campaign, &numbered_pairs(5)).await;
     let rater = server.client_for("rater", Role::Annotator).await;
     let held = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await;
     assert_eq!(held.json["status"], "assigned");
@@ -100,7 +96,7 @@ async fn a_backup_taken_while_voting_restores_every_acknowledged_vote() {
     let url = server.config.database_url.clone();
     let admin = server.client_for("admin", Role::Admin).await;
     let campaign = create_campaign(&admin, json!({"name": "b", "overlap": 2, "status": "active"})).await;
-    import(&admin, campaign, &pairs_of(400)).await;
+    import(&admin, campaign, &numbered_pairs(400)).await;
 
     // Raters vote without pause; each acknowledged vote's id is recorded as it comes back.
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));

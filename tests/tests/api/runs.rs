@@ -6,11 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pairwise_api::runs::{Method, RunSpec};
 use pairwise_server::accounts::Role;
-use pairwise_server::runs::schedule::Schedule;
 use pairwise_tests::{
-    ApiClient, Backend, TestServer, both_backends, create_campaign, import, trainer_binary, vote_all,
+    ApiClient, Backend, TestServer, both_backends, create_campaign, import, runs_once_one_succeeded, trainer_binary,
+    vote_all, with_threshold_schedule,
 };
 use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
 use serde_json::{Value, json};
@@ -157,22 +156,7 @@ both_backends!(runs_train_and_keep_their_lineage);
 
 async fn threshold_schedule_starts_a_run(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    write_tiny_model(&model, &tiny_config(), 2).unwrap();
-    let runs_dir = dir.path().join("runs");
-    let spec = RunSpec {
-        method: Method::Reward,
-        model: model.display().to_string(),
-        args: ["--max-steps", "2", "--batch-size", "4", "--max-length", "48"].map(String::from).to_vec(),
-        ..RunSpec::default()
-    };
-    let server = TestServer::start_with(backend, |c| {
-        c.trainer_command = trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-        c.schedule_check_seconds = 1;
-        c.schedules = vec![Schedule { campaign: 1, spec, daily_at: None, min_new_pairs: Some(8) }];
-    })
-    .await;
+    let server = TestServer::start_with(backend, with_threshold_schedule(dir.path())).await;
     let admin = server.client_for("admin", Role::Admin).await;
     // Nothing runs before the campaign and its votes exist.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -180,14 +164,7 @@ async fn threshold_schedule_starts_a_run(backend: Backend) {
     assert_eq!(runs, 0);
     let (campaign, _) = voted_campaign(&server, &admin, 8).await;
     assert_eq!(campaign, 1);
-    let mut runs = Value::Null;
-    for _ in 0..300 {
-        runs = admin.get("/api/v1/campaigns/1/runs").await.json;
-        if runs.as_array().is_some_and(|r| r.iter().any(|r| r["status"] == "succeeded")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let runs = runs_once_one_succeeded(&admin, 1).await;
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 1, "one run for the threshold, not one per check: {runs:?}");
     assert_eq!(runs[0]["trigger"], "threshold");
