@@ -13,7 +13,7 @@ macro_rules! campaign_select {
          c.gold_rate, c.lease_seconds, c.free_votes, c.created_at, c.updated_at, c.source_run_id, \
          (SELECT COUNT(*) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS pair_count, \
          (SELECT COALESCE(CAST(SUM(p.vote_count) AS BIGINT), 0) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS vote_total, \
-         (SELECT COUNT(*) FROM comparisons v WHERE v.campaign_id = c.id AND v.rater_id = $1) AS my_votes \
+         COALESCE((SELECT r.votes FROM rater_progress r WHERE r.campaign_id = c.id AND r.rater_id = $1), 0) AS my_votes \
          FROM campaigns c"
     };
 }

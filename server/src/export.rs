@@ -295,6 +295,7 @@ pub async fn start_export(
 ) -> ApiResult<(i64, mpsc::Receiver<Result<Bytes, std::io::Error>>)> {
     validate(&params)?;
     metrics().export_started();
+    crate::votes::sequence_pending(db, campaign_id).await?;
     let cursor = db
         .fetch_optional("SELECT vote_seq FROM campaigns WHERE id = $1", args![campaign_id])
         .await?

@@ -17,6 +17,7 @@ use crate::args;
 use crate::campaigns::get_campaign;
 use crate::error::ApiResult;
 use crate::store::Db;
+use crate::tallies;
 
 const PRIOR: f64 = 1e-3;
 /// Elo points per natural-log unit of strength: 400 / ln 10.
@@ -178,13 +179,10 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
 
 pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed: u64) -> ApiResult<Leaderboard> {
     get_campaign(db, campaign_id, 0).await?;
+    tallies::bring_up_to_date(db, campaign_id).await?;
     let rows = db
         .fetch_all(
-            "SELECT COALESCE(ra.model || '@' || ra.model_version, ra.model) AS model_a, \
-         COALESCE(rb.model || '@' || rb.model_version, rb.model) AS model_b, c.choice, COUNT(*) AS n \
-         FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN responses ra ON ra.id = p.response_a_id \
-         JOIN responses rb ON rb.id = p.response_b_id WHERE c.campaign_id = $1 AND p.is_gold = 0 \
-         GROUP BY 1, 2, c.choice",
+            "SELECT model_a, model_b, choice, votes AS n FROM model_matchups WHERE campaign_id = $1",
             args![campaign_id],
         )
         .await?;

@@ -23,4 +23,5 @@ pub mod metrics;
 pub mod runs;
 pub mod stats;
 pub mod store;
+pub mod tallies;
 pub mod votes;

@@ -1,84 +1,47 @@
 //! Campaign statistics: progress, inter-rater agreement (percent agreement and
 //! Krippendorff's alpha), gold accuracy and agreement per rater, position bias and
-//! time per vote.
+//! time per vote — read from the campaign's running tallies (`tallies`), so their cost does
+//! not grow with the number of votes.
 //!
 //! Krippendorff's alpha treats the choice as ordinal: `a` better < no preference
 //! (`tie` or `both_bad`) < `b` better, with the ordinal distance metric, over the
-//! non-gold pairs that have at least two votes.
+//! non-gold pairs that have at least two votes. Times per vote are tallied to the nearest
+//! 100 ms, so medians are of times rounded to 100 ms.
 
 use std::collections::HashMap;
 
 use pairwise_api::stats::{Agreement, CampaignStats, PositionBias, Progress, RaterStats, VotesOverTime};
-use pairwise_api::votes::Choice;
 
 use crate::args;
 use crate::campaigns::get_campaign;
 use crate::error::ApiResult;
-use crate::store::Db;
-
-#[derive(Debug, Clone)]
-pub struct VoteRecord {
-    pub pair_id: i64,
-    pub rater_id: i64,
-    pub choice: Choice,
-    pub swapped: bool,
-    pub time_ms: Option<i64>,
-    pub gold: Option<Choice>,
-    pub is_gold: bool,
-    /// When the vote was stored (ms since the epoch).
-    pub created_at: i64,
-}
+use crate::store::{Db, SqlRow};
+use crate::tallies;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-pub fn votes_over_time(votes: &[VoteRecord]) -> VotesOverTime {
-    let (Some(first), Some(last)) =
-        (votes.iter().map(|v| v.created_at).min(), votes.iter().map(|v| v.created_at).max())
-    else {
+/// Votes per hour (`(hour start, votes)`, in order) → the chart's buckets: hours while
+/// the votes span at most two days, days after that.
+pub fn votes_over_time(hours: &[(i64, i64)]) -> VotesOverTime {
+    let (Some(&(first, _)), Some(&(last, _))) = (hours.first(), hours.last()) else {
         return VotesOverTime { bucket_ms: HOUR_MS, buckets: Vec::new() };
     };
     let bucket_ms = if last - first <= 2 * DAY_MS { HOUR_MS } else { DAY_MS };
     let start = first.div_euclid(bucket_ms) * bucket_ms;
     let mut counts = vec![0i64; ((last - start) / bucket_ms + 1) as usize];
-    for vote in votes {
-        counts[((vote.created_at - start) / bucket_ms) as usize] += 1;
+    for &(hour, votes) in hours {
+        counts[((hour - start) / bucket_ms) as usize] += votes;
     }
     let buckets = counts.into_iter().enumerate().map(|(i, n)| (start + i as i64 * bucket_ms, n)).collect();
     VotesOverTime { bucket_ms, buckets }
 }
 
-pub fn median(values: &mut [i64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_unstable();
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 { values[mid] as f64 } else { (values[mid - 1] + values[mid]) as f64 / 2.0 })
-}
-
-fn ordinal_value(choice: Choice) -> usize {
-    match choice {
-        Choice::A => 0,
-        Choice::Tie | Choice::BothBad => 1,
-        Choice::B => 2,
-    }
-}
-
-/// Krippendorff's alpha with the ordinal metric. `units` holds the ordinal values
-/// (0..levels) given to each item; items with fewer than two values are not pairable.
-pub fn krippendorff_alpha_ordinal(units: &[Vec<usize>], levels: usize) -> Option<f64> {
-    let mut coincidence = vec![vec![0.0f64; levels]; levels];
-    for values in units.iter().filter(|v| v.len() >= 2) {
-        let m = values.len() as f64;
-        for (i, &c) in values.iter().enumerate() {
-            for (j, &k) in values.iter().enumerate() {
-                if i != j {
-                    coincidence[c][k] += 1.0 / (m - 1.0);
-                }
-            }
-        }
-    }
+/// Krippendorff's alpha with the ordinal metric from the coincidence matrix of the values
+/// (`coincidence[c][k]`: pairable value pairs (c, k) within units, each weighted 1/(m−1)
+/// for a unit of m values).
+pub fn krippendorff_alpha_ordinal(coincidence: &[[f64; 3]; 3]) -> Option<f64> {
+    let levels = coincidence.len();
     let marginals: Vec<f64> = coincidence.iter().map(|row| row.iter().sum()).collect();
     let n: f64 = marginals.iter().sum();
     if n <= 1.0 {
@@ -106,94 +69,54 @@ pub fn krippendorff_alpha_ordinal(units: &[Vec<usize>], levels: usize) -> Option
     if expected == 0.0 { None } else { Some(1.0 - observed / expected) }
 }
 
-/// Computes all statistics from the votes (pure; the handler loads the data).
-pub fn compute_stats(
-    campaign_id: i64,
-    progress_counts: (i64, i64, i64),
-    votes: &[VoteRecord],
-    usernames: &HashMap<i64, String>,
-) -> CampaignStats {
-    let (pairs_total, pairs_complete, overlap) = progress_counts;
-    let regular: Vec<&VoteRecord> = votes.iter().filter(|v| !v.is_gold).collect();
-    let mut by_pair: HashMap<i64, Vec<&VoteRecord>> = HashMap::new();
-    for vote in &regular {
-        by_pair.entry(vote.pair_id).or_default().push(vote);
-    }
-    let mut agreeing_pairs = 0i64;
-    let mut rater_pairs = 0i64;
-    let mut units = Vec::new();
-    for pair_votes in by_pair.values().filter(|v| v.len() >= 2) {
-        for (i, x) in pair_votes.iter().enumerate() {
-            for y in &pair_votes[i + 1..] {
-                rater_pairs += 1;
-                agreeing_pairs += i64::from(x.choice == y.choice);
+/// Agreement over the regular pairs with two votes or more. Ordinal levels: 0 = `a`,
+/// 1 = `tie` or `both_bad`, 2 = `b`; a unit of m votes with nᵢ at level i adds
+/// nᵢ·nⱼ/(m−1) to coincidence (i, j) and nᵢ(nᵢ−1)/(m−1) to (i, i).
+const AGREEMENT_SQL: &str = "SELECT COUNT(*) AS units, \
+     CAST(COALESCE(SUM(votes * (votes - 1) / 2), 0) AS BIGINT) AS rater_pairs, \
+     CAST(COALESCE(SUM(a * (a - 1) / 2 + b * (b - 1) / 2 + tie * (tie - 1) / 2 + both_bad * (both_bad - 1) / 2), 0) AS BIGINT) AS agreeing, \
+     COALESCE(SUM(CAST(a * (a - 1) AS DOUBLE PRECISION) / (votes - 1)), 0) AS o00, \
+     COALESCE(SUM(CAST((tie + both_bad) * (tie + both_bad - 1) AS DOUBLE PRECISION) / (votes - 1)), 0) AS o11, \
+     COALESCE(SUM(CAST(b * (b - 1) AS DOUBLE PRECISION) / (votes - 1)), 0) AS o22, \
+     COALESCE(SUM(CAST(a * (tie + both_bad) AS DOUBLE PRECISION) / (votes - 1)), 0) AS o01, \
+     COALESCE(SUM(CAST(a * b AS DOUBLE PRECISION) / (votes - 1)), 0) AS o02, \
+     COALESCE(SUM(CAST((tie + both_bad) * b AS DOUBLE PRECISION) / (votes - 1)), 0) AS o12 \
+     FROM pair_tallies WHERE campaign_id = $1 AND votes >= 2";
+
+/// Per rater, the one or two 100 ms steps holding their middle vote(s): a step covers the
+/// rater's votes `before + 1 ..= upto` in time order, of `total`.
+const RATER_MEDIAN_SQL: &str = "SELECT rater_id, tenths, upto - votes AS before, upto, total FROM ( \
+     SELECT rater_id, tenths, votes, CAST(SUM(votes) OVER (PARTITION BY rater_id ORDER BY tenths) AS BIGINT) AS upto, \
+     CAST(SUM(votes) OVER (PARTITION BY rater_id) AS BIGINT) AS total FROM vote_times WHERE campaign_id = $1) x \
+     WHERE upto >= (total + 1) / 2 AND upto - votes <= total / 2 ORDER BY rater_id, tenths";
+
+/// The same over all the campaign's votes.
+const MEDIAN_SQL: &str = "SELECT 0 AS rater_id, tenths, upto - votes AS before, upto, total FROM ( \
+     SELECT tenths, votes, CAST(SUM(votes) OVER (ORDER BY tenths) AS BIGINT) AS upto, \
+     CAST(SUM(votes) OVER () AS BIGINT) AS total FROM ( \
+       SELECT tenths, CAST(SUM(votes) AS BIGINT) AS votes FROM vote_times WHERE campaign_id = $1 GROUP BY tenths) g) x \
+     WHERE upto >= (total + 1) / 2 AND upto - votes <= total / 2 ORDER BY tenths";
+
+/// Median time in ms from the middle step rows of one rater (or of the campaign).
+fn median_from_steps(rows: &[&SqlRow]) -> ApiResult<Option<f64>> {
+    let Some(first) = rows.first() else { return Ok(None) };
+    let total = first.int("total")?;
+    // 1-based positions of the middle vote(s): the same one when `total` is odd.
+    let (low, high) = ((total + 1) / 2, total / 2 + 1);
+    let value_at = |position: i64| -> ApiResult<f64> {
+        for row in rows {
+            if row.int("before")? < position && position <= row.int("upto")? {
+                return Ok(row.int("tenths")? as f64 * 100.0);
             }
         }
-        units.push(pair_votes.iter().map(|v| ordinal_value(v.choice)).collect::<Vec<_>>());
-    }
-    let decisive: Vec<&&VoteRecord> = regular.iter().filter(|v| matches!(v.choice, Choice::A | Choice::B)).collect();
-    let left_wins = decisive.iter().filter(|v| (v.choice == Choice::A) != v.swapped).count() as i64;
-
-    // One pass to group votes by rater (BTreeMap: raters come out in id order).
-    let mut by_rater: std::collections::BTreeMap<i64, Vec<&VoteRecord>> = Default::default();
-    for vote in votes {
-        by_rater.entry(vote.rater_id).or_default().push(vote);
-    }
-    let rater_count = by_rater.len() as i64;
-    let raters = by_rater
-        .into_iter()
-        .map(|(rater, mine)| {
-            let mut times: Vec<i64> = mine.iter().filter_map(|v| v.time_ms).collect();
-            let gold: Vec<&&VoteRecord> = mine.iter().filter(|v| v.is_gold && v.gold.is_some()).collect();
-            let gold_correct = gold.iter().filter(|v| Some(v.choice) == v.gold).count() as i64;
-            let (mut matches, mut compared) = (0i64, 0i64);
-            for vote in mine.iter().filter(|v| !v.is_gold) {
-                for other in by_pair.get(&vote.pair_id).into_iter().flatten().filter(|o| o.rater_id != rater) {
-                    compared += 1;
-                    matches += i64::from(other.choice == vote.choice);
-                }
-            }
-            RaterStats {
-                rater_id: rater,
-                username: usernames.get(&rater).cloned().unwrap_or_default(),
-                votes: mine.len() as i64,
-                median_time_ms: median(&mut times),
-                gold_votes: gold.len() as i64,
-                gold_correct,
-                gold_accuracy: (!gold.is_empty()).then(|| gold_correct as f64 / gold.len() as f64),
-                agreement_with_others: (compared > 0).then(|| matches as f64 / compared as f64),
-            }
-        })
-        .collect();
-    let mut all_times: Vec<i64> = votes.iter().filter_map(|v| v.time_ms).collect();
-    CampaignStats {
-        campaign_id,
-        votes_over_time: votes_over_time(votes),
-        progress: Progress {
-            pairs_total,
-            pairs_complete,
-            target_votes: pairs_total * overlap,
-            votes: regular.len() as i64,
-            gold_votes: (votes.len() - regular.len()) as i64,
-            raters: rater_count,
-        },
-        agreement: Agreement {
-            percent: (rater_pairs > 0).then(|| agreeing_pairs as f64 / rater_pairs as f64),
-            krippendorff_alpha: krippendorff_alpha_ordinal(&units, 3),
-            pairs_with_multiple_votes: units.len() as i64,
-        },
-        position_bias: PositionBias {
-            decisive_votes: decisive.len() as i64,
-            left_wins,
-            rate: (!decisive.is_empty()).then(|| left_wins as f64 / decisive.len() as f64),
-        },
-        median_time_ms: median(&mut all_times),
-        raters,
-    }
+        Err(anyhow::anyhow!("vote_times: no step holds vote {position} of {total}").into())
+    };
+    Ok(Some((value_at(low)? + value_at(high)?) / 2.0))
 }
 
 pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStats> {
     let campaign = get_campaign(db, campaign_id, 0).await?;
+    tallies::bring_up_to_date(db, campaign_id).await?;
     let pairs_complete = db
         .fetch_one(
             "SELECT COUNT(*) AS n FROM pairs WHERE campaign_id = $1 AND is_gold = 0 AND vote_count >= $2",
@@ -201,33 +124,77 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         )
         .await?
         .int("n")?;
-    let rows = db
+    let agreement = db.fetch_one(AGREEMENT_SQL, args![campaign_id]).await?;
+    let o = |name: &str| agreement.real(name);
+    let coincidence =
+        [[o("o00")?, o("o01")?, o("o02")?], [o("o01")?, o("o11")?, o("o12")?], [o("o02")?, o("o12")?, o("o22")?]];
+    let (rater_pairs, agreeing) = (agreement.int("rater_pairs")?, agreement.int("agreeing")?);
+
+    let rater_medians = db.fetch_all(RATER_MEDIAN_SQL, args![campaign_id]).await?;
+    let mut steps_of: HashMap<i64, Vec<&SqlRow>> = HashMap::new();
+    for row in &rater_medians {
+        steps_of.entry(row.int("rater_id")?).or_default().push(row);
+    }
+    let campaign_median = db.fetch_all(MEDIAN_SQL, args![campaign_id]).await?;
+    let hours = db
+        .fetch_all("SELECT hour, votes FROM vote_hours WHERE campaign_id = $1 ORDER BY hour", args![campaign_id])
+        .await?
+        .iter()
+        .map(|row| Ok((row.int("hour")?, row.int("votes")?)))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let tallies = db
         .fetch_all(
-        "SELECT c.pair_id, c.rater_id, u.username, c.choice, c.swapped, c.time_ms, c.created_at, p.is_gold, p.gold_choice \
-         FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN users u ON u.id = c.rater_id \
-         WHERE c.campaign_id = $1 ORDER BY c.seq",
+            "SELECT t.rater_id, u.username, t.votes, t.gold_votes, t.gold_correct, t.decisive, t.left_wins, \
+             t.compared, t.matches FROM rater_tallies t JOIN users u ON u.id = t.rater_id \
+             WHERE t.campaign_id = $1 ORDER BY t.rater_id",
             args![campaign_id],
         )
         .await?;
-    let mut usernames = HashMap::new();
-    let mut votes = Vec::with_capacity(rows.len());
-    for row in rows {
+    let (mut votes, mut gold_votes, mut decisive, mut left_wins) = (0, 0, 0, 0);
+    let mut raters = Vec::with_capacity(tallies.len());
+    for row in &tallies {
         let rater_id = row.int("rater_id")?;
-        usernames.entry(rater_id).or_insert(row.text("username")?);
-        let choice = row.text("choice")?;
-        let gold = row.opt_text("gold_choice")?;
-        votes.push(VoteRecord {
-            pair_id: row.int("pair_id")?,
+        let (gold, gold_correct) = (row.int("gold_votes")?, row.int("gold_correct")?);
+        let (compared, matches) = (row.int("compared")?, row.int("matches")?);
+        votes += row.int("votes")?;
+        gold_votes += gold;
+        decisive += row.int("decisive")?;
+        left_wins += row.int("left_wins")?;
+        raters.push(RaterStats {
             rater_id,
-            choice: Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?,
-            swapped: row.int("swapped")? != 0,
-            time_ms: row.opt_int("time_ms")?,
-            gold: gold.as_deref().and_then(Choice::parse),
-            is_gold: row.int("is_gold")? != 0,
-            created_at: row.int("created_at")?,
+            username: row.text("username")?,
+            votes: row.int("votes")?,
+            median_time_ms: median_from_steps(steps_of.get(&rater_id).map_or(&[][..], Vec::as_slice))?,
+            gold_votes: gold,
+            gold_correct,
+            gold_accuracy: (gold > 0).then(|| gold_correct as f64 / gold as f64),
+            agreement_with_others: (compared > 0).then(|| matches as f64 / compared as f64),
         });
     }
-    Ok(compute_stats(campaign_id, (campaign.pairs, pairs_complete, campaign.overlap), &votes, &usernames))
+    Ok(CampaignStats {
+        campaign_id,
+        votes_over_time: votes_over_time(&hours),
+        progress: Progress {
+            pairs_total: campaign.pairs,
+            pairs_complete,
+            target_votes: campaign.pairs * campaign.overlap,
+            votes: votes - gold_votes,
+            gold_votes,
+            raters: raters.len() as i64,
+        },
+        agreement: Agreement {
+            percent: (rater_pairs > 0).then(|| agreeing as f64 / rater_pairs as f64),
+            krippendorff_alpha: krippendorff_alpha_ordinal(&coincidence),
+            pairs_with_multiple_votes: agreement.int("units")?,
+        },
+        position_bias: PositionBias {
+            decisive_votes: decisive,
+            left_wins,
+            rate: (decisive > 0).then(|| left_wins as f64 / decisive as f64),
+        },
+        median_time_ms: median_from_steps(&campaign_median.iter().collect::<Vec<_>>())?,
+        raters,
+    })
 }
 
 #[cfg(test)]
@@ -239,42 +206,25 @@ mod tests {
         // Two units: (0,0) and (0,2). Coincidences: o00 = 2, o02 = o20 = 1.
         // Marginals n0 = 3, n1 = 0, n2 = 1, n = 4. δ²(0,2) = (3+0+1 − (3+1)/2)² = 4.
         // D_o = 2·1·4 = 8; D_e = 2·3·1·4 / 3 = 8 → alpha = 0.
-        let alpha = krippendorff_alpha_ordinal(&[vec![0, 0], vec![0, 2]], 3).unwrap();
+        let alpha = krippendorff_alpha_ordinal(&[[2.0, 0.0, 1.0], [0.0; 3], [1.0, 0.0, 0.0]]).unwrap();
         assert!(alpha.abs() < 1e-12, "{alpha}");
-        // Perfect agreement with variation between units gives 1.
-        let alpha = krippendorff_alpha_ordinal(&[vec![0, 0], vec![2, 2, 2]], 3).unwrap();
+        // Perfect agreement with variation between units, (0,0) and (2,2,2), gives 1.
+        let alpha = krippendorff_alpha_ordinal(&[[2.0, 0.0, 0.0], [0.0; 3], [0.0, 0.0, 3.0]]).unwrap();
         assert!((alpha - 1.0).abs() < 1e-12);
-        // No variation at all: undefined.
-        assert_eq!(krippendorff_alpha_ordinal(&[vec![1, 1]], 3), None);
+        // No variation at all, (1,1): undefined.
+        assert_eq!(krippendorff_alpha_ordinal(&[[0.0; 3], [0.0, 2.0, 0.0], [0.0; 3]]), None);
     }
 
     #[test]
     fn votes_are_bucketed_by_hour_then_by_day() {
-        let vote = |created_at| VoteRecord {
-            pair_id: 1,
-            rater_id: 1,
-            choice: Choice::A,
-            swapped: false,
-            time_ms: None,
-            gold: None,
-            is_gold: false,
-            created_at,
-        };
-        let hourly = votes_over_time(&[vote(HOUR_MS + 5), vote(HOUR_MS + 10), vote(3 * HOUR_MS + 1)]);
+        let hourly = votes_over_time(&[(HOUR_MS, 2), (3 * HOUR_MS, 1)]);
         assert_eq!(
             hourly,
             VotesOverTime { bucket_ms: HOUR_MS, buckets: vec![(HOUR_MS, 2), (2 * HOUR_MS, 0), (3 * HOUR_MS, 1)] }
         );
-        let daily = votes_over_time(&[vote(0), vote(DAY_MS * 3 + 1)]);
+        let daily = votes_over_time(&[(0, 1), (DAY_MS * 3, 1), (DAY_MS * 3 + HOUR_MS, 2)]);
         assert_eq!(daily.bucket_ms, DAY_MS);
-        assert_eq!(daily.buckets, vec![(0, 1), (DAY_MS, 0), (2 * DAY_MS, 0), (3 * DAY_MS, 1)]);
+        assert_eq!(daily.buckets, vec![(0, 1), (DAY_MS, 0), (2 * DAY_MS, 0), (3 * DAY_MS, 3)]);
         assert!(votes_over_time(&[]).buckets.is_empty());
-    }
-
-    #[test]
-    fn median_of_even_and_odd() {
-        assert_eq!(median(&mut [3, 1, 2]), Some(2.0));
-        assert_eq!(median(&mut [4, 1, 2, 3]), Some(2.5));
-        assert_eq!(median(&mut []), None);
     }
 }

@@ -77,7 +77,8 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 /// Serves until `shutdown` resolves, then lets in-flight requests finish. Before serving it
 /// claims a SQLite database file for this server alone (a second one is refused) and marks
 /// the runs a dead server left `running` as interrupted; while serving, it keeps this
-/// server's runs' heartbeat and, when this server holds the scheduler lease, the schedules.
+/// server's runs' heartbeat, the folding of new votes into the campaigns' tallies and, when
+/// this server holds the scheduler lease, the schedules.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -91,6 +92,7 @@ pub async fn serve(
         Err(error) => tracing::error!(%error, "marking interrupted training runs"),
     }
     let heartbeat = tokio::spawn(state.runs.clone().keep_alive());
+    let folding = tokio::spawn(crate::tallies::keep_folding(state.db.clone()));
     let (db, instance) = (state.db.clone(), state.instance.to_string());
     let scheduler = tokio::spawn(scheduler(
         state.db.clone(),
@@ -103,6 +105,7 @@ pub async fn serve(
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     scheduler.abort();
     heartbeat.abort();
+    folding.abort();
     stop_scheduling(&db, &instance).await;
     served
 }

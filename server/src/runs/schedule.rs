@@ -83,6 +83,7 @@ pub async fn run_due_schedules(db: &Db, supervisor: &Supervisor, schedules: &[Sc
 }
 
 async fn current_cursor(db: &Db, campaign_id: i64) -> ApiResult<i64> {
+    crate::votes::sequence_pending(db, campaign_id).await?;
     Ok(db.fetch_one("SELECT vote_seq FROM campaigns WHERE id = $1", args![campaign_id]).await?.int("vote_seq")?)
 }
 

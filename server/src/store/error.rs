@@ -27,6 +27,15 @@ impl DbError {
         }
     }
 
+    /// An error a server-side function raised on purpose for the caller to show (Postgres
+    /// SQLSTATE class `PW`, see migrations/postgres/0005): its code and message.
+    pub fn raised(&self) -> Option<(String, String)> {
+        let DbError::Sqlx(e) = self else { return None };
+        let error = e.as_database_error()?;
+        let code = error.code()?;
+        code.starts_with("PW").then(|| (code.into_owned(), error.message().to_string()))
+    }
+
     /// Errors after which re-running the whole transaction is the right answer: Postgres
     /// serialization failures and deadlocks, SQLite busy/locked.
     pub fn is_retryable(&self) -> bool {

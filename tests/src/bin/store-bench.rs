@@ -1,7 +1,9 @@
 //! Store benchmark: votes per second through the HTTP API with concurrent clients,
 //! latency of `GET /next`, a streamed export of 1,000,000 votes with the server's peak
-//! memory, and the backup and restore of that database — on SQLite and on Postgres. The server runs as its own process (the
-//! release `pairwise` binary next to this one), so its memory is measured alone.
+//! memory, the backup and restore of that database, and (`--large-pairs`) a campaign of a
+//! million pairs and millions of votes: import time, stats, leaderboard and `GET next` —
+//! on SQLite and on Postgres. The server runs as its own process (the `pairwise` binary
+//! next to this one), so its memory is measured alone.
 //!
 //! `cargo build --release -p pairwise-server -p pairwise-tests && target/release/store-bench`
 
@@ -40,6 +42,16 @@ struct Args {
     /// Skip the votes/s and `GET next` measurements (export and backup figures only).
     #[arg(long)]
     skip_votes: bool,
+    /// Skip the export and backup measurements.
+    #[arg(long)]
+    skip_export: bool,
+    /// Pairs of the large-campaign measurement (0: leave it out): import time, then stats,
+    /// leaderboard and `GET next` on the campaign with `--large-votes` votes.
+    #[arg(long, default_value_t = 0)]
+    large_pairs: usize,
+    /// Votes of the large campaign (inserted directly, `large_votes / large_pairs` a pair).
+    #[arg(long, default_value_t = 5_000_000)]
+    large_votes: usize,
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
@@ -142,13 +154,13 @@ async fn make_raters(sql: &AnyPool, prefix: &str, n: usize) -> anyhow::Result<Ve
     Ok(raters)
 }
 
-async fn make_campaign(db: &Db, name: &str, pairs: usize) -> anyhow::Result<i64> {
+async fn make_campaign(db: &Db, name: &str, pairs: usize, overlap: i64) -> anyhow::Result<i64> {
     let campaign = create_campaign(
         db,
         &NewCampaign {
             name: name.into(),
             guidelines: String::new(),
-            overlap: 3,
+            overlap,
             gold_rate: 0.0,
             status: CampaignStatus::Active,
             lease_seconds: 600,
@@ -212,7 +224,7 @@ async fn vote_loop(
 async fn measure_votes(server: &ServerProcess, db: &Db, sql: &AnyPool, args: &Args) -> anyhow::Result<VoteFigures> {
     let pairs = 40_000;
     let started = Instant::now();
-    let campaign = make_campaign(db, "votes", pairs).await?;
+    let campaign = make_campaign(db, "votes", pairs, 3).await?;
     let raters = make_raters(sql, "rater", args.clients).await?;
     eprintln!("set up {pairs} pairs and {} raters in {:.1} s", args.clients, started.elapsed().as_secs_f64());
     // Warm-up: one vote per client, not counted.
@@ -241,33 +253,7 @@ async fn measure_votes(server: &ServerProcess, db: &Db, sql: &AnyPool, args: &Ar
     vote_latencies.sort();
 
     // `GET /next` for raters holding no lease: each call makes a fresh assignment.
-    let fresh = make_raters(sql, "fresh", args.clients * 20).await?;
-    let chunks: Vec<Vec<String>> = fresh.chunks(20).map(|c| c.iter().map(|(_, t)| t.clone()).collect()).collect();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|tokens| {
-            let base = server.base.clone();
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let mut latencies = Vec::new();
-                for token in tokens {
-                    let started = Instant::now();
-                    let reply =
-                        http.get(format!("{base}/api/v1/campaigns/{campaign}/next")).bearer_auth(&token).send().await?;
-                    anyhow::ensure!(reply.status().is_success());
-                    let body: Value = reply.json().await?;
-                    anyhow::ensure!(body["status"] == "assigned", "no pair: {body}");
-                    latencies.push(started.elapsed());
-                }
-                Ok::<_, anyhow::Error>(latencies)
-            })
-        })
-        .collect();
-    let mut next_latencies = Vec::new();
-    for h in handles {
-        next_latencies.extend(h.await??);
-    }
-    next_latencies.sort();
+    let next_latencies = fresh_next_latencies(server, sql, "fresh", args.clients * 20, campaign).await?;
     Ok(VoteFigures { votes, seconds, vote_latencies, next_latencies })
 }
 
@@ -275,8 +261,22 @@ async fn measure_votes(server: &ServerProcess, db: &Db, sql: &AnyPool, args: &Ar
 async fn bulk_votes(db: &Db, sql: &AnyPool, n: usize) -> anyhow::Result<i64> {
     let raters_n = 25;
     let pairs_n = n.div_ceil(raters_n);
-    let campaign = make_campaign(db, "export", pairs_n).await?;
-    let raters = make_raters(sql, "exporter", raters_n).await?;
+    let campaign = make_campaign(db, "export", pairs_n, 3).await?;
+    insert_votes(sql, campaign, "exporter", raters_n, raters_n, n).await?;
+    Ok(campaign)
+}
+
+/// Inserts `n` votes on the campaign's pairs directly, `per_pair` a pair from distinct
+/// raters of `raters_n` new ones, in multi-row batches; sets the pairs' vote counts.
+async fn insert_votes(
+    sql: &AnyPool,
+    campaign: i64,
+    rater_prefix: &str,
+    raters_n: usize,
+    per_pair: usize,
+    n: usize,
+) -> anyhow::Result<()> {
+    let raters = make_raters(sql, rater_prefix, raters_n).await?;
     let pair_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM pairs WHERE campaign_id = $1 ORDER BY id")
         .bind(campaign)
         .fetch_all(sql)
@@ -316,7 +316,7 @@ async fn bulk_votes(db: &Db, sql: &AnyPool, n: usize) -> anyhow::Result<i64> {
             let choice = ["a", "b", "a", "tie"][k % 4];
             query = query
                 .bind(seq)
-                .bind(pair_ids[k / raters_n])
+                .bind(pair_ids[k / per_pair])
                 .bind(raters[k % raters_n].0)
                 .bind(choice)
                 .bind(if choice == "tie" { None } else { Some((k % 3) as i64 + 1) })
@@ -334,8 +334,122 @@ async fn bulk_votes(db: &Db, sql: &AnyPool, n: usize) -> anyhow::Result<i64> {
         }
     }
     sqlx::query("UPDATE campaigns SET vote_seq = $1 WHERE id = $2").bind(seq).bind(campaign).execute(&mut *tx).await?;
+    sqlx::query(
+        "UPDATE pairs SET vote_count = (SELECT COUNT(*) FROM comparisons c WHERE c.pair_id = pairs.id), \
+         claimed = (SELECT COUNT(*) FROM comparisons c WHERE c.pair_id = pairs.id) WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(campaign)
+    Ok(())
+}
+
+/// Times of `rounds` sequential GETs of `path` (each must succeed).
+async fn time_gets(server: &ServerProcess, token: &str, path: &str, rounds: usize) -> anyhow::Result<Vec<Duration>> {
+    let http = reqwest::Client::new();
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let reply = http.get(format!("{}{path}", server.base)).bearer_auth(token).send().await?;
+        anyhow::ensure!(reply.status().is_success(), "{path}: {}", reply.text().await?);
+        reply.bytes().await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
+/// `GET next` for `raters` fresh raters, 64 at a time: each call makes a fresh assignment.
+async fn fresh_next_latencies(
+    server: &ServerProcess,
+    sql: &AnyPool,
+    prefix: &str,
+    raters: usize,
+    campaign: i64,
+) -> anyhow::Result<Vec<Duration>> {
+    let fresh = make_raters(sql, prefix, raters).await?;
+    let per_client = raters.div_ceil(64);
+    let chunks: Vec<Vec<String>> =
+        fresh.chunks(per_client).map(|c| c.iter().map(|(_, t)| t.clone()).collect()).collect();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|tokens| {
+            let base = server.base.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut latencies = Vec::new();
+                for token in tokens {
+                    let started = Instant::now();
+                    let reply =
+                        http.get(format!("{base}/api/v1/campaigns/{campaign}/next")).bearer_auth(&token).send().await?;
+                    anyhow::ensure!(reply.status().is_success());
+                    let body: Value = reply.json().await?;
+                    anyhow::ensure!(body["status"] == "assigned", "no pair: {body}");
+                    latencies.push(started.elapsed());
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(h.await??);
+    }
+    latencies.sort();
+    Ok(latencies)
+}
+
+/// A campaign of `large_pairs` pairs and `large_votes` votes: the import's time, then on a
+/// server: the first stats (which fold every vote into the tallies), stats and leaderboard
+/// with the tallies up to date, and `GET next` for fresh raters.
+async fn measure_large(
+    name: &str,
+    db: &Db,
+    sql: &AnyPool,
+    database_url: &str,
+    port: u16,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let per_pair = args.large_votes.div_ceil(args.large_pairs);
+    let started = Instant::now();
+    let campaign = make_campaign(db, "large", args.large_pairs, per_pair as i64 + 1).await?;
+    let import_s = started.elapsed().as_secs_f64();
+    println!("{name}: import of {} pairs: {import_s:.1} s; load average {}", args.large_pairs, load_average());
+    let started = Instant::now();
+    insert_votes(sql, campaign, "large", 25.max(per_pair), per_pair, args.large_votes).await?;
+    eprintln!("{name}: inserted {} votes in {:.1} s", args.large_votes, started.elapsed().as_secs_f64());
+    let token = admin_token(sql).await?;
+    let mut server = ServerProcess::start(database_url, port).await?;
+    let stats = format!("/api/v1/campaigns/{campaign}/stats");
+    let leaderboard = format!("/api/v1/campaigns/{campaign}/leaderboard");
+    let first = time_gets(&server, &token, &stats, 1).await?;
+    println!(
+        "{name}: first stats of {} votes (folds them all into the tallies): {:.1} s",
+        args.large_votes,
+        first[0].as_secs_f64()
+    );
+    let load_before = load_average();
+    let stats_times = time_gets(&server, &token, &stats, 10).await?;
+    let board_times = time_gets(&server, &token, &leaderboard, 10).await?;
+    let next = fresh_next_latencies(&server, sql, "largefresh", 1280, campaign).await?;
+    println!(
+        "{name}: {} pairs, {} votes: stats p50 {:.0} ms, max {:.0} ms; leaderboard (200 bootstrap rounds) p50 {:.0} ms, \
+         max {:.0} ms [10 each]; GET next (fresh assignment, 64 concurrent) p50 {:.2} ms, p99 {:.2} ms [{} samples]; \
+         load average before {load_before}, after {}",
+        args.large_pairs,
+        args.large_votes,
+        percentile(&stats_times, 0.5),
+        percentile(&stats_times, 1.0),
+        percentile(&board_times, 0.5),
+        percentile(&board_times, 1.0),
+        percentile(&next, 0.5),
+        percentile(&next, 0.99),
+        next.len(),
+        load_average()
+    );
+    server.stop()?;
+    Ok(())
 }
 
 async fn measure_export(
@@ -454,13 +568,37 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
         );
     }
 
+    if args.large_pairs > 0 {
+        measure_large(name, &db, &sql, &database_url, port, args).await?;
+    }
+    if !args.skip_export {
+        measure_export_and_backup(name, &db, &sql, &database_url, dir.path(), port, args).await?;
+    }
+    sql.close().await;
+    db.close().await;
+    if let Some(db_name) = pg_database {
+        let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)"))).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+async fn measure_export_and_backup(
+    name: &str,
+    db: &Db,
+    sql: &AnyPool,
+    database_url: &str,
+    dir: &std::path::Path,
+    port: u16,
+    args: &Args,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let campaign = bulk_votes(&db, &sql, args.export_votes).await?;
-    let token = admin_token(&sql).await?;
+    let campaign = bulk_votes(db, sql, args.export_votes).await?;
+    let token = admin_token(sql).await?;
     eprintln!("{name}: inserted {} votes in {:.1} s", args.export_votes, started.elapsed().as_secs_f64());
     for format in ["raw", "trl"] {
         // A fresh server process per export, so its peak RSS is the export's.
-        let mut server = ServerProcess::start(&database_url, port).await?;
+        let mut server = ServerProcess::start(database_url, port).await?;
         let rss_idle = peak_rss_mb(server.child.id());
         let (lines, bytes, seconds) = measure_export(&server, &token, campaign, format).await?;
         let rss_peak = peak_rss_mb(server.child.id());
@@ -473,14 +611,7 @@ async fn run_backend(name: &str, args: &Args, port: u16) -> anyhow::Result<()> {
         );
         server.stop()?;
     }
-    measure_backup(name, &db, &database_url, dir.path(), args.export_votes).await?;
-    sql.close().await;
-    db.close().await;
-    if let Some(db_name) = pg_database {
-        let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)"))).execute(&mut conn).await?;
-    }
-    Ok(())
+    measure_backup(name, db, database_url, dir, args.export_votes).await
 }
 
 #[tokio::main]

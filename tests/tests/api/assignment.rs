@@ -205,3 +205,40 @@ async fn gold_checks_are_mixed_in_at_the_campaign_rate(backend: Backend) {
     server.stop().await;
 }
 both_backends!(gold_checks_are_mixed_in_at_the_campaign_rate);
+
+/// Postgres numbers a vote in a second step after it commits (migration 0005). A vote whose
+/// request ended between the two (its server died) still gets a number, before an export
+/// reads, and a retry of it by the rater gets that number back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_left_unnumbered_are_numbered_before_an_export() {
+    let server = TestServer::start(Backend::Postgres).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = create_campaign(&admin, json!({"name": "gap", "overlap": 1, "status": "active"})).await;
+    import(&admin, campaign, &numbered_pairs(3)).await;
+    let rater = server.client_for("rater", Role::Annotator).await;
+    let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    let assignment = next["pair"]["assignment_id"].as_i64().unwrap();
+    // The vote's first step only, as a server dying right after it leaves it.
+    sqlx::query("SELECT * FROM pairwise_vote($1, $2, NULL, 0, 'left', NULL, NULL, NULL, 'k1', 1000, 0.5, 0)")
+        .bind(rater.user_id)
+        .bind(assignment)
+        .execute(&server.sql)
+        .await
+        .unwrap();
+    let unnumbered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM comparisons WHERE seq IS NULL").fetch_one(&server.sql).await.unwrap();
+    assert_eq!(unnumbered, 1);
+
+    let export = admin.get(&format!("/api/v1/campaigns/{campaign}/export?format=raw")).await;
+    assert_eq!(export.status, 200, "{}", export.text);
+    let rows: Vec<Value> = export.text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{}", export.text);
+    assert_eq!(rows[0]["seq"], 1);
+
+    let retry =
+        rater.post("/api/v1/votes", &json!({"assignment_id": assignment, "choice": "left", "client_key": "k1"})).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.json["duplicate"], true);
+    assert_eq!(retry.json["vote"]["seq"], 1);
+    server.stop().await;
+}

@@ -46,6 +46,13 @@ async fn stats_and_leaderboard_match_hand_computation(backend: Backend) {
     vote(&r2, p1, "right", true, 2000).await;
     vote(&r3, p1, "left", true, 7000).await;
     vote(&r1, p2, "tie", false, 3000).await;
+    // Stats half-way fold these four votes into the running tallies; the rest are folded
+    // later, and the figures below must be those of all votes at once.
+    let halfway = admin.get(&format!("/api/v1/campaigns/{campaign}/stats")).await;
+    assert_eq!(halfway.json["progress"]["votes"], 4, "{}", halfway.text);
+    close(&halfway.json["agreement"]["percent"], 1.0 / 3.0, 1e-12);
+    let r1_halfway = halfway.json["raters"].as_array().unwrap().iter().find(|r| r["username"] == "r1").unwrap().clone();
+    close(&r1_halfway["agreement_with_others"], 0.5, 1e-12);
     vote(&r2, p2, "right", false, 4000).await;
     vote(&r3, p2, "right", false, 8000).await;
     vote(&r1, g, "left", false, 5000).await;

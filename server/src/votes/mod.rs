@@ -5,14 +5,14 @@
 //! Invariants, per campaign: a pair's `claimed` (votes + live leases) never exceeds the
 //! overlap, so no pair gets more votes than wanted and no more leases are out than needed;
 //! a rater never holds or votes on the same pair twice, nor more than one lease at a time;
-//! leases past their expiry return to the pool the next time anyone asks for work.
+//! leases past their expiry return to the pool the next time anyone asks for work; votes
+//! get gap-free sequence numbers in commit order (export cursors rely on it).
 //!
-//! Concurrency: SQLite runs these transactions one at a time (`Db::transact` group-commits
-//! them on its writer thread). On Postgres they run in parallel: a pair is claimed under
-//! its row lock (`FOR UPDATE SKIP LOCKED`, so raters do not queue behind each other), the
-//! unique indexes catch a rater's own concurrent requests (the loser retries), and only the
-//! final step of a vote — taking the next vote sequence number — locks the campaign row,
-//! which keeps `seq` gap-free and in commit order for export cursors.
+//! SQLite runs the transactions below, one at a time (`Db::transact` group-commits them on
+//! its writer thread). Postgres runs the same steps as server-side functions, one round trip
+//! each, in parallel under row locks (`postgres`).
+
+mod postgres;
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use rand::Rng;
 use crate::args;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::metrics;
-use crate::store::{Backend, Db, SqlRow, SqlValue, Store, TxBody, now_ms, tx_body};
+use crate::store::{Backend, Db, SqlRow, Store, now_ms, tx_body};
 
 struct CampaignSettings {
     id: i64,
@@ -95,69 +95,37 @@ async fn served_pair(tx: &mut dyn Store, assignment: &SqlRow, campaign_id: i64) 
             args![pair_id],
         )
         .await?;
+    served_from_texts(&row, assignment.int("id")?, campaign_id, pair_id, swapped, assignment.int("expires_at")?)
+}
+
+/// A served pair from a row with the pair's `prompt`, `messages`, `text_a` and `text_b`:
+/// the responses in the order the rater sees them.
+fn served_from_texts(
+    row: &SqlRow,
+    assignment_id: i64,
+    campaign_id: i64,
+    pair_id: i64,
+    swapped: bool,
+    expires_at: i64,
+) -> ApiResult<ServedPair> {
     let (a, b) = (row.text("text_a")?, row.text("text_b")?);
     let (left, right) = if swapped { (b, a) } else { (a, b) };
     Ok(ServedPair {
-        assignment_id: assignment.int("id")?,
+        assignment_id,
         campaign_id,
         pair_id,
         prompt: row.text("prompt")?,
         messages: serde_json::from_str(&row.text("messages")?).map_err(anyhow::Error::from)?,
         left,
         right,
-        expires_at: assignment.int("expires_at")?,
+        expires_at,
     })
 }
 
+/// The regular pair to hand out next: the least-voted open one this rater has not had.
 const CANDIDATE_SQL: &str = "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
      AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
      ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1";
-const CANDIDATE_SKIP_LOCKED_SQL: &str = "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
-     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
-     ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1 FOR UPDATE OF p SKIP LOCKED";
-const CANDIDATE_WAIT_SQL: &str = "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.claimed < $2 \
-     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.pair_id = p.id AND a.rater_id = $3 AND a.status <> 'expired') \
-     ORDER BY p.vote_count, p.claimed, p.shuffle_key LIMIT 1 FOR UPDATE OF p";
-
-/// The regular pair to hand out next, locked for this transaction (Postgres). The caller
-/// increments its `claimed`, which the lock makes safe.
-async fn claimable_pair(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64) -> ApiResult<Option<i64>> {
-    let args = || args![campaign.id, campaign.overlap, rater];
-    let found = match tx.backend() {
-        Backend::Sqlite => tx.fetch_optional(CANDIDATE_SQL, args()).await?,
-        // Skip pairs other transactions are claiming right now; if every candidate is
-        // locked, wait for one (Postgres re-checks `claimed` once the lock is granted).
-        Backend::Postgres => match tx.fetch_optional(CANDIDATE_SKIP_LOCKED_SQL, args()).await? {
-            Some(row) => Some(row),
-            None => tx.fetch_optional(CANDIDATE_WAIT_SQL, args()).await?,
-        },
-    };
-    Ok(found.map(|row| row.int("id")).transpose()?)
-}
-
-/// Reads an assignment row; on Postgres it stays locked until commit, so no concurrent
-/// expiry, skip or vote can change its status between this read and our write (SQLite
-/// runs these transactions one at a time anyway).
-async fn lock_assignment(tx: &mut dyn Store, sql: [&'static str; 2], args: Vec<SqlValue>) -> ApiResult<Option<SqlRow>> {
-    let sql = match tx.backend() {
-        Backend::Sqlite => sql[0],
-        Backend::Postgres => sql[1],
-    };
-    Ok(tx.fetch_optional(sql, args).await?)
-}
-
-const LEASE_FOR_VOTE: [&str; 2] = [
-    "SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1",
-    "SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1 FOR UPDATE",
-];
-const LEASE_FOR_FREE_VOTE: [&str; 2] = [
-    "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2",
-    "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2 FOR UPDATE",
-];
-const LEASE_FOR_SKIP: [&str; 2] = [
-    "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
-    "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2 FOR UPDATE",
-];
 
 /// Finds (or keeps) the rater's current pair.
 async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now: i64, dice: Dice) -> ApiResult<Next> {
@@ -176,8 +144,8 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
     if let Some(held) = held {
         return Ok(Next::Assigned { pair: served_pair(tx, &held, campaign.id).await? });
     }
-    let regular = claimable_pair(tx, campaign, rater).await?;
-    let Some(regular) = regular else {
+    let regular = tx.fetch_optional(CANDIDATE_SQL, args![campaign.id, campaign.overlap, rater]).await?;
+    let Some(regular) = regular.map(|row| row.int("id")).transpose()? else {
         let open = tx
             .fetch_optional(
                 "SELECT p.id FROM pairs p WHERE p.campaign_id = $1 AND p.is_gold = 0 AND p.vote_count < $2 \
@@ -222,30 +190,17 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
     Ok(Next::Assigned { pair: served_pair(tx, &assignment, campaign.id).await? })
 }
 
-/// Runs a transaction again when it lost a race on a unique index (Postgres: the same
-/// rater's concurrent requests); the re-run sees the winner's rows.
-async fn retry_on_unique_violation<T: Send + 'static>(db: &Db, body: TxBody<T, ApiError>) -> ApiResult<T> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match db.transact(body.clone()).await {
-            Err(e) if tries < 3 && e.is_unique_violation() => continue,
-            other => return other,
-        }
-    }
-}
-
 pub async fn next_pair(db: &Db, campaign_id: i64, rater: i64) -> ApiResult<Next> {
     let dice = Dice::roll();
-    retry_on_unique_violation(
-        db,
-        tx_body(move |tx| {
-            Box::pin(async move {
-                let campaign = load_campaign(tx, campaign_id).await?;
-                assign(tx, &campaign, rater, now_ms(), dice).await
-            })
-        }),
-    )
+    if db.backend() == Backend::Postgres {
+        return postgres::next_pair(db, campaign_id, rater, dice).await;
+    }
+    db.transact(tx_body(move |tx| {
+        Box::pin(async move {
+            let campaign = load_campaign(tx, campaign_id).await?;
+            assign(tx, &campaign, rater, now_ms(), dice).await
+        })
+    }))
     .await
 }
 
@@ -309,28 +264,26 @@ async fn count_vote(tx: &mut dyn Store, rater: i64, campaign_id: i64) -> ApiResu
 pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<VoteOutcome> {
     validate_vote(req)?;
     let dice = Dice::roll();
+    if db.backend() == Backend::Postgres {
+        let outcome = postgres::submit_vote(db, rater, req, dice).await?;
+        metrics().vote_stored(outcome.duplicate);
+        return Ok(outcome);
+    }
     let req = Arc::new(req.clone());
-    let mut tries = 0;
-    loop {
-        tries += 1;
+    let body = tx_body(move |tx| {
         let req = req.clone();
-        let body = tx_body(move |tx| {
-            let req = req.clone();
-            Box::pin(async move { vote_once(tx, rater, &req, now_ms(), dice).await })
-        });
-        match db.transact(body).await {
-            // Two copies of the same vote racing on Postgres: the loser re-runs and
-            // finds the winner's row through the idempotency key.
-            Err(e) if tries < 3 && e.is_unique_violation() => continue,
-            Err(e) if e.is_unique_violation() => {
-                return Err(ApiError::conflict("already_voted", "you have already voted on this pair"));
-            }
-            Ok(outcome) => {
-                metrics().vote_stored(outcome.duplicate);
-                return Ok(outcome);
-            }
-            other => return other,
+        Box::pin(async move { vote_once(tx, rater, &req, now_ms(), dice).await })
+    });
+    match db.transact(body).await {
+        // A second vote on a pair already voted on (a free vote, or a stale screen).
+        Err(e) if e.is_unique_violation() => {
+            Err(ApiError::conflict("already_voted", "you have already voted on this pair"))
         }
+        Ok(outcome) => {
+            metrics().vote_stored(outcome.duplicate);
+            Ok(outcome)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -383,7 +336,11 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
 
     let (assignment_id, pair_id, swapped) = match (req.assignment_id, req.pair_id) {
         (Some(assignment_id), _) => {
-            let row = lock_assignment(tx, LEASE_FOR_VOTE, args![assignment_id])
+            let row = tx
+                .fetch_optional(
+                    "SELECT pair_id, status, swapped, is_gold FROM assignments WHERE id = $1",
+                    args![assignment_id],
+                )
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
             let pair_id = row.int("pair_id")?;
@@ -419,7 +376,12 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             if campaign.status != CampaignStatus::Active {
                 return Err(ApiError::conflict("campaign_not_active", "the campaign is not open for rating"));
             }
-            let held = lock_assignment(tx, LEASE_FOR_FREE_VOTE, args![pair_id, rater]).await?;
+            let held = tx
+                .fetch_optional(
+                    "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2",
+                    args![pair_id, rater],
+                )
+                .await?;
             let held_active = match &held {
                 Some(row) => row.text("status")? == "active",
                 None => false,
@@ -479,9 +441,8 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
     tx.execute("UPDATE assignments SET status = 'voted' WHERE id = $1", args![assignment_id]).await?;
     let next = assign(tx, &campaign, rater, now, dice).await?;
     let my_votes = count_vote(tx, rater, campaign.id).await?;
-    // Last, so the campaign row stays locked only until the commit right after: votes get
-    // their sequence numbers in commit order, and a reader that sees `vote_seq = N` knows
-    // every vote up to N is committed.
+    // SQLite commits these transactions one at a time, so the next number of the campaign
+    // keeps `seq` gap-free and in commit order.
     let seq = tx
         .fetch_one("UPDATE campaigns SET vote_seq = vote_seq + 1 WHERE id = $1 RETURNING vote_seq", args![campaign.id])
         .await?
@@ -495,41 +456,50 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
     Ok(VoteOutcome { vote: stored_vote(&vote)?, duplicate: false, my_votes, next })
 }
 
+/// Gives every stored vote of the campaign its sequence number before a reader of `seq`
+/// (exports, schedules) takes its cursor. Only Postgres numbers votes after they commit,
+/// and a vote whose request died between the two steps would otherwise stay unnumbered.
+pub async fn sequence_pending(db: &Db, campaign_id: i64) -> ApiResult<()> {
+    match db.backend() {
+        Backend::Sqlite => Ok(()),
+        Backend::Postgres => postgres::sequence_pending(db, campaign_id).await,
+    }
+}
+
 /// Gives a leased pair back without voting; it will not be offered to this rater again.
 pub async fn skip(db: &Db, rater: i64, assignment_id: i64) -> ApiResult<Next> {
     let dice = Dice::roll();
-    retry_on_unique_violation(
-        db,
-        tx_body(move |tx| {
-            Box::pin(async move {
-                let row = lock_assignment(tx, LEASE_FOR_SKIP, args![assignment_id, rater])
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
-                let campaign = load_campaign(tx, row.int("campaign_id")?).await?;
-                match row.text("status")?.as_str() {
-                    "active" => {
-                        tx.execute("UPDATE assignments SET status = 'skipped' WHERE id = $1", args![assignment_id])
-                            .await?;
-                        if row.int("is_gold")? == 0 {
-                            tx.execute(
-                                "UPDATE pairs SET claimed = claimed - 1 WHERE id = $1",
-                                args![row.int("pair_id")?],
-                            )
-                            .await?;
-                        }
-                    }
-                    "voted" => return Err(ApiError::conflict("already_voted", "this pair was already voted on")),
-                    // Its slot went back to the pool when it expired; just keep it from
-                    // being offered to this rater again.
-                    _ => {
-                        tx.execute("UPDATE assignments SET status = 'skipped' WHERE id = $1", args![assignment_id])
+    if db.backend() == Backend::Postgres {
+        return postgres::skip(db, rater, assignment_id, dice).await;
+    }
+    db.transact(tx_body(move |tx| {
+        Box::pin(async move {
+            let row = tx
+                .fetch_optional(
+                    "SELECT campaign_id, pair_id, status, is_gold FROM assignments WHERE id = $1 AND rater_id = $2",
+                    args![assignment_id, rater],
+                )
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("assignment {assignment_id}")))?;
+            let campaign = load_campaign(tx, row.int("campaign_id")?).await?;
+            match row.text("status")?.as_str() {
+                "active" => {
+                    tx.execute("UPDATE assignments SET status = 'skipped' WHERE id = $1", args![assignment_id]).await?;
+                    if row.int("is_gold")? == 0 {
+                        tx.execute("UPDATE pairs SET claimed = claimed - 1 WHERE id = $1", args![row.int("pair_id")?])
                             .await?;
                     }
                 }
-                assign(tx, &campaign, rater, now_ms(), dice).await
-            })
-        }),
-    )
+                "voted" => return Err(ApiError::conflict("already_voted", "this pair was already voted on")),
+                // Its slot went back to the pool when it expired; just keep it from
+                // being offered to this rater again.
+                _ => {
+                    tx.execute("UPDATE assignments SET status = 'skipped' WHERE id = $1", args![assignment_id]).await?;
+                }
+            }
+            assign(tx, &campaign, rater, now_ms(), dice).await
+        })
+    }))
     .await
 }
 

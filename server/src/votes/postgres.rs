@@ -1,0 +1,163 @@
+//! `next`, votes and skips on Postgres: one call each of the server-side functions of
+//! `migrations/postgres/0005_vote_functions.sql`, which run the same steps as the SQLite
+//! transactions in `votes/mod.rs` in one round trip, then, for a new vote, a second short
+//! call that gives it its sequence number (`sequence_pending`).
+
+use pairwise_api::campaigns::CampaignStatus;
+use pairwise_api::votes::{Choice, Next, ScreenChoice, StoredVote, VoteOutcome, VoteRequest};
+
+use super::{Dice, served_from_texts};
+use crate::args;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Db, DbError, SqlRow, SqlValue, now_ms};
+
+const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, $2, $3, $4, $5)";
+const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, $2, $3, $4, $5)";
+const VOTE_SQL: &str = "SELECT * FROM pairwise_vote($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+const SEQUENCE_SQL: &str = "SELECT pairwise_sequence_votes($1, $2) AS seq";
+
+pub(super) async fn next_pair(db: &Db, campaign_id: i64, rater: i64, dice: Dice) -> ApiResult<Next> {
+    let row = call(db, NEXT_SQL, || args![campaign_id, rater, now_ms(), dice.gold_roll, dice.swap]).await?;
+    next_from_row(&row)
+}
+
+pub(super) async fn skip(db: &Db, rater: i64, assignment_id: i64, dice: Dice) -> ApiResult<Next> {
+    let row = call(db, SKIP_SQL, || args![assignment_id, rater, now_ms(), dice.gold_roll, dice.swap]).await?;
+    next_from_row(&row)
+}
+
+pub(super) async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiResult<VoteOutcome> {
+    let choice = match req.choice {
+        ScreenChoice::Left => "left",
+        ScreenChoice::Right => "right",
+        ScreenChoice::Tie => "tie",
+        ScreenChoice::BothBad => "both_bad",
+    };
+    let rationale = req.rationale.as_deref().filter(|r| !r.trim().is_empty());
+    let row = call(db, VOTE_SQL, || {
+        args![
+            rater,
+            req.assignment_id,
+            req.pair_id,
+            req.swapped,
+            choice,
+            req.strength,
+            rationale,
+            req.time_ms,
+            req.client_key.as_str(),
+            now_ms(),
+            dice.gold_roll,
+            dice.swap
+        ]
+    })
+    .await
+    .map_err(|e| match e {
+        // Still a unique violation after the retries: the rater voted on this pair already.
+        ApiError::Database(e) if e.is_unique_violation() => {
+            ApiError::conflict("already_voted", "you have already voted on this pair")
+        }
+        other => other,
+    })?;
+    let vote_id = row.int("vote_id")?;
+    // A new vote, or a resubmission whose first copy has not been numbered yet.
+    let seq = match row.opt_int("vote_seq")? {
+        Some(seq) => seq,
+        None => {
+            let campaign_id = row.int("campaign_id")?;
+            sequence(db, campaign_id, Some(vote_id))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("vote {vote_id} got no sequence number"))?
+        }
+    };
+    let choice = row.text("vote_choice")?;
+    Ok(VoteOutcome {
+        vote: StoredVote {
+            id: vote_id,
+            seq,
+            pair_id: row.int("vote_pair_id")?,
+            choice: Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?,
+            strength: row.opt_int("vote_strength")?,
+            swapped: row.int("vote_swapped")? != 0,
+            created_at: row.int("vote_created_at")?,
+        },
+        duplicate: row.int("duplicate")? != 0,
+        my_votes: row.int("my_votes")?,
+        next: next_from_row(&row)?,
+    })
+}
+
+/// Numbers the campaign's votes that have no sequence number yet.
+pub(super) async fn sequence_pending(db: &Db, campaign_id: i64) -> ApiResult<()> {
+    sequence(db, campaign_id, None).await.map(|_| ())
+}
+
+async fn sequence(db: &Db, campaign_id: i64, vote_id: Option<i64>) -> ApiResult<Option<i64>> {
+    Ok(db.fetch_one(SEQUENCE_SQL, args![campaign_id, vote_id]).await?.opt_int("seq")?)
+}
+
+/// One function call in a transaction of its own, run again when it lost a race: on a
+/// unique index (the same rater's concurrent requests; the re-run sees the winner's rows)
+/// or a deadlock.
+async fn call(db: &Db, sql: &'static str, args: impl Fn() -> Vec<SqlValue>) -> ApiResult<SqlRow> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match db.fetch_one(sql, args()).await {
+            Err(e) if tries < 3 && (e.is_unique_violation() || e.is_retryable()) => continue,
+            Err(e) => return Err(raised(e)),
+            Ok(row) => return Ok(row),
+        }
+    }
+}
+
+/// The API error for what a function raised on purpose (SQLSTATE class PW, see the
+/// migration); other errors pass through.
+fn raised(e: DbError) -> ApiError {
+    let Some((code, message)) = e.raised() else { return e.into() };
+    match code.as_str() {
+        "PW404" => ApiError::NotFound(message),
+        "PW403" => ApiError::forbidden(message),
+        _ => {
+            let (code, text) = message.split_once('|').unwrap_or(("conflict", &message));
+            ApiError::conflict(conflict_code(code), text)
+        }
+    }
+}
+
+fn conflict_code(code: &str) -> &'static str {
+    match code {
+        "already_voted" => "already_voted",
+        "key_reused" => "key_reused",
+        "campaign_closed" => "campaign_closed",
+        "campaign_not_active" => "campaign_not_active",
+        "lease_expired" => "lease_expired",
+        "pair_full" => "pair_full",
+        _ => "conflict",
+    }
+}
+
+/// The `Next` in the columns every function returns (`pairwise_assign`'s).
+fn next_from_row(row: &SqlRow) -> ApiResult<Next> {
+    Ok(match row.text("next_kind")?.as_str() {
+        "assigned" => Next::Assigned {
+            pair: served_from_texts(
+                row,
+                row.int("assignment_id")?,
+                row.int("campaign_id")?,
+                row.int("pair_id")?,
+                row.int("swapped")? != 0,
+                row.int("expires_at")?,
+            )?,
+        },
+        "waiting" => Next::Waiting,
+        "done" => Next::Done,
+        "unavailable" => {
+            let status = row.text("campaign_status")?;
+            Next::Unavailable {
+                campaign_status: CampaignStatus::parse(&status)
+                    .ok_or_else(|| anyhow::anyhow!("unknown campaign status {status}"))?,
+            }
+        }
+        other => return Err(anyhow::anyhow!("unknown next kind {other}").into()),
+    })
+}
