@@ -5,23 +5,32 @@
 -- says why each step is there); keep the two in step.
 --
 -- Sequence numbers: a vote commits with `seq` NULL; `pairwise_sequence_votes`, called right
--- after (a second, short transaction), numbers every committed vote of the campaign that has
--- none yet, under a per-campaign advisory lock. Numbering in batches keeps the campaign-wide
+-- after (a second, short transaction, shared by the votes a server has in flight), numbers
+-- every committed vote of the campaign that has none yet, under a per-campaign advisory lock. Numbering in batches keeps the campaign-wide
 -- step out of the vote's own commit (holding the campaign row through every vote's WAL flush
 -- capped the rate at one vote per flush), while `seq` stays gap-free and in commit order for
 -- export cursors: each batch becomes visible at once, after the batch before it.
+--
+-- The functions but the last use generic plans: their statements' plans do not depend on
+-- the arguments, and planning each statement anew on every call cost more than running it.
 --
 -- Errors the caller should show are raised with SQLSTATE class PW: PW404 (message: what was
 -- not found), PW403 (message), PW409 (message `code|text`).
 
 CREATE INDEX comparisons_unsequenced ON comparisons (campaign_id) WHERE seq IS NULL;
 
+-- A vote's and a lease's campaign is their pair's (whose foreign key stays, and a campaign
+-- with pairs cannot be deleted). Checking these two keys took a share lock on the one
+-- campaign row in every concurrent vote: a hot row, shared through multixacts.
+ALTER TABLE comparisons DROP CONSTRAINT comparisons_campaign_id_fkey;
+ALTER TABLE assignments DROP CONSTRAINT assignments_campaign_id_fkey;
+
 -- The rater's current or next pair (`Next` in the API): kind is assigned, waiting, done or
 -- unavailable (then campaign_status says why).
 CREATE FUNCTION pairwise_assign(c campaigns, p_rater BIGINT, p_now BIGINT, p_gold_roll DOUBLE PRECISION, p_swap BIGINT)
 RETURNS TABLE (next_kind TEXT, campaign_status TEXT, campaign_id BIGINT, assignment_id BIGINT, pair_id BIGINT, prompt TEXT,
                messages TEXT, text_a TEXT, text_b TEXT, swapped BIGINT, expires_at BIGINT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_held RECORD;
@@ -104,7 +113,7 @@ $$;
 CREATE FUNCTION pairwise_next(p_campaign BIGINT, p_rater BIGINT, p_now BIGINT, p_gold_roll DOUBLE PRECISION, p_swap BIGINT)
 RETURNS TABLE (next_kind TEXT, campaign_status TEXT, campaign_id BIGINT, assignment_id BIGINT, pair_id BIGINT, prompt TEXT,
                messages TEXT, text_a TEXT, text_b TEXT, swapped BIGINT, expires_at BIGINT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     c campaigns;
 BEGIN
@@ -120,7 +129,7 @@ $$;
 CREATE FUNCTION pairwise_skip(p_assignment BIGINT, p_rater BIGINT, p_now BIGINT, p_gold_roll DOUBLE PRECISION, p_swap BIGINT)
 RETURNS TABLE (next_kind TEXT, campaign_status TEXT, campaign_id BIGINT, assignment_id BIGINT, pair_id BIGINT, prompt TEXT,
                messages TEXT, text_a TEXT, text_b TEXT, swapped BIGINT, expires_at BIGINT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v RECORD;
@@ -155,7 +164,7 @@ RETURNS TABLE (vote_id BIGINT, vote_seq BIGINT, vote_pair_id BIGINT, vote_choice
                vote_swapped BIGINT, vote_created_at BIGINT, duplicate BIGINT, my_votes BIGINT,
                next_kind TEXT, campaign_status TEXT, campaign_id BIGINT, assignment_id BIGINT, pair_id BIGINT, prompt TEXT,
                messages TEXT, text_a TEXT, text_b TEXT, swapped BIGINT, expires_at BIGINT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_campaign BIGINT;
@@ -257,39 +266,36 @@ BEGIN
 END
 $$;
 
--- Numbers the campaign's committed votes that have no `seq` yet and returns `p_vote`'s
--- (NULL when p_vote is NULL). Run in a transaction of its own, after the votes commit.
-CREATE FUNCTION pairwise_sequence_votes(p_campaign BIGINT, p_vote BIGINT) RETURNS BIGINT
+-- Numbers the campaign's committed votes that have no `seq` yet and returns the numbers of
+-- the votes in `p_votes` (a JSON array of ids; NULL for none). Run in a transaction of its
+-- own, after the votes commit. A server runs one call at a time for all its requests'
+-- votes (votes/postgres.rs), so concurrent votes share a call.
+CREATE FUNCTION pairwise_sequence_votes(p_campaign BIGINT, p_votes TEXT)
+RETURNS TABLE (vote_id BIGINT, seq BIGINT)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
-    v_seq BIGINT;
+    v_ids BIGINT[];
     v_base BIGINT;
     v_count BIGINT;
 BEGIN
-    -- An advisory lock, not the campaign row: waiting for it assigns no transaction id, so a
-    -- caller whose vote a concurrent batch already numbered commits without a WAL flush.
-    -- Each statement below takes a fresh snapshot, so it sees the batch before it.
-    PERFORM pg_advisory_xact_lock(1885434455, p_campaign::INTEGER);
-    IF p_vote IS NOT NULL THEN
-        SELECT seq INTO v_seq FROM comparisons WHERE id = p_vote;
-        IF v_seq IS NOT NULL THEN
-            RETURN v_seq;
+    v_ids := ARRAY(SELECT CAST(x AS BIGINT) FROM json_array_elements_text(COALESCE(p_votes, '[]')::json) x);
+    -- Numbered already (by another server's call): no lock needed.
+    IF p_votes IS NULL OR EXISTS (SELECT 1 FROM comparisons k WHERE k.id = ANY (v_ids) AND k.seq IS NULL) THEN
+        -- An advisory lock rather than the campaign row: each statement below takes a fresh
+        -- snapshot, so it sees the numbers of the call before it, and a caller with nothing
+        -- left to number writes nothing.
+        PERFORM pg_advisory_xact_lock(1885434455, p_campaign::INTEGER);
+        IF EXISTS (SELECT 1 FROM comparisons k WHERE k.campaign_id = p_campaign AND k.seq IS NULL) THEN
+            SELECT k.vote_seq INTO v_base FROM campaigns k WHERE k.id = p_campaign;
+            UPDATE comparisons k SET seq = v_base + pending.n
+            FROM (SELECT c.id, row_number() OVER (ORDER BY c.id) AS n FROM comparisons c
+                  WHERE c.campaign_id = p_campaign AND c.seq IS NULL) pending
+            WHERE k.id = pending.id;
+            GET DIAGNOSTICS v_count = ROW_COUNT;
+            UPDATE campaigns SET vote_seq = v_base + v_count WHERE id = p_campaign;
         END IF;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM comparisons WHERE campaign_id = p_campaign AND seq IS NULL) THEN
-        RETURN NULL;
-    END IF;
-    SELECT vote_seq INTO v_base FROM campaigns WHERE id = p_campaign;
-    UPDATE comparisons k SET seq = v_base + pending.n
-    FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM comparisons
-          WHERE campaign_id = p_campaign AND seq IS NULL) pending
-    WHERE k.id = pending.id;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    UPDATE campaigns SET vote_seq = v_base + v_count WHERE id = p_campaign;
-    IF p_vote IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT seq INTO v_seq FROM comparisons WHERE id = p_vote;
-    RETURN v_seq;
+    RETURN QUERY SELECT k.id, k.seq FROM comparisons k WHERE k.id = ANY (v_ids);
 END
 $$;

@@ -7,6 +7,7 @@ use crate::cluster::instance_name;
 use crate::config::Config;
 use crate::runs::supervisor::{RunSettings, Supervisor};
 use crate::store::Db;
+use crate::votes::Sequencer;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,6 +18,8 @@ pub struct AppState {
     pub runs: Supervisor,
     /// This server process's name among the servers sharing the database.
     pub instance: Arc<str>,
+    /// Numbers this server's new votes (Postgres).
+    pub sequencer: Sequencer,
 }
 
 impl AppState {
@@ -30,6 +33,13 @@ impl AppState {
         };
         let instance = instance_name();
         let runs = Supervisor::new(db.clone(), settings, &instance);
-        AppState { db, config: Arc::new(config), login_limiter: Arc::new(limiter), runs, instance: instance.into() }
+        AppState {
+            sequencer: Sequencer::new(db.clone()),
+            db,
+            config: Arc::new(config),
+            login_limiter: Arc::new(limiter),
+            runs,
+            instance: instance.into(),
+        }
     }
 }

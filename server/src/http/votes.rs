@@ -33,7 +33,7 @@ async fn vote_handler(
     user: CurrentUser,
     ApiJson(req): ApiJson<VoteRequest>,
 ) -> ApiResult<Json<VoteOutcome>> {
-    Ok(Json(submit_vote(&state.db, user.id, &req).await?))
+    Ok(Json(submit_vote(&state.db, &state.sequencer, user.id, &req).await?))
 }
 
 async fn skip_handler(

@@ -14,6 +14,8 @@
 
 mod postgres;
 
+pub use postgres::Sequencer;
+
 use std::sync::Arc;
 
 use pairwise_api::campaigns::CampaignStatus;
@@ -260,12 +262,13 @@ async fn count_vote(tx: &mut dyn Store, rater: i64, campaign_id: i64) -> ApiResu
         .int("votes")?)
 }
 
-/// Records a vote (idempotent on `client_key`) and hands out the next pair.
-pub async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest) -> ApiResult<VoteOutcome> {
+/// Records a vote (idempotent on `client_key`) and hands out the next pair. `sequencer`
+/// numbers the votes of this server on Postgres.
+pub async fn submit_vote(db: &Db, sequencer: &Sequencer, rater: i64, req: &VoteRequest) -> ApiResult<VoteOutcome> {
     validate_vote(req)?;
     let dice = Dice::roll();
     if db.backend() == Backend::Postgres {
-        let outcome = postgres::submit_vote(db, rater, req, dice).await?;
+        let outcome = postgres::submit_vote(db, sequencer, rater, req, dice).await?;
         metrics().vote_stored(outcome.duplicate);
         return Ok(outcome);
     }

@@ -1,7 +1,12 @@
 //! `next`, votes and skips on Postgres: one call each of the server-side functions of
 //! `migrations/postgres/0005_vote_functions.sql`, which run the same steps as the SQLite
-//! transactions in `votes/mod.rs` in one round trip, then, for a new vote, a second short
-//! call that gives it its sequence number (`sequence_pending`).
+//! transactions in `votes/mod.rs` in one round trip. A new vote then gets its sequence
+//! number from the server's `Sequencer`: one numbering call at a time for every vote this
+//! server's requests are waiting on, so that concurrent votes share a call instead of
+//! queueing one by one on the campaign's lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use pairwise_api::campaigns::CampaignStatus;
 use pairwise_api::votes::{Choice, Next, ScreenChoice, StoredVote, VoteOutcome, VoteRequest};
@@ -14,7 +19,7 @@ use crate::store::{Db, DbError, SqlRow, SqlValue, now_ms};
 const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, $2, $3, $4, $5)";
 const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, $2, $3, $4, $5)";
 const VOTE_SQL: &str = "SELECT * FROM pairwise_vote($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-const SEQUENCE_SQL: &str = "SELECT pairwise_sequence_votes($1, $2) AS seq";
+const SEQUENCE_SQL: &str = "SELECT * FROM pairwise_sequence_votes($1, $2)";
 
 pub(super) async fn next_pair(db: &Db, campaign_id: i64, rater: i64, dice: Dice) -> ApiResult<Next> {
     let row = call(db, NEXT_SQL, || args![campaign_id, rater, now_ms(), dice.gold_roll, dice.swap]).await?;
@@ -26,7 +31,13 @@ pub(super) async fn skip(db: &Db, rater: i64, assignment_id: i64, dice: Dice) ->
     next_from_row(&row)
 }
 
-pub(super) async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest, dice: Dice) -> ApiResult<VoteOutcome> {
+pub(super) async fn submit_vote(
+    db: &Db,
+    sequencer: &Sequencer,
+    rater: i64,
+    req: &VoteRequest,
+    dice: Dice,
+) -> ApiResult<VoteOutcome> {
     let choice = match req.choice {
         ScreenChoice::Left => "left",
         ScreenChoice::Right => "right",
@@ -62,12 +73,7 @@ pub(super) async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest, dice: Di
     // A new vote, or a resubmission whose first copy has not been numbered yet.
     let seq = match row.opt_int("vote_seq")? {
         Some(seq) => seq,
-        None => {
-            let campaign_id = row.int("campaign_id")?;
-            sequence(db, campaign_id, Some(vote_id))
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("vote {vote_id} got no sequence number"))?
-        }
+        None => sequencer.number(row.int("campaign_id")?, vote_id).await?,
     };
     let choice = row.text("vote_choice")?;
     Ok(VoteOutcome {
@@ -88,11 +94,95 @@ pub(super) async fn submit_vote(db: &Db, rater: i64, req: &VoteRequest, dice: Di
 
 /// Numbers the campaign's votes that have no sequence number yet.
 pub(super) async fn sequence_pending(db: &Db, campaign_id: i64) -> ApiResult<()> {
-    sequence(db, campaign_id, None).await.map(|_| ())
+    db.fetch_all(SEQUENCE_SQL, args![campaign_id, None::<String>]).await?;
+    Ok(())
 }
 
-async fn sequence(db: &Db, campaign_id: i64, vote_id: Option<i64>) -> ApiResult<Option<i64>> {
-    Ok(db.fetch_one(SEQUENCE_SQL, args![campaign_id, vote_id]).await?.opt_int("seq")?)
+/// Hands out sequence numbers for this server's new votes: requests queue their vote and
+/// wait; one task at a time numbers all queued votes, a call per campaign, then answers them.
+/// A call covers every vote committed before it starts (on any server), so each vote waits
+/// at most for the call in flight and the one after it.
+#[derive(Clone)]
+pub struct Sequencer {
+    db: Db,
+    queue: Arc<Mutex<Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiter>,
+    /// Whether a numbering task is running (it drains `waiting` until it is empty).
+    running: bool,
+}
+
+struct Waiter {
+    campaign_id: i64,
+    vote_id: i64,
+    reply: tokio::sync::oneshot::Sender<Result<i64, String>>,
+}
+
+impl Sequencer {
+    pub fn new(db: Db) -> Sequencer {
+        Sequencer { db, queue: Arc::default() }
+    }
+
+    /// The sequence number of a committed vote.
+    async fn number(&self, campaign_id: i64, vote_id: i64) -> ApiResult<i64> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().expect("sequencer queue");
+            queue.waiting.push(Waiter { campaign_id, vote_id, reply });
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            tokio::spawn(self.clone().drain());
+        }
+        match answer.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(message)) => Err(anyhow::anyhow!("numbering vote {vote_id}: {message}").into()),
+            Err(_) => Err(anyhow::anyhow!("numbering vote {vote_id}: the sequencer stopped").into()),
+        }
+    }
+
+    async fn drain(self) {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().expect("sequencer queue");
+                if queue.waiting.is_empty() {
+                    queue.running = false;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let mut by_campaign: BTreeMap<i64, Vec<Waiter>> = BTreeMap::new();
+            for waiter in batch {
+                by_campaign.entry(waiter.campaign_id).or_default().push(waiter);
+            }
+            for (campaign_id, waiters) in by_campaign {
+                let ids: Vec<i64> = waiters.iter().map(|w| w.vote_id).collect();
+                let numbers = self.number_batch(campaign_id, &ids).await;
+                for waiter in waiters {
+                    let answer = match &numbers {
+                        Ok(numbers) => numbers.get(&waiter.vote_id).copied().ok_or_else(|| "no number".to_string()),
+                        Err(error) => Err(error.clone()),
+                    };
+                    let _ = waiter.reply.send(answer);
+                }
+            }
+        }
+    }
+
+    async fn number_batch(&self, campaign_id: i64, ids: &[i64]) -> Result<HashMap<i64, i64>, String> {
+        let ids = serde_json::to_string(ids).map_err(|e| e.to_string())?;
+        let rows = self.db.fetch_all(SEQUENCE_SQL, args![campaign_id, ids]).await.map_err(|e| e.to_string())?;
+        rows.iter()
+            .filter_map(|row| match (row.int("vote_id"), row.opt_int("seq")) {
+                (Ok(id), Ok(Some(seq))) => Some(Ok((id, seq))),
+                (Ok(_), Ok(None)) => None,
+                (Err(e), _) | (_, Err(e)) => Some(Err(e.to_string())),
+            })
+            .collect()
+    }
 }
 
 /// One function call in a transaction of its own, run again when it lost a race: on a
