@@ -5,7 +5,10 @@
 //! `synchronous = full` each batch costs one fsync instead of one per vote. It also avoids
 //! sqlx's per-statement hand-off to a worker thread, which dominated the cost of a vote
 //! (measured with `perf`: ~60% of server time was thread wake-ups, <2% was SQLite itself).
-//! Beside it, small inline read connections serve the per-request lookups.
+//! Beside it, small inline read connections serve the per-request lookups, and a
+//! checkpointer thread copies the write-ahead log back into the database file, so that the
+//! writer never stalls on a checkpoint (on a large database SQLite's automatic checkpoint,
+//! run by the committing connection, made every few hundredth request wait tens of ms).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -99,12 +102,16 @@ type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// Most requests committed together.
 const MAX_BATCH: usize = 256;
+/// How often the checkpointer copies the write-ahead log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub(super) struct SqliteWriter {
     jobs: mpsc::UnboundedSender<Job>,
     /// Requests sent and not yet taken up by the writer thread (a metric).
     queued: Arc<AtomicUsize>,
+    /// Kept alive by every clone; the checkpointer stops once the last one is gone.
+    _alive: Arc<()>,
 }
 
 impl SqliteWriter {
@@ -112,7 +119,8 @@ impl SqliteWriter {
     pub fn start(path: &str, synchronous: &str) -> anyhow::Result<SqliteWriter> {
         let conn = rusqlite::Connection::open(path)?;
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = 0;"
         ))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -121,7 +129,14 @@ impl SqliteWriter {
         let queued = Arc::new(AtomicUsize::new(0));
         let taken = queued.clone();
         std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(store, receiver, &taken))?;
-        Ok(SqliteWriter { jobs, queued })
+        let alive = Arc::new(());
+        let checkpointer = rusqlite::Connection::open(path)?;
+        checkpointer.busy_timeout(Duration::from_secs(1))?;
+        let watch = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("sqlite-checkpointer".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &watch))?;
+        Ok(SqliteWriter { jobs, queued, _alive: alive })
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -157,6 +172,16 @@ impl SqliteWriter {
         self.queued.fetch_add(1, Ordering::Relaxed);
         self.jobs.send(job).map_err(|_| E::from(DbError::WriterGone))?;
         answer.await.map_err(|_| E::from(DbError::WriterGone))?
+    }
+}
+
+/// Passive checkpoints (they never wait for the writer or readers) until the writer is gone.
+fn checkpoint_loop(conn: &rusqlite::Connection, alive: &std::sync::Weak<()>) {
+    while alive.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "SQLite checkpoint");
+        }
     }
 }
 

@@ -342,6 +342,11 @@ async fn insert_votes(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    // Postgres: the bulk update above left a dead version of every pair (and its index
+    // entries) that steady voting would have had vacuumed away long ago.
+    if sql.connect_options().database_url.scheme() != "sqlite" {
+        sqlx::query("VACUUM ANALYZE pairs, comparisons").execute(sql).await?;
+    }
     Ok(())
 }
 
