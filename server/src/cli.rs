@@ -21,7 +21,7 @@ use crate::export::start_export;
 use crate::http::state::AppState;
 use crate::import::import_jsonl;
 use crate::store::{Db, restore_sqlite};
-use crate::{demo, http, leaderboard, stats};
+use crate::{demo, http, leaderboard, stats, store};
 
 /// Pairwise: collect human preference votes on model responses and export them as
 /// training data. Database from DATABASE_URL (default sqlite://pairwise.db).
@@ -252,13 +252,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("restored {} votes and {} pairs from {}", report.votes, report.pairs, from.display());
         return print_json(&report);
     }
+    // On SQLite a server claims the file before it connects, so a second server is refused
+    // before its migrations or demo seed could touch a database another one is serving.
+    let serve_lock = match &cli.command {
+        Command::Serve { bind, .. } => {
+            let bind = bind.as_deref().unwrap_or(&config.bind);
+            let holder = format!("pairwise serve (pid {}, binding {bind})", std::process::id());
+            store::lock_sqlite_for_serving(&config.database_url, &holder)?
+        }
+        _ => None,
+    };
     let db = Db::connect(&config.db_settings()).await?;
-    let result = run_command(cli.command, &db, config).await;
+    let result = run_command(cli.command, &db, config, serve_lock).await;
     db.close().await;
     result
 }
 
-async fn run_command(command: Command, db: &Db, mut config: Config) -> anyhow::Result<()> {
+async fn run_command(
+    command: Command,
+    db: &Db,
+    mut config: Config,
+    serve_lock: Option<store::ServeLock>,
+) -> anyhow::Result<()> {
     match command {
         Command::Serve { bind, demo } => {
             if let Some(bind) = bind {
@@ -271,7 +286,8 @@ async fn run_command(command: Command, db: &Db, mut config: Config) -> anyhow::R
                 .await
                 .with_context(|| format!("binding {}", config.bind))?;
             tracing::info!(address = %listener.local_addr()?, "pairwise listening");
-            http::serve(listener, AppState::new(db.clone(), config), http::shutdown_signal()).await?;
+            let state = AppState::new(db.clone(), config);
+            http::serve_holding(listener, state, http::shutdown_signal(), serve_lock).await?;
         }
         Command::Migrate => println!("database is up to date"),
         Command::Demo => match demo::seed_demo(db).await.map_err(explain)? {

@@ -32,6 +32,7 @@ use tower_http::trace::TraceLayer;
 
 use self::state::AppState;
 use crate::runs::schedule::{scheduler, stop_scheduling};
+use crate::store::ServeLock;
 
 /// JSON bodies other than imports are small; imports set their own limit.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -75,17 +76,28 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish. Before serving it
-/// claims a SQLite database file for this server alone (a second one is refused) and marks
-/// the runs a dead server left `running` as interrupted; while serving, it keeps this
-/// server's runs' heartbeat, the folding of new votes into the campaigns' tallies and, when
-/// this server holds the scheduler lease, the schedules.
+/// claims a SQLite database file for this server alone (a second one is refused; see
+/// `serve_holding`) and marks the runs a dead server left `running` as interrupted; while
+/// serving, it keeps this server's runs' heartbeat, the folding of new votes into the
+/// campaigns' tallies and, when this server holds the scheduler lease, the schedules.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let holder = format!("pairwise serve (pid {}, listening on {})", std::process::id(), listener.local_addr()?);
-    let _sole_server = state.db.lock_for_serving(&holder).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let lock = state.db.lock_for_serving(&holder).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    serve_holding(listener, state, shutdown, lock).await
+}
+
+/// `serve` for a caller that already holds the SQLite file's serve lock (`pairwise serve`
+/// takes it before connecting); it is released when serving ends.
+pub async fn serve_holding(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    _sole_server: Option<ServeLock>,
+) -> std::io::Result<()> {
     match state.runs.reclaim_abandoned_runs().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(runs = n, "training runs cut off by a stopped server marked interrupted"),

@@ -254,6 +254,15 @@ impl Db {
     }
 }
 
+/// SQLite: claims the database file of `url` for one server before anything connects to it
+/// (see `Db::lock_for_serving`). Postgres has no such limit: `None`.
+pub fn lock_sqlite_for_serving(url: &str, holder: &str) -> anyhow::Result<Option<ServeLock>> {
+    match url.parse::<Backend>()? {
+        Backend::Sqlite => Ok(Some(sqlite_file::lock_for_serving(&sqlite_path(url), holder)?)),
+        Backend::Postgres => Ok(None),
+    }
+}
+
 /// Replaces the SQLite database of `url` with the backup `from` (see `sqlite_file::restore`);
 /// no server may be serving it. Postgres restores with its own tools.
 pub async fn restore_sqlite(url: &str, from: &std::path::Path, force: bool) -> anyhow::Result<BackupReport> {

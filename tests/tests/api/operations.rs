@@ -77,10 +77,17 @@ async fn pairwise(database_url: &str, args: &[&str]) -> anyhow::Result<()> {
 async fn sqlite_serves_one_server_per_file() {
     let server = TestServer::start(Backend::Sqlite).await;
     let url = server.config.database_url.clone();
-    let refused = pairwise(&url, &["serve", "--bind", "127.0.0.1:0"]).await.unwrap_err();
+    let refused = pairwise(&url, &["serve", "--demo", "--bind", "127.0.0.1:0"]).await.unwrap_err();
     let message = format!("{refused:#}");
     assert!(message.contains("in use by pairwise serve"), "{message}");
     assert!(message.contains("one server per database file"), "{message}");
+    // Refused before it connected: its demo seed never reached the served database.
+    let demo_users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = $1")
+        .bind(pairwise_server::demo::DEMO_ADMIN.0)
+        .fetch_one(&server.sql)
+        .await
+        .unwrap();
+    assert_eq!(demo_users, 0);
     // A restore under a running server is refused the same way.
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("b.db");
