@@ -18,7 +18,7 @@ use pairwise_trainer::model::LlamaModel;
 use pairwise_trainer::model::config::ModelConfig;
 use pairwise_trainer::model::tokenizer::ChatTokenizer;
 use pairwise_trainer::peft::AdapterKind;
-use pairwise_trainer::train::config::{DpoLossType, TrainConfig};
+use pairwise_trainer::train::config::TrainConfig;
 use pairwise_trainer::train::optim::{AdamW, clip_factor, global_norm};
 use pairwise_trainer::train::prepare::prepare_trainable;
 use pairwise_trainer::train::run::{Objective, step_gradients};
@@ -91,15 +91,8 @@ fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
     } else {
         reward_trainable(&mut model, &train_config)?
     };
-    let objective: Box<dyn Objective> = if is_dpo {
-        Box::new(DpoObjective {
-            beta: 0.1,
-            loss_type: DpoLossType::Sigmoid,
-            label_smoothing: 0.0,
-            use_rater_signal: false,
-            reference,
-            pad_id: tokenizer.pad_id,
-        })
+    let objective: Box<dyn Objective<Example = TokenizedPair>> = if is_dpo {
+        Box::new(DpoObjective::new(&train_config, reference, tokenizer.pad_id))
     } else {
         Box::new(RewardObjective::new(&model, &train_config, tokenizer.pad_id)?)
     };

@@ -1,4 +1,4 @@
-//! `pairwise-train`: the command-line front end (reward, dpo, score, merge, generate, rlhf).
+//! `pairwise-train`: the command-line front end (reward, dpo, kto, sft, score, merge, generate, rlhf).
 //! Each subcommand's options are its method's configuration (see `--help` of each command);
 //! this file only parses them and dispatches.
 
@@ -7,7 +7,7 @@ use pairwise_trainer::methods::import::{GenerateConfig, run_generate};
 use pairwise_trainer::methods::merge::{MergeConfig, run_merge};
 use pairwise_trainer::methods::rlhf::{RlhfCommand, run_rlhf_command};
 use pairwise_trainer::methods::score::{ScoreConfig, run_score};
-use pairwise_trainer::methods::{dpo::run_dpo, reward::run_reward};
+use pairwise_trainer::methods::{dpo::run_dpo, kto::run_kto, reward::run_reward, sft::run_sft};
 use pairwise_trainer::train::config::TrainCommand;
 use pairwise_trainer::train::run::RunSummary;
 
@@ -15,7 +15,7 @@ use pairwise_trainer::train::run::RunSummary;
 #[command(
     name = "pairwise-train",
     version,
-    about = "Train reward models and DPO policies on pairwise preference data (Llama 3.x, Qwen2/3, Gemma 2/3, Mistral; LoRA/QLoRA/full, CPU or CUDA).",
+    about = "Train reward models and DPO/SimPO/ORPO/KTO/SFT policies on human feedback (Llama 3.x, Qwen2/3, Gemma 2/3, Mistral; LoRA/QLoRA/full, CPU or CUDA).",
     long_about = None,
     after_help = "Model families (config.json model_type): llama (Llama 1-3.x incl. rope_type llama3/linear, SmolLM), \
 mistral (sliding_window), qwen2, qwen3, gemma2, gemma3_text and the text model of gemma3 checkpoints; \
@@ -32,8 +32,13 @@ struct Cli {
 enum Command {
     /// Train a reward model (transformer + scalar head, Bradley–Terry loss).
     Reward(TrainCommand),
-    /// Train a policy with Direct Preference Optimisation against the frozen base model.
+    /// Train a policy on preference pairs: Direct Preference Optimisation against the frozen base
+    /// model (sigmoid, IPO, hinge, robust), or reference-free (--loss-type simpo|orpo).
     Dpo(TrainCommand),
+    /// Train a policy on single completions labelled desirable/undesirable (thumbs) with KTO.
+    Kto(TrainCommand),
+    /// Supervised fine-tuning on prompt/completion pairs (completion-only loss).
+    Sft(TrainCommand),
     /// Score preference pairs with a model (and optional adapter / reward head), no training.
     Score(ScoreConfig),
     /// Fold a LoRA adapter into its base model and write a full model folder.
@@ -67,6 +72,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Reward(command) => report(&run_reward(&command.resolve(options)?)?),
         Command::Dpo(command) => report(&run_dpo(&command.resolve(options)?)?),
+        Command::Kto(command) => report(&run_kto(&command.resolve(options)?)?),
+        Command::Sft(command) => report(&run_sft(&command.resolve(options)?)?),
         Command::Score(config) => run_score(&config)?,
         Command::Merge(config) => run_merge(&config)?,
         Command::Generate(config) => run_generate(&config)?,

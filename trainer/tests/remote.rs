@@ -66,7 +66,7 @@ fn trains_on_a_campaign_export_and_keeps_the_cursor() {
 fn server_errors_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _request) = serve_once("401 Unauthorized", r#"{"error":"invalid token"}"#.into());
-    let source = ServerSource { server: url, campaign: "1".into(), token: "bad".into(), since: 0 };
+    let source = ServerSource { server: url, campaign: "1".into(), token: "bad".into(), since: 0, format: "trl" };
     let err = fetch_export(&source, dir.path()).unwrap_err().to_string();
     assert!(err.contains("401") && err.contains("invalid token"), "{err}");
 }

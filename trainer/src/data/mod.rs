@@ -1,8 +1,10 @@
-//! The data layer: preference pairs read and tokenized ([`pairs`]), collated into forward
+//! The data layer: preference pairs ([`pairs`]) and single rated or reference completions
+//! ([`completions`]) read and tokenized, collated into forward
 //! batches ([`batch`]) and read out as completion log-probs or rewards ([`readout`]), and data
 //! fetched from a running Pairwise server ([`remote`]).
 
 pub mod batch;
+pub mod completions;
 pub mod pairs;
 pub mod readout;
 pub mod remote;

@@ -107,7 +107,7 @@ pub fn parse_pair(line: &str) -> Result<PreferencePair, String> {
     Ok(PreferencePair { text, signal })
 }
 
-fn messages(value: &Value) -> Result<Vec<Message>, String> {
+pub(crate) fn messages(value: &Value) -> Result<Vec<Message>, String> {
     serde_json::from_value(value.clone()).map_err(|e| format!("bad message list: {e}"))
 }
 
@@ -227,15 +227,8 @@ pub fn tokenize_pair(
         PairText::Plain { prompt, chosen, rejected } => (prompt.clone(), chosen.clone(), rejected.clone()),
         PairText::Chat { prompt, chosen, rejected } => {
             let prompt_text = tokenizer.render_chat(prompt, true)?;
-            let completion = |turns: &[Message]| -> anyhow::Result<String> {
-                let full: Vec<Message> = prompt.iter().chain(turns).cloned().collect();
-                let text = tokenizer.render_chat(&full, false)?;
-                text.strip_prefix(&prompt_text)
-                    .map(str::to_string)
-                    .context("the chat template renders the prompt differently inside the full conversation")
-            };
-            let c = completion(chosen)?;
-            let r = completion(rejected)?;
+            let c = render_completion(tokenizer, prompt, &prompt_text, chosen)?;
+            let r = render_completion(tokenizer, prompt, &prompt_text, rejected)?;
             (prompt_text, c, r)
         }
     };
@@ -246,7 +239,22 @@ pub fn tokenize_pair(
     Ok(TokenizedPair { chosen, rejected, signal: pair.signal.clone(), truncated: tc || tr })
 }
 
-fn truncate(
+/// The text the chat template adds for `turns` after `prompt` (rendered as `prompt_text`
+/// with the generation prompt): what the model must learn to continue with.
+pub(crate) fn render_completion(
+    tokenizer: &ChatTokenizer,
+    prompt: &[Message],
+    prompt_text: &str,
+    turns: &[Message],
+) -> anyhow::Result<String> {
+    let full: Vec<Message> = prompt.iter().chain(turns).cloned().collect();
+    let text = tokenizer.render_chat(&full, false)?;
+    text.strip_prefix(prompt_text)
+        .map(str::to_string)
+        .context("the chat template renders the prompt differently inside the full conversation")
+}
+
+pub(crate) fn truncate(
     prompt: &[u32],
     mut completion: Vec<u32>,
     bos: Option<u32>,

@@ -1,5 +1,6 @@
 //! Training data straight from a running Pairwise server: `GET
-//! {server}/api/v1/campaigns/{id}/export?format=trl&since=N` with a bearer token. The
+//! {server}/api/v1/campaigns/{id}/export?format=FORMAT&since=N` with a bearer token (`trl`
+//! for pairs, `kto` and `sft` for single completions). The
 //! response's `X-Pairwise-Cursor` header is the cursor to pass as `since` next time to get
 //! only newer votes.
 
@@ -16,6 +17,8 @@ pub struct ServerSource {
     pub token: String,
     /// Only votes after this cursor (0 = everything).
     pub since: u64,
+    /// The export format: `trl`, `kto` or `sft`.
+    pub format: &'static str,
 }
 
 /// The fetched export, saved to disk, and the server's new cursor.
@@ -26,13 +29,14 @@ pub struct Fetched {
     pub lines: usize,
 }
 
-/// Downloads the campaign's TRL export into `out_dir/export.jsonl` and records the cursor in
+/// Downloads the campaign's export into `out_dir/export.jsonl` and records the cursor in
 /// `out_dir/export-cursor.txt`.
 pub fn fetch_export(source: &ServerSource, out_dir: &Path) -> anyhow::Result<Fetched> {
     let url = format!(
-        "{}/api/v1/campaigns/{}/export?format=trl&since={}",
+        "{}/api/v1/campaigns/{}/export?format={}&since={}",
         source.server.trim_end_matches('/'),
         source.campaign,
+        source.format,
         source.since
     );
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

@@ -1,6 +1,8 @@
 //! Preference losses on per-sequence scores: DPO (sigmoid, IPO, hinge, robust/cDPO) on
-//! completion log-probs and the Bradley–Terry reward-model loss with margin and centering.
-//! Formulas follow TRL's `DPOTrainer.dpo_loss` and `RewardTrainer.compute_loss`.
+//! completion log-probs, the reference-free SimPO and ORPO losses on length-averaged
+//! log-probs, the NLL term that mixes supervised fine-tuning in, and the Bradley–Terry
+//! reward-model loss with margin and centering. Formulas follow TRL's `DPOTrainer.dpo_loss`,
+//! `CPOTrainer.cpo_loss` (SimPO), `ORPOTrainer.odds_ratio_loss` and `RewardTrainer.compute_loss`.
 
 use candle_core::{Result, Tensor};
 
@@ -63,6 +65,9 @@ pub fn dpo_loss(
             (normalised - 1.0 / (2.0 * beta))?.sqr()?
         }
         DpoLossType::Hinge => (1.0 - (&logits * beta)?)?.relu()?,
+        DpoLossType::Simpo | DpoLossType::Orpo => {
+            candle_core::bail!("{kind:?} has no reference model: use reference_free_loss")
+        }
     };
     Ok(DpoOutput {
         loss: losses.mean_all()?,
@@ -70,6 +75,79 @@ pub fn dpo_loss(
         rejected_rewards: (rejected_ratio.detach() * beta)?,
         losses,
     })
+}
+
+/// `log(1 − eˣ)` for x < 0 (log-probabilities); x is kept below −1e-6 so a completion the
+/// model is certain of gives a large finite value instead of −∞.
+fn log1m_exp(x: &Tensor) -> Result<Tensor> {
+    (x.minimum(-1e-6)?.exp()?.neg()? + 1.0)?.log()
+}
+
+/// The reference-free preference losses on *length-averaged* completion log-probs
+/// `policy` (sum / completion tokens, as TRL computes them for these losses):
+/// - SimPO: `−(1−ε)·log σ(β·(π̄_c − π̄_r) − γ) − ε·log σ(−β·(π̄_c − π̄_r) + γ)`;
+/// - ORPO: `−β · log σ(log odds_c − log odds_r)` with `log odds = π̄ − log(1 − e^π̄)`
+///   (TRL's β is the paper's λ; ORPO's NLL term is added by the caller, see [`chosen_nll`]).
+///
+/// Rewards are `β·π̄` as in TRL.
+pub fn reference_free_loss(
+    kind: DpoLossType,
+    beta: f64,
+    simpo_gamma: f64,
+    policy: PairLogps<'_>,
+    label_smoothing: &Tensor,
+) -> Result<DpoOutput> {
+    let logits = (policy.chosen - policy.rejected)?;
+    let losses = match kind {
+        DpoLossType::Simpo => {
+            let scaled = ((&logits * beta)? - simpo_gamma)?;
+            let agree = log_sigmoid(&scaled)?;
+            let disagree = log_sigmoid(&scaled.neg()?)?;
+            ((agree * label_smoothing.affine(-1.0, 1.0)?)?.neg()? - (disagree * label_smoothing)?)?
+        }
+        DpoLossType::Orpo => {
+            let log_odds = (logits - (log1m_exp(policy.chosen)? - log1m_exp(policy.rejected)?)?)?;
+            (log_sigmoid(&log_odds)? * -beta)?
+        }
+        _ => candle_core::bail!("{kind:?} needs a reference model: use dpo_loss"),
+    };
+    Ok(DpoOutput {
+        loss: losses.mean_all()?,
+        chosen_rewards: (policy.chosen.detach() * beta)?,
+        rejected_rewards: (policy.rejected.detach() * beta)?,
+        losses,
+    })
+}
+
+/// Negative log-likelihood of the chosen completions, the mean over all their tokens:
+/// `−Σ logp_c / Σ len_c` (TRL's cross-entropy on the chosen half, as ORPO and CPO add it).
+/// `chosen_sums` are summed completion log-probs, `chosen_lens` their token counts.
+pub fn chosen_nll(chosen_sums: &Tensor, chosen_lens: &Tensor) -> Result<Tensor> {
+    chosen_sums.sum_all()?.neg()?.broadcast_div(&chosen_lens.sum_all()?)
+}
+
+/// KTO (TRL's `KTOTrainer`, `loss_type="kto"`): with log-ratios `ρ = π − ref` of single
+/// completions and the batch's KL estimate `z` (detached, ≥ 0),
+/// desirable: `w_d · (1 − σ(β·(ρ − z)))`, undesirable: `w_u · (1 − σ(β·(z − ρ)))`; the loss is
+/// the mean over all completions. `desirable` is 1/0 per completion. Returns the per-completion
+/// losses' mean and the rewards `β·ρ`.
+pub fn kto_loss(
+    beta: f64,
+    policy: &Tensor,
+    reference: &Tensor,
+    desirable: &Tensor,
+    kl: f64,
+    weights: (f64, f64),
+) -> Result<(Tensor, Tensor)> {
+    let ratio = (policy - reference)?;
+    // 1 − σ(β(ρ − z)) = σ(−β(ρ − z)); 1 − σ(β(z − ρ)) = σ(β(ρ − z)). σ as exp(log σ), whose
+    // pieces all carry gradients (candle-nn's fused sigmoid may not).
+    let scaled = ((&ratio - kl)? * beta)?;
+    let chosen = log_sigmoid(&scaled.neg()?)?.exp()?;
+    let rejected = log_sigmoid(&scaled)?.exp()?;
+    let undesirable = desirable.affine(-1.0, 1.0)?;
+    let losses = ((chosen * (desirable * weights.0)?)? + (rejected * (undesirable * weights.1)?)?)?;
+    Ok((losses.mean_all()?, (ratio.detach() * beta)?))
 }
 
 /// Bradley–Terry loss `−log σ(r_c − r_r − margin)`, mean over pairs.
@@ -150,6 +228,40 @@ mod tests {
         assert!((run(DpoLossType::Hinge, 0.0) - 0.25).abs() < 1e-6);
         // IPO: (1/2 − (−0.5)/4 − 1)² = (0.5 + 0.125 − 1)² = 0.140625.
         assert!((run(DpoLossType::Ipo, 0.0) - 0.140625).abs() < 1e-6);
+    }
+
+    #[test]
+    fn reference_free_losses_match_hand_computed_values() {
+        // Averaged log-probs −0.5 (chosen) and −1.5 (rejected); β = 2.
+        let (c, r) = (t(&[-0.5]), t(&[-1.5]));
+        let run = |kind, gamma, eps: f32| {
+            let out =
+                reference_free_loss(kind, 2.0, gamma, PairLogps { chosen: &c, rejected: &r }, &t(&[eps])).unwrap();
+            scalar(&out.loss) as f64
+        };
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        // SimPO: β·Δ − γ = 2·1 − 0.5 = 1.5.
+        assert!((run(DpoLossType::Simpo, 0.5, 0.0) + sig(1.5).ln()).abs() < 1e-6);
+        let smoothed = -0.9 * sig(1.5).ln() - 0.1 * sig(-1.5).ln();
+        assert!((run(DpoLossType::Simpo, 0.5, 0.1) - smoothed).abs() < 1e-6);
+        // ORPO: log odds −0.5 − ln(1 − e^−0.5) and −1.5 − ln(1 − e^−1.5).
+        let odds = |x: f64| x - (1.0 - x.exp()).ln();
+        let expect = -2.0 * sig(odds(-0.5) - odds(-1.5)).ln();
+        assert!((run(DpoLossType::Orpo, 0.0, 0.0) - expect).abs() < 1e-5);
+        // The NLL is a mean over tokens, not over sequences: (3 + 1) / (2 + 6).
+        let nll = chosen_nll(&t(&[-3.0, -1.0]), &t(&[2.0, 6.0])).unwrap();
+        assert!((scalar(&nll) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn kto_matches_hand_computed_values() {
+        // ρ = (−1 − −2, −3 − −2.5) = (1, −0.5); z = 0.2; β = 0.5; weights 1 and 1.5.
+        let (loss, rewards) =
+            kto_loss(0.5, &t(&[-1.0, -3.0]), &t(&[-2.0, -2.5]), &t(&[1.0, 0.0]), 0.2, (1.0, 1.5)).unwrap();
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let expect = ((1.0 - sig(0.5 * (1.0 - 0.2))) + 1.5 * (1.0 - sig(0.5 * (0.2 + 0.5)))) / 2.0;
+        assert!((scalar(&loss) as f64 - expect).abs() < 1e-6);
+        assert_eq!(rewards.to_vec1::<f32>().unwrap(), vec![0.5, -0.25]);
     }
 
     #[test]

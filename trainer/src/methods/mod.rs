@@ -1,13 +1,17 @@
 //! The top layer: the training methods and commands of `pairwise-train`. Reward models
-//! ([`reward`]) and DPO ([`dpo`]) on the shared training loop with their losses ([`loss`]),
+//! ([`reward`]), DPO and its reference-free variants ([`dpo`]), KTO on labelled single
+//! completions ([`kto`]) and supervised fine-tuning ([`sft`]) on the shared training loop
+//! with their losses ([`loss`]),
 //! RLHF against a reward model ([`rlhf`]), sampling ([`generate`]) and the import files made
 //! from it ([`import`]), scoring pairs ([`score`]) and merging an adapter ([`merge`]).
 
 pub mod dpo;
 pub mod generate;
 pub mod import;
+pub mod kto;
 pub mod loss;
 pub mod merge;
 pub mod reward;
 pub mod rlhf;
 pub mod score;
+pub mod sft;

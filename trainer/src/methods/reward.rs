@@ -47,6 +47,12 @@ impl RewardObjective {
 }
 
 impl Objective for RewardObjective {
+    type Example = TokenizedPair;
+
+    fn tokens(&self, pair: &TokenizedPair) -> usize {
+        pair.chosen.ids.len() + pair.rejected.ids.len()
+    }
+
     fn batch_loss(
         &self,
         model: &LlamaModel,
@@ -70,7 +76,7 @@ impl Objective for RewardObjective {
         let loss = bradley_terry_loss(&chosen, &rejected, margin.as_ref(), soft.as_ref(), self.center_coef)?;
         let c = chosen.detach().to_vec1::<f32>()?;
         let r = rejected.detach().to_vec1::<f32>()?;
-        let mut m = Metrics { count: n, ..Metrics::default() };
+        let mut m = Metrics::default();
         m.add("accuracy", &c.iter().zip(&r).map(|(c, r)| f32::from(u8::from(c > r))).collect::<Vec<_>>());
         m.add("margin", &c.iter().zip(&r).map(|(c, r)| c - r).collect::<Vec<_>>());
         m.add("rewards/chosen", &c);

@@ -1,5 +1,5 @@
-//! The settings of a reward-model or DPO training run: [`TrainConfig`] is at once the
-//! library's configuration and the command line of `pairwise-train reward|dpo` (every field a
+//! The settings of a training run: [`TrainConfig`] is at once the library's configuration
+//! and the command line of `pairwise-train reward|dpo|kto|sft` (every field a
 //! flag, its documentation the flag's help), and [`TrainCommand`] adds the optional TOML file
 //! whose values the flags override.
 
@@ -27,6 +27,19 @@ pub enum DpoLossType {
     Hinge,
     /// Unbiased under label noise ε: (−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)) / (1 − 2ε).
     Robust,
+    /// Reference-free SimPO: −log σ(β·(π̄_c − π̄_r) − γ) on length-averaged log-probs (TRL's CPO
+    /// `loss_type="simpo"`); no reference pass. γ is --simpo-gamma.
+    Simpo,
+    /// Reference-free ORPO: NLL of chosen − β·log σ(log odds_c − log odds_r) on length-averaged
+    /// log-probs (TRL's ORPOTrainer, β = the paper's λ); no reference pass.
+    Orpo,
+}
+
+impl DpoLossType {
+    /// SimPO and ORPO need no reference model (and no reference log-prob pass).
+    pub fn is_reference_free(self) -> bool {
+        matches!(self, DpoLossType::Simpo | DpoLossType::Orpo)
+    }
 }
 
 /// Every setting of a training run; read from TOML and overridden by command-line flags.
@@ -37,8 +50,9 @@ pub struct TrainConfig {
     /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json, tokenizer_config.json) or a llama.cpp .gguf file.
     #[arg(long, default_value = "", hide_default_value = true, value_parser = maybe_empty_path)]
     pub model: PathBuf,
-    /// Preference data (JSONL): TRL {"prompt","chosen","rejected"} strings with optional
-    /// pair_id/votes/agreement/strength/tie/margin, conversational message lists, or HH-RLHF transcripts.
+    /// Training data (JSONL). reward/dpo: TRL {"prompt","chosen","rejected"} strings with optional
+    /// pair_id/votes/agreement/strength/tie/margin, conversational message lists, or HH-RLHF transcripts;
+    /// kto: {"prompt","completion","label"}; sft: {"prompt","completion"} or {"messages"}.
     #[arg(long, default_value = "", hide_default_value = true, value_parser = maybe_empty_path)]
     pub data: PathBuf,
     /// Fetch the data from a running Pairwise server (base URL) instead of --data: the
@@ -146,9 +160,23 @@ pub struct TrainConfig {
     /// DPO loss.
     #[arg(long, value_enum, default_value_t = DpoLossType::Sigmoid)]
     pub loss_type: DpoLossType,
-    /// DPO: label smoothing ε for sigmoid (cDPO) and robust losses.
+    /// DPO: label smoothing ε for sigmoid (cDPO), robust and simpo losses.
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// SimPO: target reward margin γ (TRL's simpo_gamma).
+    #[arg(long, default_value_t = 0.5)]
+    pub simpo_gamma: f64,
+    /// DPO, IPO, SimPO …: weight of an added NLL term on the chosen completions (mean over their
+    /// tokens), LLaMA-Factory's pref_ftx and TRL's cpo_alpha. ORPO has this term built in at weight 1.
+    #[arg(long, default_value_t = 0.0)]
+    pub sft_weight: f64,
+    /// KTO: weight of the desirable completions' loss terms.
+    #[arg(long, default_value_t = 1.0)]
+    pub desirable_weight: f64,
+    /// KTO: weight of the undesirable completions' loss terms (TRL suggests keeping
+    /// desirable_weight·#desirable / (undesirable_weight·#undesirable) within 1 to 4/3).
+    #[arg(long, default_value_t = 1.0)]
+    pub undesirable_weight: f64,
     /// Reward model: coefficient of the reward-centering term mean((r_c + r_r)²).
     #[arg(long, default_value_t = 0.0)]
     pub center_rewards_coef: f64,

@@ -1,5 +1,5 @@
-//! Setting up a training run: model, tokenizer and data loaded and tokenized (from files or a
-//! Pairwise server), the held-out split, and the trainable parameters of the chosen adapter
+//! Setting up a training run: model, tokenizer and data (pairs or single completions) loaded
+//! and tokenized (from files or a Pairwise server), the held-out split, and the trainable parameters of the chosen adapter
 //! kind.
 
 use std::path::Path;
@@ -10,8 +10,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::data::pairs::TokenizedPair;
+use crate::data::completions::{TokenizedCompletion, Use, read_completions, tokenize_completion};
+use crate::data::pairs::{TokenizedPair, Truncation};
 use crate::model::LlamaModel;
+use crate::model::tokenizer::ChatTokenizer;
 use crate::peft::AdapterKind;
 use crate::peft::lora::{LoraConfig, attach_lora};
 use crate::train::config::TrainConfig;
@@ -54,49 +56,127 @@ pub fn split_eval<T: Clone>(items: Vec<T>, fraction: f64, seed: u64) -> (Vec<T>,
 }
 
 /// Everything a run needs before the objective is built: tokenizer, model and the
-/// tokenized train/held-out split.
-pub struct Prepared {
+/// tokenized train/held-out split of examples `E` (pairs, completions).
+pub struct Prepared<E> {
     pub tokenizer: crate::model::tokenizer::ChatTokenizer,
     pub model: LlamaModel,
-    pub train: Vec<TokenizedPair>,
-    pub eval: Vec<TokenizedPair>,
+    pub train: Vec<E>,
+    pub eval: Vec<E>,
 }
 
-/// Loads the model, tokenizer and data named in `config`, tokenizes and splits the data.
-pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
+/// What a kind of training example needs from [`prepare_with`]: how to read and tokenize a
+/// file of them, and which server export holds them.
+pub trait ExampleSource {
+    type Example: Clone;
+    /// The `format` of the campaign export that `--server` fetches.
+    fn export_format(&self) -> &'static str;
+    /// Reads and tokenizes `path`; returns the examples and how many were truncated.
+    fn load(
+        &self,
+        tokenizer: &ChatTokenizer,
+        path: &Path,
+        limit: Option<usize>,
+        truncation: Truncation,
+    ) -> anyhow::Result<(Vec<Self::Example>, usize)>;
+}
+
+/// Preference pairs (reward models, DPO and its variants).
+pub struct Pairs;
+
+impl ExampleSource for Pairs {
+    type Example = TokenizedPair;
+
+    fn export_format(&self) -> &'static str {
+        "trl"
+    }
+
+    fn load(
+        &self,
+        tokenizer: &ChatTokenizer,
+        path: &Path,
+        limit: Option<usize>,
+        truncation: Truncation,
+    ) -> anyhow::Result<(Vec<TokenizedPair>, usize)> {
+        let pairs = crate::data::pairs::read_jsonl(path, limit)?;
+        let tokenized = pairs
+            .iter()
+            .map(|p| crate::data::pairs::tokenize_pair(tokenizer, p, truncation))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let truncated = tokenized.iter().filter(|p| p.truncated).count();
+        Ok((tokenized, truncated))
+    }
+}
+
+/// Single completions, labelled (KTO) or to imitate (SFT).
+pub struct Completions(pub Use);
+
+impl ExampleSource for Completions {
+    type Example = TokenizedCompletion;
+
+    fn export_format(&self) -> &'static str {
+        match self.0 {
+            Use::Kto => "kto",
+            Use::Sft => "sft",
+        }
+    }
+
+    fn load(
+        &self,
+        tokenizer: &ChatTokenizer,
+        path: &Path,
+        limit: Option<usize>,
+        truncation: Truncation,
+    ) -> anyhow::Result<(Vec<TokenizedCompletion>, usize)> {
+        let items = read_completions(path, limit, self.0)?;
+        let tokenized =
+            items.iter().map(|c| tokenize_completion(tokenizer, c, truncation)).collect::<anyhow::Result<Vec<_>>>()?;
+        let truncated = tokenized.iter().filter(|c| c.truncated).count();
+        Ok((tokenized, truncated))
+    }
+}
+
+/// Loads the model, tokenizer and preference pairs named in `config`, tokenizes and splits them.
+pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared<TokenizedPair>> {
+    prepare_with(config, &Pairs)
+}
+
+/// Loads the model, tokenizer and completions (KTO or SFT) named in `config`.
+pub fn prepare_completions(config: &TrainConfig, usage: Use) -> anyhow::Result<Prepared<TokenizedCompletion>> {
+    prepare_with(config, &Completions(usage))
+}
+
+/// Loads the model and tokenizer, reads `--data` (or fetches the campaign's export in the
+/// source's format with `--server`), tokenizes it with `source` and splits off the held-out set.
+pub fn prepare_with<S: ExampleSource>(config: &TrainConfig, source: &S) -> anyhow::Result<Prepared<S::Example>> {
     let device = crate::tensor::device::default_device()?;
     // QLoRA quantizes the base as it is read, so its f32 copy never exists whole.
     let quant = (config.adapter == AdapterKind::Qlora).then(|| crate::peft::qlora::ggml_dtype(config.quant));
     let (model, tokenizer) = crate::model::load::load_model_and_tokenizer_quantized(&config.model, &device, quant)?;
-    let tokenize = |path: &Path, limit: Option<usize>| -> anyhow::Result<Vec<TokenizedPair>> {
-        let pairs = crate::data::pairs::read_jsonl(path, limit)?;
-        let tokenized = pairs
-            .iter()
-            .map(|p| crate::data::pairs::tokenize_pair(&tokenizer, p, config.truncation()))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let truncated = tokenized.iter().filter(|p| p.truncated).count();
+    let tokenize = |path: &Path, limit: Option<usize>| -> anyhow::Result<Vec<S::Example>> {
+        let (examples, truncated) = source.load(&tokenizer, path, limit, config.truncation())?;
         if truncated > 0 {
             eprintln!(
-                "{truncated} of {} pairs in {} were truncated to max_length {} / max_prompt_length {}",
-                tokenized.len(),
+                "{truncated} of {} examples in {} were truncated to max_length {} / max_prompt_length {}",
+                examples.len(),
                 path.display(),
                 config.max_length,
                 config.max_prompt_length
             );
         }
-        Ok(tokenized)
+        Ok(examples)
     };
     let data = match &config.server {
         Some(server) => {
-            let source = crate::data::remote::ServerSource {
+            let remote = crate::data::remote::ServerSource {
                 server: server.clone(),
                 campaign: config.campaign.clone().context("--server needs --campaign")?,
                 token: config.token.clone().context("--server needs --token (or PAIRWISE_TOKEN)")?,
                 since: config.since,
+                format: source.export_format(),
             };
-            let fetched = crate::data::remote::fetch_export(&source, &config.output)?;
+            let fetched = crate::data::remote::fetch_export(&remote, &config.output)?;
             eprintln!(
-                "fetched {} pairs from {server} into {} (cursor {:?})",
+                "fetched {} rows from {server} into {} (cursor {:?})",
                 fetched.lines,
                 fetched.path.display(),
                 fetched.cursor

@@ -1,4 +1,5 @@
-//! The training loop shared by the DPO and reward-model trainers: gradient accumulation over
+//! The training loop shared by every training method (reward models, DPO and its
+//! reference-free variants, KTO, SFT, listwise): gradient accumulation over
 //! batch shards run concurrently, clipping, AdamW with a warmup schedule, held-out evaluation,
 //! metrics JSONL, checkpoints with exact resume, and NaN/inf detection.
 
@@ -14,7 +15,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
-use crate::data::pairs::TokenizedPair;
 use crate::error::TrainerError;
 use crate::model::{ForwardCtx, LlamaModel};
 use crate::tensor::buffer::accumulate;
@@ -22,41 +22,58 @@ use crate::train::checkpoint::{keep_metrics_up_to, latest_checkpoint, load_check
 use crate::train::config::TrainConfig;
 use crate::train::optim::{AdamW, Schedule, clip_factor, global_norm};
 
-/// Per-pair metric sums; divided by `count` when reported.
+/// Per-example metric sums and how many values each sum holds; a metric's mean is its sum
+/// over its own count (KTO reports desirable and undesirable rewards over their own examples).
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    pub sums: BTreeMap<&'static str, f64>,
-    pub count: usize,
+    pub sums: BTreeMap<&'static str, (f64, usize)>,
 }
 
 impl Metrics {
     pub fn add(&mut self, name: &'static str, values: &[f32]) {
-        *self.sums.entry(name).or_default() += values.iter().map(|&v| v as f64).sum::<f64>();
+        let entry = self.sums.entry(name).or_default();
+        entry.0 += values.iter().map(|&v| v as f64).sum::<f64>();
+        entry.1 += values.len();
     }
 
     pub fn merge(&mut self, other: Metrics) {
-        for (k, v) in other.sums {
-            *self.sums.entry(k).or_default() += v;
+        for (k, (sum, count)) in other.sums {
+            let entry = self.sums.entry(k).or_default();
+            entry.0 += sum;
+            entry.1 += count;
         }
-        self.count += other.count;
     }
 
+    /// The means of the metrics that have any values.
     pub fn means(&self) -> BTreeMap<&'static str, f64> {
-        let n = self.count.max(1) as f64;
-        self.sums.iter().map(|(k, v)| (*k, v / n)).collect()
+        self.sums.iter().filter(|(_, (_, n))| *n > 0).map(|(k, (sum, n))| (*k, sum / *n as f64)).collect()
     }
 }
 
 /// What a training method contributes to the shared loop.
 pub trait Objective: Sync {
-    /// Mean loss over `pairs` (on the graph) and per-pair metric sums (`count` = pairs).
+    /// One training example: a pair, a rated completion, a ranking.
+    type Example: Sync;
+
+    /// Loss over `examples` (on the graph): the mean of their terms, each weighted by
+    /// [`Objective::weight`]; and per-example metric sums (`count` = examples).
     fn batch_loss(
         &self,
         model: &LlamaModel,
-        pairs: &[&TokenizedPair],
+        examples: &[&Self::Example],
         indices: &[usize],
         ctx: &ForwardCtx,
     ) -> anyhow::Result<(Tensor, Metrics)>;
+
+    /// What an example weighs in the step's mean loss: 1 when the loss is a mean over
+    /// examples, its completion tokens when it is a mean over tokens (SFT). Shards of a step
+    /// are combined in proportion to their weight, so the step's loss is exact either way.
+    fn weight(&self, _example: &Self::Example) -> f64 {
+        1.0
+    }
+
+    /// Tokens the model reads for an example (what tokens/s counts).
+    fn tokens(&self, example: &Self::Example) -> usize;
 
     /// Extra trainable variables owned by the objective (the reward head).
     fn extra_vars(&self) -> Vec<(String, Var)>;
@@ -76,25 +93,27 @@ pub struct RunSummary {
     pub tokens_per_second: f64,
 }
 
-/// Evaluates the objective on `pairs` without dropout, `batch_size` pairs at a time.
-pub fn evaluate(
-    objective: &dyn Objective,
+/// Evaluates the objective on `examples` without dropout, `batch_size` at a time.
+pub fn evaluate<O: Objective + ?Sized>(
+    objective: &O,
     model: &LlamaModel,
-    pairs: &[TokenizedPair],
+    examples: &[O::Example],
     offset: usize,
     batch_size: usize,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
     // Batches run concurrently (one per thread of rayon's pool) and merge in order.
-    let results: Vec<anyhow::Result<(f64, Metrics)>> = pairs
+    let results: Vec<anyhow::Result<(f64, Metrics)>> = examples
         .par_chunks(batch_size.max(1))
         .enumerate()
         .map(|(c, chunk)| {
-            let refs: Vec<&TokenizedPair> = chunk.iter().collect();
+            let refs: Vec<&O::Example> = chunk.iter().collect();
             let indices: Vec<usize> = (0..chunk.len()).map(|i| offset + c * batch_size + i).collect();
             let (loss, m) = objective.batch_loss(model, &refs, &indices, &ForwardCtx::eval(true))?;
-            Ok((loss.to_scalar::<f32>()? as f64 * chunk.len() as f64, m))
+            let weight: f64 = chunk.iter().map(|e| objective.weight(e)).sum();
+            Ok((loss.to_scalar::<f32>()? as f64 * weight, m))
         })
         .collect();
+    let total_weight: f64 = examples.iter().map(|e| objective.weight(e)).sum();
     let mut metrics = Metrics::default();
     let mut loss_sum = 0.0;
     for result in results {
@@ -103,18 +122,18 @@ pub fn evaluate(
         metrics.merge(m);
     }
     let mut out: BTreeMap<String, f64> = metrics.means().into_iter().map(|(k, v)| (format!("eval_{k}"), v)).collect();
-    out.insert("eval_loss".into(), loss_sum / pairs.len().max(1) as f64);
+    out.insert("eval_loss".into(), loss_sum / total_weight.max(f64::MIN_POSITIVE));
     Ok(out)
 }
 
 /// Runs the optimisation. `train` examples are indexed `0..n`; `eval` ones `n..` (the
 /// objective uses the index to find cached reference log-probs).
-pub fn run(
-    objective: &dyn Objective,
+pub fn run<O: Objective + ?Sized>(
+    objective: &O,
     model: &LlamaModel,
     trainable: Vec<(String, Var)>,
-    train: &[TokenizedPair],
-    eval: &[TokenizedPair],
+    train: &[O::Example],
+    eval: &[O::Example],
     config: &TrainConfig,
 ) -> anyhow::Result<RunSummary> {
     std::fs::create_dir_all(&config.output).with_context(|| format!("creating {}", config.output.display()))?;
@@ -207,25 +226,26 @@ pub fn run(
 
 /// What one optimizer step's forward and backward passes produced.
 pub struct StepGradients {
-    /// Mean loss over the step's pairs.
+    /// The step's loss (weighted mean over its examples).
     pub loss: f64,
     pub metrics: Metrics,
     /// Gradients of the mean loss, in the order of the variables (zeros where none flowed).
     pub grads: Vec<Tensor>,
-    /// Tokens of the chosen and rejected sequences.
+    /// Tokens the model read.
     pub tokens: usize,
 }
 
-/// Forward and backward over the pairs `chosen` (indices into `train`), `config.batch_size` pairs per
-/// micro-batch (gradient accumulation). Each micro-batch is split into one shard per thread of
-/// rayon's pool; the shards run concurrently and their gradients are summed in shard order,
-/// so results do not depend on scheduling. Every loss here is a mean of per-pair terms, so
-/// the shards' losses weighted by their share of the pairs add up to the step's loss.
-pub fn step_gradients(
-    objective: &dyn Objective,
+/// Forward and backward over the examples `chosen` (indices into `train`), `config.batch_size`
+/// per micro-batch (gradient accumulation). Each micro-batch is split into one shard per
+/// thread of rayon's pool; the shards run concurrently and their gradients are summed in
+/// shard order, so results do not depend on scheduling. Every loss here is a weighted mean
+/// of per-example terms, so the shards' losses weighted by their share of the step's weight
+/// add up to the step's loss.
+pub fn step_gradients<O: Objective + ?Sized>(
+    objective: &O,
     model: &LlamaModel,
     vars: &[Var],
-    train: &[TokenizedPair],
+    train: &[O::Example],
     chosen: &[usize],
     config: &TrainConfig,
     step: usize,
@@ -239,17 +259,19 @@ pub fn step_gradients(
     }
     // Per shard: weighted loss, metrics, and a gradient per variable (None where none flowed).
     type ShardOutput = (f64, Metrics, Vec<Option<Tensor>>);
+    let step_weight: f64 = chosen.iter().map(|&i| objective.weight(&train[i])).sum();
     let results: Vec<anyhow::Result<ShardOutput>> = shards
         .par_iter()
         .map(|&(stream, idx)| {
-            let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &train[i]).collect();
+            let examples: Vec<&O::Example> = idx.iter().map(|&i| &train[i]).collect();
             let ctx = ForwardCtx::train(config.seed ^ stream);
-            let (loss, metrics) = objective.batch_loss(model, &pairs, idx, &ctx)?;
+            let (loss, metrics) = objective.batch_loss(model, &examples, idx, &ctx)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 return Err(TrainerError::NonFinite { what: "loss", value, step }.into());
             }
-            let weight = idx.len() as f64 / chosen.len() as f64;
+            let shard_weight: f64 = examples.iter().map(|e| objective.weight(e)).sum();
+            let weight = shard_weight / step_weight.max(f64::MIN_POSITIVE);
             let grads = ctx.gradients(&(loss * weight)?, vars)?;
             Ok((value * weight, metrics, grads))
         })
@@ -269,7 +291,7 @@ pub fn step_gradients(
             }
         }
     }
-    out.tokens = chosen.iter().map(|&i| train[i].chosen.ids.len() + train[i].rejected.ids.len()).sum();
+    out.tokens = chosen.iter().map(|&i| objective.tokens(&train[i])).sum();
     out.grads = sums
         .into_iter()
         .zip(vars)
