@@ -156,3 +156,19 @@ pub fn rule_pairs(n: usize, seed: u64) -> Vec<String> {
         })
         .collect()
 }
+
+/// `n` KTO-format JSONL lines (`{"prompt","completion","label"}`) made from the same rule:
+/// praise is desirable, disparagement undesirable, alternating at random (thumbs up or down
+/// on single answers).
+pub fn rule_completions(n: usize, seed: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x7b);
+    rule_pairs(n, seed)
+        .iter()
+        .map(|line| {
+            let pair: serde_json::Value = serde_json::from_str(line).expect("rule_pairs writes JSON");
+            let desirable = rng.random_bool(0.5);
+            let completion = if desirable { &pair["chosen"] } else { &pair["rejected"] };
+            serde_json::json!({"prompt": pair["prompt"], "completion": completion, "label": desirable}).to_string()
+        })
+        .collect()
+}

@@ -1,12 +1,15 @@
 //! Learning: on synthetic preference data with a clear rule (chosen praises the topic,
 //! rejected disparages it), a tiny random model must learn the rule: the reward model reaches
-//! ≥ 95% held-out accuracy and DPO drives `rewards/accuracies` ≥ 95%. Also checks that a run
+//! ≥ 95% held-out accuracy and DPO, SimPO and ORPO drive `rewards/accuracies` ≥ 95%; KTO on
+//! thumbs (single answers labelled up or down) gives the right sign of reward to ≥ 90% of
+//! held-out answers; SFT on the praising answers learns to write them. Also checks that a run
 //! interrupted and resumed from a checkpoint logs exactly the same metrics.
 
 use std::path::Path;
 
 use pairwise_trainer::peft::AdapterKind;
-use pairwise_trainer::synthetic::{rule_pairs, tiny_config, write_tiny_model};
+use pairwise_trainer::synthetic::{rule_completions, rule_pairs, tiny_config, write_tiny_model};
+use pairwise_trainer::train::config::DpoLossType;
 use pairwise_trainer::train::config::TrainConfig;
 use serde_json::Value;
 
@@ -53,6 +56,64 @@ fn dpo_learns_the_rule() {
     assert!(accuracy >= 0.95, "held-out rewards/accuracies {accuracy}");
     assert!(summary.train["rewards/accuracies"] >= 0.95, "{:?}", summary.train);
     assert!(summary.eval["eval_rewards/margins"] > 0.0);
+}
+
+#[test]
+fn reference_free_simpo_and_orpo_learn_the_rule() {
+    for (loss_type, beta) in [(DpoLossType::Simpo, 2.0), (DpoLossType::Orpo, 0.5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig { epochs: 3, beta, loss_type, simpo_gamma: 0.5, ..setup(dir.path(), 400) };
+        let summary = pairwise_trainer::methods::dpo::run_dpo(&config).unwrap();
+        println!("{loss_type:?}: {:?}", summary.eval);
+        let accuracy = summary.eval["eval_rewards/accuracies"];
+        assert!(accuracy >= 0.95, "{loss_type:?}: held-out rewards/accuracies {accuracy}");
+        // No reference pass was made.
+        assert!(!config.output.join("ref-cache").exists(), "{loss_type:?} computed reference log-probs");
+        if loss_type == DpoLossType::Orpo {
+            assert!(summary.eval.contains_key("eval_nll_loss"), "{:?}", summary.eval);
+        }
+    }
+}
+
+#[test]
+fn kto_on_thumbs_learns_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = setup(dir.path(), 0);
+    std::fs::write(dir.path().join("thumbs.jsonl"), rule_completions(600, 13).join("\n")).unwrap();
+    let config = TrainConfig { epochs: 3, beta: 0.1, data: dir.path().join("thumbs.jsonl"), ..base };
+    let summary = pairwise_trainer::methods::kto::run_kto(&config).unwrap();
+    println!("kto: {:?}", summary.eval);
+    let accuracy = summary.eval["eval_rewards/label_accuracy"];
+    assert!(accuracy >= 0.9, "held-out label accuracy {accuracy}");
+    assert!(summary.eval["eval_rewards/chosen"] > summary.eval["eval_rewards/rejected"], "{:?}", summary.eval);
+    assert!(config.output.join("adapter_model.safetensors").exists());
+}
+
+#[test]
+fn sft_learns_to_write_the_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = setup(dir.path(), 0);
+    // An output layer with a trained model's logit range (a random one's cannot make any token
+    // likely, and LoRA does not adapt it).
+    pairwise_trainer::synthetic::write_tiny_policy(&base.model, &tiny_config(), 7).unwrap();
+    // The praising answers only, as {"prompt","completion"} lines.
+    let lines: Vec<String> = rule_pairs(300, 17)
+        .iter()
+        .map(|line| {
+            let pair: Value = serde_json::from_str(line).unwrap();
+            serde_json::json!({"prompt": pair["prompt"], "completion": pair["chosen"]}).to_string()
+        })
+        .collect();
+    std::fs::write(dir.path().join("sft.jsonl"), lines.join("\n")).unwrap();
+    let config = TrainConfig { epochs: 3, data: dir.path().join("sft.jsonl"), ..base };
+    let summary = pairwise_trainer::methods::sft::run_sft(&config).unwrap();
+    println!("sft: {:?}", summary.eval);
+    let metrics = metrics_without_timing(&config.output.join("metrics.jsonl"));
+    let first = metrics[0]["loss"].as_f64().unwrap();
+    let held_out = summary.eval["eval_loss"];
+    // The answers are 5–6 tokens, the topic given by the prompt, the praise one of six words.
+    assert!(held_out < first / 3.0, "held-out loss {held_out} vs first step {first}");
+    assert!(summary.eval["eval_mean_token_accuracy"] >= 0.6, "{:?}", summary.eval);
 }
 
 /// Metric lines without the wall-clock field, which legitimately differs between runs.
