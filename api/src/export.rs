@@ -8,6 +8,26 @@ pub enum Format {
     Trl,
     Messages,
     Raw,
+    /// TRL's unpaired format for KTO: `{"prompt","completion","label"}`.
+    Kto,
+    /// Prompt and completion to imitate: `{"prompt","completion"}` or `{"messages"}`.
+    Sft,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        [Format::Trl, Format::Messages, Format::Raw, Format::Kto, Format::Sft].into_iter().find(|f| f.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Trl => "trl",
+            Format::Messages => "messages",
+            Format::Raw => "raw",
+            Format::Kto => "kto",
+            Format::Sft => "sft",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -42,6 +62,14 @@ pub struct ExportParams {
     /// raw: how raters are identified.
     #[serde(default)]
     pub raters: RaterIds,
+    /// kto: also turn each pair with a winner into a desirable (the winner) and an
+    /// undesirable (the loser) completion; without it only `both_bad` verdicts are exported.
+    #[serde(default = "yes")]
+    pub decisive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> i64 {

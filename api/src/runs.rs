@@ -15,6 +15,10 @@ pub enum Method {
     Dpo,
     /// A reward model, then the policy optimised against it.
     Rlhf,
+    /// KTO on single completions labelled desirable / undesirable (the `kto` export).
+    Kto,
+    /// Supervised fine-tuning on the consensus-best responses (the `sft` export).
+    Sft,
 }
 
 impl Method {
@@ -23,11 +27,13 @@ impl Method {
             Method::Reward => "reward",
             Method::Dpo => "dpo",
             Method::Rlhf => "rlhf",
+            Method::Kto => "kto",
+            Method::Sft => "sft",
         }
     }
 
     pub fn parse(s: &str) -> Option<Method> {
-        [Method::Reward, Method::Dpo, Method::Rlhf].into_iter().find(|m| m.as_str() == s)
+        [Method::Reward, Method::Dpo, Method::Rlhf, Method::Kto, Method::Sft].into_iter().find(|m| m.as_str() == s)
     }
 }
 

@@ -177,13 +177,13 @@ pub enum CampaignCommand {
 pub struct ExportArgs {
     #[arg(long)]
     campaign: i64,
-    /// trl, messages or raw.
+    /// trl, messages, raw, kto or sft.
     #[arg(long, value_parser = parse_format)]
     format: Format,
-    /// Keep pairs with at least this many votes (trl/messages).
+    /// Keep pairs with at least this many votes (trl/messages/kto/sft).
     #[arg(long, default_value_t = 1)]
     min_votes: i64,
-    /// Keep pairs whose majority has at least this share of votes (trl/messages).
+    /// Keep pairs whose majority has at least this share of votes (trl/messages/kto/sft).
     #[arg(long, default_value_t = 0.0)]
     min_agreement: f64,
     /// Only what is new since this cursor (printed by the previous export).
@@ -198,6 +198,9 @@ pub struct ExportArgs {
     /// raw: identify raters by user id instead of a pseudonym.
     #[arg(long)]
     rater_ids: bool,
+    /// kto: only both-bad verdicts, not the winners and losers of decided pairs.
+    #[arg(long)]
+    only_both_bad: bool,
     /// Output file (default: standard output).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -212,12 +215,7 @@ fn parse_status(s: &str) -> Result<CampaignStatus, String> {
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
-    match s {
-        "trl" => Ok(Format::Trl),
-        "messages" => Ok(Format::Messages),
-        "raw" => Ok(Format::Raw),
-        _ => Err(format!("format must be trl, messages or raw, got `{s}`")),
-    }
+    Format::parse(s).ok_or_else(|| format!("format must be trl, messages, raw, kto or sft, got `{s}`"))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -416,6 +414,7 @@ async fn export_command(args: ExportArgs, db: &Db, config: &Config) -> anyhow::R
         meta: args.meta,
         include_gold: args.include_gold,
         raters: if args.rater_ids { RaterIds::Id } else { RaterIds::Pseudonym },
+        decisive: !args.only_both_bad,
     };
     let (cursor, mut rx) = start_export(db, args.campaign, params, config.secret.clone()).await.map_err(explain)?;
     let mut out: Box<dyn Write> = match &args.out {

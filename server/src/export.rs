@@ -1,4 +1,5 @@
-//! Streaming export of a campaign's votes as JSONL (`trl`, `messages`, `raw`).
+//! Streaming export of a campaign's votes as JSONL (`trl`, `messages`, `raw`, and the
+//! single-completion formats `kto` and `sft`).
 //!
 //! Rows are read from a database cursor and written to the response in 64 KiB chunks
 //! through a small bounded channel, so memory stays constant whatever the campaign size.
@@ -162,35 +163,56 @@ struct PairVotes {
     votes: Vec<(Choice, Option<i64>)>,
 }
 
-fn preference_line(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<Option<Value>> {
+/// The lines a pair's votes give in an aggregated format (none when it has no verdict or
+/// misses the vote thresholds): one for `trl`/`messages`/`sft`; for `kto` two, either winner
+/// and loser (`decisive`) or both answers undesirable when `both_bad` has the most votes.
+fn aggregated_lines(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<Vec<Value>> {
     let agg = aggregate(&pair.votes);
-    let Some(winner) = agg.winner else { return Ok(None) };
+    let both_bad = agg.winner.is_none() && {
+        let top = agg.counts.iter().copied().max().unwrap_or(0);
+        top > 0 && agg.counts.iter().filter(|&&c| c == top).count() == 1 && agg.counts[3] == top
+    };
     if agg.votes < params.min_votes || agg.agreement + 1e-12 < params.min_agreement {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let (chosen, rejected) =
-        if winner == Choice::A { (&pair.text_a, &pair.text_b) } else { (&pair.text_b, &pair.text_a) };
     let messages: Vec<Message> = serde_json::from_str(&pair.messages)?;
-    let mut line = match params.format {
-        Format::Trl => json!({
-            "prompt": prompt_string(&pair.prompt, &messages),
-            "chosen": chosen,
-            "rejected": rejected,
-        }),
-        Format::Messages => json!({
-            "chosen": conversation(&pair.prompt, &messages, chosen),
-            "rejected": conversation(&pair.prompt, &messages, rejected),
-        }),
-        Format::Raw => unreachable!("raw rows are not aggregated"),
+    let prompt = prompt_string(&pair.prompt, &messages);
+    let mut lines = match (agg.winner, params.format) {
+        (None, Format::Kto) if both_bad => vec![
+            json!({"prompt": prompt, "completion": pair.text_a, "label": false}),
+            json!({"prompt": prompt, "completion": pair.text_b, "label": false}),
+        ],
+        (None, _) => Vec::new(),
+        (Some(winner), format) => {
+            let (chosen, rejected) =
+                if winner == Choice::A { (&pair.text_a, &pair.text_b) } else { (&pair.text_b, &pair.text_a) };
+            match format {
+                Format::Trl => vec![json!({"prompt": prompt, "chosen": chosen, "rejected": rejected})],
+                Format::Messages => vec![json!({
+                    "chosen": conversation(&pair.prompt, &messages, chosen),
+                    "rejected": conversation(&pair.prompt, &messages, rejected),
+                })],
+                Format::Kto if params.decisive => vec![
+                    json!({"prompt": prompt, "completion": chosen, "label": true}),
+                    json!({"prompt": prompt, "completion": rejected, "label": false}),
+                ],
+                Format::Kto => Vec::new(),
+                Format::Sft if messages.is_empty() => vec![json!({"prompt": prompt, "completion": chosen})],
+                Format::Sft => vec![json!({"messages": conversation(&pair.prompt, &messages, chosen)})],
+                Format::Raw => unreachable!("raw rows are not aggregated"),
+            }
+        }
     };
     if params.meta {
-        line["pair_id"] = json!(pair.pair_id);
-        line["votes"] = json!(agg.votes);
-        line["agreement"] = json!(agg.agreement);
-        line["strength"] = json!(agg.strength);
-        line["seq"] = json!(pair.max_seq);
+        for line in &mut lines {
+            line["pair_id"] = json!(pair.pair_id);
+            line["votes"] = json!(agg.votes);
+            line["agreement"] = json!(agg.agreement);
+            line["strength"] = json!(agg.strength);
+            line["seq"] = json!(pair.max_seq);
+        }
     }
-    Ok(Some(line))
+    Ok(lines)
 }
 
 /// One line of the `raw` format.
@@ -307,7 +329,9 @@ pub async fn start_export(
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(CHUNK_BYTES), tx };
         let result = match params.format {
             Format::Raw => stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,
-            Format::Trl | Format::Messages => stream_preferences(&db, campaign_id, cursor, &params, &mut writer).await,
+            Format::Trl | Format::Messages | Format::Kto | Format::Sft => {
+                stream_preferences(&db, campaign_id, cursor, &params, &mut writer).await
+            }
         };
         match result {
             Ok(()) => {
@@ -365,10 +389,10 @@ async fn stream_preferences(
         let strength = row.opt_int("strength")?;
         if current.as_ref().is_some_and(|p| p.pair_id != pair_id) {
             let done = current.take().expect("checked above");
-            if let Some(line) = preference_line(&done, params)?
-                && !writer.line(&line).await?
-            {
-                return Ok(());
+            for line in aggregated_lines(&done, params)? {
+                if !writer.line(&line).await? {
+                    return Ok(());
+                }
             }
         }
         match &mut current {
@@ -389,10 +413,10 @@ async fn stream_preferences(
             }
         }
     }
-    if let Some(done) = current
-        && let Some(line) = preference_line(&done, params)?
-    {
-        writer.line(&line).await?;
+    if let Some(done) = current {
+        for line in aggregated_lines(&done, params)? {
+            writer.line(&line).await?;
+        }
     }
     Ok(())
 }

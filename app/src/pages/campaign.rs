@@ -279,7 +279,10 @@ fn ExportSection(id: i64) -> impl IntoView {
             <form method="get" action=url.clone() class="grid-form" id="export-form">
                 <label>
                     "Format"
-                    <Select name="format" options=vec![("trl", "trl"), ("messages", "messages"), ("raw", "raw")] />
+                    <Select
+                        name="format"
+                        options=vec![("trl", "trl"), ("messages", "messages"), ("raw", "raw"), ("kto", "kto"), ("sft", "sft")]
+                    />
                 </label>
                 <label>"Minimum votes per pair" <input type="number" name="min_votes" value="1" min="1" /></label>
                 <label>

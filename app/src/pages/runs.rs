@@ -47,6 +47,8 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
                             ("dpo", "DPO"),
                             ("reward", "reward model"),
                             ("rlhf", "RLHF (reward model, then RLOO)"),
+                            ("kto", "KTO (winners desirable, losers and both-bad answers not)"),
+                            ("sft", "SFT on the winning answers"),
                         ]
                     />
                 </label>

@@ -30,7 +30,7 @@ pub async fn start_run(
 ) -> Result<Run, ServerFnError> {
     let spec = RunSpec {
         method: pairwise_api::runs::Method::parse(&method)
-            .ok_or_else(|| fail(format!("method: `{method}` is not reward, dpo or rlhf")))?,
+            .ok_or_else(|| fail(format!("method: `{method}` is not reward, dpo, rlhf, kto or sft")))?,
         model: model.trim().to_string(),
         args: args.split_whitespace().map(String::from).collect(),
         reward_args: Vec::new(),

@@ -127,7 +127,8 @@ impl Supervisor {
         let campaign = get_campaign(&self.db, campaign_id, 0).await?;
         let config = json!({"model": spec.model, "args": spec.args, "reward_args": spec.reward_args,
                             "next_round": spec.next_round,
-                            "export": {"format": "trl", "min_votes": 1, "include_gold": false}});
+                            "export": {"format": export_policy(spec.method).format.as_str(), "min_votes": 1,
+                                       "include_gold": false}});
         let args = args![
             campaign_id,
             spec.method.as_str(),
@@ -173,9 +174,10 @@ impl Supervisor {
     /// prompts) into the run folder and records it on the run.
     async fn snapshot(&self, id: i64, campaign_id: i64, spec: &RunSpec, dir: &Path) -> anyhow::Result<()> {
         tokio::fs::create_dir_all(dir).await?;
-        let (cursor, mut chunks) = start_export(&self.db, campaign_id, export_policy(), self.settings.secret.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (cursor, mut chunks) =
+            start_export(&self.db, campaign_id, export_policy(spec.method), self.settings.secret.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut file = tokio::fs::File::create(dir.join("data.jsonl")).await?;
         let mut hash = Sha256::new();
         let mut rows = 0i64;
@@ -204,7 +206,11 @@ impl Supervisor {
                 args![cursor, rows, hex::encode(hash.finalize()), serde_json::to_string(&raters)?, dir.display().to_string(), id],
             )
             .await?;
-        anyhow::ensure!(rows > 0, "campaign {campaign_id} has no aggregated pairs to train on yet");
+        anyhow::ensure!(
+            rows > 0,
+            "campaign {campaign_id} has no aggregated pairs to train on yet ({} export)",
+            export_policy(spec.method).format.as_str()
+        );
         if spec.method == Method::Rlhf || spec.next_round.is_some() {
             write_prompts(&self.db, campaign_id, &dir.join("prompts.jsonl")).await?;
         }
@@ -344,16 +350,22 @@ impl Supervisor {
     }
 }
 
-/// The export policy runs train on: every aggregated pair with a majority, gold left out.
-fn export_policy() -> ExportParams {
+/// The export policy runs train on: every aggregated pair with a majority, gold left out, in
+/// the format the method reads (`kto`: winners, losers and both-bad answers; `sft`: winners).
+fn export_policy(method: Method) -> ExportParams {
     ExportParams {
-        format: Format::Trl,
+        format: match method {
+            Method::Kto => Format::Kto,
+            Method::Sft => Format::Sft,
+            Method::Reward | Method::Dpo | Method::Rlhf => Format::Trl,
+        },
         min_votes: 1,
         min_agreement: 0.0,
         since: 0,
         meta: true,
         include_gold: false,
         raters: RaterIds::Pseudonym,
+        decisive: true,
     }
 }
 

@@ -134,3 +134,75 @@ async fn export_formats_and_policies(backend: Backend) {
     server.stop().await;
 }
 both_backends!(export_formats_and_policies);
+
+/// `kto` and `sft` from pairwise votes: a decided pair gives a desirable winner and an
+/// undesirable loser (or nothing with `decisive=false`), a both-bad verdict two undesirable
+/// answers, a tie nothing; `sft` gives the winners, as a conversation when the prompt has turns.
+async fn single_completion_exports(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign =
+        create_campaign(&admin, json!({"name": "kto", "overlap": 3, "status": "active", "free_votes": true})).await;
+    import(
+        &admin,
+        campaign,
+        &[
+            json!({"prompt": "p1", "response_a": "a1", "response_b": "b1", "model_a": "x", "model_b": "y"}),
+            json!({"prompt": "p2", "response_a": "a2", "response_b": "b2", "model_a": "x", "model_b": "y"}),
+            json!({"prompt": "p3", "response_a": "a3", "response_b": "b3", "model_a": "x", "model_b": "y",
+               "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}),
+            json!({"prompt": "p4", "response_a": "a4", "response_b": "b4", "model_a": "x", "model_b": "y"}),
+        ],
+    )
+    .await;
+    let pairs = [
+        pair_id(&server, "p1").await,
+        pair_id(&server, "p2").await,
+        pair_id(&server, "p3").await,
+        pair_id(&server, "p4").await,
+    ];
+    let mut r: Vec<ApiClient> = Vec::new();
+    for name in ["r0", "r1"] {
+        r.push(server.client_for(name, Role::Annotator).await);
+    }
+    // p1: a, a. p2: both bad, both bad. p3: b. p4: tie.
+    vote(&r[0], pairs[0], "left", false, "1").await;
+    vote(&r[1], pairs[0], "left", false, "2").await;
+    vote(&r[0], pairs[1], "both_bad", false, "3").await;
+    vote(&r[1], pairs[1], "both_bad", false, "4").await;
+    vote(&r[0], pairs[2], "right", false, "5").await;
+    vote(&r[0], pairs[3], "tie", false, "6").await;
+    let get = |query: &str| {
+        let admin = admin.clone();
+        let path = format!("/api/v1/campaigns/{campaign}/export?{query}");
+        async move { admin.get(&path).await }
+    };
+    let kto = get("format=kto").await;
+    assert_eq!(kto.status, 200, "{}", kto.text);
+    let p3_prompt = "user: hi\n\nassistant: hello\n\nuser: p3";
+    assert_eq!(
+        jsonl(&kto.text),
+        vec![
+            json!({"prompt": "p1", "completion": "a1", "label": true}),
+            json!({"prompt": "p1", "completion": "b1", "label": false}),
+            json!({"prompt": "p2", "completion": "a2", "label": false}),
+            json!({"prompt": "p2", "completion": "b2", "label": false}),
+            json!({"prompt": p3_prompt, "completion": "b3", "label": true}),
+            json!({"prompt": p3_prompt, "completion": "a3", "label": false}),
+        ]
+    );
+    let only_bad = jsonl(&get("format=kto&decisive=false&meta=true").await.text);
+    assert_eq!(only_bad.len(), 2);
+    assert_eq!((only_bad[0]["pair_id"].as_i64(), only_bad[0]["agreement"].as_f64()), (Some(pairs[1]), Some(1.0)));
+    assert_eq!(jsonl(&get("format=kto&min_votes=2").await.text).len(), 4);
+    let sft = jsonl(&get("format=sft").await.text);
+    assert_eq!(
+        sft,
+        vec![
+            json!({"prompt": "p1", "completion": "a1"}),
+            json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                {"role": "user", "content": "p3"}, {"role": "assistant", "content": "b3"}]}),
+        ]
+    );
+}
+both_backends!(single_completion_exports);
