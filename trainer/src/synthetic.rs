@@ -1,6 +1,7 @@
 //! Self-made models and data for tests, examples and benchmarks (nothing is downloaded):
 //! a tiny random Llama folder with a word-level tokenizer, and preference pairs where the
-//! chosen answer follows a clear rule (it praises the topic; the rejected one disparages it).
+//! chosen answer follows a clear rule (it praises the topic; the rejected one disparages it),
+//! and rankings of several answers by a simulated panel of raters under a graded form of it.
 
 use std::path::Path;
 
@@ -169,6 +170,50 @@ pub fn rule_completions(n: usize, seed: u64) -> Vec<String> {
             let desirable = rng.random_bool(0.5);
             let completion = if desirable { &pair["chosen"] } else { &pair["rejected"] };
             serde_json::json!({"prompt": pair["prompt"], "completion": completion, "label": desirable}).to_string()
+        })
+        .collect()
+}
+
+/// `n` ranking lines (`{"prompt","responses","ranks","raw"}`, the server's `ranking` export) of
+/// `k` answers each, ranked by a simulated panel of three raters. An answer's quality is its
+/// number of praising words minus disparaging ones (−2 … 2, e.g. " tea is great fun ." = 2,
+/// " tea is dull ." = −1); each rater grades it as quality plus Gaussian noise (σ 0.25) rounded
+/// to a whole grade and ranks by grade (equal grades tie), and `ranks` are the mean ranks over
+/// the panel (fractional; equal where the whole panel agrees on a tie).
+pub fn rule_rankings(n: usize, k: usize, seed: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x12a4);
+    let noise = rand_distr::Normal::new(0.0, 0.25).expect("valid σ");
+    (0..n)
+        .map(|_| {
+            let topic = TOPICS.choose(&mut rng).expect("non-empty");
+            let mut responses = Vec::with_capacity(k);
+            let mut quality = Vec::with_capacity(k);
+            for _ in 0..k {
+                let (good, bad) = [(2, 0), (1, 0), (1, 1), (0, 1), (0, 2)][rng.random_range(0..5)];
+                let mut words: Vec<&str> = GOOD.choose_multiple(&mut rng, good).copied().collect();
+                words.extend(BAD.choose_multiple(&mut rng, bad).copied());
+                responses.push(format!(" {topic} is {} .", words.join(" ")));
+                quality.push(good as f64 - bad as f64);
+            }
+            let raw: Vec<Vec<usize>> = (0..3)
+                .map(|_| {
+                    // What the rater perceives, to the nearest grade: equal grades are ties.
+                    let seen: Vec<f64> = quality
+                        .iter()
+                        .map(|q| (q + rand_distr::Distribution::sample(&noise, &mut rng)).round())
+                        .collect();
+                    // Rank 1 = the best this rater saw (competition ranking: ties share a rank).
+                    (0..k).map(|i| 1 + seen.iter().filter(|&&other| other > seen[i]).count()).collect()
+                })
+                .collect();
+            let ranks: Vec<f64> = (0..k).map(|i| raw.iter().map(|r| r[i] as f64).sum::<f64>() / 3.0).collect();
+            serde_json::json!({
+                "prompt": format!("User: tell me about {topic} Assistant:"),
+                "responses": responses,
+                "ranks": ranks,
+                "raw": raw,
+            })
+            .to_string()
         })
         .collect()
 }

@@ -2,13 +2,15 @@
 //! rejected disparages it), a tiny random model must learn the rule: the reward model reaches
 //! ≥ 95% held-out accuracy and DPO, SimPO and ORPO drive `rewards/accuracies` ≥ 95%; KTO on
 //! thumbs (single answers labelled up or down) gives the right sign of reward to ≥ 90% of
-//! held-out answers; SFT on the praising answers learns to write them. Also checks that a run
+//! held-out answers; SFT on the praising answers learns to write them; on rankings of four
+//! answers by a simulated panel (graded praise), the listwise reward model and listwise DPO
+//! order ≥ 90% of held-out differently ranked answer pairs as the panel did. Also checks that a run
 //! interrupted and resumed from a checkpoint logs exactly the same metrics.
 
 use std::path::Path;
 
 use pairwise_trainer::peft::AdapterKind;
-use pairwise_trainer::synthetic::{rule_completions, rule_pairs, tiny_config, write_tiny_model};
+use pairwise_trainer::synthetic::{rule_completions, rule_pairs, rule_rankings, tiny_config, write_tiny_model};
 use pairwise_trainer::train::config::DpoLossType;
 use pairwise_trainer::train::config::TrainConfig;
 use serde_json::Value;
@@ -87,6 +89,33 @@ fn kto_on_thumbs_learns_the_rule() {
     assert!(accuracy >= 0.9, "held-out label accuracy {accuracy}");
     assert!(summary.eval["eval_rewards/chosen"] > summary.eval["eval_rewards/rejected"], "{:?}", summary.eval);
     assert!(config.output.join("adapter_model.safetensors").exists());
+}
+
+#[test]
+fn listwise_reward_model_and_dpo_learn_the_panels_rankings() {
+    for method in ["reward", "dpo"] {
+        let dir = tempfile::tempdir().unwrap();
+        let base = setup(dir.path(), 0);
+        std::fs::write(dir.path().join("rankings.jsonl"), rule_rankings(600, 4, 17).join("\n")).unwrap();
+        let config = TrainConfig {
+            epochs: 6,
+            beta: 0.5,
+            listwise: true,
+            batch_size: 8,
+            data: dir.path().join("rankings.jsonl"),
+            ..base
+        };
+        let summary = match method {
+            "reward" => pairwise_trainer::methods::reward::run_reward(&config).unwrap(),
+            _ => pairwise_trainer::methods::dpo::run_dpo(&config).unwrap(),
+        };
+        println!("listwise {method}: {:?}", summary.eval);
+        let accuracy = summary.eval["eval_accuracy"];
+        assert!(accuracy >= 0.9, "listwise {method}: held-out pairwise ranking accuracy {accuracy}");
+        assert!(summary.eval["eval_rewards/margins"] > 0.0, "{:?}", summary.eval);
+        assert!(config.output.join("adapter_model.safetensors").exists());
+        assert_eq!(config.output.join("reward_head.safetensors").exists(), method == "reward");
+    }
 }
 
 #[test]

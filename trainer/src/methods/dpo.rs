@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::data::batch::SequenceBatch;
@@ -130,14 +130,6 @@ impl Objective for DpoObjective {
         Ok((loss, m))
     }
 
-    fn extra_vars(&self) -> Vec<(String, Var)> {
-        Vec::new()
-    }
-
-    fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
-        save_policy(model, config, dir, PeftTask::CausalLm, None)
-    }
-
     fn accuracy_metric(&self) -> &'static str {
         "rewards/accuracies"
     }
@@ -225,8 +217,12 @@ pub fn cached_reference_log_probs(
     Ok(logps)
 }
 
-/// `pairwise-train dpo`: prepares data and model, caches reference log-probs, trains.
+/// `pairwise-train dpo`: prepares data and model, caches reference log-probs, trains (on
+/// rankings with `--listwise`).
 pub fn run_dpo(config: &TrainConfig) -> anyhow::Result<crate::train::run::RunSummary> {
+    if config.listwise {
+        return crate::methods::listwise::run_listwise_dpo(config);
+    }
     let crate::train::prepare::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare::prepare(config)?;
     if config.loss_type == DpoLossType::Orpo && config.sft_weight != 0.0 {
         anyhow::bail!(

@@ -10,18 +10,16 @@
 //! does. Fixing the mismatch in the data rather than in the batch lets the reference side of
 //! it be computed once.
 
-use std::path::Path;
-
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 
 use crate::data::batch::SequenceBatch;
 use crate::data::completions::{TokenizedCompletion, Use};
 use crate::data::pairs::TokenizedSequence;
 use crate::data::readout::completion_log_probs;
-use crate::methods::dpo::{cached_reference_log_probs, save_policy};
+use crate::methods::dpo::cached_reference_log_probs;
 use crate::methods::loss::kto_loss;
 use crate::model::{ForwardCtx, LlamaModel};
-use crate::peft::{AdapterKind, PeftTask};
+use crate::peft::AdapterKind;
 use crate::train::config::TrainConfig;
 use crate::train::run::{Metrics, Objective};
 
@@ -109,14 +107,6 @@ impl Objective for KtoObjective {
             rewards.iter().zip(examples).map(|(r, e)| f32::from(u8::from((*r > 0.0) == e.desirable))).collect();
         m.add("rewards/label_accuracy", &right);
         Ok((loss, m))
-    }
-
-    fn extra_vars(&self) -> Vec<(String, Var)> {
-        Vec::new()
-    }
-
-    fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
-        save_policy(model, config, dir, PeftTask::CausalLm, None)
     }
 
     fn accuracy_metric(&self) -> &'static str {

@@ -1,7 +1,8 @@
 //! Preference losses on per-sequence scores: DPO (sigmoid, IPO, hinge, robust/cDPO) on
 //! completion log-probs, the reference-free SimPO and ORPO losses on length-averaged
 //! log-probs, the NLL term that mixes supervised fine-tuning in, and the Bradley–Terry
-//! reward-model loss with margin and centering. Formulas follow TRL's `DPOTrainer.dpo_loss`,
+//! reward-model loss with margin and centering, and its listwise generalisation, the
+//! Plackett–Luce loss on rankings (reward models and listwise DPO). Formulas follow TRL's `DPOTrainer.dpo_loss`,
 //! `CPOTrainer.cpo_loss` (SimPO), `ORPOTrainer.odds_ratio_loss` and `RewardTrainer.compute_loss`.
 
 use candle_core::{Result, Tensor};
@@ -179,6 +180,51 @@ pub fn bradley_terry_loss(
     Ok(loss)
 }
 
+/// Plackett–Luce negative log-likelihood of one ranking: `scores` `[K]` (rewards, or DPO's
+/// implicit rewards β·(π − ref)), `ranks[i]` the rank of response i (lower is better).
+///
+/// Without ties: `−Σ_k [s_(k) − log Σ_{j ≥ k} exp s_(j)]` over the responses in rank order, the
+/// log-probability of drawing them best first (for K = 2 exactly the Bradley–Terry / DPO
+/// sigmoid loss). Ties use Breslow's approximation: every member of a group of equal rank
+/// is drawn against the same pool (the group and everything ranked below it), i.e. a tied
+/// group G contributes `−Σ_{i∈G} s_i + |G| · log Σ_{j ≥ G} exp s_j`. A tie thus asks for equal
+/// scores (the group's own term is smallest there) instead of being dropped; a ranking of all
+/// ties carries only that. The loss is a sum over the ranking's groups, not a mean, so a
+/// longer ranking — more information — weighs more.
+pub fn plackett_luce_loss(scores: &Tensor, ranks: &[f64]) -> Result<Tensor> {
+    let k = ranks.len();
+    if scores.dims1()? != k {
+        candle_core::bail!("{} scores for {k} ranks", scores.dims1()?);
+    }
+    let mut levels: Vec<f64> = ranks.to_vec();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    let g = levels.len();
+    // members[g][j]: response j has rank level g; pool[g][j]: j is still in the pool when
+    // group g is drawn (ranked the same or worse).
+    let mut members = vec![0f32; g * k];
+    let mut pool = vec![0f32; g * k];
+    for (gi, level) in levels.iter().enumerate() {
+        for (j, rank) in ranks.iter().enumerate() {
+            members[gi * k + j] = f32::from(u8::from(rank == level));
+            pool[gi * k + j] = f32::from(u8::from(rank >= level));
+        }
+    }
+    let device = scores.device();
+    let dtype = scores.dtype();
+    let members = Tensor::from_vec(members, (g, k), device)?.to_dtype(dtype)?;
+    let sizes = members.sum_keepdim(1)?;
+    let outside = Tensor::from_vec(pool, (g, k), device)?.to_dtype(dtype)?.affine(-1.0, 1.0)?;
+    let rows = scores.unsqueeze(0)?.broadcast_as((g, k))?;
+    // Out of the pool = a score far below any other; its exp underflows to 0 (and so does
+    // its gradient).
+    let pooled = (&rows + (outside * -1e9)?)?;
+    let top = pooled.max_keepdim(1)?.detach();
+    let log_pool = (pooled.broadcast_sub(&top)?.exp()?.sum_keepdim(1)?.log()? + top)?;
+    let drawn = (&rows * &members)?.sum_keepdim(1)?;
+    (drawn - (log_pool * sizes)?)?.sum_all()?.neg()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +324,23 @@ mod tests {
         assert!((ab - ba).abs() < 1e-6);
         let centered = scalar(&bradley_terry_loss(&c, &r, None, None, 0.01).unwrap());
         assert!((centered - plain - 0.09).abs() < 1e-6);
+    }
+
+    #[test]
+    fn plackett_luce_reduces_to_bradley_terry_and_handles_ties() {
+        let pl = |s: &[f32], r: &[f64]| scalar(&plackett_luce_loss(&t(s), r).unwrap()) as f64;
+        let bt = scalar(&bradley_terry_loss(&t(&[2.0]), &t(&[0.5]), None, None, 0.0).unwrap()) as f64;
+        assert!((pl(&[0.5, 2.0], &[2.0, 1.0]) - bt).abs() < 1e-6);
+        // Three, no ties: −[(3 − lse(3,1,0)) + (1 − lse(1,0))].
+        let lse = |v: &[f64]| v.iter().map(|x| x.exp()).sum::<f64>().ln();
+        let expect = -((3.0 - lse(&[3.0, 1.0, 0.0])) + (1.0 - lse(&[1.0, 0.0])));
+        assert!((pl(&[0.0, 3.0, 1.0], &[3.0, 1.0, 2.0]) - expect).abs() < 1e-5);
+        // Tied best pair over a third: −[(3 + 1) − 2·lse(3,1,0)] − 0.
+        let tied = -((3.0 + 1.0) - 2.0 * lse(&[3.0, 1.0, 0.0]));
+        assert!((pl(&[3.0, 1.0, 0.0], &[1.0, 1.0, 2.0]) - tied).abs() < 1e-5);
+        // Fractional ranks count by order only.
+        assert!((pl(&[3.0, 1.0, 0.0], &[1.5, 1.5, 2.5]) - tied).abs() < 1e-5);
+        // A tie is smallest at equal scores.
+        assert!(pl(&[1.0, 1.0], &[1.0, 1.0]) < pl(&[1.5, 0.5], &[1.0, 1.0]));
     }
 }

@@ -30,14 +30,10 @@ pub struct RewardObjective {
 }
 
 impl RewardObjective {
-    /// A fresh head initialised like transformers (normal, std 0.02), seeded.
+    /// The objective with a fresh head ([`new_reward_head`]).
     pub fn new(model: &LlamaModel, config: &TrainConfig, pad_id: u32) -> anyhow::Result<Self> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5c0e);
-        let normal = Normal::new(0.0f32, 0.02)?;
-        let h = model.config.hidden_size;
-        let init: Vec<f32> = (0..h).map(|_| normal.sample(&mut rng)).collect();
         Ok(RewardObjective {
-            score: Var::from_tensor(&Tensor::from_vec(init, (1, h), model.device())?)?,
+            score: new_reward_head(model, config.seed)?,
             center_coef: config.center_rewards_coef,
             use_rater_signal: config.use_rater_signal,
             strength_margin: config.strength_margin,
@@ -89,17 +85,7 @@ impl Objective for RewardObjective {
     }
 
     fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
-        crate::methods::dpo::save_policy(
-            model,
-            config,
-            dir,
-            PeftTask::SequenceClassification,
-            Some(self.score.as_tensor()),
-        )?;
-        crate::tensor::io::save_safetensors(
-            &dir.join("reward_head.safetensors"),
-            &[("score.weight".into(), self.score.as_tensor().clone())],
-        )
+        save_reward_model(model, config, dir, &self.score)
     }
 
     fn accuracy_metric(&self) -> &'static str {
@@ -107,8 +93,31 @@ impl Objective for RewardObjective {
     }
 }
 
-/// `pairwise-train reward`: prepares data and model, trains the reward model.
+/// A fresh scalar head `[1, hidden]` initialised like transformers (normal, std 0.02), seeded.
+pub fn new_reward_head(model: &LlamaModel, seed: u64) -> anyhow::Result<Var> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5c0e);
+    let normal = Normal::new(0.0f32, 0.02)?;
+    let h = model.config.hidden_size;
+    let init: Vec<f32> = (0..h).map(|_| normal.sample(&mut rng)).collect();
+    Ok(Var::from_tensor(&Tensor::from_vec(init, (1, h), model.device())?)?)
+}
+
+/// Writes a trained reward model: the policy part (adapter or full model, with the head in
+/// the PEFT adapter's `modules_to_save`) and the head alone as `reward_head.safetensors`.
+pub fn save_reward_model(model: &LlamaModel, config: &TrainConfig, dir: &Path, score: &Var) -> anyhow::Result<()> {
+    crate::methods::dpo::save_policy(model, config, dir, PeftTask::SequenceClassification, Some(score.as_tensor()))?;
+    crate::tensor::io::save_safetensors(
+        &dir.join("reward_head.safetensors"),
+        &[("score.weight".into(), score.as_tensor().clone())],
+    )
+}
+
+/// `pairwise-train reward`: prepares data and model, trains the reward model (on rankings with
+/// `--listwise`).
 pub fn run_reward(config: &TrainConfig) -> anyhow::Result<crate::train::run::RunSummary> {
+    if config.listwise {
+        return crate::methods::listwise::run_listwise_reward(config);
+    }
     let crate::train::prepare::Prepared { tokenizer, mut model, train, eval } = crate::train::prepare::prepare(config)?;
     let trainable = reward_trainable(&mut model, config)?;
     let objective = RewardObjective::new(&model, config, tokenizer.pad_id)?;

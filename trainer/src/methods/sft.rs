@@ -4,16 +4,13 @@
 //! optimizer step (TRL's `SFTTrainer` with `completion_only_loss`), prompts masked. LoRA,
 //! QLoRA, prefix or full fine-tuning, like the other methods.
 
-use std::path::Path;
-
-use candle_core::{D, Tensor, Var};
+use candle_core::{D, Tensor};
 
 use crate::data::batch::SequenceBatch;
 use crate::data::completions::{TokenizedCompletion, Use};
 use crate::data::pairs::TokenizedSequence;
-use crate::methods::dpo::save_policy;
 use crate::model::{ForwardCtx, LlamaModel};
-use crate::peft::{AdapterKind, PeftTask};
+use crate::peft::AdapterKind;
 use crate::train::config::TrainConfig;
 use crate::train::run::{Metrics, Objective};
 
@@ -63,14 +60,6 @@ impl Objective for SftObjective {
             .collect();
         m.add("nll_per_token", &nll);
         Ok((loss, m))
-    }
-
-    fn extra_vars(&self) -> Vec<(String, Var)> {
-        Vec::new()
-    }
-
-    fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
-        save_policy(model, config, dir, PeftTask::CausalLm, None)
     }
 
     fn accuracy_metric(&self) -> &'static str {

@@ -52,7 +52,8 @@ pub struct TrainConfig {
     pub model: PathBuf,
     /// Training data (JSONL). reward/dpo: TRL {"prompt","chosen","rejected"} strings with optional
     /// pair_id/votes/agreement/strength/tie/margin, conversational message lists, or HH-RLHF transcripts;
-    /// kto: {"prompt","completion","label"}; sft: {"prompt","completion"} or {"messages"}.
+    /// with --listwise {"prompt","responses","ranks"}; kto: {"prompt","completion","label"};
+    /// sft: {"prompt","completion"} or {"messages"}.
     #[arg(long, default_value = "", hide_default_value = true, value_parser = maybe_empty_path)]
     pub data: PathBuf,
     /// Fetch the data from a running Pairwise server (base URL) instead of --data: the
@@ -147,6 +148,11 @@ pub struct TrainConfig {
     /// Continue from the newest checkpoint in --output.
     #[arg(long, action = ArgAction::Set, default_value_t = false, hide_default_value = true)]
     pub resume: bool,
+    /// reward/dpo: train on rankings of K responses ({"prompt","responses","ranks"}, the server's
+    /// `ranking` export) with the Plackett–Luce loss: a listwise reward model, or listwise DPO
+    /// (the Plackett–Luce generalisation of the sigmoid loss, on β-scaled log-ratios).
+    #[arg(long, action = ArgAction::Set, default_value_t = false, hide_default_value = true)]
+    pub listwise: bool,
     /// Use the raters' signal: label smoothing 1 − agreement (0.5 for ties) and, for reward
     /// models, a margin from the vote strength.
     #[arg(long, action = ArgAction::Set, default_value_t = false, hide_default_value = true)]

@@ -1,4 +1,5 @@
-//! Setting up a training run: model, tokenizer and data (pairs or single completions) loaded
+//! Setting up a training run: model, tokenizer and data (pairs, single completions or
+//! rankings) loaded
 //! and tokenized (from files or a Pairwise server), the held-out split, and the trainable parameters of the chosen adapter
 //! kind.
 
@@ -12,6 +13,7 @@ use rand::seq::SliceRandom;
 
 use crate::data::completions::{TokenizedCompletion, Use, read_completions, tokenize_completion};
 use crate::data::pairs::{TokenizedPair, Truncation};
+use crate::data::rankings::{TokenizedRanking, read_rankings, tokenize_ranking};
 use crate::model::LlamaModel;
 use crate::model::tokenizer::ChatTokenizer;
 use crate::peft::AdapterKind;
@@ -131,6 +133,31 @@ impl ExampleSource for Completions {
         let tokenized =
             items.iter().map(|c| tokenize_completion(tokenizer, c, truncation)).collect::<anyhow::Result<Vec<_>>>()?;
         let truncated = tokenized.iter().filter(|c| c.truncated).count();
+        Ok((tokenized, truncated))
+    }
+}
+
+/// Rankings of several responses (listwise reward models and DPO).
+pub struct Rankings;
+
+impl ExampleSource for Rankings {
+    type Example = TokenizedRanking;
+
+    fn export_format(&self) -> &'static str {
+        "ranking"
+    }
+
+    fn load(
+        &self,
+        tokenizer: &ChatTokenizer,
+        path: &Path,
+        limit: Option<usize>,
+        truncation: Truncation,
+    ) -> anyhow::Result<(Vec<TokenizedRanking>, usize)> {
+        let items = read_rankings(path, limit)?;
+        let tokenized =
+            items.iter().map(|r| tokenize_ranking(tokenizer, r, truncation)).collect::<anyhow::Result<Vec<_>>>()?;
+        let truncated = tokenized.iter().filter(|r| r.truncated).count();
         Ok((tokenized, truncated))
     }
 }

@@ -75,11 +75,16 @@ pub trait Objective: Sync {
     /// Tokens the model reads for an example (what tokens/s counts).
     fn tokens(&self, example: &Self::Example) -> usize;
 
-    /// Extra trainable variables owned by the objective (the reward head).
-    fn extra_vars(&self) -> Vec<(String, Var)>;
+    /// Extra trainable variables owned by the objective (the reward head); none by default.
+    fn extra_vars(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
 
-    /// Writes the trained result into `dir`.
-    fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()>;
+    /// Writes the trained result into `dir`; by default the policy (a causal-LM adapter or a
+    /// full model folder).
+    fn save(&self, model: &LlamaModel, config: &TrainConfig, dir: &Path) -> anyhow::Result<()> {
+        crate::methods::dpo::save_policy(model, config, dir, crate::peft::PeftTask::CausalLm, None)
+    }
 
     /// The metric shown next to the loss in the progress bar.
     fn accuracy_metric(&self) -> &'static str;
