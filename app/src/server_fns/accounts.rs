@@ -26,12 +26,23 @@ pub async fn current_user() -> Result<Option<pairwise_api::accounts::CurrentUser
     call_if_logged_in("/api/v1/auth/me").await
 }
 
+/// Logs in and goes on to `next` (the page that sent the visitor to log in) when it is a
+/// path on this site, else to the visitor's home page (campaigns for admins, rating for
+/// annotators).
 #[server(prefix = "/ui", endpoint = "login")]
-pub async fn login(username: String, password: String) -> Result<(), ServerFnError> {
+pub async fn login(username: String, password: String, next: Option<String>) -> Result<(), ServerFnError> {
     let me: pairwise_api::accounts::CurrentUser =
         call(Method::POST, "/api/v1/auth/login", Some(&LoginRequest { username, password })).await?;
-    leptos_axum::redirect(if me.is_admin() { "/admin" } else { "/" });
+    let home = if me.is_admin() { "/admin" } else { "/" };
+    leptos_axum::redirect(next.as_deref().filter(|next| is_local_path(next)).unwrap_or(home));
     Ok(())
+}
+
+/// A path on this site (`/…`), not a link elsewhere: no scheme, no `//host` or `/\host`
+/// (which browsers read as another host), no control characters. Keeps `?next=` from being
+/// an open redirect.
+pub fn is_local_path(path: &str) -> bool {
+    path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && !path.chars().any(char::is_control)
 }
 
 #[server(prefix = "/ui", endpoint = "logout")]
@@ -78,4 +89,19 @@ pub async fn create_token(name: String, user_id: i64) -> Result<String, ServerFn
 #[server(prefix = "/ui", endpoint = "revoke_token")]
 pub async fn revoke_token(id: i64) -> Result<(), ServerFnError> {
     call(Method::DELETE, &format!("/api/v1/tokens/{id}"), NO_BODY).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_path;
+
+    #[test]
+    fn next_must_stay_on_this_site() {
+        for ok in ["/", "/admin", "/rate/3?x=1", "/admin/campaigns/2#export"] {
+            assert!(is_local_path(ok), "{ok}");
+        }
+        for bad in ["", "admin", "//evil.example", "/\\evil.example", "https://evil.example", "/a\nb"] {
+            assert!(!is_local_path(bad), "{bad:?}");
+        }
+    }
 }

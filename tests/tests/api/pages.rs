@@ -1,5 +1,5 @@
 //! The web pages over plain HTTP, on both databases: server-side rendering with the
-//! visitor's session, the login redirect, the 403 for annotators, the cross-origin form
+//! visitor's session, the login redirect (303 to `/login?next=…` and back after login), the 403 for annotators, the cross-origin form
 //! guard, and a vote posted as a plain HTML form (what a browser without JavaScript does).
 
 use pairwise_server::accounts::Role;
@@ -28,21 +28,41 @@ async fn pages_render_and_forms_post(backend: Backend) {
 
     // No session: the page sends the visitor to the login page.
     let reply = http.get(server.url(&format!("/rate/{campaign}"))).header("accept", "text/html").send().await.unwrap();
-    assert_eq!(reply.status(), 302);
-    assert_eq!(reply.headers()["location"], "/login");
-    let login_page = http.get(server.url("/login")).send().await.unwrap();
+    assert_eq!(reply.status(), 303);
+    let wanted = format!("/login?next=%2Frate%2F{campaign}");
+    assert_eq!(reply.headers()["location"], wanted.as_str());
+    // Whatever the client accepts, and for every page; a stale cookie counts as none.
+    for page in ["/admin", "/admin/users", "/admin/campaigns/1?tab=export"] {
+        let reply = http.get(server.url(page)).header("cookie", "pairwise_session=stale").send().await.unwrap();
+        assert_eq!(reply.status(), 303, "{page}");
+        let expected = format!("/login?next={}", page.replace('/', "%2F").replace('?', "%3F").replace('=', "%3D"));
+        assert_eq!(reply.headers()["location"], expected.as_str(), "{page}");
+    }
+    let login_page = http.get(server.url(&wanted)).send().await.unwrap();
     assert_eq!(login_page.status(), 200);
-    assert!(login_page.text().await.unwrap().contains("/pkg/pairwise.js"), "the page loads the WASM bundle");
+    let login_html = login_page.text().await.unwrap();
+    assert!(login_html.contains("/pkg/pairwise.js"), "the page loads the WASM bundle");
+    assert_eq!(form_value(&login_html, "next"), format!("/rate/{campaign}"), "the form carries next along");
 
-    // Log in with the login form's server function (a plain form post).
+    // A next that leaves the site is ignored: the login goes to the visitor's home page.
     let login = http
         .post(server.url("/ui/login"))
         .header("accept", "text/html")
-        .form(&[("username", "erin"), ("password", "erin-password")])
+        .form(&[("username", "erin"), ("password", "erin-password"), ("next", "//evil.example/")])
         .send();
     let reply = login.await.unwrap();
     assert_eq!(reply.status(), 302, "{:?}", reply.headers());
     assert_eq!(reply.headers()["location"], "/");
+
+    // Log in with the login form's server function (a plain form post): back to the page.
+    let login = http
+        .post(server.url("/ui/login"))
+        .header("accept", "text/html")
+        .form(&[("username", "erin"), ("password", "erin-password"), ("next", &format!("/rate/{campaign}"))])
+        .send();
+    let reply = login.await.unwrap();
+    assert_eq!(reply.status(), 302, "{:?}", reply.headers());
+    assert_eq!(reply.headers()["location"], format!("/rate/{campaign}").as_str());
 
     // The rating page, rendered on the server with the pair and its Markdown.
     let page = http.get(server.url(&format!("/rate/{campaign}"))).send().await.unwrap().text().await.unwrap();

@@ -236,8 +236,8 @@ async fn annotators_are_refused_admin_pages() {
     // Without a session the pages send people to the login page.
     let anonymous = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let reply = anonymous.get(server.url("/admin")).header("accept", "text/html").send().await.unwrap();
-    assert_eq!(reply.status(), 302);
-    assert_eq!(reply.headers()["location"], "/login");
+    assert_eq!(reply.status(), 303);
+    assert_eq!(reply.headers()["location"], "/login?next=%2Fadmin");
     server.stop().await;
 }
 
@@ -363,8 +363,18 @@ async fn admin_manages_users_and_tokens() {
     users::create_user(&server.db, "root", PASSWORD, Role::Admin).await.unwrap();
     let base = server.base.clone();
     let secret = with_browser_result(async |client| {
-        log_in(&client, &base, "root", PASSWORD).await?;
+        // Without a session the page sends the admin to log in, and the login comes back to it.
         client.goto(&format!("{base}/admin/users")).await?;
+        let url = client.current_url().await?;
+        ensure!(url.path() == "/login" && url.query() == Some("next=%2Fadmin%2Fusers"), "sent to {url}");
+        wait_hydrated(&client).await?;
+        wait_for(&client, "#login-form input[name=username]").await?.send_keys("root").await?;
+        client.find(Locator::Css("#login-form input[name=password]")).await?.send_keys(PASSWORD).await?;
+        client.find(Locator::Css("#login-form button[type=submit]")).await?.click().await?;
+        eventually("back on the users page", || async {
+            Ok((client.current_url().await?.path() == "/admin/users").then_some(()))
+        })
+        .await?;
         wait_hydrated(&client).await?;
         let form = wait_for(&client, "#new-user").await?;
         form.find(Locator::Css("input[name=username]")).await?.send_keys("frank").await?;
