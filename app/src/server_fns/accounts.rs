@@ -40,7 +40,8 @@ pub async fn login(username: String, password: String, next: Option<String>) -> 
 
 /// A path on this site (`/…`), not a link elsewhere: no scheme, no `//host` or `/\host`
 /// (which browsers read as another host), no control characters. Keeps `?next=` from being
-/// an open redirect.
+/// an open redirect. Only the server side of `login` calls it.
+#[cfg(any(feature = "ssr", test))]
 pub fn is_local_path(path: &str) -> bool {
     path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && !path.chars().any(char::is_control)
 }
