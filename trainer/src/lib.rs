@@ -5,15 +5,17 @@
 //! and trains reward models (Bradley–Terry) or policies (DPO and variants) on candle, with
 //! numbers that match PyTorch/TRL. See `trainer/README.md` for the command-line tool.
 //!
-//! The modules are layers, each using only those below it: [`methods`] → [`train`] →
+//! The modules are layers, each using only those below it: [`serve`] / [`methods`] → [`train`] →
 //! [`peft`] / [`data`] → [`model`] → [`tensor`]. [`error`] serves them all; [`synthetic`]
-//! (tiny self-made models and data for tests and benchmarks) uses any of them.
+//! (tiny self-made models and data for tests and benchmarks) uses any of them. [`serve`] is the
+//! OpenAI-compatible inference server for what was trained.
 
 pub mod data;
 pub mod error;
 pub mod methods;
 pub mod model;
 pub mod peft;
+pub mod serve;
 pub mod synthetic;
 pub mod tensor;
 pub mod train;

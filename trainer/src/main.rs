@@ -1,4 +1,5 @@
-//! `pairwise-train`: the command-line front end (reward, dpo, kto, sft, score, merge, generate, rlhf).
+//! `pairwise-train`: the command-line front end (reward, dpo, kto, sft, score, merge, generate, rlhf,
+//! serve).
 //! Each subcommand's options are its method's configuration (see `--help` of each command);
 //! this file only parses them and dispatches.
 
@@ -8,6 +9,7 @@ use pairwise_trainer::methods::merge::{MergeConfig, run_merge};
 use pairwise_trainer::methods::rlhf::{RlhfCommand, run_rlhf_command};
 use pairwise_trainer::methods::score::{ScoreConfig, run_score};
 use pairwise_trainer::methods::{dpo::run_dpo, kto::run_kto, reward::run_reward, sft::run_sft};
+use pairwise_trainer::serve::{ServeConfig, run_serve};
 use pairwise_trainer::train::config::TrainCommand;
 use pairwise_trainer::train::run::RunSummary;
 
@@ -49,6 +51,9 @@ enum Command {
     /// Optimise a LoRA policy against a trained reward model with RLOO (or PPO-clip) and a KL
     /// penalty to the frozen base model.
     Rlhf(RlhfCommand),
+    /// Serve the model and its LoRA adapters over an OpenAI-compatible HTTP API
+    /// (/v1/chat/completions, /v1/completions, /v1/models), batching concurrent requests.
+    Serve(ServeConfig),
 }
 
 fn report(summary: &RunSummary) {
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Merge(config) => run_merge(&config)?,
         Command::Generate(config) => run_generate(&config)?,
         Command::Rlhf(command) => run_rlhf_command(&command)?,
+        Command::Serve(config) => run_serve(&config)?,
     }
     Ok(())
 }

@@ -132,7 +132,7 @@ pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut StdRng) -> u3
 }
 
 /// Where a stop sequence first appears in `text`, if any.
-fn stop_at(text: &str, stop: &[String]) -> Option<usize> {
+pub fn stop_at(text: &str, stop: &[String]) -> Option<usize> {
     stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
 }
 

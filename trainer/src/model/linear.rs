@@ -1,12 +1,12 @@
 //! The adapter-aware linear layer every projection of the model goes through, and the
 //! per-forward context (adapters on/off, dropout randomness, where trained weights'
-//! gradients go).
+//! gradients go, which served adapter each batch row uses).
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -64,11 +64,51 @@ pub struct ForwardCtx {
     /// Where trained weights' gradients go in the backward of a training forward (see
     /// [`GradSink`]); read them with [`ForwardCtx::gradients`].
     pub grad_sink: Option<Arc<GradSink>>,
+    /// Serving several adapters in one batch: each row's slot in the layers'
+    /// [`AdaptedLinear::bank`], used instead of [`AdaptedLinear::lora`] when set.
+    pub row_adapters: Option<RowAdapters>,
+}
+
+/// Which adapter of the [`AdaptedLinear::bank`] each batch row runs (`None`: the base model),
+/// grouped so a layer computes each adapter's delta once for all of its rows.
+pub struct RowAdapters {
+    /// `(slot, flat row indices)` for every slot in use; rows of the base model are absent.
+    groups: Vec<(usize, Tensor)>,
+    /// Every row uses this one slot: its delta covers the whole input, no gather needed.
+    all: Option<usize>,
+}
+
+impl RowAdapters {
+    /// `slots[b]` for batch row `b` of an input `[B, T, ..]` (every token of a row uses its
+    /// row's adapter).
+    pub fn new(slots: &[Option<usize>], tokens_per_row: usize, device: &Device) -> Result<Self> {
+        let all = match slots.first() {
+            Some(&Some(first)) if slots.iter().all(|s| *s == Some(first)) => Some(first),
+            _ => None,
+        };
+        let mut used: Vec<usize> = slots.iter().flatten().copied().collect();
+        used.sort_unstable();
+        used.dedup();
+        let groups = used
+            .into_iter()
+            .map(|slot| {
+                let rows: Vec<u32> = slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| **s == Some(slot))
+                    .flat_map(|(b, _)| (b * tokens_per_row..(b + 1) * tokens_per_row).map(|r| r as u32))
+                    .collect();
+                let n = rows.len();
+                Ok((slot, Tensor::from_vec(rows, n, device)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RowAdapters { groups, all })
+    }
 }
 
 impl ForwardCtx {
     pub fn eval(adapters: bool) -> Self {
-        ForwardCtx { adapters, dropout_rng: None, grad_sink: None }
+        ForwardCtx { adapters, dropout_rng: None, grad_sink: None, row_adapters: None }
     }
 
     /// A training forward: adapters on, seeded dropout, and a gradient sink. Trained weights'
@@ -79,6 +119,7 @@ impl ForwardCtx {
             adapters: true,
             dropout_rng: Some(RefCell::new(StdRng::seed_from_u64(seed))),
             grad_sink: Some(Arc::default()),
+            row_adapters: None,
         }
     }
 
@@ -113,6 +154,9 @@ pub struct AdaptedLinear {
     pub weight: LinearWeight,
     pub bias: Option<Param>,
     pub lora: Option<LoraAdapter>,
+    /// Adapters loaded side by side for serving, by slot (`None`: a removed one); a forward
+    /// with [`ForwardCtx::row_adapters`] runs them instead of `lora`.
+    pub bank: Vec<Option<LoraAdapter>>,
     pub in_features: usize,
     pub out_features: usize,
 }
@@ -124,6 +168,7 @@ impl AdaptedLinear {
             weight: LinearWeight::Frozen(FrozenWeight::dense_kept(weight)),
             bias: bias.map(Param::Frozen),
             lora: None,
+            bank: Vec::new(),
             in_features,
             out_features,
         })
@@ -139,6 +184,7 @@ impl AdaptedLinear {
             weight: LinearWeight::Frozen(FrozenWeight::Quantized(Arc::new(weight))),
             bias: bias.map(Param::Frozen),
             lora: None,
+            bank: Vec::new(),
             in_features,
             out_features,
         }
@@ -164,15 +210,37 @@ impl AdaptedLinear {
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias.tensor())?;
         }
-        if ctx.adapters
+        if let Some(rows) = ctx.row_adapters.as_ref().filter(|_| ctx.adapters) {
+            y = self.add_bank_deltas(&x2, y, rows)?;
+        } else if ctx.adapters
             && let Some(lora) = &self.lora
         {
             let dropped = ctx.dropout(&x2, lora.dropout)?;
-            let low = trainable_linear(&dropped, lora.a.as_tensor(), ctx.grad_sink.as_ref())?;
-            let delta = (trainable_linear(&low, lora.b.as_tensor(), ctx.grad_sink.as_ref())? * lora.scale)?;
-            y = (y + delta)?;
+            y = (y + Self::lora_delta(&dropped, lora, ctx.grad_sink.as_ref())?)?;
         }
         *out_dims.last_mut().expect("input has at least one dimension") = self.out_features;
         y.reshape(out_dims)
+    }
+
+    /// `scale · x Aᵀ Bᵀ` for rows `x` `[n, in]`.
+    fn lora_delta(x: &Tensor, lora: &LoraAdapter, sink: Option<&Arc<GradSink>>) -> Result<Tensor> {
+        let low = trainable_linear(x, lora.a.as_tensor(), sink)?;
+        trainable_linear(&low, lora.b.as_tensor(), sink)? * lora.scale
+    }
+
+    /// The base output `y` plus each row's own bank adapter delta (inference only): the base
+    /// matmul ran once for the whole batch, the low-rank deltas run per adapter on its rows.
+    fn add_bank_deltas(&self, x: &Tensor, mut y: Tensor, rows: &RowAdapters) -> Result<Tensor> {
+        let adapter = |slot: usize| self.bank.get(slot).and_then(Option::as_ref);
+        if let Some(lora) = rows.all.and_then(adapter) {
+            return y + Self::lora_delta(x, lora, None)?;
+        }
+        for (slot, index) in &rows.groups {
+            if let Some(lora) = adapter(*slot) {
+                let delta = Self::lora_delta(&x.index_select(index, 0)?, lora, None)?;
+                y = y.index_add(index, &delta, 0)?;
+            }
+        }
+        Ok(y)
     }
 }

@@ -1,7 +1,9 @@
 //! The PEFT layer: how a model is adapted — LoRA ([`lora`]), QLoRA's quantized frozen base
 //! ([`qlora`]), prefix tuning ([`prefix`]) or full fine-tuning — and adapters read and written
-//! in Hugging Face PEFT's format ([`load`], and each kind's `save_*`).
+//! in Hugging Face PEFT's format ([`load`], and each kind's `save_*`); several LoRA adapters
+//! side by side for serving ([`bank`]).
 
+pub mod bank;
 pub mod load;
 pub mod lora;
 pub mod prefix;
