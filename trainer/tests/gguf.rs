@@ -32,6 +32,11 @@ fn permute(w: &Tensor, heads: usize) -> Tensor {
 }
 
 fn write_gguf(path: &Path, dtype: GgmlDType) {
+    write_gguf_with_rope_freqs(path, dtype, None);
+}
+
+/// The fixture as a GGUF, with `rope_freqs.weight` (Llama 3 RoPE scaling) when given.
+fn write_gguf_with_rope_freqs(path: &Path, dtype: GgmlDType, rope_freqs: Option<&[f32]>) {
     let dir = fixture().join("model");
     let config: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let tok: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
@@ -63,6 +68,10 @@ fn write_gguf(path: &Path, dtype: GgmlDType) {
         let whole_blocks = t.dims().last().unwrap() % dtype.block_size() == 0;
         let dt = if t.rank() == 1 || !whole_blocks { GgmlDType::F32 } else { dtype };
         tensors.push((gguf_name, QTensor::quantize(&t, dt).unwrap()));
+    }
+    if let Some(divisors) = rope_freqs {
+        let t = Tensor::new(divisors, &Device::Cpu).unwrap();
+        tensors.push(("rope_freqs.weight".into(), QTensor::quantize(&t, GgmlDType::F32).unwrap()));
     }
     let vocab = tok["model"]["vocab"].as_object().unwrap();
     let mut tokens = vec![String::new(); vocab.len()];
@@ -155,4 +164,71 @@ fn gguf_model_and_tokenizer_match_pytorch() {
         let rel = (q.ref_chosen_logp - r.ref_chosen_logp).abs() / r.ref_chosen_logp.abs();
         assert!(rel < 0.05, "Q8_0 log-prob {} vs f32 {}", q.ref_chosen_logp, r.ref_chosen_logp);
     }
+}
+
+/// convert_hf_to_gguf.py's `rope_freqs` for Llama 3 scaling (in f64, from its formula): the
+/// divisor of each of the `head_dim / 2` frequencies.
+fn llama3_divisors(theta: f64, head_dim: usize, factor: f64, low: f64, high: f64, old: f64) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let wavelength = 2.0 * std::f64::consts::PI / freq;
+            if wavelength < old / high {
+                1.0
+            } else if wavelength > old / low {
+                factor as f32
+            } else {
+                let smooth = (old / wavelength - low) / (high - low);
+                (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn llama3_rope_freqs_in_gguf_equal_the_folders_rope_scaling() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture folder with Llama 3 scaling in its config (the folder path is checked
+    // against PyTorch in families.rs), and the same as a GGUF with rope_freqs.weight. With
+    // head_dim 16 and θ 10⁴ three of the eight frequencies fall in the blended band.
+    let folder = dir.path().join("llama3");
+    std::fs::create_dir_all(&folder).unwrap();
+    for entry in std::fs::read_dir(fixture().join("model")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), folder.join(entry.file_name())).unwrap();
+    }
+    let mut config: Json = serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap();
+    config["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 16.0, "original_max_position_embeddings": 2048});
+    std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
+    let divisors = llama3_divisors(10_000.0, 16, 8.0, 1.0, 16.0, 2048.0);
+    assert_eq!(divisors.iter().filter(|&&d| d > 1.0 && d < 8.0).count(), 3);
+    let scaled = dir.path().join("llama3.gguf");
+    write_gguf_with_rope_freqs(&scaled, GgmlDType::F32, Some(&divisors));
+    let plain = dir.path().join("plain.gguf");
+    write_gguf(&plain, GgmlDType::F32);
+
+    let (_, from_folder) = score_model(&folder);
+    let (_, from_gguf) = score_model(&scaled);
+    let (_, unscaled) = score_model(&plain);
+    let mut moved = 0.0f64;
+    for ((a, b), c) in from_folder.iter().zip(&from_gguf).zip(&unscaled) {
+        let d = (a.ref_chosen_logp - b.ref_chosen_logp).abs();
+        assert!(d < 1e-4, "GGUF with rope_freqs differs from the folder's llama3 scaling by {d}");
+        moved = moved.max((a.ref_chosen_logp - c.ref_chosen_logp).abs());
+    }
+    assert!(moved > 1e-3, "the scaling must change the log-probs for this test to mean anything ({moved})");
+    let (model, _) = load_model_and_tokenizer(&scaled, &Device::Cpu).unwrap();
+    let pairwise_trainer::model::config::RopeScaling::Llama3 { factor, .. } = model.config.rope.scaling else {
+        panic!("expected Llama 3 scaling, got {:?}", model.config.rope.scaling);
+    };
+    assert_eq!(factor, 8.0);
+
+    // Divisors no Llama 3 scaling produces are refused, naming the tensor.
+    let mut odd = divisors.clone();
+    odd[1] = 3.0;
+    let bad = dir.path().join("odd.gguf");
+    write_gguf_with_rope_freqs(&bad, GgmlDType::F32, Some(&odd));
+    let error = format!("{:#}", load_model_and_tokenizer(&bad, &Device::Cpu).err().expect("odd divisors refused"));
+    assert!(error.contains("rope_freqs.weight"), "{error}");
 }

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::TrainerError;
 use crate::model::LlamaModel;
-use crate::model::config::{Activation, Architecture, LayerType, ModelConfig, Rope};
+use crate::model::config::{Activation, Architecture, LayerType, ModelConfig, Rope, RopeScaling};
 use crate::model::tokenizer::ChatTokenizer;
 
 /// Token type llama.cpp uses for control tokens (`<|im_start|>`, `</s>`, …).
@@ -27,6 +27,80 @@ fn meta_usize(content: &Content, key: &str) -> anyhow::Result<usize> {
     Ok(meta(content, key)?.to_u32()? as usize)
 }
 
+/// The Llama 3 RoPE scaling behind llama.cpp's `rope_freqs.weight`: the divisor of each
+/// frequency, as convert_hf_to_gguf.py computes it from `rope_scaling` (1 for short
+/// wavelengths, `factor` for long ones, a smooth blend between). The divisors depend on the
+/// four parameters only through `factor` and the two wavelength thresholds, so an equivalent
+/// set with `low_freq_factor` 1 is recovered — from the blended band when it holds two or more
+/// frequencies, else from thresholds between the kept and divided ones — and then checked to
+/// reproduce every divisor; anything else is an error rather than a silently different model.
+fn llama3_rope_from_divisors(theta: f64, head_dim: usize, divisors: &[f32]) -> anyhow::Result<Rope> {
+    anyhow::ensure!(
+        divisors.len() == head_dim / 2,
+        "{} divisors for {} frequencies (head_dim {head_dim})",
+        divisors.len(),
+        head_dim / 2
+    );
+    let plain = Rope::plain(theta);
+    let wavelengths: Vec<f64> =
+        plain.inv_freq(head_dim).iter().map(|&f| 2.0 * std::f64::consts::PI / f as f64).collect();
+    let factor = divisors.iter().copied().fold(1.0f32, f32::max) as f64;
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b;
+    if near(factor, 1.0) {
+        return Ok(plain);
+    }
+    // In the blend, 1/d = (1 - s)/factor + s with s = old/(high - low)/wavelength - low/(high - low).
+    let blend: Vec<(f64, f64)> = divisors
+        .iter()
+        .zip(&wavelengths)
+        .filter(|&(&d, _)| !near(d as f64, 1.0) && !near(d as f64, factor))
+        .map(|(&d, &w)| (1.0 / w, (1.0 / d as f64 - 1.0 / factor) / (1.0 - 1.0 / factor)))
+        .collect();
+    let (alpha, beta) = if blend.len() >= 2 {
+        // Least squares for s = alpha · (1/w) − beta.
+        let n = blend.len() as f64;
+        let (sx, sy) = blend.iter().fold((0.0, 0.0), |(a, b), &(x, y)| (a + x, b + y));
+        let (sxx, sxy) = blend.iter().fold((0.0, 0.0), |(a, b), &(x, y)| (a + x * x, b + x * y));
+        let alpha = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+        (alpha, (alpha * sx - sy) / n)
+    } else {
+        // Thresholds halfway (geometrically) between the last kept and the first divided
+        // wavelength; the blend is then empty or its one frequency is checked below.
+        let with_divisor = |target: f64| {
+            wavelengths.iter().zip(divisors).filter(move |&(_, &d)| near(d as f64, target)).map(|(&w, _)| w)
+        };
+        let (Some(short), Some(long)) = (with_divisor(1.0).reduce(f64::max), with_divisor(factor).reduce(f64::min))
+        else {
+            bail!("divisors are not a Llama 3 scaling (no kept or no divided frequency)");
+        };
+        let (high_wavelength, low_wavelength) = ((short * long).sqrt() * 0.999, (short * long).sqrt() * 1.001);
+        // old/high = high_wavelength and old/low = low_wavelength with low = 1.
+        let old = low_wavelength;
+        let high = old / high_wavelength;
+        (old / (high - 1.0), 1.0 / (high - 1.0))
+    };
+    anyhow::ensure!(
+        alpha > 0.0 && beta > 0.0,
+        "divisors are not a Llama 3 scaling (blend fits alpha {alpha}, beta {beta})"
+    );
+    let high_freq_factor = 1.0 + 1.0 / beta;
+    let rope = Rope {
+        theta,
+        scaling: RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor,
+            original_max_position_embeddings: alpha / beta,
+        },
+    };
+    let scaled = rope.inv_freq(head_dim);
+    for (i, ((&d, &p), &s)) in divisors.iter().zip(&plain.inv_freq(head_dim)).zip(&scaled).enumerate() {
+        let ours = p as f64 / s as f64;
+        anyhow::ensure!(near(ours, d as f64), "divisor {i} is {d}; the best Llama 3 scaling gives {ours}");
+    }
+    Ok(rope)
+}
+
 /// Reads a GGUF file into a trainable model and its tokenizer.
 pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, ChatTokenizer)> {
     let mut file = std::fs::File::open(path)
@@ -36,17 +110,24 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
     if arch != "llama" {
         return Err(TrainerError::UnsupportedModelType { model_type: arch, path: path.to_path_buf() }.into());
     }
-    // Llama 3 GGUFs carry their RoPE scaling as per-frequency factors; reading the file
-    // without them would silently give the wrong model.
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
-        bail!(
-            "{}: rope_freqs.weight (Llama 3 RoPE scaling in GGUF) is not supported; load the Hugging Face folder instead",
-            path.display()
-        );
-    }
     let heads = meta_usize(&content, "llama.attention.head_count")?;
     let kv_heads = meta_usize(&content, "llama.attention.head_count_kv").unwrap_or(heads);
     let hidden = meta_usize(&content, "llama.embedding_length")?;
+    let head_dim = meta_usize(&content, "llama.rope.dimension_count").unwrap_or(hidden / heads);
+    let theta = meta(&content, "llama.rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64;
+    // Llama 3 GGUFs carry their RoPE scaling as one divisor per frequency.
+    let rope = if content.tensor_infos.contains_key("rope_freqs.weight") {
+        let divisors: Vec<f32> = content
+            .tensor(&mut file, "rope_freqs.weight", &Device::Cpu)?
+            .dequantize(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        llama3_rope_from_divisors(theta, head_dim, &divisors)
+            .with_context(|| format!("{}: rope_freqs.weight", path.display()))?
+    } else {
+        Rope::plain(theta)
+    };
     let tokens = meta(&content, "tokenizer.ggml.tokens")?.to_vec()?;
     let id = |key: &str| meta(&content, key).and_then(|v| Ok(v.to_u32()?)).ok();
     let config = ModelConfig {
@@ -57,11 +138,9 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
         num_hidden_layers: meta_usize(&content, "llama.block_count")?,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
-        head_dim: meta_usize(&content, "llama.rope.dimension_count").unwrap_or(hidden / heads),
+        head_dim,
         rms_norm_eps: meta(&content, "llama.attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
-        rope: Rope::plain(
-            meta(&content, "llama.rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64
-        ),
+        rope,
         local_rope: None,
         max_position_embeddings: meta_usize(&content, "llama.context_length").unwrap_or(4096),
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
@@ -201,4 +280,34 @@ fn gguf_tokenizer(content: &Content) -> anyhow::Result<ChatTokenizer> {
         add_bos,
         template,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::llama3_rope_from_divisors;
+    use crate::model::config::{Rope, RopeScaling};
+
+    /// Llama 3.1 8B (head_dim 128, factor 8) and Llama 3.2 1B (head_dim 64, factor 32): the
+    /// scaling recovered from the divisors gives the original inverse frequencies.
+    #[test]
+    fn real_llama3_scalings_are_recovered_from_their_divisors() {
+        for (head_dim, factor) in [(128, 8.0), (64, 32.0)] {
+            let original = Rope {
+                theta: 500_000.0,
+                scaling: RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position_embeddings: 8192.0,
+                },
+            };
+            let plain = Rope::plain(500_000.0).inv_freq(head_dim);
+            let wanted = original.inv_freq(head_dim);
+            let divisors: Vec<f32> = plain.iter().zip(&wanted).map(|(p, s)| p / s).collect();
+            let recovered = llama3_rope_from_divisors(500_000.0, head_dim, &divisors).unwrap();
+            for (a, b) in recovered.inv_freq(head_dim).iter().zip(&wanted) {
+                assert!((a / b - 1.0).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
 }
