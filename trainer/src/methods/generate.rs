@@ -139,7 +139,7 @@ pub fn stop_at(text: &str, stop: &[String]) -> Option<usize> {
 /// Additive mask `[B, 1, 1, T, S]` for queries at prompt columns `from..from + t` of a
 /// left-padded batch: a row sees the prefix, its own prompt (from its first real token) and
 /// everything generated, causally. Padding positions see themselves so they stay finite.
-fn prompt_mask(
+pub fn prompt_mask(
     pads: &[usize],
     prefix: usize,
     width: usize,

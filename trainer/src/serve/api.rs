@@ -440,10 +440,8 @@ fn chunk_stream(
     include_usage: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let (out, stream) = mpsc::unbounded_channel::<Result<SseEvent, Infallible>>();
-    let out_for_done = out.clone();
-    let send = move |data: Value| out.send(Ok(SseEvent::default().data(data.to_string()))).is_ok();
-    let done = out_for_done;
     tokio::spawn(async move {
+        let send = |data: Value| out.send(Ok(SseEvent::default().data(data.to_string()))).is_ok();
         let created = now();
         let object = if matches!(kind, Kind::Chat) { "chat.completion.chunk" } else { "text_completion" };
         let chunk = |choice: Value| json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
@@ -501,7 +499,7 @@ fn chunk_stream(
                 return;
             }
         }
-        let _ = done.send(Ok(SseEvent::default().data("[DONE]")));
+        let _ = out.send(Ok(SseEvent::default().data("[DONE]")));
     });
     UnboundedReceiverStream::new(stream)
 }

@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::methods::generate::{Finish, Sampling, sample_token, stop_at};
+use crate::methods::generate::{Finish, Sampling, prompt_mask, sample_token, stop_at};
 use crate::model::linear::RowAdapters;
 use crate::model::llama::LayerCache;
 use crate::model::tokenizer::ChatTokenizer;
@@ -293,8 +293,7 @@ impl Engine {
             let (mut caches, _) = self.model.initial_caches(1, &ForwardCtx::eval(false))?;
             let ids = Tensor::from_vec(prompt.clone(), (1, t), &self.device)?;
             let positions = Tensor::arange(0u32, t as u32, &self.device)?.reshape((1, t))?;
-            let mask: Vec<f32> = (0..t * t).map(|i| if i % t <= i / t { 0.0 } else { f32::NEG_INFINITY }).collect();
-            let mask = Tensor::from_vec(mask, (1, 1, 1, t, t), &self.device)?;
+            let mask = prompt_mask(&[0], 0, t, 0, t, &self.device)?;
             let logits = self.model.decode_step(&ids, &positions, &mask, &mut caches, &ctx)?;
             Ok((logits, caches))
         })();
