@@ -3,6 +3,36 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arena::ArenaSettings;
+
+/// What raters do in a campaign.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignKind {
+    /// Imported pairs, handed out under leases.
+    #[default]
+    Pairwise,
+    /// Raters' own prompts answered live by two contenders; each vote stores a pair.
+    Arena,
+}
+
+impl CampaignKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignKind::Pairwise => "pairwise",
+            CampaignKind::Arena => "arena",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CampaignKind> {
+        match s {
+            "pairwise" => Some(CampaignKind::Pairwise),
+            "arena" => Some(CampaignKind::Arena),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CampaignStatus {
@@ -37,6 +67,9 @@ impl CampaignStatus {
 pub struct Campaign {
     pub id: i64,
     pub name: String,
+    pub kind: CampaignKind,
+    /// Arena settings (arena campaigns; defaults elsewhere).
+    pub arena: ArenaSettings,
     pub guidelines: String,
     pub guidelines_version: i64,
     pub overlap: i64,
@@ -63,6 +96,12 @@ pub struct Campaign {
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
     pub name: String,
+    /// Default `pairwise`.
+    #[serde(default)]
+    pub kind: CampaignKind,
+    /// Arena campaigns' settings.
+    #[serde(default)]
+    pub arena: ArenaSettings,
     #[serde(default)]
     pub guidelines: String,
     /// Votes wanted per pair (default 3).
@@ -102,4 +141,5 @@ pub struct CampaignUpdate {
     pub status: Option<CampaignStatus>,
     pub lease_seconds: Option<i64>,
     pub free_votes: Option<bool>,
+    pub arena: Option<ArenaSettings>,
 }

@@ -3,6 +3,7 @@
 //! instead of silently emptying a page. No I/O here: the crate builds for wasm32 too.
 
 pub mod accounts;
+pub mod arena;
 pub mod campaigns;
 pub mod error;
 pub mod export;

@@ -111,6 +111,11 @@ pub struct RunSpec {
     /// into a new campaign (the next round).
     #[serde(default)]
     pub next_round: Option<NextRound>,
+    /// After a successful run, register its adapter with the server's `pairwise-train
+    /// serve` (config `serve_url`) as `run-ID` and add it to this arena campaign as a
+    /// contender, so raters meet the new policy in the arena.
+    #[serde(default)]
+    pub join_arena: Option<i64>,
 }
 
 /// The hand-off to the next round: `pairwise-train generate` with the run's adapter over the

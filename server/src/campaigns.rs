@@ -1,7 +1,8 @@
 //! Campaigns: creating, reading, listing and updating them. A campaign is a set of pairs
 //! to rate with its guidelines, overlap (votes wanted per pair), status and gold-check rate.
 
-use pairwise_api::campaigns::{Campaign, CampaignStatus, CampaignUpdate, NewCampaign};
+use pairwise_api::arena::ArenaSettings;
+use pairwise_api::campaigns::{Campaign, CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign};
 
 use crate::args;
 use crate::error::{ApiError, ApiResult};
@@ -9,7 +10,7 @@ use crate::store::{Backend, Db, SqlRow, Store, now_ms, tx_body};
 
 macro_rules! campaign_select {
     () => {
-        "SELECT c.id, c.name, c.guidelines, c.guidelines_version, c.overlap, c.status, \
+        "SELECT c.id, c.name, c.kind, c.arena, c.guidelines, c.guidelines_version, c.overlap, c.status, \
          c.gold_rate, c.lease_seconds, c.free_votes, c.created_at, c.updated_at, c.source_run_id, \
          (SELECT COUNT(*) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS pair_count, \
          (SELECT COALESCE(CAST(SUM(p.vote_count) AS BIGINT), 0) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS vote_total, \
@@ -20,11 +21,15 @@ macro_rules! campaign_select {
 
 fn campaign_from_row(row: &SqlRow) -> ApiResult<Campaign> {
     let status = row.text("status")?;
+    let kind = row.text("kind")?;
     let overlap = row.int("overlap")?;
     let pairs = row.int("pair_count")?;
     Ok(Campaign {
         id: row.int("id")?,
         name: row.text("name")?,
+        kind: CampaignKind::parse(&kind).ok_or_else(|| anyhow::anyhow!("unknown campaign kind {kind}"))?,
+        arena: serde_json::from_str(&row.text("arena")?)
+            .map_err(|e| anyhow::anyhow!("campaign arena settings: {e}"))?,
         guidelines: row.text("guidelines")?,
         guidelines_version: row.int("guidelines_version")?,
         overlap,
@@ -58,6 +63,31 @@ fn validate(name: &str, overlap: i64, gold_rate: f64, lease_seconds: i64) -> Api
     Ok(())
 }
 
+fn validate_arena(arena: &ArenaSettings) -> ApiResult<()> {
+    let problem = if !(1..=100_000).contains(&arena.max_prompt_chars) {
+        "arena.max_prompt_chars: must be between 1 and 100000"
+    } else if !(1..=600).contains(&arena.battles_per_minute) {
+        "arena.battles_per_minute: must be between 1 and 600"
+    } else if !(1..=600).contains(&arena.timeout_seconds) {
+        "arena.timeout_seconds: must be between 1 and 600"
+    } else if !(0.0..=2.0).contains(&arena.temperature) {
+        "arena.temperature: must be between 0 and 2"
+    } else if !(arena.top_p > 0.0 && arena.top_p <= 1.0) {
+        "arena.top_p: must be in (0, 1]"
+    } else if !(1..=32_768).contains(&arena.max_tokens) {
+        "arena.max_tokens: must be between 1 and 32768"
+    } else if let Some(i) = arena.prompt_pool.iter().position(|p| p.trim().is_empty()) {
+        return Err(ApiError::bad_request(format!("arena.prompt_pool[{i}]: a prompt must not be empty")));
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::bad_request(problem))
+}
+
+fn arena_json(arena: &ArenaSettings) -> ApiResult<String> {
+    Ok(serde_json::to_string(arena).map_err(anyhow::Error::from)?)
+}
+
 fn name_taken(name: &str) -> impl Fn(ApiError) -> ApiError + '_ {
     move |e| {
         if e.is_unique_violation() {
@@ -70,11 +100,20 @@ fn name_taken(name: &str) -> impl Fn(ApiError) -> ApiError + '_ {
 
 pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> {
     validate(&new.name, new.overlap, new.gold_rate, new.lease_seconds)?;
+    validate_arena(&new.arena)?;
+    // An arena battle is voted on once, by the rater who started it: its pair never goes
+    // out to other raters (see `arena`).
+    let overlap = match new.kind {
+        CampaignKind::Arena => 1,
+        CampaignKind::Pairwise => new.overlap,
+    };
     let now = now_ms();
     let args = args![
         new.name.trim(),
+        new.kind.as_str(),
+        arena_json(&new.arena)?,
         &new.guidelines,
-        new.overlap,
+        overlap,
         new.status.as_str(),
         new.gold_rate,
         new.lease_seconds,
@@ -87,8 +126,9 @@ pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> 
             Box::pin(async move {
                 let row = tx
                     .fetch_one(
-                        "INSERT INTO campaigns (name, guidelines, overlap, status, gold_rate, lease_seconds, free_votes, \
-                         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+                        "INSERT INTO campaigns (name, kind, arena, guidelines, overlap, status, gold_rate, lease_seconds, \
+                         free_votes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                         RETURNING id",
                         args,
                     )
                     .await?;
@@ -147,12 +187,17 @@ async fn update_in(tx: &mut dyn Store, id: i64, update: &CampaignUpdate) -> ApiR
     let gold_rate = update.gold_rate.unwrap_or(current.gold_rate);
     let lease_seconds = update.lease_seconds.unwrap_or(current.lease_seconds);
     validate(&name, overlap, gold_rate, lease_seconds)?;
+    if current.kind == CampaignKind::Arena && overlap != 1 {
+        return Err(ApiError::bad_request("overlap: an arena battle is voted on once, by its rater (overlap 1)"));
+    }
+    let arena = update.arena.clone().unwrap_or(current.arena.clone());
+    validate_arena(&arena)?;
     let guidelines = update.guidelines.clone().unwrap_or(current.guidelines.clone());
     // Exported data and trained adapters record which guidelines version raters saw.
     let version = current.guidelines_version + i64::from(guidelines != current.guidelines);
     tx.execute(
         "UPDATE campaigns SET name = $1, guidelines = $2, guidelines_version = $3, overlap = $4, gold_rate = $5, \
-         status = $6, lease_seconds = $7, free_votes = $8, updated_at = $9 WHERE id = $10",
+         status = $6, lease_seconds = $7, free_votes = $8, arena = $9, updated_at = $10 WHERE id = $11",
         args![
             name.trim(),
             guidelines,
@@ -162,6 +207,7 @@ async fn update_in(tx: &mut dyn Store, id: i64, update: &CampaignUpdate) -> ApiR
             update.status.unwrap_or(current.status).as_str(),
             lease_seconds,
             update.free_votes.unwrap_or(current.free_votes),
+            arena_json(&arena)?,
             now_ms(),
             id
         ],

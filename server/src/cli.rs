@@ -393,7 +393,17 @@ async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<(
                 Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
                 None => String::new(),
             };
-            let new = NewCampaign { name, guidelines, overlap, gold_rate, status, lease_seconds, free_votes };
+            let new = NewCampaign {
+                name,
+                guidelines,
+                overlap,
+                gold_rate,
+                status,
+                lease_seconds,
+                free_votes,
+                kind: Default::default(),
+                arena: Default::default(),
+            };
             print_json(&create_campaign(db, &new).await.map_err(explain)?)?;
         }
         CampaignCommand::List => print_json(&list_campaigns(db, 0, false).await.map_err(explain)?)?,

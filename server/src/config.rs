@@ -49,6 +49,13 @@ pub struct Config {
     pub run_heartbeat_seconds: u64,
     /// When set, `GET /metrics` asks for `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Option<String>,
+    /// A `pairwise-train serve` started with `--admin-key`, e.g. `http://127.0.0.1:8081`:
+    /// runs with `join_arena` register their adapter there and join an arena campaign.
+    pub serve_url: Option<String>,
+    /// Its `--admin-key`.
+    pub serve_admin_key: Option<String>,
+    /// Its `--api-key`, if it has one (sent by the contenders that runs add).
+    pub serve_api_key: Option<String>,
     /// Training schedules (`[[schedules]]` in the TOML file).
     pub schedules: Vec<Schedule>,
 }
@@ -71,6 +78,9 @@ impl Default for Config {
             schedule_check_seconds: 60,
             run_heartbeat_seconds: 5,
             metrics_token: None,
+            serve_url: None,
+            serve_admin_key: None,
+            serve_api_key: None,
             schedules: Vec::new(),
         }
     }
@@ -164,6 +174,15 @@ impl Config {
         }
         if let Some(v) = var("PAIRWISE_METRICS_TOKEN") {
             self.metrics_token = Some(v).filter(|t| !t.is_empty());
+        }
+        if let Some(v) = var("PAIRWISE_SERVE_URL") {
+            self.serve_url = Some(v).filter(|t| !t.is_empty());
+        }
+        if let Some(v) = var("PAIRWISE_SERVE_ADMIN_KEY") {
+            self.serve_admin_key = Some(v).filter(|t| !t.is_empty());
+        }
+        if let Some(v) = var("PAIRWISE_SERVE_API_KEY") {
+            self.serve_api_key = Some(v).filter(|t| !t.is_empty());
         }
         if !matches!(self.sqlite_synchronous.as_str(), "full" | "normal") {
             anyhow::bail!("sqlite_synchronous must be `full` or `normal`, got `{}`", self.sqlite_synchronous);

@@ -46,6 +46,8 @@ pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
             status: CampaignStatus::Active,
             lease_seconds: 600,
             free_votes: false,
+            kind: Default::default(),
+            arena: Default::default(),
         },
     )
     .await?;

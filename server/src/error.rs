@@ -21,8 +21,8 @@ pub enum ApiError {
     BadRequest { message: String, details: Option<ErrorDetails> },
     #[error("{0}")]
     PayloadTooLarge(String),
-    #[error("too many attempts, retry in {retry_after_s} s")]
-    TooManyRequests { retry_after_s: u64 },
+    #[error("{what}, retry in {retry_after_s} s")]
+    TooManyRequests { what: &'static str, retry_after_s: u64 },
     #[error(transparent)]
     Database(#[from] DbError),
     #[error(transparent)]

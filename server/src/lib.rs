@@ -9,6 +9,7 @@
 //! `config` and `demo` sit on top; every layer may use the API types of `pairwise_api`.
 
 pub mod accounts;
+pub mod arena;
 pub mod campaigns;
 pub mod cli;
 pub mod cluster;

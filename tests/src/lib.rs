@@ -6,6 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); it must be running — the Postgres
 //! tests fail rather than skip, so CI cannot pass without exercising Postgres.
 
+pub mod arena;
 pub mod browser;
 
 use std::path::PathBuf;

@@ -115,6 +115,26 @@ pub fn write_tiny_policy(dir: &Path, config: &ModelConfig, seed: u64) -> anyhow:
     write_model_folder(dir, config, seed, 20.0)
 }
 
+/// Writes a LoRA adapter (PEFT folder) for the model folder `model` on the given target
+/// modules (`q`, `k`, `v`, `o`, `gate`, `up`, `down`), with random B (std 0.3) so that it
+/// changes the model's answers: the adapters serving tests and the arena pit against the base.
+pub fn write_random_adapter(model: &Path, out: &Path, targets: &[&str], seed: u64) -> anyhow::Result<()> {
+    use crate::peft::PeftTask;
+    use crate::peft::lora::{LoraConfig, attach_lora, save_peft};
+    let (mut policy, _) = crate::model::load::load_model_and_tokenizer(model, &candle_core::Device::Cpu)?;
+    let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    let config = LoraConfig::new(4, 8.0, 0.0, &targets)?;
+    attach_lora(&mut policy, &config, seed)?;
+    for layer in &mut policy.layers {
+        for (_, linear) in layer.linears_mut() {
+            if let Some(lora) = &mut linear.lora {
+                lora.b.set(&lora.b.randn_like(0.0, 0.3)?)?;
+            }
+        }
+    }
+    save_peft(out, &policy, &config, PeftTask::CausalLm, "tiny", None)
+}
+
 fn write_model_folder(dir: &Path, config: &ModelConfig, seed: u64, head_scale: f64) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config.to_hf_json())?)?;

@@ -14,11 +14,9 @@ use candle_core::Device;
 use pairwise_trainer::methods::generate::{PromptRecord, Sampling, encode_prompt, generate_batch};
 use pairwise_trainer::model::ForwardCtx;
 use pairwise_trainer::model::load::load_model_and_tokenizer;
-use pairwise_trainer::peft::PeftTask;
 use pairwise_trainer::peft::load::load_peft;
-use pairwise_trainer::peft::lora::{LoraConfig, attach_lora, save_peft};
 use pairwise_trainer::serve::{ServeConfig, api, prepare};
-use pairwise_trainer::synthetic::{tiny_config, write_tiny_policy};
+use pairwise_trainer::synthetic::{tiny_config, write_random_adapter, write_tiny_policy};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
@@ -39,24 +37,9 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     write_tiny_policy(&model, &tiny_config(), 11).unwrap();
-    let write_adapter = |name: &str, seed: u64, targets: &[&str]| {
-        let (mut policy, _) = load_model_and_tokenizer(&model, &Device::Cpu).unwrap();
-        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-        let config = LoraConfig::new(4, 8.0, 0.0, &targets).unwrap();
-        attach_lora(&mut policy, &config, seed).unwrap();
-        for layer in &mut policy.layers {
-            for (_, linear) in layer.linears_mut() {
-                if let Some(lora) = &mut linear.lora {
-                    lora.b.set(&lora.b.randn_like(0.0, 0.3).unwrap()).unwrap();
-                }
-            }
-        }
-        let out = dir.path().join(name);
-        save_peft(&out, &policy, &config, PeftTask::CausalLm, "tiny", None).unwrap();
-        out
-    };
-    let warm = write_adapter("warm", 5, &["q", "v", "down"]);
-    let cold = write_adapter("cold", 6, &["k", "o", "up", "gate"]);
+    let (warm, cold) = (dir.path().join("warm"), dir.path().join("cold"));
+    write_random_adapter(&model, &warm, &["q", "v", "down"], 5).unwrap();
+    write_random_adapter(&model, &cold, &["k", "o", "up", "gate"], 6).unwrap();
     Fixture { _dir: dir, model, warm, cold }
 }
 

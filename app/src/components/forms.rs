@@ -23,7 +23,7 @@ pub fn Select(
 
 /// The fields of a campaign's settings (name, overlap, gold rate, status, guidelines),
 /// filled from `campaign`, or with the defaults of a new one. A new campaign starts as a
-/// draft or active.
+/// draft or active, and chooses its kind (pairs or arena), which stays.
 #[component]
 pub fn CampaignFields(campaign: Option<Campaign>) -> impl IntoView {
     use CampaignStatus::{Active, Closed, Draft, Paused};
@@ -39,6 +39,15 @@ pub fn CampaignFields(campaign: Option<Campaign>) -> impl IntoView {
     let c = campaign.as_ref();
     view! {
         <label>"Name" <input type="text" name="name" value=c.map(|c| c.name.clone()) required /></label>
+        {campaign.is_none().then(|| view! {
+            <label>
+                "Kind"
+                <Select
+                    name="kind"
+                    options=vec![("pairwise", "pairwise (imported pairs)"), ("arena", "arena (live battles)")]
+                />
+            </label>
+        })}
         <label>
             "Overlap (raters per pair)"
             <input type="number" name="overlap" value=c.map_or(3, |c| c.overlap) min="1" max="50" />

@@ -4,7 +4,8 @@
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
-use pairwise_api::campaigns::Campaign;
+use pairwise_api::arena::{Contender, Pairing};
+use pairwise_api::campaigns::{Campaign, CampaignKind};
 use pairwise_api::import::ImportReport;
 use pairwise_api::leaderboard::Leaderboard;
 use pairwise_api::stats::CampaignStats;
@@ -16,6 +17,9 @@ use crate::components::{
 };
 use crate::errors::{FormError, or_error};
 use crate::format::{decimal, percent, seconds};
+use crate::server_fns::arena::{
+    AddContender, RemoveContender, SetContenderActive, UpdateArena, join_pool, list_contenders,
+};
 use crate::server_fns::campaigns::{
     ImportFile, UpdateCampaign, get_campaign, import_file, load_leaderboard, load_stats,
 };
@@ -68,6 +72,7 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
                             </p>
                         })}
                         <Settings campaign=c.clone() update />
+                        {(c.kind == CampaignKind::Arena).then(|| view! { <ArenaSection campaign=c.clone() /> })}
                     }
                         .into_any()
                 })
@@ -101,6 +106,126 @@ fn Settings(campaign: Campaign, update: ServerAction<UpdateCampaign>) -> impl In
             {move || matches!(update.value().get(), Some(Ok(_))).then(|| view! { <p class="ok">"Saved."</p> })}
             <FormError result=update.value() path={<UpdateCampaign as ServerFn>::PATH} />
         </details>
+    }
+}
+
+const CONTENDER_COLUMNS: &[Column] = &[
+    Column::text("Name"),
+    Column::text("Endpoint"),
+    Column::text("Model"),
+    Column::text("Key"),
+    Column::text("In battles"),
+    Column::text(""),
+];
+
+/// An arena's contenders (add, take out of battles, remove) and its settings.
+#[component]
+fn ArenaSection(campaign: Campaign) -> impl IntoView {
+    let id = campaign.id;
+    let add = ServerAction::<AddContender>::new();
+    let toggle = ServerAction::<SetContenderActive>::new();
+    let remove = ServerAction::<RemoveContender>::new();
+    let settings = ServerAction::<UpdateArena>::new();
+    let contenders = Resource::new(
+        move || (add.version().get(), toggle.version().get(), remove.version().get()),
+        move |_| list_contenders(id),
+    );
+    let arena = campaign.arena.clone();
+    let pairing = match arena.pairing {
+        Pairing::Uniform => "uniform",
+        Pairing::Overlap => "overlap",
+    };
+    let row = move |c: Contender| {
+        view! {
+            <tr>
+                <td>{c.name.clone()}</td>
+                <td>{c.base_url.clone()}</td>
+                <td>{c.model.clone()}</td>
+                <td>{if c.has_api_key { "set" } else { "—" }}</td>
+                <td>{if c.active { "yes" } else { "no" }}</td>
+                <td>
+                    <ActionForm action=toggle attr:class="inline">
+                        <input type="hidden" name="id" value=c.id />
+                        <input type="hidden" name="active" value=(!c.active).to_string() />
+                        <button type="submit" class="link">{if c.active { "take out" } else { "bring back" }}</button>
+                    </ActionForm>
+                    <ActionForm action=remove attr:class="inline">
+                        <input type="hidden" name="id" value=c.id />
+                        <button type="submit" class="link">"remove"</button>
+                    </ActionForm>
+                </td>
+            </tr>
+        }
+    };
+    view! {
+        <section class="card" id="arena">
+            <h2>"Arena contenders"</h2>
+            <p class="muted small">
+                "OpenAI-compatible endpoints (pairwise-train serve, llama.cpp, a hosted API). Raters never see "
+                "the names or keys; each battle draws two active contenders."
+            </p>
+            <Transition fallback=|| view! { <Loading /> }>
+                {move || Suspend::new(async move {
+                    or_error(contenders.await, |list| {
+                        let rows: Vec<_> = list.into_iter().map(row).collect();
+                        view! { <DataTable id="contenders" columns=CONTENDER_COLUMNS rows /> }.into_any()
+                    })
+                })}
+            </Transition>
+            <ActionForm action=add attr:id="add-contender" attr:class="grid-form">
+                <input type="hidden" name="campaign_id" value=id />
+                <label>"Name (shown after the vote)" <input type="text" name="name" required /></label>
+                <label>
+                    "Base URL"
+                    <input type="url" name="base_url" placeholder="http://127.0.0.1:8081/v1" required />
+                </label>
+                <label>"Model (the request's model field)" <input type="text" name="model" required /></label>
+                <label>"API key (optional, kept on the server)" <input type="password" name="api_key" /></label>
+                <button type="submit" class="primary">"Add contender"</button>
+            </ActionForm>
+            <FormError result=add.value() path={<AddContender as ServerFn>::PATH} />
+            <FormError result=toggle.value() path={<SetContenderActive as ServerFn>::PATH} />
+            <FormError result=remove.value() path={<RemoveContender as ServerFn>::PATH} />
+            <h3>"Arena settings"</h3>
+            <ActionForm action=settings attr:id="arena-settings" attr:class="grid-form">
+                <input type="hidden" name="campaign_id" value=id />
+                <label>
+                    "Pairing"
+                    <Select
+                        name="pairing"
+                        options=vec![("uniform", "uniform"), ("overlap", "closest on the leaderboard")]
+                        selected=Some(pairing)
+                    />
+                </label>
+                <label>
+                    "Battles per rater per minute"
+                    <input type="number" name="battles_per_minute" value=arena.battles_per_minute min="1" max="600" />
+                </label>
+                <label>
+                    "Longest prompt (characters)"
+                    <input type="number" name="max_prompt_chars" value=arena.max_prompt_chars min="1" max="100000" />
+                </label>
+                <label>
+                    "Answer timeout (s)"
+                    <input type="number" name="timeout_seconds" value=arena.timeout_seconds min="1" max="600" />
+                </label>
+                <label>
+                    "Temperature"
+                    <input type="number" name="temperature" value=arena.temperature min="0" max="2" step="0.05" />
+                </label>
+                <label>
+                    "Max tokens per answer"
+                    <input type="number" name="max_tokens" value=arena.max_tokens min="1" max="32768" />
+                </label>
+                <label class="wide">
+                    "Prompt pool (raters may draw one; prompts separated by a line ---)"
+                    <textarea name="prompt_pool" rows="4">{join_pool(&arena.prompt_pool)}</textarea>
+                </label>
+                <button type="submit" class="primary">"Save arena settings"</button>
+            </ActionForm>
+            {move || matches!(settings.value().get(), Some(Ok(_))).then(|| view! { <p class="ok">"Saved."</p> })}
+            <FormError result=settings.value() path={<UpdateArena as ServerFn>::PATH} />
+        </section>
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod arena;
 mod campaign;
 mod campaigns;
 mod login;

@@ -1,35 +1,37 @@
 //! The rating page: prompt on top, the two responses side by side, the choice, strength,
 //! an optional reason, skip. Keyboard: 1/2 choose, 3 tie, 4 both bad, Enter submits,
 //! S skips. With JavaScript the next pair replaces this one in place; without it the forms
-//! post and the page reloads with the next pair.
+//! post and the page reloads with the next pair. Arena campaigns get the arena instead
+//! (`arena.rs`), with the same vote fields and keys.
 
 use leptos::ev;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
 
+use super::arena::ArenaRater;
 use super::id_param;
 use crate::components::{Loading, ProgressBar};
-use crate::errors::{ErrorBox, error_text, form_error_from_url, or_error};
+use crate::errors::{error_text, form_error_from_url, or_error};
 use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
+use pairwise_api::campaigns::CampaignKind;
 
-const CHOICES: [(&str, &str, &str); 4] =
+pub(super) const CHOICES: [(&str, &str, &str); 4] =
     [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
-const STRENGTHS: [(&str, &str); 3] = [("1", "slightly"), ("2", "clearly"), ("3", "much")];
+pub(super) const STRENGTHS: [(&str, &str); 3] = [("1", "slightly"), ("2", "clearly"), ("3", "much")];
 
 #[component]
 pub fn RatePage() -> impl IntoView {
     let id = id_param();
     let campaign = Resource::new(id, campaign_for_rating);
-    let state = Resource::new(id, next_pair);
     view! {
         <Suspense fallback=|| view! { <Loading /> }>
             {move || Suspend::new(async move {
-                let campaign = match campaign.await {
-                    Ok(campaign) => campaign,
-                    Err(error) => return view! { <ErrorBox error /> }.into_any(),
-                };
-                or_error(state.await, |initial| {
+                or_error(campaign.await, |campaign| {
+                    let raters = match campaign.kind {
+                        CampaignKind::Pairwise => view! { <PairRater campaign_id=campaign.id /> }.into_any(),
+                        CampaignKind::Arena => view! { <ArenaRater campaign_id=campaign.id /> }.into_any(),
+                    };
                     view! {
                         <Title text=format!("{} · Pairwise", campaign.name) />
                         <h1>{campaign.name.clone()}</h1>
@@ -37,10 +39,23 @@ pub fn RatePage() -> impl IntoView {
                             <summary>"Guidelines"</summary>
                             <div class="md" inner_html=campaign.guidelines_html.clone()></div>
                         </details>
-                        <Rater campaign_id=campaign.id initial />
+                        {raters}
                     }
                         .into_any()
                 })
+            })}
+        </Suspense>
+    }
+}
+
+/// A pairwise campaign's rater: loads the visitor's current pair.
+#[component]
+fn PairRater(campaign_id: i64) -> impl IntoView {
+    let state = Resource::new(move || campaign_id, next_pair);
+    view! {
+        <Suspense fallback=|| view! { <Loading /> }>
+            {move || Suspend::new(async move {
+                or_error(state.await, |initial| view! { <Rater campaign_id initial /> }.into_any())
             })}
         </Suspense>
     }
@@ -187,8 +202,86 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
     }
 }
 
+/// The choice (keys 1–4), the strength, the optional reason and the submit button: the
+/// fields of a vote on a pair and on an arena battle.
+#[component]
+pub(super) fn VoteFields(
+    choice: RwSignal<String>,
+    strength: RwSignal<String>,
+    rationale: RwSignal<String>,
+) -> impl IntoView {
+    view! {
+        <fieldset class="choices">
+            <legend>"Which response is better?"</legend>
+            {CHOICES
+                .iter()
+                .map(|(value, label, key)| {
+                    let value = value.to_string();
+                    let checked_value = value.clone();
+                    let set_value = value.clone();
+                    view! {
+                        <label class="choice" class:selected=move || choice.get() == checked_value>
+                            <input
+                                type="radio"
+                                name="choice"
+                                value=value.clone()
+                                prop:checked={
+                                    let value = value.clone();
+                                    move || choice.get() == value
+                                }
+                                on:change=move |_| choice.set(set_value.clone())
+                            />
+                            {*label}
+                            <kbd>{*key}</kbd>
+                        </label>
+                    }
+                })
+                .collect_view()}
+        </fieldset>
+        <fieldset class="strengths">
+            <legend>"How much better?"</legend>
+            {STRENGTHS
+                .iter()
+                .map(|(value, label)| {
+                    let value = value.to_string();
+                    let set_value = value.clone();
+                    // The attribute carries the default to pages without JavaScript.
+                    let default = strength.get_untracked() == value;
+                    view! {
+                        <label>
+                            <input
+                                type="radio"
+                                name="strength"
+                                value=value.clone()
+                                checked=default
+                                prop:checked=move || strength.get() == value
+                                on:change=move |_| strength.set(set_value.clone())
+                            />
+                            {*label}
+                        </label>
+                    }
+                })
+                .collect_view()}
+        </fieldset>
+        <label class="reason">
+            "Reason (optional)"
+            <textarea
+                name="rationale"
+                rows="2"
+                prop:value=move || rationale.get()
+                on:input=move |ev| rationale.set(event_target_value(&ev))
+            ></textarea>
+        </label>
+        <div class="actions">
+            <button type="submit" class="primary" id="submit-vote">
+                "Submit" <kbd>"Enter"</kbd>
+            </button>
+        </div>
+    }
+}
+
 /// True when a key press is meant for a text field (the reason box), not a shortcut.
-fn typing_in_a_field(event: &leptos::ev::KeyboardEvent) -> bool {
+pub(super) fn typing_in_a_field(event: &leptos::ev::KeyboardEvent) -> bool {
     use wasm_bindgen::JsCast;
     event
         .target()
@@ -256,69 +349,7 @@ fn PairForms(
             <input type="hidden" name="campaign_id" value=campaign_id />
             <input type="hidden" name="assignment_id" value=pair.assignment_id />
             <input type="hidden" name="shown_at" value=pair.shown_at />
-            <fieldset class="choices">
-                <legend>"Which response is better?"</legend>
-                {CHOICES
-                    .iter()
-                    .map(|(value, label, key)| {
-                        let value = value.to_string();
-                        let checked_value = value.clone();
-                        let set_value = value.clone();
-                        view! {
-                            <label class="choice" class:selected=move || choice.get() == checked_value>
-                                <input
-                                    type="radio"
-                                    name="choice"
-                                    value=value.clone()
-                                    prop:checked={
-                                        let value = value.clone();
-                                        move || choice.get() == value
-                                    }
-                                    on:change=move |_| choice.set(set_value.clone())
-                                />
-                                {*label}
-                                <kbd>{*key}</kbd>
-                            </label>
-                        }
-                    })
-                    .collect_view()}
-            </fieldset>
-            <fieldset class="strengths">
-                <legend>"How much better?"</legend>
-                {STRENGTHS
-                    .iter()
-                    .map(|(value, label)| {
-                        let value = value.to_string();
-                        let set_value = value.clone();
-                        view! {
-                            <label>
-                                <input
-                                    type="radio"
-                                    name="strength"
-                                    value=value.clone()
-                                    prop:checked=move || strength.get() == value
-                                    on:change=move |_| strength.set(set_value.clone())
-                                />
-                                {*label}
-                            </label>
-                        }
-                    })
-                    .collect_view()}
-            </fieldset>
-            <label class="reason">
-                "Reason (optional)"
-                <textarea
-                    name="rationale"
-                    rows="2"
-                    prop:value=move || rationale.get()
-                    on:input=move |ev| rationale.set(event_target_value(&ev))
-                ></textarea>
-            </label>
-            <div class="actions">
-                <button type="submit" class="primary" id="submit-vote">
-                    "Submit" <kbd>"Enter"</kbd>
-                </button>
-            </div>
+            <VoteFields choice strength rationale />
         </form>
         <form
             id="skip-form"

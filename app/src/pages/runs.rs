@@ -4,12 +4,14 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use pairwise_api::campaigns::CampaignKind;
 use pairwise_api::runs::{Run, RunDetail, RunStatus};
 
 use super::{AdminOnly, id_param};
 use crate::components::{Column, DataTable, LineChart, Loading, Select, StatusBadge};
 use crate::errors::{ErrorBox, or_error};
 use crate::format::utc_minute;
+use crate::server_fns::campaigns::list_campaigns;
 use crate::server_fns::runs::{CancelRun, StartRun, list_runs, load_run};
 
 const RUN_COLUMNS: &[Column] = &[
@@ -28,6 +30,7 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
     let start = ServerAction::<StartRun>::new();
     let cancel = ServerAction::<CancelRun>::new();
     let runs = Resource::new(move || (start.version().get(), cancel.version().get()), move |_| list_runs(campaign_id));
+    let arenas = Resource::new(|| (), |_| list_campaigns());
     view! {
         <section class="card" id="runs">
             <h2>"Training runs"</h2>
@@ -62,6 +65,29 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
                 </label>
                 <label>
                     "Responses per prompt" <input type="number" name="responses" value="2" min="1" max="16" />
+                </label>
+                <label>
+                    "Then the adapter joins the arena"
+                    <Suspense fallback=|| ()>
+                        {move || Suspend::new(async move {
+                            let arenas: Vec<(i64, String)> = arenas
+                                .await
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter(|c| c.kind == CampaignKind::Arena)
+                                .map(|c| (c.id, c.name))
+                                .collect();
+                            view! {
+                                <select name="join_arena" id="join-arena">
+                                    <option value="">"no"</option>
+                                    {arenas
+                                        .into_iter()
+                                        .map(|(id, name)| view! { <option value=id>{name}</option> })
+                                        .collect_view()}
+                                </select>
+                            }
+                        })}
+                    </Suspense>
                 </label>
                 <button type="submit" class="primary">"Start"</button>
             </ActionForm>

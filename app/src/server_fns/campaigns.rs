@@ -12,7 +12,7 @@ use {
     crate::backend::{call, call_raw, get},
     crate::errors::fail,
     http::Method,
-    pairwise_api::campaigns::{CampaignStatus, CampaignUpdate, NewCampaign},
+    pairwise_api::campaigns::{CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign},
 };
 
 /// The campaigns the visitor may see (annotators: the active ones), with their progress.
@@ -33,10 +33,22 @@ pub async fn create_campaign(
     overlap: i64,
     gold_rate: f64,
     status: String,
+    kind: String,
 ) -> Result<(), ServerFnError> {
     let status = campaign_status(&status)?;
-    // The lease and free votes as the API defaults them.
-    let new = NewCampaign { name, guidelines, overlap, gold_rate, status, lease_seconds: 600, free_votes: false };
+    let kind = CampaignKind::parse(&kind).ok_or_else(|| fail(format!("kind: `{kind}` is not pairwise or arena")))?;
+    // The lease, free votes and arena settings as the API defaults them.
+    let new = NewCampaign {
+        name,
+        guidelines,
+        overlap,
+        gold_rate,
+        status,
+        lease_seconds: 600,
+        free_votes: false,
+        kind,
+        arena: Default::default(),
+    };
     let campaign: Campaign = call(Method::POST, "/api/v1/campaigns", Some(&new)).await?;
     leptos_axum::redirect(&format!("/admin/campaigns/{}", campaign.id));
     Ok(())

@@ -6,6 +6,7 @@
 //! posts (URL-encoded fields named like the arguments) and redirect back to the page.
 
 pub mod accounts;
+pub mod arena;
 pub mod campaigns;
 pub mod rating;
 pub mod runs;

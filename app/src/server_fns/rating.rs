@@ -3,7 +3,7 @@
 //! with their Markdown rendered to sanitised HTML on the server).
 
 use leptos::prelude::*;
-use pairwise_api::campaigns::CampaignStatus;
+use pairwise_api::campaigns::{CampaignKind, CampaignStatus};
 use serde::{Deserialize, Serialize};
 #[cfg(feature = "ssr")]
 use {
@@ -21,6 +21,7 @@ use {
 pub struct RatingCampaign {
     pub id: i64,
     pub name: String,
+    pub kind: CampaignKind,
     pub guidelines_html: String,
 }
 
@@ -64,7 +65,7 @@ pub struct RateState {
 #[server(prefix = "/ui", endpoint = "campaign_for_rating")]
 pub async fn campaign_for_rating(id: i64) -> Result<RatingCampaign, ServerFnError> {
     let campaign: Campaign = get(&format!("/api/v1/campaigns/{id}")).await?;
-    Ok(RatingCampaign { id, name: campaign.name, guidelines_html: render(&campaign.guidelines) })
+    Ok(RatingCampaign { id, name: campaign.name, kind: campaign.kind, guidelines_html: render(&campaign.guidelines) })
 }
 
 /// The visitor's current pair (the same one until they vote or skip) and the progress.
@@ -88,13 +89,7 @@ pub async fn submit_vote(
     shown_at: i64,
     time_ms: Option<i64>,
 ) -> Result<RateState, ServerFnError> {
-    // The API's own names of the choices (serde's), so the two cannot drift apart.
-    let choice = ScreenChoice::deserialize(choice.as_str().into_deserializer())
-        .map_err(|_: serde::de::value::Error| fail("choose A better, B better, tie or both bad first"))?;
-    let strength: Option<i64> = match strength.as_str() {
-        "" => None,
-        s => Some(s.parse().map_err(|_| fail(format!("strength: `{s}` is not 1, 2 or 3")))?),
-    };
+    let (choice, strength) = vote_fields(&choice, &strength)?;
     // Without JavaScript the browser cannot time the pair: measure from when it was served.
     let time_ms = time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0));
     let rationale = rationale.trim();
@@ -119,8 +114,21 @@ pub async fn skip_pair(campaign_id: i64, assignment_id: i64) -> Result<RateState
     rate_state(campaign_id, next).await
 }
 
+/// The choice and strength of a vote form (`choice` as on screen, `strength` 1–3 or empty).
 #[cfg(feature = "ssr")]
-fn now_ms() -> i64 {
+pub(crate) fn vote_fields(choice: &str, strength: &str) -> Result<(ScreenChoice, Option<i64>), ServerFnError> {
+    // The API's own names of the choices (serde's), so the two cannot drift apart.
+    let choice = ScreenChoice::deserialize(choice.into_deserializer())
+        .map_err(|_: serde::de::value::Error| fail("choose A better, B better, tie or both bad first"))?;
+    let strength = match strength {
+        "" => None,
+        s => Some(s.parse().map_err(|_| fail(format!("strength: `{s}` is not 1, 2 or 3")))?),
+    };
+    Ok((choice, strength))
+}
+
+#[cfg(feature = "ssr")]
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

@@ -18,7 +18,8 @@ pub async fn list_runs(campaign_id: i64) -> Result<Vec<Run>, ServerFnError> {
 
 /// Starts a run by hand; `args` are further trainer flags separated by spaces. With
 /// `next_round` ("on", a checkbox) a DPO or RLHF run then generates `responses` new
-/// responses per prompt with its adapter into a new campaign.
+/// responses per prompt with its adapter into a new campaign; with `join_arena` (an arena
+/// campaign's id) the adapter then joins that arena as a contender.
 #[server(prefix = "/ui", endpoint = "start_run")]
 pub async fn start_run(
     campaign_id: i64,
@@ -27,7 +28,12 @@ pub async fn start_run(
     args: String,
     next_round: Option<String>,
     responses: Option<usize>,
+    join_arena: Option<String>,
 ) -> Result<Run, ServerFnError> {
+    let join_arena = match join_arena.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(id) => Some(id.parse::<i64>().map_err(|_| fail(format!("join_arena: `{id}` is not a campaign id")))?),
+    };
     let spec = RunSpec {
         method: pairwise_api::runs::Method::parse(&method)
             .ok_or_else(|| fail(format!("method: `{method}` is not reward, dpo, rlhf, kto or sft")))?,
@@ -39,6 +45,7 @@ pub async fn start_run(
             baseline_responses: 0,
             args: Vec::new(),
         }),
+        join_arena,
     };
     call(Method::POST, &format!("/api/v1/campaigns/{campaign_id}/runs"), Some(&spec)).await
 }

@@ -73,7 +73,10 @@ pub async fn check_login(
     password: &str,
 ) -> ApiResult<CurrentUser> {
     let keys = LoginKeys::new(username, client);
-    limiter.check(db, &keys).await?.map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+    limiter
+        .check(db, &keys)
+        .await?
+        .map_err(|retry_after_s| ApiError::TooManyRequests { what: "too many attempts", retry_after_s })?;
     let row = db
         .fetch_optional(
             "SELECT id, username, role, password_hash FROM users WHERE username = $1 AND active = 1",

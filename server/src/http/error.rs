@@ -43,7 +43,7 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorReply { error: code.to_string(), message, details };
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after_s } = self {
+        if let ApiError::TooManyRequests { retry_after_s, .. } = self {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_s));

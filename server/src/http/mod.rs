@@ -3,6 +3,7 @@
 //! connections are refused) beside the server's background tasks (the runs' heartbeat and
 //! the scheduler). Handlers parse the request, call the domain modules and shape the reply.
 
+pub mod arena;
 pub mod auth;
 pub mod campaigns;
 pub mod error;
@@ -49,6 +50,7 @@ pub fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(auth::router())
+        .merge(arena::router())
         .merge(users::router())
         .merge(tokens::router())
         .merge(campaigns::router())

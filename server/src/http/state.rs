@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use crate::accounts::limiter::LoginLimiter;
+use crate::arena::ServeEndpoint;
+use crate::arena::contend::Live;
 use crate::cluster::instance_name;
 use crate::config::Config;
 use crate::runs::supervisor::{RunSettings, Supervisor};
@@ -20,6 +22,8 @@ pub struct AppState {
     pub instance: Arc<str>,
     /// Numbers this server's new votes (Postgres).
     pub sequencer: Sequencer,
+    /// The arena battles this server is generating, and its client for contenders.
+    pub live: Live,
 }
 
 impl AppState {
@@ -30,6 +34,11 @@ impl AppState {
             runs_dir: config.runs_dir.clone(),
             secret: config.secret.clone(),
             heartbeat_seconds: config.run_heartbeat_seconds,
+            serve: config.serve_url.clone().map(|url| ServeEndpoint {
+                url,
+                admin_key: config.serve_admin_key.clone(),
+                api_key: config.serve_api_key.clone(),
+            }),
         };
         let instance = instance_name();
         let runs = Supervisor::new(db.clone(), settings, &instance);
@@ -40,6 +49,7 @@ impl AppState {
             login_limiter: Arc::new(limiter),
             runs,
             instance: instance.into(),
+            live: Live::new(),
         }
     }
 }

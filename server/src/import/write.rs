@@ -185,6 +185,31 @@ async fn write_items(
 }
 
 /// Items per statement on Postgres.
+/// Writes one item with a ready pair (an arena battle) inside the caller's transaction and
+/// returns the pair's id, new or existing.
+pub(crate) async fn write_pair(tx: &mut dyn Store, campaign_id: i64, item: &ImportItem, now: i64) -> ApiResult<i64> {
+    let ItemBody::Pair { a, b, .. } = &item.body else {
+        return Err(anyhow::anyhow!("write_pair: the item has no ready pair").into());
+    };
+    write_items(tx, campaign_id, std::slice::from_ref(item), &PairingOptions::default(), now).await?;
+    let messages_json = serde_json::to_string(&item.messages).map_err(anyhow::Error::from)?;
+    let row = tx
+        .fetch_one(
+            "SELECT p.id FROM pairs p JOIN prompts pr ON pr.id = p.prompt_id \
+             JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
+             WHERE p.campaign_id = $1 AND pr.content_hash = $2 \
+             AND ((ra.content_hash = $3 AND rb.content_hash = $4) OR (ra.content_hash = $4 AND rb.content_hash = $3))",
+            args![
+                campaign_id,
+                content_hash(&[&messages_json, &item.prompt]),
+                content_hash(&[&a.text]),
+                content_hash(&[&b.text])
+            ],
+        )
+        .await?;
+    Ok(row.int("id")?)
+}
+
 const POSTGRES_CHUNK: usize = 2_000;
 
 /// `write_items` for Postgres: the same rows and report, a chunk of items per statement.

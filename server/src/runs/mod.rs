@@ -33,6 +33,9 @@ pub fn check_spec(spec: &RunSpec) -> Result<(), String> {
     if !spec.reward_args.is_empty() && spec.method != Method::Rlhf {
         return Err("reward_args: only an rlhf run has a reward-model step".into());
     }
+    if spec.join_arena.is_some() && spec.method == Method::Reward {
+        return Err("join_arena: a reward run trains no policy to serve".into());
+    }
     if let Some(next) = &spec.next_round {
         if spec.method == Method::Reward {
             return Err("next_round: a reward run trains no policy to generate with".into());

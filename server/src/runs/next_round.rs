@@ -29,6 +29,8 @@ pub async fn hand_off(db: &Db, id: i64, campaign_id: i64, generated: &Path) -> a
         status: CampaignStatus::Draft,
         lease_seconds: parent.lease_seconds,
         free_votes: parent.free_votes,
+        kind: Default::default(),
+        arena: Default::default(),
     };
     let campaign = match create_campaign(db, &new).await {
         Err(ApiError::Conflict { .. }) => {

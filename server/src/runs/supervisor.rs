@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::next_round::hand_off;
 use super::{check_spec, finish, get_run, mark_interrupted};
+use crate::arena::{ServeEndpoint, check_arena_campaign, join_arena};
 use crate::args;
 use crate::campaigns::get_campaign;
 use crate::error::{ApiError, ApiResult};
@@ -39,6 +40,8 @@ pub struct RunSettings {
     /// Seconds between two heartbeats of a run; a run without one for three of them is
     /// taken to have lost its server.
     pub heartbeat_seconds: u64,
+    /// The `pairwise-train serve` that runs with `join_arena` register their adapter with.
+    pub serve: Option<ServeEndpoint>,
 }
 
 /// Starts and watches runs; cheap to clone (one per server process, shared).
@@ -125,8 +128,20 @@ impl Supervisor {
     pub async fn start(&self, campaign_id: i64, spec: RunSpec, trigger: Trigger) -> ApiResult<Run> {
         check_spec(&spec).map_err(ApiError::bad_request)?;
         let campaign = get_campaign(&self.db, campaign_id, 0).await?;
+        if let Some(arena) = spec.join_arena {
+            if self.settings.serve.is_none() {
+                return Err(ApiError::bad_request(
+                    "join_arena: this server has no pairwise-train serve to register the adapter with (config serve_url)",
+                ));
+            }
+            check_arena_campaign(&self.db, arena).await.map_err(|e| match e {
+                ApiError::NotFound(what) => ApiError::bad_request(format!("join_arena: {what} not found")),
+                ApiError::Conflict { message, .. } => ApiError::bad_request(format!("join_arena: {message}")),
+                other => other,
+            })?;
+        }
         let config = json!({"model": spec.model, "args": spec.args, "reward_args": spec.reward_args,
-                            "next_round": spec.next_round,
+                            "next_round": spec.next_round, "join_arena": spec.join_arena,
                             "export": {"format": export_policy(spec.method).format.as_str(), "min_votes": 1,
                                        "include_gold": false}});
         let args = args![
@@ -236,6 +251,12 @@ impl Supervisor {
             set_phase(&self.db, id, "import").await;
             if let Err(error) = hand_off(&self.db, id, campaign_id, &dir.join("next_round.jsonl")).await {
                 outcome = Outcome::Failed(format!("next round: {error}"));
+            }
+        }
+        if let (Outcome::Succeeded, Some(arena), Some(serve)) = (&outcome, spec.join_arena, &self.settings.serve) {
+            set_phase(&self.db, id, "arena").await;
+            if let Err(error) = join_arena(&self.db, serve, id, arena, &dir.join("out")).await {
+                outcome = Outcome::Failed(format!("joining the arena: {error:#}"));
             }
         }
         self.cancel.lock().expect("run registry").remove(&id);

@@ -459,6 +459,26 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
     Ok(VoteOutcome { vote: stored_vote(&vote)?, duplicate: false, my_votes, next })
 }
 
+/// Records a vote inside the caller's transaction (an arena battle stores its pair and its
+/// vote together). On Postgres the vote is numbered after the commit: `number_vote`.
+pub(crate) async fn vote_in(tx: &mut dyn Store, rater: i64, req: &VoteRequest) -> ApiResult<VoteOutcome> {
+    validate_vote(req)?;
+    let dice = Dice::roll();
+    match tx.backend() {
+        Backend::Sqlite => vote_once(tx, rater, req, now_ms(), dice).await,
+        Backend::Postgres => postgres::vote_in(tx, rater, req, dice).await,
+    }
+}
+
+/// Gives a vote from `vote_in` its sequence number once its transaction has committed.
+pub(crate) async fn number_vote(sequencer: &Sequencer, campaign_id: i64, vote: &mut StoredVote) -> ApiResult<()> {
+    if vote.seq == 0 {
+        vote.seq = sequencer.number(campaign_id, vote.id).await?;
+    }
+    metrics().vote_stored(false);
+    Ok(())
+}
+
 /// Gives every stored vote of the campaign its sequence number before a reader of `seq`
 /// (exports, schedules) takes its cursor. Only Postgres numbers votes after they commit,
 /// and a vote whose request died between the two steps would otherwise stay unnumbered.

@@ -14,7 +14,7 @@ use pairwise_api::votes::{Choice, Next, ScreenChoice, StoredVote, VoteOutcome, V
 use super::{Dice, served_from_texts};
 use crate::args;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{Db, DbError, SqlRow, SqlValue, now_ms};
+use crate::store::{Db, DbError, SqlRow, SqlValue, Store, now_ms};
 
 const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, $2, $3, $4, $5)";
 const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, $2, $3, $4, $5)";
@@ -38,6 +38,22 @@ pub(super) async fn submit_vote(
     req: &VoteRequest,
     dice: Dice,
 ) -> ApiResult<VoteOutcome> {
+    let row = call(db, VOTE_SQL, || vote_args(rater, req, dice)).await.map_err(already_voted)?;
+    let mut outcome = outcome_from_row(&row)?;
+    // A new vote, or a resubmission whose first copy has not been numbered yet.
+    if outcome.vote.seq == 0 {
+        outcome.vote.seq = sequencer.number(row.int("campaign_id")?, outcome.vote.id).await?;
+    }
+    Ok(outcome)
+}
+
+/// The vote function in the caller's transaction; the vote's `seq` is 0 until numbered.
+pub(super) async fn vote_in(tx: &mut dyn Store, rater: i64, req: &VoteRequest, dice: Dice) -> ApiResult<VoteOutcome> {
+    let row = tx.fetch_one(VOTE_SQL, vote_args(rater, req, dice)).await.map_err(raised).map_err(already_voted)?;
+    outcome_from_row(&row)
+}
+
+fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
     let choice = match req.choice {
         ScreenChoice::Left => "left",
         ScreenChoice::Right => "right",
@@ -45,41 +61,38 @@ pub(super) async fn submit_vote(
         ScreenChoice::BothBad => "both_bad",
     };
     let rationale = req.rationale.as_deref().filter(|r| !r.trim().is_empty());
-    let row = call(db, VOTE_SQL, || {
-        args![
-            rater,
-            req.assignment_id,
-            req.pair_id,
-            req.swapped,
-            choice,
-            req.strength,
-            rationale,
-            req.time_ms,
-            req.client_key.as_str(),
-            now_ms(),
-            dice.gold_roll,
-            dice.swap
-        ]
-    })
-    .await
-    .map_err(|e| match e {
-        // Still a unique violation after the retries: the rater voted on this pair already.
+    args![
+        rater,
+        req.assignment_id,
+        req.pair_id,
+        req.swapped,
+        choice,
+        req.strength,
+        rationale,
+        req.time_ms,
+        req.client_key.as_str(),
+        now_ms(),
+        dice.gold_roll,
+        dice.swap
+    ]
+}
+
+/// Still a unique violation after the retries: the rater voted on this pair already.
+fn already_voted(e: ApiError) -> ApiError {
+    match e {
         ApiError::Database(e) if e.is_unique_violation() => {
             ApiError::conflict("already_voted", "you have already voted on this pair")
         }
         other => other,
-    })?;
-    let vote_id = row.int("vote_id")?;
-    // A new vote, or a resubmission whose first copy has not been numbered yet.
-    let seq = match row.opt_int("vote_seq")? {
-        Some(seq) => seq,
-        None => sequencer.number(row.int("campaign_id")?, vote_id).await?,
-    };
+    }
+}
+
+fn outcome_from_row(row: &SqlRow) -> ApiResult<VoteOutcome> {
     let choice = row.text("vote_choice")?;
     Ok(VoteOutcome {
         vote: StoredVote {
-            id: vote_id,
-            seq,
+            id: row.int("vote_id")?,
+            seq: row.opt_int("vote_seq")?.unwrap_or(0),
             pair_id: row.int("vote_pair_id")?,
             choice: Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?,
             strength: row.opt_int("vote_strength")?,
@@ -88,7 +101,7 @@ pub(super) async fn submit_vote(
         },
         duplicate: row.int("duplicate")? != 0,
         my_votes: row.int("my_votes")?,
-        next: next_from_row(&row)?,
+        next: next_from_row(row)?,
     })
 }
 
@@ -127,7 +140,7 @@ impl Sequencer {
     }
 
     /// The sequence number of a committed vote.
-    async fn number(&self, campaign_id: i64, vote_id: i64) -> ApiResult<i64> {
+    pub(super) async fn number(&self, campaign_id: i64, vote_id: i64) -> ApiResult<i64> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let start = {
             let mut queue = self.queue.lock().expect("sequencer queue");

@@ -165,6 +165,8 @@ async fn make_campaign(db: &Db, name: &str, pairs: usize, overlap: i64) -> anyho
             status: CampaignStatus::Active,
             lease_seconds: 600,
             free_votes: false,
+            kind: Default::default(),
+            arena: Default::default(),
         },
     )
     .await

@@ -3,6 +3,7 @@
 //! backups: SQLite).
 
 mod alignment_loop;
+mod arena;
 mod assignment;
 mod auth;
 mod campaigns;

@@ -3,6 +3,8 @@
 //! responses staying inert, the admin gate, import errors and export downloads.
 //! Screenshots land in `target/screenshots/`.
 
+mod arena;
+
 use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, Locator};
 use pairwise_server::accounts::Role;
