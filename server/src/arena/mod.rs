@@ -336,15 +336,7 @@ async fn pick_contenders(db: &Db, campaign: &Campaign) -> ApiResult<(i64, i64)> 
                 Some(board) => {
                     let interval =
                         |key: &str| board.models.iter().find(|m| m.model == key).map(|m| (m.ci_low, m.ci_high));
-                    match (interval(&contenders[i].1), interval(&contenders[j].1)) {
-                        (Some(a), Some(b)) => {
-                            let overlap = (a.1.min(b.1) - a.0.max(b.0)).max(0.0);
-                            let narrower = (a.1 - a.0).min(b.1 - b.0).max(1e-9);
-                            // Every pair keeps some chance, so a settled order is still checked.
-                            0.05 + (overlap / narrower).min(1.0)
-                        }
-                        _ => 1.05,
-                    }
+                    overlap_weight(interval(&contenders[i].1), interval(&contenders[j].1))
                 }
             };
             pairs.push((i, j, weight));
@@ -362,6 +354,21 @@ async fn pick_contenders(db: &Db, campaign: &Campaign) -> ApiResult<(i64, i64)> 
         .unwrap_or(pairs.last().expect("two contenders make a pair"));
     let (a, b) = (contenders[i].0, contenders[j].0);
     Ok(if rng.random_bool(0.5) { (a, b) } else { (b, a) })
+}
+
+/// How often `overlap` pairing draws two contenders, from their leaderboard intervals:
+/// the share of the narrower interval the two overlap on, plus a little so that a settled
+/// order is still checked now and then; a contender without votes overlaps fully.
+fn overlap_weight(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> f64 {
+    const FLOOR: f64 = 0.05;
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let overlap = (a.1.min(b.1) - a.0.max(b.0)).max(0.0);
+            let narrower = (a.1 - a.0).min(b.1 - b.0).max(1e-9);
+            FLOOR + (overlap / narrower).min(1.0)
+        }
+        _ => FLOOR + 1.0,
+    }
 }
 
 /// The leaderboard's key of a contender's responses (`model@model_version`, see tallies).
@@ -783,4 +790,36 @@ pub async fn join_arena(
         api_key: serve.api_key.clone(),
     };
     Ok(add_contender(db, campaign_id, &contender, Some(run_id)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_intervals_are_drawn_more_often_than_settled_ones() {
+        let close = overlap_weight(Some((990.0, 1030.0)), Some((1000.0, 1040.0)));
+        let apart = overlap_weight(Some((900.0, 950.0)), Some((1000.0, 1040.0)));
+        let new = overlap_weight(None, Some((1000.0, 1040.0)));
+        assert!((close - (0.05 + 0.75)).abs() < 1e-9, "{close}");
+        assert!((apart - 0.05).abs() < 1e-9, "a settled pair keeps a small chance: {apart}");
+        assert!(new > close && close > apart);
+        // One interval inside the other overlaps fully.
+        assert!((overlap_weight(Some((0.0, 100.0)), Some((40.0, 60.0))) - 1.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn each_side_hears_its_own_answers() {
+        let turns = vec![
+            BattleTurn { prompt: "hi".into(), left: "L1".into(), right: "R1".into() },
+            BattleTurn { prompt: "more".into(), left: String::new(), right: String::new() },
+        ];
+        let right: Vec<(String, String)> =
+            conversation(&turns, Side::Right).into_iter().map(|m| (m.role, m.content)).collect();
+        let expected = [("user", "hi"), ("assistant", "R1"), ("user", "more")];
+        assert_eq!(right, expected.map(|(r, c)| (r.to_string(), c.to_string())));
+        assert_eq!(history(&turns, Side::Left).len(), 2);
+        assert_eq!(leaderboard_key("round 2", "run-7"), "round 2@run-7");
+        assert_eq!(leaderboard_key("warm", "warm"), "warm");
+    }
 }

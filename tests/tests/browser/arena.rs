@@ -175,3 +175,44 @@ async fn with_browser_result<T: Send + 'static>(javascript: bool, body: impl Asy
     .await;
     slot.lock().unwrap().take().expect("the browser body finished")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_adds_a_contender_whose_key_stays_on_the_server() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.client_for("arena-admin", Role::Admin).await;
+    let campaign = arena(&admin, "Arena", &[]).await;
+    users::create_user(&server.db, "boss", PASSWORD, Role::Admin).await.unwrap();
+    let base = server.base.clone();
+    with_browser(true, async |client| {
+        log_in(&client, &base, "boss", PASSWORD).await?;
+        client.goto(&format!("{base}/admin/campaigns/{campaign}")).await?;
+        wait_hydrated(&client).await?;
+        let form = wait_for(&client, "#add-contender").await?;
+        for (field, value) in [
+            ("name", "hosted"),
+            ("base_url", "https://api.example.com/v1"),
+            ("model", "big-1"),
+            ("api_key", "sk-top-secret"),
+        ] {
+            form.find(Locator::Css(&format!("input[name={field}]"))).await?.send_keys(value).await?;
+        }
+        form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+        eventually("the new contender in the table", || async {
+            Ok(text_of(&client, "#contenders").await?.contains("big-1").then_some(()))
+        })
+        .await?;
+        let page = client.source().await?;
+        ensure!(!page.contains("sk-top-secret"), "the key never reaches the browser");
+        ensure!(text_of(&client, "#contenders").await?.contains("set"), "the table says a key is set");
+        Ok(())
+    })
+    .await;
+    let listed = admin.get(&format!("/api/v1/campaigns/{campaign}/contenders")).await.json;
+    assert_eq!(
+        (listed[0]["name"].as_str(), listed[0]["has_api_key"].as_bool()),
+        (Some("hosted"), Some(true)),
+        "{listed}"
+    );
+    let key: (Option<String>,) = sqlx::query_as("SELECT api_key FROM contenders").fetch_one(&server.sql).await.unwrap();
+    assert_eq!(key.0.as_deref(), Some("sk-top-secret"));
+}
