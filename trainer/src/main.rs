@@ -4,6 +4,7 @@
 //! this file only parses them and dispatches.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use pairwise_trainer::methods::export::{ExportConfig, run_export};
 use pairwise_trainer::methods::import::{GenerateConfig, run_generate};
 use pairwise_trainer::methods::merge::{MergeConfig, run_merge};
 use pairwise_trainer::methods::rlhf::{RlhfCommand, run_rlhf_command};
@@ -45,6 +46,9 @@ enum Command {
     Score(ScoreConfig),
     /// Fold a LoRA adapter into its base model and write a full model folder.
     Merge(MergeConfig),
+    /// Fold a LoRA adapter into its base model and write one GGUF file (F16, Q8_0 or Q4_0)
+    /// that llama.cpp and Ollama load (Llama-family and Qwen2 models).
+    Export(ExportConfig),
     /// Sample K responses per prompt from a policy and write them as the server's import
     /// JSONL (or post them straight into a campaign).
     Generate(GenerateConfig),
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sft(command) => report(&run_sft(&command.resolve(options)?)?),
         Command::Score(config) => run_score(&config)?,
         Command::Merge(config) => run_merge(&config)?,
+        Command::Export(config) => run_export(&config)?,
         Command::Generate(config) => run_generate(&config)?,
         Command::Rlhf(command) => run_rlhf_command(&command)?,
         Command::Serve(config) => run_serve(&config)?,

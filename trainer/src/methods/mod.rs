@@ -4,9 +4,11 @@
 //! DPO on rankings ([`listwise`]) on the shared training loop
 //! with their losses ([`loss`]),
 //! RLHF against a reward model ([`rlhf`]), sampling ([`generate`]) and the import files made
-//! from it ([`import`]), scoring pairs ([`score`]) and merging an adapter ([`merge`]).
+//! from it ([`import`]), scoring pairs ([`score`]), merging an adapter ([`merge`]) and
+//! exporting to GGUF ([`export`]).
 
 pub mod dpo;
+pub mod export;
 pub mod generate;
 pub mod import;
 pub mod kto;

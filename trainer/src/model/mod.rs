@@ -2,10 +2,11 @@
 //! adapter-aware linear layers ([`linear`]) and inputs ([`input`]), the Hugging Face
 //! `config.json` ([`config`]), the tokenizer and chat template ([`tokenizer`]), loading from a
 //! model folder or a GGUF file ([`load`], [`gguf`]) and writing a merged model folder
-//! ([`merge`]).
+//! ([`merge`]) or GGUF file ([`gguf_write`]).
 
 pub mod config;
 pub mod gguf;
+pub mod gguf_write;
 pub mod input;
 pub mod linear;
 pub mod llama;

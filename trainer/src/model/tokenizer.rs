@@ -151,6 +151,19 @@ impl ChatTokenizer {
         })
     }
 
+    /// Whether prompts start with BOS, by `add_bos_token` or by the post-processor.
+    pub fn adds_bos(&self) -> bool {
+        match (&self.bos, self.encode_prompt("a")) {
+            (Some((_, bos)), Ok(ids)) => ids.first() == Some(bos),
+            _ => false,
+        }
+    }
+
+    /// The Jinja chat template prompts are rendered with.
+    pub fn chat_template(&self) -> &str {
+        &self.chat_template
+    }
+
     fn encode(&self, text: &str, special: bool) -> anyhow::Result<Vec<u32>> {
         Ok(self.inner.encode(text, special).map_err(|e| anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
     }

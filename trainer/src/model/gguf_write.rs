@@ -1,0 +1,289 @@
+//! Writing a model as a GGUF file that llama.cpp and Ollama load: llama.cpp's `llama`
+//! architecture (Llama 1–3.x, SmolLM, Mistral without a sliding window) and `qwen2`, weight
+//! matrices as F32, F16, Q8_0 or Q4_0 (norms and biases stay F32, as llama.cpp's converter keeps
+//! them), the byte-level BPE tokenizer and the chat template as `tokenizer.ggml.*` metadata,
+//! and Llama 3's RoPE scaling as the `rope_freqs.weight` divisors. For `llama`, Q/K rows go
+//! into llama.cpp's interleaved-RoPE order (`gguf.rs` undoes it when reading back).
+
+use std::io::BufWriter;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Tensor};
+use serde_json::Value as Json;
+
+use crate::model::LlamaModel;
+use crate::model::config::{Architecture, ModelConfig, Rope, RopeScaling};
+use crate::model::tokenizer::ChatTokenizer;
+
+/// How the weight matrices are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GgufQuant {
+    /// Lossless (four bytes a weight).
+    F32,
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl GgufQuant {
+    fn dtype(self) -> GgmlDType {
+        match self {
+            GgufQuant::F32 => GgmlDType::F32,
+            GgufQuant::F16 => GgmlDType::F16,
+            GgufQuant::Q8_0 => GgmlDType::Q8_0,
+            GgufQuant::Q4_0 => GgmlDType::Q4_0,
+        }
+    }
+
+    /// `general.file_type` (llama.cpp's `llama_ftype`).
+    fn file_type(self) -> u32 {
+        match self {
+            GgufQuant::F32 => 0,
+            GgufQuant::F16 => 1,
+            GgufQuant::Q4_0 => 2,
+            GgufQuant::Q8_0 => 7,
+        }
+    }
+}
+
+/// Token types of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
+const NORMAL_TOKEN: i32 = 1;
+const CONTROL_TOKEN: i32 = 3;
+const USER_DEFINED_TOKEN: i32 = 4;
+const UNUSED_TOKEN: i32 = 5;
+
+/// llama.cpp's architecture name for the model, or why it cannot be written.
+fn gguf_architecture(config: &ModelConfig) -> anyhow::Result<&'static str> {
+    let arch = match config.architecture {
+        Architecture::Llama => "llama",
+        Architecture::Mistral if config.sliding_window.is_none() => "llama",
+        Architecture::Qwen2 => "qwen2",
+        other => bail!(
+            "GGUF export writes llama, mistral (without a sliding window) and qwen2 models; this one is {other:?}"
+        ),
+    };
+    if config.o_bias || config.mlp_bias || config.qk_norm || (config.qkv_bias && arch != "qwen2") {
+        bail!("GGUF export: this {arch} model has biases or q/k norms llama.cpp's {arch} does not read");
+    }
+    Ok(arch)
+}
+
+/// Writes `model` (adapters merged) and its tokenizer as one GGUF file at `out`.
+pub fn write_gguf(
+    model: &LlamaModel,
+    tokenizer: &ChatTokenizer,
+    quant: GgufQuant,
+    name: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let config = &model.config;
+    let arch = gguf_architecture(config)?;
+    let mut metadata = model_metadata(config, arch, quant, name);
+    metadata.extend(tokenizer_metadata(tokenizer, config, arch)?);
+
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for (hf, weight) in model.merged_weights()? {
+        let gguf = gguf_name(&hf).ok_or_else(|| anyhow!("GGUF export: no llama.cpp name for tensor {hf}"))?;
+        let mut weight = weight.to_dtype(DType::F32)?;
+        // llama.cpp's `llama` rotates interleaved pairs; `qwen2` rotates halves as HF does.
+        if arch == "llama" && gguf.ends_with("attn_q.weight") {
+            weight = permute_rope_rows(&weight, config.num_attention_heads)?;
+        } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
+            weight = permute_rope_rows(&weight, config.num_key_value_heads)?;
+        }
+        tensors.push((gguf, quantize(&weight, quant)?));
+    }
+    if let RopeScaling::Llama3 { .. } = config.rope.scaling {
+        let divisors = rope_divisors(&config.rope, config.head_dim);
+        let divisors = Tensor::from_vec(divisors, config.head_dim / 2, &candle_core::Device::Cpu)?;
+        tensors.push(("rope_freqs.weight".into(), QTensor::quantize(&divisors, GgmlDType::F32)?));
+    }
+
+    let partial = out.with_extension("gguf.partial");
+    let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut writer = BufWriter::new(file);
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut writer, &metadata, &tensors).with_context(|| format!("writing {}", partial.display()))?;
+    writer.into_inner().map_err(|e| anyhow!("writing {}: {e}", partial.display()))?.sync_all()?;
+    // Renamed only once complete, so a failed export never leaves a loadable-looking file.
+    std::fs::rename(&partial, out).with_context(|| format!("moving the GGUF to {}", out.display()))?;
+    Ok(())
+}
+
+fn model_metadata(config: &ModelConfig, arch: &str, quant: GgufQuant, name: &str) -> Vec<(String, Value)> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let u32_of = |n: usize| Value::U32(n as u32);
+    let mut metadata = vec![
+        ("general.architecture".to_string(), Value::String(arch.into())),
+        ("general.name".to_string(), Value::String(name.into())),
+        ("general.file_type".to_string(), Value::U32(quant.file_type())),
+        ("general.quantization_version".to_string(), Value::U32(2)),
+        (key("context_length"), u32_of(config.max_position_embeddings)),
+        (key("embedding_length"), u32_of(config.hidden_size)),
+        (key("block_count"), u32_of(config.num_hidden_layers)),
+        (key("feed_forward_length"), u32_of(config.intermediate_size)),
+        (key("attention.head_count"), u32_of(config.num_attention_heads)),
+        (key("attention.head_count_kv"), u32_of(config.num_key_value_heads)),
+        (key("attention.layer_norm_rms_epsilon"), Value::F32(config.rms_norm_eps as f32)),
+        (key("rope.freq_base"), Value::F32(config.rope.theta as f32)),
+        (key("rope.dimension_count"), u32_of(config.head_dim)),
+        (key("vocab_size"), u32_of(config.vocab_size)),
+    ];
+    if config.head_dim * config.num_attention_heads != config.hidden_size {
+        metadata.push((key("attention.key_length"), u32_of(config.head_dim)));
+        metadata.push((key("attention.value_length"), u32_of(config.head_dim)));
+    }
+    if let RopeScaling::Linear { factor } = config.rope.scaling {
+        metadata.push((key("rope.scaling.type"), Value::String("linear".into())));
+        metadata.push((key("rope.scaling.factor"), Value::F32(factor as f32)));
+    }
+    metadata
+}
+
+/// The byte-level BPE vocabulary, merges, token types, special tokens and chat template.
+fn tokenizer_metadata(
+    tokenizer: &ChatTokenizer,
+    config: &ModelConfig,
+    arch: &str,
+) -> anyhow::Result<Vec<(String, Value)>> {
+    let json: Json =
+        serde_json::from_str(&tokenizer.inner.to_string(false).map_err(|e| anyhow!("reading the tokenizer: {e}"))?)?;
+    let kind = json["model"]["type"].as_str().unwrap_or("unknown");
+    let byte_level =
+        json["pre_tokenizer"].to_string().contains("ByteLevel") || json["decoder"].to_string().contains("ByteLevel");
+    if kind != "BPE" || !byte_level {
+        bail!(
+            "GGUF export needs a byte-level BPE tokenizer (llama.cpp's \"gpt2\"); this tokenizer.json is a {kind} model"
+        );
+    }
+    let mut tokens: Vec<Option<(String, i32)>> = vec![None; config.vocab_size];
+    let vocab = json["model"]["vocab"].as_object().ok_or_else(|| anyhow!("tokenizer.json: model.vocab is missing"))?;
+    for (token, id) in vocab {
+        let id = id.as_u64().ok_or_else(|| anyhow!("tokenizer.json: the id of {token:?} is not a number"))? as usize;
+        if let Some(slot) = tokens.get_mut(id) {
+            *slot = Some((token.clone(), NORMAL_TOKEN));
+        }
+    }
+    for added in json["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str()) else { continue };
+        let kind = if added["special"].as_bool().unwrap_or(false) { CONTROL_TOKEN } else { USER_DEFINED_TOKEN };
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some((content.to_string(), kind));
+        }
+    }
+    // Rows of a padded embedding that no token uses.
+    let (tokens, types): (Vec<Value>, Vec<Value>) = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(id, token)| {
+            let (text, kind) = token.unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED_TOKEN));
+            (Value::String(text), Value::I32(kind))
+        })
+        .unzip();
+    // Merges come as "a b" strings or, from newer tokenizers, as ["a", "b"] pairs.
+    let merges: Vec<Value> = json["model"]["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|merge| match merge {
+            Json::String(s) => Ok(Value::String(s.clone())),
+            Json::Array(pair) if pair.len() == 2 => {
+                Ok(Value::String(format!("{} {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""))))
+            }
+            other => Err(anyhow!("tokenizer.json: unreadable merge {other}")),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut metadata = vec![
+        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".to_string(), Value::String(pre_tokenizer(&json, arch).into())),
+        ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
+        ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),
+        ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
+        ("tokenizer.ggml.eos_token_id".to_string(), Value::U32(tokenizer.eos.1)),
+        ("tokenizer.ggml.padding_token_id".to_string(), Value::U32(tokenizer.pad_id)),
+        ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(tokenizer.adds_bos())),
+        ("tokenizer.chat_template".to_string(), Value::String(tokenizer.chat_template().to_string())),
+    ];
+    if let Some((_, bos)) = &tokenizer.bos {
+        metadata.push(("tokenizer.ggml.bos_token_id".to_string(), Value::U32(*bos)));
+    }
+    Ok(metadata)
+}
+
+/// llama.cpp's name for the pre-tokenizer's splitting rules (`tokenizer.ggml.pre`).
+fn pre_tokenizer(json: &Json, arch: &str) -> &'static str {
+    let pre = json["pre_tokenizer"].to_string();
+    if arch == "qwen2" {
+        "qwen2"
+    } else if pre.contains("\"individual_digits\":true") {
+        "smollm"
+    } else if json["model"]["vocab"].get("<|begin_of_text|>").is_some()
+        || json["added_tokens"].to_string().contains("<|begin_of_text|>")
+    {
+        "llama-bpe"
+    } else {
+        "default"
+    }
+}
+
+/// Hugging Face tensor name → llama.cpp's.
+fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, leaf) = rest.split_once('.')?;
+    let leaf = match leaf {
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{leaf}"))
+}
+
+/// HF's rotate-half row order → llama.cpp's interleaved order (its converter's `permute`).
+fn permute_rope_rows(w: &Tensor, heads: usize) -> anyhow::Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    Ok(w.reshape((heads, 2, out / heads / 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
+}
+
+/// Matrices in the chosen format (F16 when a row does not split into its blocks); vectors
+/// (norms, biases) in F32.
+fn quantize(weight: &Tensor, quant: GgufQuant) -> anyhow::Result<QTensor> {
+    if weight.rank() < 2 {
+        return Ok(QTensor::quantize(weight, GgmlDType::F32)?);
+    }
+    let dtype = quant.dtype();
+    let row = weight.dims()[weight.rank() - 1];
+    let dtype = if row.is_multiple_of(dtype.block_size()) { dtype } else { GgmlDType::F16 };
+    Ok(QTensor::quantize(weight, dtype)?)
+}
+
+/// Llama 3's scaling as llama.cpp stores it: each frequency's divisor of the plain one.
+fn rope_divisors(rope: &Rope, head_dim: usize) -> Vec<f32> {
+    let plain = Rope::plain(rope.theta).inv_freq(head_dim);
+    let scaled = rope.inv_freq(head_dim);
+    plain.iter().zip(&scaled).map(|(p, s)| p / s).collect()
+}
