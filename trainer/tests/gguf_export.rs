@@ -4,7 +4,7 @@
 //! (F32 — the merged model itself —, F16, Q8_0, Q4_0) — on a Llama (plain RoPE),
 //! a Llama 3 (RoPE scaling as `rope_freqs.weight`) and a Qwen2 (biases, rotate-half RoPE)
 //! fixture, with the tokenizer's ids unchanged. When llama.cpp's Python bindings are at hand
-//! (`LLAMA_CPP_VENV`, or `.cache/llama-cpp-venv` that `scripts/bench-serve.sh` builds),
+//! (`LLAMA_CPP_VENV`, or `.cache/llama-cpp-venv` that `scripts/setup-llama-cpp.sh` builds),
 //! llama.cpp loads the file and its logits agree too; otherwise that check says why it was
 //! skipped.
 
@@ -122,7 +122,7 @@ fn llama_cpp_agrees(gguf: &Path, ids: &[u32], expected: &Tensor, family: &str) {
     let probe = Command::new(&python).args(["-c", "import llama_cpp"]).output();
     if !probe.is_ok_and(|o| o.status.success()) {
         eprintln!(
-            "skipping the llama.cpp check: llama-cpp-python is not installed in {} (scripts/bench-serve.sh builds it)",
+            "skipping the llama.cpp check: llama-cpp-python is not installed in {} (scripts/setup-llama-cpp.sh builds it)",
             venv.display()
         );
         return;
