@@ -291,6 +291,22 @@ async fn failures_and_limits_store_nothing(backend: Backend) {
     assert_eq!(reply.status, 429, "{}", reply.text);
     assert!(reply.headers.contains_key("retry-after") && reply.json["message"].as_str().unwrap().contains("battles"));
 
+    // A battle whose server stopped mid-answer (nothing updates it any more) is reported
+    // as cut off once the campaign's answer timeout has long passed.
+    let (stale,): (i64,) = sqlx::query_as(
+        "INSERT INTO battles (campaign_id, rater_id, left_contender_id, right_contender_id, status, turns, created_at, \
+         updated_at) SELECT campaign_id, $1, id, id, 'generating', '[{\"prompt\":\"hi\",\"left\":\"\",\"right\":\"\"}]', 1, 1 \
+         FROM contenders WHERE campaign_id = $2 LIMIT 1 RETURNING id",
+    )
+    .bind(rater.user_id)
+    .bind(campaign)
+    .fetch_one(&server.sql)
+    .await
+    .unwrap();
+    let reply = rater.get(&format!("/api/v1/battles/{stale}")).await;
+    assert_eq!(reply.json["status"], "failed", "{}", reply.text);
+    assert!(reply.json["error"].as_str().unwrap().contains("cut off"), "{}", reply.text);
+
     // A pairwise campaign has no arena; an arena battle needs two contenders.
     let pairwise = create_campaign(&admin, json!({"name": "Pairs", "status": "active"})).await;
     let reply = rater.post(&format!("/api/v1/campaigns/{pairwise}/battles"), &json!({"prompt": "hi"})).await;
