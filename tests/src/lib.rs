@@ -148,6 +148,18 @@ impl TestServer {
         let handle = tokio::spawn(http::serve(listener, state, async move {
             let _ = rx.await;
         }));
+        // Serving has begun (the SQLite file is claimed, the router answers) before the test
+        // goes on: a test that starts a second server on the same file must find it taken.
+        let health = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..200 {
+            if health.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(up, "the test server at {base} did not come up");
         TestServer {
             base,
             db,
