@@ -11,21 +11,8 @@ use leptos::server_fn::ServerFn;
 use pairwise_api::arena::{BattleEvent, BattleStatus, Side};
 
 use super::rate::{CHOICES, VoteFields, typing_in_a_field};
-use crate::components::Loading;
-use crate::errors::{error_text, form_error_from_url, or_error};
+use crate::errors::{error_text, form_error_from_url};
 use crate::server_fns::arena::{ArenaScreen, BattleView, ContinueBattle, StartBattle, VoteBattle, arena_view};
-
-#[component]
-pub fn ArenaRater(campaign_id: i64) -> impl IntoView {
-    let arena = Resource::new(move || campaign_id, arena_view);
-    view! {
-        <Suspense fallback=|| view! { <Loading /> }>
-            {move || Suspend::new(async move {
-                or_error(arena.await, |initial| view! { <Arena campaign_id initial /> }.into_any())
-            })}
-        </Suspense>
-    }
-}
 
 /// The text of the turn being generated, as it streams in.
 #[derive(Clone, Copy)]
@@ -44,8 +31,9 @@ struct Fields {
     rationale: RwSignal<String>,
 }
 
+/// The arena below the guidelines: the battle on screen, replaced in place as it goes on.
 #[component]
-fn Arena(campaign_id: i64, initial: ArenaScreen) -> impl IntoView {
+pub(super) fn Arena(campaign_id: i64, initial: ArenaScreen) -> impl IntoView {
     let state = RwSignal::new(initial);
     let live = LiveText { left: RwSignal::new(String::new()), right: RwSignal::new(String::new()) };
     let fields = Fields {

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
 use pairwise_api::arena::{Contender, Pairing};
-use pairwise_api::campaigns::{Campaign, CampaignKind};
+use pairwise_api::campaigns::Campaign;
 use pairwise_api::import::ImportReport;
 use pairwise_api::leaderboard::Leaderboard;
 use pairwise_api::stats::CampaignStats;
@@ -18,7 +18,7 @@ use crate::components::{
 use crate::errors::{FormError, or_error};
 use crate::format::{decimal, percent, seconds};
 use crate::server_fns::arena::{
-    AddContender, RemoveContender, SetContenderActive, UpdateArena, join_pool, list_contenders,
+    AddContender, ArenaAdminView, RemoveContender, SetContenderActive, UpdateArena, join_pool, load_arena_admin,
 };
 use crate::server_fns::campaigns::{
     ImportFile, UpdateCampaign, get_campaign, import_file, load_leaderboard, load_stats,
@@ -72,12 +72,12 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
                             </p>
                         })}
                         <Settings campaign=c.clone() update />
-                        {(c.kind == CampaignKind::Arena).then(|| view! { <ArenaSection campaign=c.clone() /> })}
                     }
                         .into_any()
                 })
             })}
         </Transition>
+        <ArenaSection id />
         <ImportForm id import />
         <Transition fallback=|| view! { <Loading text="Loading statistics…" /> }>
             {move || Suspend::new(async move { or_error(stats.await, |stats| view! { <Dashboard stats /> }.into_any()) })}
@@ -118,45 +118,71 @@ const CONTENDER_COLUMNS: &[Column] = &[
     Column::text(""),
 ];
 
-/// An arena's contenders (add, take out of battles, remove) and its settings.
+/// An arena's contenders (add, take out of battles, remove) and its settings; nothing for
+/// a pairwise campaign.
 #[component]
-fn ArenaSection(campaign: Campaign) -> impl IntoView {
-    let id = campaign.id;
+fn ArenaSection(id: i64) -> impl IntoView {
     let add = ServerAction::<AddContender>::new();
     let toggle = ServerAction::<SetContenderActive>::new();
     let remove = ServerAction::<RemoveContender>::new();
     let settings = ServerAction::<UpdateArena>::new();
-    let contenders = Resource::new(
-        move || (add.version().get(), toggle.version().get(), remove.version().get()),
-        move |_| list_contenders(id),
+    let arena = Resource::new(
+        move || (add.version().get(), toggle.version().get(), remove.version().get(), settings.version().get()),
+        move |_| load_arena_admin(id),
     );
-    let arena = campaign.arena.clone();
-    let pairing = match arena.pairing {
+    view! {
+        <Transition fallback=|| view! { <Loading /> }>
+            {move || Suspend::new(async move {
+                or_error(arena.await, |arena| match arena {
+                    Some(arena) => view! { <ArenaAdmin id arena add toggle remove settings /> }.into_any(),
+                    None => ().into_any(),
+                })
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn ArenaAdmin(
+    id: i64,
+    arena: ArenaAdminView,
+    add: ServerAction<AddContender>,
+    toggle: ServerAction<SetContenderActive>,
+    remove: ServerAction<RemoveContender>,
+    settings: ServerAction<UpdateArena>,
+) -> impl IntoView {
+    let ArenaAdminView { settings: current, contenders } = arena;
+    let pairing = match current.pairing {
         Pairing::Uniform => "uniform",
         Pairing::Overlap => "overlap",
     };
-    let row = move |c: Contender| {
-        view! {
-            <tr>
-                <td>{c.name.clone()}</td>
-                <td>{c.base_url.clone()}</td>
-                <td>{c.model.clone()}</td>
-                <td>{if c.has_api_key { "set" } else { "—" }}</td>
-                <td>{if c.active { "yes" } else { "no" }}</td>
-                <td>
-                    <ActionForm action=toggle attr:class="inline">
-                        <input type="hidden" name="id" value=c.id />
-                        <input type="hidden" name="active" value=(!c.active).to_string() />
-                        <button type="submit" class="link">{if c.active { "take out" } else { "bring back" }}</button>
-                    </ActionForm>
-                    <ActionForm action=remove attr:class="inline">
-                        <input type="hidden" name="id" value=c.id />
-                        <button type="submit" class="link">"remove"</button>
-                    </ActionForm>
-                </td>
-            </tr>
-        }
-    };
+    let rows: Vec<_> = contenders
+        .into_iter()
+        .map(|c: Contender| {
+            view! {
+                <tr>
+                    <td>{c.name.clone()}</td>
+                    <td>{c.base_url.clone()}</td>
+                    <td>{c.model.clone()}</td>
+                    <td>{if c.has_api_key { "set" } else { "—" }}</td>
+                    <td>{if c.active { "yes" } else { "no" }}</td>
+                    <td>
+                        <ActionForm action=toggle attr:class="inline">
+                            <input type="hidden" name="id" value=c.id />
+                            <input type="hidden" name="active" value=(!c.active).to_string() />
+                            <button type="submit" class="link">
+                                {if c.active { "take out" } else { "bring back" }}
+                            </button>
+                        </ActionForm>
+                        <ActionForm action=remove attr:class="inline">
+                            <input type="hidden" name="id" value=c.id />
+                            <button type="submit" class="link">"remove"</button>
+                        </ActionForm>
+                    </td>
+                </tr>
+            }
+        })
+        .collect();
     view! {
         <section class="card" id="arena">
             <h2>"Arena contenders"</h2>
@@ -164,14 +190,7 @@ fn ArenaSection(campaign: Campaign) -> impl IntoView {
                 "OpenAI-compatible endpoints (pairwise-train serve, llama.cpp, a hosted API). Raters never see "
                 "the names or keys; each battle draws two active contenders."
             </p>
-            <Transition fallback=|| view! { <Loading /> }>
-                {move || Suspend::new(async move {
-                    or_error(contenders.await, |list| {
-                        let rows: Vec<_> = list.into_iter().map(row).collect();
-                        view! { <DataTable id="contenders" columns=CONTENDER_COLUMNS rows /> }.into_any()
-                    })
-                })}
-            </Transition>
+            <DataTable id="contenders" columns=CONTENDER_COLUMNS rows />
             <ActionForm action=add attr:id="add-contender" attr:class="grid-form">
                 <input type="hidden" name="campaign_id" value=id />
                 <label>"Name (shown after the vote)" <input type="text" name="name" required /></label>
@@ -199,27 +218,27 @@ fn ArenaSection(campaign: Campaign) -> impl IntoView {
                 </label>
                 <label>
                     "Battles per rater per minute"
-                    <input type="number" name="battles_per_minute" value=arena.battles_per_minute min="1" max="600" />
+                    <input type="number" name="battles_per_minute" value=current.battles_per_minute min="1" max="600" />
                 </label>
                 <label>
                     "Longest prompt (characters)"
-                    <input type="number" name="max_prompt_chars" value=arena.max_prompt_chars min="1" max="100000" />
+                    <input type="number" name="max_prompt_chars" value=current.max_prompt_chars min="1" max="100000" />
                 </label>
                 <label>
                     "Answer timeout (s)"
-                    <input type="number" name="timeout_seconds" value=arena.timeout_seconds min="1" max="600" />
+                    <input type="number" name="timeout_seconds" value=current.timeout_seconds min="1" max="600" />
                 </label>
                 <label>
                     "Temperature"
-                    <input type="number" name="temperature" value=arena.temperature min="0" max="2" step="0.05" />
+                    <input type="number" name="temperature" value=current.temperature min="0" max="2" step="0.05" />
                 </label>
                 <label>
                     "Max tokens per answer"
-                    <input type="number" name="max_tokens" value=arena.max_tokens min="1" max="32768" />
+                    <input type="number" name="max_tokens" value=current.max_tokens min="1" max="32768" />
                 </label>
                 <label class="wide">
                     "Prompt pool (raters may draw one; prompts separated by a line ---)"
-                    <textarea name="prompt_pool" rows="4">{join_pool(&arena.prompt_pool)}</textarea>
+                    <textarea name="prompt_pool" rows="4">{join_pool(&current.prompt_pool)}</textarea>
                 </label>
                 <button type="submit" class="primary">"Save arena settings"</button>
             </ActionForm>

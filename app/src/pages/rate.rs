@@ -9,12 +9,13 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
 
-use super::arena::ArenaRater;
+use super::arena::Arena;
 use super::id_param;
 use crate::components::{Loading, ProgressBar};
-use crate::errors::{error_text, form_error_from_url, or_error};
-use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
-use pairwise_api::campaigns::CampaignKind;
+use crate::errors::{ErrorBox, error_text, form_error_from_url, or_error};
+use crate::server_fns::rating::{
+    NextView, PairView, RateState, RaterScreen, SkipPair, SubmitVote, campaign_for_rating, load_rater_screen,
+};
 
 pub(super) const CHOICES: [(&str, &str, &str); 4] =
     [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
@@ -24,13 +25,19 @@ pub(super) const STRENGTHS: [(&str, &str); 3] = [("1", "slightly"), ("2", "clear
 pub fn RatePage() -> impl IntoView {
     let id = id_param();
     let campaign = Resource::new(id, campaign_for_rating);
+    let screen = Resource::new(id, load_rater_screen);
     view! {
         <Suspense fallback=|| view! { <Loading /> }>
             {move || Suspend::new(async move {
-                or_error(campaign.await, |campaign| {
-                    let raters = match campaign.kind {
-                        CampaignKind::Pairwise => view! { <PairRater campaign_id=campaign.id /> }.into_any(),
-                        CampaignKind::Arena => view! { <ArenaRater campaign_id=campaign.id /> }.into_any(),
+                let campaign = match campaign.await {
+                    Ok(campaign) => campaign,
+                    Err(error) => return view! { <ErrorBox error /> }.into_any(),
+                };
+                or_error(screen.await, |screen| {
+                    let campaign_id = campaign.id;
+                    let rater = match screen {
+                        RaterScreen::Pairs(initial) => view! { <Rater campaign_id initial /> }.into_any(),
+                        RaterScreen::Arena(initial) => view! { <Arena campaign_id initial /> }.into_any(),
                     };
                     view! {
                         <Title text=format!("{} · Pairwise", campaign.name) />
@@ -39,23 +46,10 @@ pub fn RatePage() -> impl IntoView {
                             <summary>"Guidelines"</summary>
                             <div class="md" inner_html=campaign.guidelines_html.clone()></div>
                         </details>
-                        {raters}
+                        {rater}
                     }
                         .into_any()
                 })
-            })}
-        </Suspense>
-    }
-}
-
-/// A pairwise campaign's rater: loads the visitor's current pair.
-#[component]
-fn PairRater(campaign_id: i64) -> impl IntoView {
-    let state = Resource::new(move || campaign_id, next_pair);
-    view! {
-        <Suspense fallback=|| view! { <Loading /> }>
-            {move || Suspend::new(async move {
-                or_error(state.await, |initial| view! { <Rater campaign_id initial /> }.into_any())
             })}
         </Suspense>
     }

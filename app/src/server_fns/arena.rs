@@ -7,7 +7,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use leptos::prelude::*;
-use pairwise_api::arena::{BattleStatus, Contender};
+use pairwise_api::arena::{ArenaSettings, BattleStatus, Contender};
 use pairwise_api::campaigns::Campaign;
 use serde::{Deserialize, Serialize};
 #[cfg(feature = "ssr")]
@@ -18,10 +18,10 @@ use {
     crate::server_fns::rating::{now_ms, vote_fields},
     http::Method,
     pairwise_api::arena::{
-        ArenaSettings, ArenaState, Battle, BattleTurnRequest, BattleVote, BattleVoteOutcome, ContenderUpdate,
-        NewBattle, NewContender, Pairing,
+        ArenaState, Battle, BattleTurnRequest, BattleVote, BattleVoteOutcome, ContenderUpdate, NewBattle, NewContender,
+        Pairing,
     },
-    pairwise_api::campaigns::CampaignUpdate,
+    pairwise_api::campaigns::{CampaignKind, CampaignUpdate},
 };
 
 /// One exchange on screen, rendered.
@@ -141,9 +141,22 @@ pub async fn vote_battle(
     arena_view(campaign_id).await
 }
 
-#[server(prefix = "/ui", endpoint = "list_contenders")]
-pub async fn list_contenders(campaign_id: i64) -> Result<Vec<Contender>, ServerFnError> {
-    get(&format!("/api/v1/campaigns/{campaign_id}/contenders")).await
+/// An arena campaign's settings and contenders, as the admin's campaign page shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArenaAdminView {
+    pub settings: ArenaSettings,
+    pub contenders: Vec<Contender>,
+}
+
+/// The arena part of a campaign's admin page; `None` for a pairwise campaign.
+#[server(prefix = "/ui", endpoint = "load_arena_admin")]
+pub async fn load_arena_admin(campaign_id: i64) -> Result<Option<ArenaAdminView>, ServerFnError> {
+    let campaign: Campaign = get(&format!("/api/v1/campaigns/{campaign_id}")).await?;
+    if campaign.kind != CampaignKind::Arena {
+        return Ok(None);
+    }
+    let contenders = get(&format!("/api/v1/campaigns/{campaign_id}/contenders")).await?;
+    Ok(Some(ArenaAdminView { settings: campaign.arena, contenders }))
 }
 
 #[server(prefix = "/ui", endpoint = "add_contender")]
