@@ -13,9 +13,8 @@ use super::arena::Arena;
 use super::id_param;
 use crate::components::{Loading, ProgressBar};
 use crate::errors::{ErrorBox, error_text, form_error_from_url, or_error};
-use crate::server_fns::rating::{
-    NextView, PairView, RateState, RaterScreen, SkipPair, SubmitVote, campaign_for_rating, load_rater_screen,
-};
+use crate::server_fns::arena::arena_if_any;
+use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
 
 pub(super) const CHOICES: [(&str, &str, &str); 4] =
     [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
@@ -25,7 +24,10 @@ pub(super) const STRENGTHS: [(&str, &str); 3] = [("1", "slightly"), ("2", "clear
 pub fn RatePage() -> impl IntoView {
     let id = id_param();
     let campaign = Resource::new(id, campaign_for_rating);
-    let screen = Resource::new(id, load_rater_screen);
+    // Both loaded up front; an arena campaign's `next` hands out nothing (its overlap is 1
+    // and each battle's pair is its rater's), a pairwise campaign has no arena.
+    let state = Resource::new(id, next_pair);
+    let arena = Resource::new(id, arena_if_any);
     view! {
         <Suspense fallback=|| view! { <Loading /> }>
             {move || Suspend::new(async move {
@@ -33,11 +35,15 @@ pub fn RatePage() -> impl IntoView {
                     Ok(campaign) => campaign,
                     Err(error) => return view! { <ErrorBox error /> }.into_any(),
                 };
-                or_error(screen.await, |screen| {
+                let arena = match arena.await {
+                    Ok(arena) => arena,
+                    Err(error) => return view! { <ErrorBox error /> }.into_any(),
+                };
+                or_error(state.await, |initial| {
                     let campaign_id = campaign.id;
-                    let rater = match screen {
-                        RaterScreen::Pairs(initial) => view! { <Rater campaign_id initial /> }.into_any(),
-                        RaterScreen::Arena(initial) => view! { <Arena campaign_id initial /> }.into_any(),
+                    let rater = match arena {
+                        Some(initial) => view! { <Arena campaign_id initial /> }.into_any(),
+                        None => view! { <Rater campaign_id initial /> }.into_any(),
                     };
                     view! {
                         <Title text=format!("{} · Pairwise", campaign.name) />

@@ -56,8 +56,24 @@ pub struct ArenaScreen {
     pub contenders: usize,
 }
 
+/// The arena of the rating page: `None` for a pairwise campaign.
+#[server(prefix = "/ui", endpoint = "arena_if_any")]
+pub async fn arena_if_any(campaign_id: i64) -> Result<Option<ArenaScreen>, ServerFnError> {
+    let campaign: Campaign = get(&format!("/api/v1/campaigns/{campaign_id}")).await?;
+    match campaign.kind {
+        CampaignKind::Arena => arena_screen(campaign_id).await.map(Some),
+        CampaignKind::Pairwise => Ok(None),
+    }
+}
+
 #[server(prefix = "/ui", endpoint = "arena_view")]
 pub async fn arena_view(campaign_id: i64) -> Result<ArenaScreen, ServerFnError> {
+    arena_screen(campaign_id).await
+}
+
+/// The rater's arena as the page shows it (the server functions' common reply).
+#[cfg(feature = "ssr")]
+async fn arena_screen(campaign_id: i64) -> Result<ArenaScreen, ServerFnError> {
     let state: ArenaState = get(&format!("/api/v1/campaigns/{campaign_id}/arena")).await?;
     Ok(ArenaScreen {
         battle: state.battle.map(battle_view),
@@ -101,7 +117,7 @@ pub async fn start_battle(
 ) -> Result<ArenaScreen, ServerFnError> {
     let new = NewBattle { prompt: Some(prompt), draw_prompt: draw.is_some(), wait: wait.is_some() };
     let _: Battle = call(Method::POST, &format!("/api/v1/campaigns/{campaign_id}/battles"), Some(&new)).await?;
-    arena_view(campaign_id).await
+    arena_screen(campaign_id).await
 }
 
 /// A follow-up message to both models of the battle on screen.
@@ -114,7 +130,7 @@ pub async fn continue_battle(
 ) -> Result<ArenaScreen, ServerFnError> {
     let turn = BattleTurnRequest { prompt, wait: wait.is_some() };
     let _: Battle = call(Method::POST, &format!("/api/v1/battles/{battle_id}/turns"), Some(&turn)).await?;
-    arena_view(campaign_id).await
+    arena_screen(campaign_id).await
 }
 
 /// The vote on the battle on screen (`choice` as on screen: left / right / tie / both_bad);
@@ -138,7 +154,7 @@ pub async fn vote_battle(
         time_ms: Some(time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0))),
     };
     let _: BattleVoteOutcome = call(Method::POST, &format!("/api/v1/battles/{battle_id}/vote"), Some(&vote)).await?;
-    arena_view(campaign_id).await
+    arena_screen(campaign_id).await
 }
 
 /// An arena campaign's settings and contenders, as the admin's campaign page shows them.

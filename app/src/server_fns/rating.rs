@@ -6,13 +6,11 @@ use leptos::prelude::*;
 use pairwise_api::campaigns::{CampaignKind, CampaignStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::server_fns::arena::ArenaScreen;
 #[cfg(feature = "ssr")]
 use {
     crate::backend::{NO_BODY, call, get},
     crate::errors::fail,
     crate::markdown::render,
-    crate::server_fns::arena::arena_view,
     http::Method,
     pairwise_api::campaigns::Campaign,
     pairwise_api::votes::{Next, ScreenChoice, VoteOutcome, VoteRequest},
@@ -63,23 +61,6 @@ pub struct RateState {
     pub campaign_votes: i64,
     pub target_votes: i64,
     pub my_votes: i64,
-}
-
-/// What the rating page shows below the guidelines: a pair, or an arena.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum RaterScreen {
-    Pairs(RateState),
-    Arena(ArenaScreen),
-}
-
-/// The visitor's screen of the campaign: their current pair, or their arena battle.
-#[server(prefix = "/ui", endpoint = "load_rater_screen")]
-pub async fn load_rater_screen(campaign_id: i64) -> Result<RaterScreen, ServerFnError> {
-    let campaign: Campaign = get(&format!("/api/v1/campaigns/{campaign_id}")).await?;
-    Ok(match campaign.kind {
-        CampaignKind::Pairwise => RaterScreen::Pairs(next_pair(campaign_id).await?),
-        CampaignKind::Arena => RaterScreen::Arena(arena_view(campaign_id).await?),
-    })
 }
 
 #[server(prefix = "/ui", endpoint = "campaign_for_rating")]
