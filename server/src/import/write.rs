@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pairwise_api::campaigns::CampaignStatus;
+use pairwise_api::campaigns::{CampaignKind, CampaignStatus};
 use pairwise_api::import::{ImportReport, PairingOptions};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -57,6 +57,12 @@ pub async fn import_items(
     let campaign = get_campaign(db, campaign_id, 0).await?;
     if campaign.status == CampaignStatus::Closed {
         return Err(ApiError::conflict("campaign_closed", format!("campaign {campaign_id} is closed")));
+    }
+    if campaign.kind == CampaignKind::Arena {
+        return Err(ApiError::conflict(
+            "arena_campaign",
+            format!("campaign {campaign_id} is an arena: its pairs come from its raters' battles, not from imports"),
+        ));
     }
     if options.max_pairs_per_prompt == Some(0) {
         return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));

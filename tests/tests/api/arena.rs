@@ -312,6 +312,9 @@ async fn failures_and_limits_store_nothing(backend: Backend) {
     let reply = rater.post(&format!("/api/v1/campaigns/{pairwise}/battles"), &json!({"prompt": "hi"})).await;
     assert_eq!((reply.status, reply.json["error"].as_str()), (409, Some("not_arena")));
     let lonely = arena(&admin, "Lonely", &[models.contender("tiny")], json!({})).await;
+    let line = json!({"prompt": "p", "response_a": "a", "response_b": "b"}).to_string();
+    let reply = admin.post_body(&format!("/api/v1/campaigns/{lonely}/import"), line).await;
+    assert_eq!((reply.status, reply.json["error"].as_str()), (409, Some("arena_campaign")), "{}", reply.text);
     let reply = rater.post(&format!("/api/v1/campaigns/{lonely}/battles"), &json!({"prompt": "hi"})).await;
     assert_eq!((reply.status, reply.json["error"].as_str()), (409, Some("not_enough_contenders")), "{}", reply.text);
     let reply = admin.patch(&format!("/api/v1/campaigns/{lonely}"), &json!({"overlap": 3})).await;
