@@ -42,6 +42,7 @@ fn latency_histogram() -> Histogram {
 }
 
 const RUN_STATUSES: [&str; 5] = ["running", "succeeded", "failed", "cancelled", "interrupted"];
+const BATTLE_STATUSES: [&str; 5] = ["generating", "ready", "failed", "voted", "abandoned"];
 
 pub struct Metrics {
     registry: Registry,
@@ -144,6 +145,15 @@ async fn read_gauges(db: &Db) -> ApiResult<Registry> {
         runs.get_or_create(&StatusLabels { status: row.text("status")? }).set(row.int("n")?);
     }
     registry.register("training_runs", "Training runs by status", runs);
+    let rows = db.fetch_all("SELECT status, COUNT(*) AS n FROM battles GROUP BY status", vec![]).await?;
+    let battles = Family::<StatusLabels, Gauge>::default();
+    for status in BATTLE_STATUSES {
+        battles.get_or_create(&StatusLabels { status: status.into() }).set(0);
+    }
+    for row in &rows {
+        battles.get_or_create(&StatusLabels { status: row.text("status")? }).set(row.int("n")?);
+    }
+    registry.register("arena_battles", "Arena battles by status (failed: a contender did not answer)", battles);
     registry.register(
         "sqlite_writer_queue_depth",
         "Write transactions waiting for the SQLite writer thread (0 on Postgres)",

@@ -284,6 +284,8 @@ async fn failures_and_limits_store_nothing(backend: Backend) {
     assert_eq!(votes, 0);
     let reply = rater.get(&format!("/api/v1/battles/{id}/events")).await;
     assert!(reply.text.contains("\"type\":\"failed\""), "a finished battle's events give its outcome: {}", reply.text);
+    let metrics = server.anonymous().get("/metrics").await.text;
+    assert!(metrics.contains("pairwise_arena_battles{status=\"failed\"} 1"), "{metrics}");
 
     // Two battles a minute in this campaign.
     assert_eq!(rater.post(&battles, &json!({"prompt": "music", "wait": true})).await.status, 201);
