@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::args;
 use crate::error::ApiResult;
-use crate::store::{Db, now_ms};
+use crate::store::{Db, SqlRow, now_ms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -124,6 +124,18 @@ fn gauge(value: i64) -> Gauge {
     gauge
 }
 
+/// Counts by status from `status, n` rows; every known status appears, 0 when absent.
+fn by_status(rows: &[SqlRow], statuses: &[&str]) -> ApiResult<Family<StatusLabels, Gauge>> {
+    let family = Family::<StatusLabels, Gauge>::default();
+    for status in statuses {
+        family.get_or_create(&StatusLabels { status: status.to_string() }).set(0);
+    }
+    for row in rows {
+        family.get_or_create(&StatusLabels { status: row.text("status")? }).set(row.int("n")?);
+    }
+    Ok(family)
+}
+
 /// The gauges, read from the database and the store at scrape time.
 async fn read_gauges(db: &Db) -> ApiResult<Registry> {
     let mut registry = Registry::with_prefix("pairwise");
@@ -136,24 +148,14 @@ async fn read_gauges(db: &Db) -> ApiResult<Registry> {
         "Pairs handed out to raters and not yet voted, skipped or expired",
         gauge(leases),
     );
-    let rows = db.fetch_all("SELECT status, COUNT(*) AS n FROM training_runs GROUP BY status", vec![]).await?;
-    let runs = Family::<StatusLabels, Gauge>::default();
-    for status in RUN_STATUSES {
-        runs.get_or_create(&StatusLabels { status: status.into() }).set(0);
-    }
-    for row in &rows {
-        runs.get_or_create(&StatusLabels { status: row.text("status")? }).set(row.int("n")?);
-    }
-    registry.register("training_runs", "Training runs by status", runs);
-    let rows = db.fetch_all("SELECT status, COUNT(*) AS n FROM battles GROUP BY status", vec![]).await?;
-    let battles = Family::<StatusLabels, Gauge>::default();
-    for status in BATTLE_STATUSES {
-        battles.get_or_create(&StatusLabels { status: status.into() }).set(0);
-    }
-    for row in &rows {
-        battles.get_or_create(&StatusLabels { status: row.text("status")? }).set(row.int("n")?);
-    }
-    registry.register("arena_battles", "Arena battles by status (failed: a contender did not answer)", battles);
+    let runs = db.fetch_all("SELECT status, COUNT(*) AS n FROM training_runs GROUP BY status", vec![]).await?;
+    registry.register("training_runs", "Training runs by status", by_status(&runs, &RUN_STATUSES)?);
+    let battles = db.fetch_all("SELECT status, COUNT(*) AS n FROM battles GROUP BY status", vec![]).await?;
+    registry.register(
+        "arena_battles",
+        "Arena battles by status (failed: a contender did not answer)",
+        by_status(&battles, &BATTLE_STATUSES)?,
+    );
     registry.register(
         "sqlite_writer_queue_depth",
         "Write transactions waiting for the SQLite writer thread (0 on Postgres)",

@@ -471,11 +471,11 @@ pub(crate) async fn vote_in(tx: &mut dyn Store, rater: i64, req: &VoteRequest) -
 }
 
 /// Gives a vote from `vote_in` its sequence number once its transaction has committed.
-pub(crate) async fn number_vote(sequencer: &Sequencer, campaign_id: i64, vote: &mut StoredVote) -> ApiResult<()> {
-    if vote.seq == 0 {
-        vote.seq = sequencer.number(campaign_id, vote.id).await?;
+pub(crate) async fn number_vote(sequencer: &Sequencer, campaign_id: i64, outcome: &mut VoteOutcome) -> ApiResult<()> {
+    if outcome.vote.seq == 0 {
+        outcome.vote.seq = sequencer.number(campaign_id, outcome.vote.id).await?;
     }
-    metrics().vote_stored(false);
+    metrics().vote_stored(outcome.duplicate);
     Ok(())
 }
 
