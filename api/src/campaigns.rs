@@ -5,6 +5,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::arena::ArenaSettings;
 
+/// One question a per-aspect campaign asks about every pair besides the overall choice
+/// (e.g. `helpfulness`, "Does it do what was asked?").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aspect {
+    /// A key for exports and the leaderboard: 1-40 of `a-z`, `0-9`, `_`.
+    pub name: String,
+    /// One line shown to raters beside the choice.
+    #[serde(default)]
+    pub description: String,
+}
+
 /// What raters do in a campaign.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -70,6 +82,8 @@ pub struct Campaign {
     pub kind: CampaignKind,
     /// Arena settings (arena campaigns; defaults elsewhere).
     pub arena: ArenaSettings,
+    /// Per-aspect campaigns: the aspects every vote also chooses on (empty: overall only).
+    pub aspects: Vec<Aspect>,
     pub guidelines: String,
     pub guidelines_version: i64,
     pub overlap: i64,
@@ -102,6 +116,9 @@ pub struct NewCampaign {
     /// Arena campaigns' settings.
     #[serde(default)]
     pub arena: ArenaSettings,
+    /// Aspects raters choose on besides the overall choice (pairwise campaigns, at most 8).
+    #[serde(default)]
+    pub aspects: Vec<Aspect>,
     #[serde(default)]
     pub guidelines: String,
     /// Votes wanted per pair (default 3).
@@ -142,4 +159,6 @@ pub struct CampaignUpdate {
     pub lease_seconds: Option<i64>,
     pub free_votes: Option<bool>,
     pub arena: Option<ArenaSettings>,
+    /// Only while the campaign has no votes: votes before a change would lack the new aspects.
+    pub aspects: Option<Vec<Aspect>>,
 }

@@ -1,5 +1,7 @@
 //! Handing out pairs and recording votes (`/api/v1/campaigns/{id}/next`, `/api/v1/votes`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::campaigns::CampaignStatus;
@@ -19,6 +21,25 @@ pub enum ScreenChoice {
     Right,
     Tie,
     BothBad,
+}
+
+/// One of the two responses as the rater saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// A rater's fix of one response of the pair: stored as a new revision linked to the
+/// original, which stays as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Correction {
+    /// The response corrected; with an A or B verdict it must be the chosen one.
+    pub side: Side,
+    /// The corrected text (1-32768 bytes, not the same as the original).
+    pub text: String,
 }
 
 /// Choice in the stored order of the pair (`a` = response_a).
@@ -109,6 +130,13 @@ pub struct VoteRequest {
     pub time_ms: Option<i64>,
     /// Client-generated idempotency key: a resubmission with the same key is stored once.
     pub client_key: String,
+    /// Per-aspect campaigns: the choice on every one of the campaign's aspects, as on
+    /// screen (required there, refused elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspects: Option<BTreeMap<String, ScreenChoice>>,
+    /// Optionally, the rater's correction of one response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

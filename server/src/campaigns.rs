@@ -6,11 +6,12 @@ use pairwise_api::campaigns::{Campaign, CampaignKind, CampaignStatus, CampaignUp
 
 use crate::args;
 use crate::error::{ApiError, ApiResult};
+use crate::feedback::{self, aspects_json, validate_aspects};
 use crate::store::{Backend, Db, SqlRow, Store, now_ms, tx_body};
 
 macro_rules! campaign_select {
     () => {
-        "SELECT c.id, c.name, c.kind, c.arena, c.guidelines, c.guidelines_version, c.overlap, c.status, \
+        "SELECT c.id, c.name, c.kind, c.arena, c.aspects, c.guidelines, c.guidelines_version, c.overlap, c.status, \
          c.gold_rate, c.lease_seconds, c.free_votes, c.created_at, c.updated_at, c.source_run_id, \
          (SELECT COUNT(*) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS pair_count, \
          (SELECT COALESCE(CAST(SUM(p.vote_count) AS BIGINT), 0) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS vote_total, \
@@ -30,6 +31,7 @@ fn campaign_from_row(row: &SqlRow) -> ApiResult<Campaign> {
         kind: CampaignKind::parse(&kind).ok_or_else(|| anyhow::anyhow!("unknown campaign kind {kind}"))?,
         arena: serde_json::from_str(&row.text("arena")?)
             .map_err(|e| anyhow::anyhow!("campaign arena settings: {e}"))?,
+        aspects: feedback::parse_aspects(&row.text("aspects")?)?,
         guidelines: row.text("guidelines")?,
         guidelines_version: row.int("guidelines_version")?,
         overlap,
@@ -101,6 +103,10 @@ fn name_taken(name: &str) -> impl Fn(ApiError) -> ApiError + '_ {
 pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> {
     validate(&new.name, new.overlap, new.gold_rate, new.lease_seconds)?;
     validate_arena(&new.arena)?;
+    validate_aspects(&new.aspects)?;
+    if new.kind == CampaignKind::Arena && !new.aspects.is_empty() {
+        return Err(ApiError::bad_request("aspects: arena campaigns ask only for the overall choice"));
+    }
     // An arena battle is voted on once, by the rater who started it: its pair never goes
     // out to other raters (see `arena`).
     let overlap = match new.kind {
@@ -112,6 +118,7 @@ pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> 
         new.name.trim(),
         new.kind.as_str(),
         arena_json(&new.arena)?,
+        aspects_json(&new.aspects)?,
         &new.guidelines,
         overlap,
         new.status.as_str(),
@@ -126,9 +133,9 @@ pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> 
             Box::pin(async move {
                 let row = tx
                     .fetch_one(
-                        "INSERT INTO campaigns (name, kind, arena, guidelines, overlap, status, gold_rate, lease_seconds, \
-                         free_votes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-                         RETURNING id",
+                        "INSERT INTO campaigns (name, kind, arena, aspects, guidelines, overlap, status, gold_rate, \
+                         lease_seconds, free_votes, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
                         args,
                     )
                     .await?;
@@ -192,12 +199,26 @@ async fn update_in(tx: &mut dyn Store, id: i64, update: &CampaignUpdate) -> ApiR
     }
     let arena = update.arena.clone().unwrap_or(current.arena.clone());
     validate_arena(&arena)?;
+    let aspects = match &update.aspects {
+        Some(aspects) if *aspects != current.aspects => {
+            validate_aspects(aspects)?;
+            if current.kind == CampaignKind::Arena && !aspects.is_empty() {
+                return Err(ApiError::bad_request("aspects: arena campaigns ask only for the overall choice"));
+            }
+            // Votes already stored would lack the new aspects (or keep removed ones).
+            if tx.fetch_optional("SELECT id FROM comparisons WHERE campaign_id = $1 LIMIT 1", args![id]).await?.is_some() {
+                return Err(ApiError::conflict("aspects_locked", "aspects: cannot change once the campaign has votes"));
+            }
+            aspects.clone()
+        }
+        _ => current.aspects.clone(),
+    };
     let guidelines = update.guidelines.clone().unwrap_or(current.guidelines.clone());
     // Exported data and trained adapters record which guidelines version raters saw.
     let version = current.guidelines_version + i64::from(guidelines != current.guidelines);
     tx.execute(
         "UPDATE campaigns SET name = $1, guidelines = $2, guidelines_version = $3, overlap = $4, gold_rate = $5, \
-         status = $6, lease_seconds = $7, free_votes = $8, arena = $9, updated_at = $10 WHERE id = $11",
+         status = $6, lease_seconds = $7, free_votes = $8, arena = $9, aspects = $10, updated_at = $11 WHERE id = $12",
         args![
             name.trim(),
             guidelines,
@@ -208,6 +229,7 @@ async fn update_in(tx: &mut dyn Store, id: i64, update: &CampaignUpdate) -> ApiR
             lease_seconds,
             update.free_votes.unwrap_or(current.free_votes),
             arena_json(&arena)?,
+            aspects_json(&aspects)?,
             now_ms(),
             id
         ],

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use pairwise_api::accounts::{Role, UserUpdate};
-use pairwise_api::campaigns::{CampaignStatus, CampaignUpdate, NewCampaign};
+use pairwise_api::campaigns::{Aspect, CampaignStatus, CampaignUpdate, NewCampaign};
 use pairwise_api::export::{ExportParams, Format, RaterIds};
 use pairwise_api::import::PairingOptions;
 
@@ -166,6 +166,9 @@ pub enum CampaignCommand {
         /// Accept votes without a lease.
         #[arg(long)]
         free_votes: bool,
+        /// An aspect raters also choose on, `name: description` (repeat for several).
+        #[arg(long = "aspect", value_parser = parse_aspect)]
+        aspects: Vec<Aspect>,
     },
     /// List campaigns with their progress.
     List,
@@ -212,6 +215,11 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 fn parse_status(s: &str) -> Result<CampaignStatus, String> {
     CampaignStatus::parse(s).ok_or_else(|| format!("status must be draft, active, paused or closed, got `{s}`"))
+}
+
+fn parse_aspect(s: &str) -> Result<Aspect, String> {
+    let (name, description) = s.split_once(':').unwrap_or((s, ""));
+    Ok(Aspect { name: name.trim().to_string(), description: description.trim().to_string() })
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -388,7 +396,16 @@ async fn token_command(command: TokenCommand, db: &Db) -> anyhow::Result<()> {
 
 async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<()> {
     match command {
-        CampaignCommand::Create { name, overlap, gold_rate, guidelines_file, status, lease_seconds, free_votes } => {
+        CampaignCommand::Create {
+            name,
+            overlap,
+            gold_rate,
+            guidelines_file,
+            status,
+            lease_seconds,
+            free_votes,
+            aspects,
+        } => {
             let guidelines = match guidelines_file {
                 Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
                 None => String::new(),
@@ -403,6 +420,7 @@ async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<(
                 free_votes,
                 kind: Default::default(),
                 arena: Default::default(),
+                aspects,
             };
             print_json(&create_campaign(db, &new).await.map_err(explain)?)?;
         }

@@ -48,6 +48,7 @@ pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
             free_votes: false,
             kind: Default::default(),
             arena: Default::default(),
+            aspects: Vec::new(),
         },
     )
     .await?;

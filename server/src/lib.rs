@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod export;
+pub mod feedback;
 pub mod http;
 pub mod import;
 pub mod leaderboard;

@@ -63,5 +63,15 @@ pub fn CampaignFields(campaign: Option<Campaign>) -> impl IntoView {
             {guidelines_label}
             <textarea name="guidelines" rows=rows>{c.map(|c| c.guidelines.clone()).unwrap_or_default()}</textarea>
         </label>
+        <label class="wide">
+            "Aspects (optional: raters also choose on each; one "
+            <code>"name: description"</code>
+            " per line, fixed once there are votes)"
+            <textarea name="aspects" rows="3">
+                {c.map(|c| {
+                    c.aspects.iter().map(|a| format!("{}: {}\n", a.name, a.description)).collect::<String>()
+                })}
+            </textarea>
+        </label>
     }
 }

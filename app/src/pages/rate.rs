@@ -1,8 +1,11 @@
 //! The rating page: prompt on top, the two responses side by side, the choice, strength,
 //! an optional reason, skip. Keyboard: 1/2 choose, 3 tie, 4 both bad, Enter submits,
-//! S skips. With JavaScript the next pair replaces this one in place; without it the forms
+//! S skips. Per-aspect campaigns add a choice per aspect (the same keys answer the focused
+//! aspect; Tab moves between them), and every pair may get a correction of one response. With JavaScript the next pair replaces this one in place; without it the forms
 //! post and the page reloads with the next pair. Arena campaigns get the arena instead
 //! (`arena.rs`), with the same vote fields and keys.
+
+use std::collections::BTreeMap;
 
 use leptos::ev;
 use leptos::prelude::*;
@@ -15,6 +18,7 @@ use crate::components::{Loading, ProgressBar};
 use crate::errors::{ErrorBox, error_text, form_error_from_url, or_error};
 use crate::server_fns::arena::arena_if_any;
 use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
+use pairwise_api::campaigns::Aspect;
 
 pub(super) const CHOICES: [(&str, &str, &str); 4] =
     [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
@@ -43,7 +47,10 @@ pub fn RatePage() -> impl IntoView {
                     let campaign_id = campaign.id;
                     let rater = match arena {
                         Some(initial) => view! { <Arena campaign_id initial /> }.into_any(),
-                        None => view! { <Rater campaign_id initial /> }.into_any(),
+                        None => {
+                            let aspects = campaign.aspects.clone();
+                            view! { <Rater campaign_id aspects initial /> }.into_any()
+                        }
                     };
                     view! {
                         <Title text=format!("{} · Pairwise", campaign.name) />
@@ -63,9 +70,12 @@ pub fn RatePage() -> impl IntoView {
 
 /// The interactive part: holds the pair on screen and replaces it after each vote.
 #[component]
-fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
+fn Rater(campaign_id: i64, aspects: Vec<Aspect>, initial: RateState) -> impl IntoView {
     let state = RwSignal::new(initial);
     let choice = RwSignal::new(String::new());
+    let aspect_choices = RwSignal::new(BTreeMap::<String, String>::new());
+    let correction = Correction::default();
+    let aspects = StoredValue::new(aspects);
     let strength = RwSignal::new("2".to_string());
     let rationale = RwSignal::new(String::new());
     let message = RwSignal::new(None::<String>);
@@ -84,6 +94,8 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
             Some(Ok(next)) => {
                 state.set(next);
                 choice.set(String::new());
+                aspect_choices.set(BTreeMap::new());
+                correction.clear();
                 rationale.set(String::new());
                 message.set(None);
             }
@@ -105,6 +117,12 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
             message.set(Some("Choose A better, B better, tie or both bad first (keys 1–4).".into()));
             return;
         }
+        let chosen = aspect_choices.get_untracked();
+        let missing = aspects.with_value(|a| a.iter().find(|a| !chosen.contains_key(&a.name)).map(|a| a.name.clone()));
+        if let Some(missing) = missing {
+            message.set(Some(format!("Choose on every aspect first: {missing} has no answer.")));
+            return;
+        }
         vote.dispatch(SubmitVote {
             campaign_id,
             assignment_id: pair.assignment_id,
@@ -113,6 +131,9 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
             rationale: rationale.get_untracked(),
             shown_at: pair.shown_at,
             time_ms: Some((js_sys::Date::now() - shown_at.get_value()).max(0.0) as i64),
+            aspects: (!chosen.is_empty()).then_some(chosen),
+            correction_side: Some(correction.side.get_untracked()).filter(|s| !s.is_empty()),
+            correction: Some(correction.text.get_untracked()).filter(|t| !t.trim().is_empty()),
         });
     };
     let skip_pair = move || {
@@ -129,7 +150,13 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
         }
         let key = event.key();
         if let Some((value, _, _)) = CHOICES.iter().find(|(_, _, k)| *k == key) {
-            choice.set(value.to_string());
+            // On a focused aspect's choice the keys answer that aspect.
+            match focused_aspect(&event) {
+                Some(aspect) => aspect_choices.update(|chosen| {
+                    chosen.insert(aspect, value.to_string());
+                }),
+                None => choice.set(value.to_string()),
+            }
         } else if key == "Enter" {
             event.prevent_default();
             submit_vote();
@@ -163,6 +190,9 @@ fn Rater(campaign_id: i64, initial: RateState) -> impl IntoView {
                     <PairForms
                         pair
                         campaign_id
+                        aspects=aspects.get_value()
+                        aspect_choices
+                        correction
                         choice
                         strength
                         rationale
@@ -280,6 +310,120 @@ pub(super) fn VoteFields(
     }
 }
 
+/// The aspect whose choice has the focus (its radio buttons are named `aspects[NAME]`).
+fn focused_aspect(event: &leptos::ev::KeyboardEvent) -> Option<String> {
+    use wasm_bindgen::JsCast;
+    let input = event.target()?.dyn_into::<web_sys::Element>().ok()?;
+    let name = input.get_attribute("name")?;
+    name.strip_prefix("aspects[")?.strip_suffix(']').map(str::to_string)
+}
+
+/// The choice on each aspect of a per-aspect campaign, posted as `aspects[NAME]`.
+#[component]
+fn AspectFields(aspects: Vec<Aspect>, chosen: RwSignal<BTreeMap<String, String>>) -> impl IntoView {
+    aspects
+        .into_iter()
+        .map(|aspect| {
+            let field = format!("aspects[{}]", aspect.name);
+            let choices = CHOICES
+                .iter()
+                .map(|(value, label, key)| {
+                    let (name, value) = (aspect.name.clone(), value.to_string());
+                    let (checked_name, checked_value) = (name.clone(), value.clone());
+                    let is_chosen = move || chosen.with(|c| c.get(&checked_name) == Some(&checked_value));
+                    let selected = is_chosen.clone();
+                    view! {
+                        <label class="choice" class:selected=selected>
+                            <input
+                                type="radio"
+                                name=field.clone()
+                                value=value.clone()
+                                prop:checked=is_chosen
+                                on:change=move |_| {
+                                    chosen.update(|c| {
+                                        c.insert(name.clone(), value.clone());
+                                    })
+                                }
+                            />
+                            {label.replace(" is better", "")}
+                            <kbd>{*key}</kbd>
+                        </label>
+                    }
+                })
+                .collect_view();
+            view! {
+                <fieldset class="choices aspect" data-aspect=aspect.name.clone()>
+                    <legend>
+                        <strong>{aspect.name.replace('_', " ")}</strong>
+                        {(!aspect.description.is_empty()).then(|| format!(" — {}", aspect.description))}
+                    </legend>
+                    {choices}
+                </fieldset>
+            }
+        })
+        .collect_view()
+}
+
+/// A rater's optional correction: which response, and its corrected text.
+#[derive(Clone, Copy, Default)]
+struct Correction {
+    side: RwSignal<String>,
+    text: RwSignal<String>,
+}
+
+impl Correction {
+    fn clear(&self) {
+        self.side.set(String::new());
+        self.text.set(String::new());
+    }
+}
+
+/// "Correct a response": picking a side starts the text from that response (with
+/// JavaScript); without it the rater types or pastes the corrected text.
+#[component]
+fn CorrectionFields(correction: Correction, left: String, right: String) -> impl IntoView {
+    let sides = [("left", "A", left), ("right", "B", right)]
+        .into_iter()
+        .map(|(value, label, original)| {
+            let checked_value = value.to_string();
+            view! {
+                <label>
+                    <input
+                        type="radio"
+                        name="correction_side"
+                        value=value
+                        prop:checked=move || correction.side.get() == checked_value
+                        on:change=move |_| {
+                            correction.side.set(value.to_string());
+                            correction.text.set(original.clone());
+                        }
+                    />
+                    {format!("Response {label}")}
+                </label>
+            }
+        })
+        .collect_view();
+    view! {
+        <details class="correction" open=move || !correction.side.get().is_empty()>
+            <summary>"Correct a response (optional)"</summary>
+            <fieldset class="correction-side">
+                <legend>"Which response are you fixing? (with A or B better: the better one)"</legend>
+                {sides}
+            </fieldset>
+            <label class="reason">
+                "Corrected response"
+                <textarea
+                    name="correction"
+                    id="correction"
+                    rows="6"
+                    prop:value=move || correction.text.get()
+                    on:input=move |ev| correction.text.set(event_target_value(&ev))
+                ></textarea>
+            </label>
+        </details>
+    }
+}
+
 /// True when a key press is meant for a text field (the reason box), not a shortcut.
 pub(super) fn typing_in_a_field(event: &leptos::ev::KeyboardEvent) -> bool {
     use wasm_bindgen::JsCast;
@@ -297,9 +441,13 @@ pub(super) fn typing_in_a_field(event: &leptos::ev::KeyboardEvent) -> bool {
 /// The pair and its two forms (vote, skip). The forms post to the server functions, so
 /// they work without JavaScript; with it, submit is intercepted and dispatched in place.
 #[component]
+#[allow(clippy::too_many_arguments)]
 fn PairForms(
     pair: PairView,
     campaign_id: i64,
+    aspects: Vec<Aspect>,
+    aspect_choices: RwSignal<BTreeMap<String, String>>,
+    correction: Correction,
     choice: RwSignal<String>,
     strength: RwSignal<String>,
     rationale: RwSignal<String>,
@@ -349,7 +497,9 @@ fn PairForms(
             <input type="hidden" name="campaign_id" value=campaign_id />
             <input type="hidden" name="assignment_id" value=pair.assignment_id />
             <input type="hidden" name="shown_at" value=pair.shown_at />
+            <AspectFields aspects chosen=aspect_choices />
             <VoteFields choice strength rationale />
+            <CorrectionFields correction left=pair.left_text.clone() right=pair.right_text.clone() />
         </form>
         <form
             id="skip-form"

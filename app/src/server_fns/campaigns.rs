@@ -12,7 +12,7 @@ use {
     crate::backend::{call, call_raw, get},
     crate::errors::fail,
     http::Method,
-    pairwise_api::campaigns::{CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign},
+    pairwise_api::campaigns::{Aspect, CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign},
 };
 
 /// The campaigns the visitor may see (annotators: the active ones), with their progress.
@@ -34,6 +34,7 @@ pub async fn create_campaign(
     gold_rate: f64,
     status: String,
     kind: String,
+    aspects: String,
 ) -> Result<(), ServerFnError> {
     let status = campaign_status(&status)?;
     let kind = CampaignKind::parse(&kind).ok_or_else(|| fail(format!("kind: `{kind}` is not pairwise or arena")))?;
@@ -48,6 +49,7 @@ pub async fn create_campaign(
         free_votes: false,
         kind,
         arena: Default::default(),
+        aspects: aspect_lines(&aspects)?,
     };
     let campaign: Campaign = call(Method::POST, "/api/v1/campaigns", Some(&new)).await?;
     leptos_axum::redirect(&format!("/admin/campaigns/{}", campaign.id));
@@ -62,8 +64,10 @@ pub async fn update_campaign(
     overlap: i64,
     gold_rate: f64,
     status: String,
+    aspects: String,
 ) -> Result<Campaign, ServerFnError> {
     let update = CampaignUpdate {
+        aspects: Some(aspect_lines(&aspects)?),
         name: Some(name),
         guidelines: Some(guidelines),
         overlap: Some(overlap),
@@ -72,6 +76,23 @@ pub async fn update_campaign(
         ..CampaignUpdate::default()
     };
     call(Method::PATCH, &format!("/api/v1/campaigns/{id}"), Some(&update)).await
+}
+
+/// The aspects field of the campaign form: one `name: description` per line.
+#[cfg(feature = "ssr")]
+fn aspect_lines(text: &str) -> Result<Vec<Aspect>, ServerFnError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let (name, description) = line.split_once(':').unwrap_or((line, ""));
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(fail(format!("aspects, line {}: give a name before the `:`", i + 1)));
+            }
+            Ok(Aspect { name: name.to_string(), description: description.trim().to_string() })
+        })
+        .collect()
 }
 
 #[cfg(feature = "ssr")]

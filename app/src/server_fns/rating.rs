@@ -2,8 +2,10 @@
 //! visitor's current pair, voting and skipping; and the view types of that page (pairs
 //! with their Markdown rendered to sanitised HTML on the server).
 
+use std::collections::BTreeMap;
+
 use leptos::prelude::*;
-use pairwise_api::campaigns::{CampaignKind, CampaignStatus};
+use pairwise_api::campaigns::{Aspect, CampaignKind, CampaignStatus};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
@@ -13,7 +15,7 @@ use {
     crate::markdown::render,
     http::Method,
     pairwise_api::campaigns::Campaign,
-    pairwise_api::votes::{Next, ScreenChoice, VoteOutcome, VoteRequest},
+    pairwise_api::votes::{Correction, Next, ScreenChoice, Side, VoteOutcome, VoteRequest},
     serde::de::IntoDeserializer,
 };
 
@@ -23,6 +25,8 @@ pub struct RatingCampaign {
     pub id: i64,
     pub name: String,
     pub kind: CampaignKind,
+    /// Per-aspect campaigns: the questions asked besides the overall one.
+    pub aspects: Vec<Aspect>,
     pub guidelines_html: String,
 }
 
@@ -41,6 +45,9 @@ pub struct PairView {
     pub prompt_html: String,
     pub left_html: String,
     pub right_html: String,
+    /// The responses' own text: where a correction starts from.
+    pub left_text: String,
+    pub right_text: String,
     /// Server time (ms) when the pair was rendered: without JavaScript the time spent on
     /// the pair is measured from here.
     pub shown_at: i64,
@@ -66,7 +73,13 @@ pub struct RateState {
 #[server(prefix = "/ui", endpoint = "campaign_for_rating")]
 pub async fn campaign_for_rating(id: i64) -> Result<RatingCampaign, ServerFnError> {
     let campaign: Campaign = get(&format!("/api/v1/campaigns/{id}")).await?;
-    Ok(RatingCampaign { id, name: campaign.name, kind: campaign.kind, guidelines_html: render(&campaign.guidelines) })
+    Ok(RatingCampaign {
+        id,
+        name: campaign.name,
+        kind: campaign.kind,
+        aspects: campaign.aspects,
+        guidelines_html: render(&campaign.guidelines),
+    })
 }
 
 /// The visitor's current pair (the same one until they vote or skip) and the progress.
@@ -78,7 +91,9 @@ pub async fn next_pair(campaign_id: i64) -> Result<RateState, ServerFnError> {
 
 /// Records a vote (`choice` as seen on screen: left / right / tie / both_bad) and returns
 /// the next pair. The assignment id is the idempotency key: a repeated submit (double
-/// click, reload after a post) is stored once.
+/// click, reload after a post) is stored once. Per-aspect campaigns send `aspects[NAME]`
+/// fields with the same values; a non-empty `correction` is the rater's fix of the
+/// response on `correction_side` (default: the one chosen).
 #[server(prefix = "/ui", endpoint = "submit_vote")]
 #[allow(clippy::too_many_arguments)]
 pub async fn submit_vote(
@@ -89,8 +104,24 @@ pub async fn submit_vote(
     rationale: String,
     shown_at: i64,
     time_ms: Option<i64>,
+    aspects: Option<BTreeMap<String, String>>,
+    correction_side: Option<String>,
+    correction: Option<String>,
 ) -> Result<RateState, ServerFnError> {
     let (choice, strength) = vote_fields(&choice, &strength)?;
+    let aspects = aspects
+        .map(|aspects| {
+            aspects
+                .into_iter()
+                .map(|(name, value)| {
+                    let chosen = ScreenChoice::deserialize(value.as_str().into_deserializer())
+                        .map_err(|_: serde::de::value::Error| fail(format!("{name}: choose A, B, tie or both bad")))?;
+                    Ok((name, chosen))
+                })
+                .collect::<Result<BTreeMap<_, _>, ServerFnError>>()
+        })
+        .transpose()?;
+    let correction = correction_of(choice, correction_side.as_deref(), correction.as_deref())?;
     // Without JavaScript the browser cannot time the pair: measure from when it was served.
     let time_ms = time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0));
     let rationale = rationale.trim();
@@ -103,6 +134,8 @@ pub async fn submit_vote(
         rationale: (!rationale.is_empty()).then(|| rationale.to_string()),
         time_ms: Some(time_ms),
         client_key: format!("web-{assignment_id}"),
+        aspects,
+        correction,
     };
     let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
     rate_state(campaign_id, outcome.next).await
@@ -128,6 +161,20 @@ pub(crate) fn vote_fields(choice: &str, strength: &str) -> Result<(ScreenChoice,
     Ok((choice, strength))
 }
 
+/// The correction of a vote form: none when the text is empty; the side defaults to the
+/// chosen response.
+#[cfg(feature = "ssr")]
+fn correction_of(choice: ScreenChoice, side: Option<&str>, text: Option<&str>) -> Result<Option<Correction>, ServerFnError> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+    let side = match (side.unwrap_or(""), choice) {
+        ("left", _) | ("", ScreenChoice::Left) => Side::Left,
+        ("right", _) | ("", ScreenChoice::Right) => Side::Right,
+        ("", _) => return Err(fail("correction: choose which response you corrected (A or B)")),
+        (other, _) => return Err(fail(format!("correction_side: `{other}` is not left or right"))),
+    };
+    Ok(Some(Correction { side, text: text.to_string() }))
+}
+
 #[cfg(feature = "ssr")]
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -144,6 +191,8 @@ async fn rate_state(campaign_id: i64, next: Next) -> Result<RateState, ServerFnE
             prompt_html: render(&pair.prompt),
             left_html: render(&pair.left),
             right_html: render(&pair.right),
+            left_text: pair.left,
+            right_text: pair.right,
             shown_at: now_ms(),
         }),
         Next::Waiting => NextView::Waiting,

@@ -649,6 +649,8 @@ pub async fn vote_battle(
         rationale: vote.rationale.clone(),
         time_ms: vote.time_ms,
         client_key: format!("battle-{battle_id}"),
+        aspects: None,
+        correction: None,
     };
     let request = Arc::new(request);
     let mut outcome = db

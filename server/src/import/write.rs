@@ -23,7 +23,7 @@ use crate::campaigns::get_campaign;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Backend, Db, SqlValue, Store, now_ms, tx_body};
 
-fn content_hash(parts: &[&str]) -> String {
+pub(crate) fn content_hash(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         // Length-prefix each part so ("ab","c") and ("a","bc") differ.

@@ -31,6 +31,7 @@ pub async fn hand_off(db: &Db, id: i64, campaign_id: i64, generated: &Path) -> a
         free_votes: parent.free_votes,
         kind: Default::default(),
         arena: Default::default(),
+        aspects: parent.aspects.clone(),
     };
     let campaign = match create_campaign(db, &new).await {
         Err(ApiError::Conflict { .. }) => {

@@ -18,17 +18,19 @@ pub use postgres::Sequencer;
 
 use std::sync::Arc;
 
-use pairwise_api::campaigns::CampaignStatus;
+use pairwise_api::campaigns::{Aspect, CampaignStatus};
 use pairwise_api::votes::{Choice, Next, ServedPair, StoredVote, VoteOutcome, VoteRequest};
 use rand::Rng;
 
 use crate::args;
 use crate::error::{ApiError, ApiResult};
+use crate::feedback::{self, VoteRow};
 use crate::metrics::metrics;
 use crate::store::{Backend, Db, SqlRow, Store, now_ms, tx_body};
 
 struct CampaignSettings {
     id: i64,
+    aspects: Vec<Aspect>,
     status: CampaignStatus,
     overlap: i64,
     gold_rate: f64,
@@ -53,7 +55,7 @@ impl Dice {
 async fn load_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<CampaignSettings> {
     let row = tx
         .fetch_optional(
-            "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes FROM campaigns WHERE id = $1",
+            "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes, aspects FROM campaigns WHERE id = $1",
             args![id],
         )
         .await?
@@ -61,6 +63,7 @@ async fn load_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<CampaignSetting
     let status = row.text("status")?;
     Ok(CampaignSettings {
         id,
+        aspects: feedback::parse_aspects(&row.text("aspects")?)?,
         status: CampaignStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown status {status}"))?,
         overlap: row.int("overlap")?,
         gold_rate: row.real("gold_rate")?,
@@ -224,7 +227,8 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
     match (req.assignment_id, req.pair_id) {
         (Some(_), None) | (None, Some(_)) => Ok(()),
         _ => Err(ApiError::bad_request("give exactly one of assignment_id (leased vote) or pair_id (free vote)")),
-    }
+    }?;
+    feedback::validate_feedback(req)
 }
 
 fn stored_vote(row: &SqlRow) -> ApiResult<StoredVote> {
@@ -440,6 +444,11 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             ],
         )
         .await?;
+    let vote_row = VoteRow { id: row.int("id")?, campaign_id: campaign.id, pair_id, swapped };
+    feedback::store_aspects(tx, &campaign.aspects, &vote_row, req.aspects.as_ref()).await?;
+    if let Some(correction) = &req.correction {
+        feedback::store_correction(tx, vote_row.id, rater, correction, now).await?;
+    }
     tx.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1", args![pair_id]).await?;
     tx.execute("UPDATE assignments SET status = 'voted' WHERE id = $1", args![assignment_id]).await?;
     let next = assign(tx, &campaign, rater, now, dice).await?;

@@ -14,11 +14,12 @@ use pairwise_api::votes::{Choice, Next, ScreenChoice, StoredVote, VoteOutcome, V
 use super::{Dice, served_from_texts};
 use crate::args;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{Db, DbError, SqlRow, SqlValue, Store, now_ms};
+use crate::feedback;
+use crate::store::{Db, DbError, SqlRow, SqlValue, Store, now_ms, tx_body};
 
 const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, $2, $3, $4, $5)";
 const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, $2, $3, $4, $5)";
-const VOTE_SQL: &str = "SELECT * FROM pairwise_vote($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+const VOTE_SQL: &str = "SELECT * FROM pairwise_vote_aspects($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 const SEQUENCE_SQL: &str = "SELECT * FROM pairwise_sequence_votes($1, $2)";
 
 pub(super) async fn next_pair(db: &Db, campaign_id: i64, rater: i64, dice: Dice) -> ApiResult<Next> {
@@ -38,11 +39,36 @@ pub(super) async fn submit_vote(
     req: &VoteRequest,
     dice: Dice,
 ) -> ApiResult<VoteOutcome> {
-    let row = call(db, VOTE_SQL, || vote_args(rater, req, dice)).await.map_err(already_voted)?;
-    let mut outcome = outcome_from_row(&row)?;
+    let (mut outcome, campaign_id) = match &req.correction {
+        None => {
+            let row = call(db, VOTE_SQL, || vote_args(rater, req, dice)).await.map_err(already_voted)?;
+            (outcome_from_row(&row)?, row.int("campaign_id")?)
+        }
+        // The correction is written by Rust code, so the vote and it share a transaction.
+        Some(_) => {
+            let req = Arc::new(req.clone());
+            let outcome = db
+                .transact(tx_body(move |tx| {
+                    let req = req.clone();
+                    Box::pin(async move {
+                        let outcome = vote_in(tx, rater, &req, dice).await?;
+                        if let (false, Some(correction)) = (outcome.duplicate, &req.correction) {
+                            feedback::store_correction(tx, outcome.vote.id, rater, correction, now_ms()).await?;
+                        }
+                        Ok::<_, ApiError>(outcome)
+                    })
+                }))
+                .await?;
+            let campaign_id = db
+                .fetch_one("SELECT campaign_id FROM comparisons WHERE id = $1", args![outcome.vote.id])
+                .await?
+                .int("campaign_id")?;
+            (outcome, campaign_id)
+        }
+    };
     // A new vote, or a resubmission whose first copy has not been numbered yet.
     if outcome.vote.seq == 0 {
-        outcome.vote.seq = sequencer.number(row.int("campaign_id")?, outcome.vote.id).await?;
+        outcome.vote.seq = sequencer.number(campaign_id, outcome.vote.id).await?;
     }
     Ok(outcome)
 }
@@ -61,6 +87,7 @@ fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
         ScreenChoice::BothBad => "both_bad",
     };
     let rationale = req.rationale.as_deref().filter(|r| !r.trim().is_empty());
+    let aspects = req.aspects.as_ref().map(|a| serde_json::to_string(a).expect("aspect choices serialize"));
     args![
         rater,
         req.assignment_id,
@@ -73,7 +100,8 @@ fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
         req.client_key.as_str(),
         now_ms(),
         dice.gold_roll,
-        dice.swap
+        dice.swap,
+        aspects
     ]
 }
 
@@ -220,6 +248,7 @@ fn raised(e: DbError) -> ApiError {
     match code.as_str() {
         "PW404" => ApiError::NotFound(message),
         "PW403" => ApiError::forbidden(message),
+        "PW400" => ApiError::bad_request(message),
         _ => {
             let (code, text) = message.split_once('|').unwrap_or(("conflict", &message));
             ApiError::conflict(conflict_code(code), text)
