@@ -66,6 +66,10 @@ pub struct ExportParams {
     /// undesirable (the loser) completion; without it only `both_bad` verdicts are exported.
     #[serde(default = "yes")]
     pub decisive: bool,
+    /// Per-aspect campaigns: export the choices on this aspect instead of the overall ones
+    /// (every format; strengths are overall only, so they are left out).
+    #[serde(default)]
+    pub aspect: Option<String>,
 }
 
 fn yes() -> bool {

@@ -54,6 +54,22 @@ pub struct CampaignStats {
     pub position_bias: PositionBias,
     pub median_time_ms: Option<f64>,
     pub raters: Vec<RaterStats>,
+    /// Per-aspect campaigns: agreement and choices per aspect, in the campaign's order.
+    #[serde(default)]
+    pub aspects: Vec<AspectStats>,
+}
+
+/// One aspect's figures over the regular pairs (agreement measured as for the overall choice).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AspectStats {
+    pub name: String,
+    pub votes: i64,
+    /// Votes for response a, b, tie and both bad (stored order, not screen order).
+    pub a: i64,
+    pub b: i64,
+    pub tie: i64,
+    pub both_bad: i64,
+    pub agreement: Agreement,
 }
 
 /// Votes counted in equal time buckets: hours while the campaign's votes span up to two

@@ -204,6 +204,9 @@ pub struct ExportArgs {
     /// kto: only both-bad verdicts, not the winners and losers of decided pairs.
     #[arg(long)]
     only_both_bad: bool,
+    /// Per-aspect campaigns: the choices on this aspect instead of the overall ones.
+    #[arg(long)]
+    aspect: Option<String>,
     /// Output file (default: standard output).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -334,7 +337,7 @@ async fn run_command(
         Command::Restore { .. } => unreachable!("restores run before connecting"),
         Command::Stats { campaign } => print_json(&stats::campaign_stats(db, campaign).await.map_err(explain)?)?,
         Command::Leaderboard { campaign, bootstrap } => {
-            print_json(&leaderboard::campaign_leaderboard(db, campaign, bootstrap, 0).await.map_err(explain)?)?
+            print_json(&leaderboard::campaign_leaderboard(db, campaign, None, bootstrap, 0).await.map_err(explain)?)?
         }
     }
     Ok(())
@@ -443,6 +446,7 @@ async fn export_command(args: ExportArgs, db: &Db, config: &Config) -> anyhow::R
         include_gold: args.include_gold,
         raters: if args.rater_ids { RaterIds::Id } else { RaterIds::Pseudonym },
         decisive: !args.only_both_bad,
+        aspect: args.aspect,
     };
     let (cursor, mut rx) = start_export(db, args.campaign, params, config.secret.clone()).await.map_err(explain)?;
     let mut out: Box<dyn Write> = match &args.out {

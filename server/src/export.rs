@@ -42,10 +42,12 @@ macro_rules! raw_select {
     ($gold_filter:expr) => {
         concat!(
             "SELECT c.id, c.seq, c.pair_id, p.prompt_id, p.response_a_id, p.response_b_id, ra.model, rb.model, \
-             c.rater_id, c.choice, c.strength, c.rationale, c.time_ms, c.swapped, p.gold_choice, c.created_at, \
+             c.rater_id, CASE WHEN $4 = '' THEN c.choice ELSE av.choice END, CASE WHEN $4 = '' THEN c.strength END, \
+             c.rationale, c.time_ms, c.swapped, p.gold_choice, c.created_at, \
              ra.model_version, rb.model_version FROM comparisons c JOIN pairs p ON p.id = c.pair_id \
              JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
-             WHERE c.campaign_id = $1 AND c.seq > $2 AND c.seq <= $3",
+             LEFT JOIN aspect_votes av ON av.comparison_id = c.id AND av.aspect = $4 \
+             WHERE c.campaign_id = $1 AND c.seq > $2 AND c.seq <= $3 AND ($4 = '' OR av.choice IS NOT NULL)",
             $gold_filter,
             " ORDER BY c.seq"
         )
@@ -57,23 +59,26 @@ macro_rules! raw_select {
 macro_rules! preference_select {
     ($($filter:expr),*) => {
         concat!(
-            "SELECT c.pair_id, c.choice, c.strength, c.seq, \
+            "SELECT c.pair_id, CASE WHEN $3 = '' THEN c.choice ELSE av.choice END AS choice, \
+             CASE WHEN $3 = '' THEN c.strength END AS strength, c.seq, rk.text AS correction, \
              CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN pr.text END AS prompt, \
              CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN pr.messages END AS messages, \
              CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN ra.text END AS text_a, \
              CASE WHEN ROW_NUMBER() OVER pair_votes = 1 THEN rb.text END AS text_b FROM comparisons c JOIN pairs p ON p.id = c.pair_id JOIN prompts pr ON pr.id = p.prompt_id \
              JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
-             WHERE c.campaign_id = $1 AND c.seq <= $2",
+             LEFT JOIN aspect_votes av ON av.comparison_id = c.id AND av.aspect = $3 \
+             LEFT JOIN corrections k ON k.comparison_id = c.id LEFT JOIN responses rk ON rk.id = k.response_id \
+             WHERE c.campaign_id = $1 AND c.seq <= $2 AND ($3 = '' OR av.choice IS NOT NULL)",
             $($filter,)*
             " WINDOW pair_votes AS (PARTITION BY c.pair_id ORDER BY c.seq) ORDER BY c.pair_id, c.seq"
         )
     };
 }
 
-/// Pairs with a vote after `since` ($3).
+/// Pairs with a vote after `since` ($4).
 macro_rules! since_filter_sql {
     () => {
-        " AND c.pair_id IN (SELECT n.pair_id FROM comparisons n WHERE n.campaign_id = $1 AND n.seq > $3 AND n.seq <= $2)"
+        " AND c.pair_id IN (SELECT n.pair_id FROM comparisons n WHERE n.campaign_id = $1 AND n.seq > $4 AND n.seq <= $2)"
     };
 }
 
@@ -161,6 +166,8 @@ struct PairVotes {
     text_b: String,
     max_seq: i64,
     votes: Vec<(Choice, Option<i64>)>,
+    /// Raters' corrections of the pair's responses, distinct, in vote order.
+    corrections: Vec<String>,
 }
 
 /// The lines a pair's votes give in an aggregated format (none when it has no verdict or
@@ -168,6 +175,28 @@ struct PairVotes {
 /// and loser (`decisive`) or both answers undesirable when `both_bad` has the most votes.
 fn aggregated_lines(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<Vec<Value>> {
     let agg = aggregate(&pair.votes);
+    // A rater's correction is better than either response: `sft` takes the corrections of a
+    // pair that has any, whatever the votes say.
+    if params.format == Format::Sft && !pair.corrections.is_empty() {
+        let messages: Vec<Message> = serde_json::from_str(&pair.messages)?;
+        let prompt = prompt_string(&pair.prompt, &messages);
+        let mut lines: Vec<Value> = pair
+            .corrections
+            .iter()
+            .map(|text| match messages.is_empty() {
+                true => json!({"prompt": prompt, "completion": text}),
+                false => json!({"messages": conversation(&pair.prompt, &messages, text)}),
+            })
+            .collect();
+        if params.meta {
+            for line in &mut lines {
+                line["pair_id"] = json!(pair.pair_id);
+                line["source"] = json!("correction");
+                line["seq"] = json!(pair.max_seq);
+            }
+        }
+        return Ok(lines);
+    }
     let both_bad = agg.winner.is_none() && {
         let top = agg.counts.iter().copied().max().unwrap_or(0);
         top > 0 && agg.counts.iter().filter(|&&c| c == top).count() == 1 && agg.counts[3] == top
@@ -210,6 +239,9 @@ fn aggregated_lines(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<V
             line["agreement"] = json!(agg.agreement);
             line["strength"] = json!(agg.strength);
             line["seq"] = json!(pair.max_seq);
+            if params.format == Format::Sft {
+                line["source"] = json!("consensus");
+            }
         }
     }
     Ok(lines)
@@ -237,6 +269,9 @@ struct RawVote {
     left: &'static str,
     gold: Option<String>,
     created_at: i64,
+    /// The aspect whose choice `choice` is (`aspect=` exports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aspect: Option<String>,
 }
 
 /// Columns are read by position (the order of the SELECT in `stream_raw`): a million-row
@@ -273,6 +308,7 @@ fn raw_line(
         left: if swapped { "b" } else { "a" },
         gold: row.opt_text_at(14)?,
         created_at: row.int_at(15)?,
+        aspect: params.aspect.clone(),
     })
 }
 
@@ -318,11 +354,21 @@ pub async fn start_export(
     validate(&params)?;
     metrics().export_started();
     crate::votes::sequence_pending(db, campaign_id).await?;
-    let cursor = db
-        .fetch_optional("SELECT vote_seq FROM campaigns WHERE id = $1", args![campaign_id])
+    let campaign = db
+        .fetch_optional("SELECT vote_seq, aspects FROM campaigns WHERE id = $1", args![campaign_id])
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("campaign {campaign_id}")))?
-        .int("vote_seq")?;
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {campaign_id}")))?;
+    if let Some(aspect) = &params.aspect {
+        let aspects = crate::feedback::parse_aspects(&campaign.text("aspects")?)?;
+        if !aspects.iter().any(|a| &a.name == aspect) {
+            let known: Vec<&str> = aspects.iter().map(|a| a.name.as_str()).collect();
+            return Err(ApiError::bad_request(match known.is_empty() {
+                true => format!("aspect: `{aspect}` is not an aspect of this campaign (it has none)"),
+                false => format!("aspect: `{aspect}` is not an aspect of this campaign (it has {})", known.join(", ")),
+            }));
+        }
+    }
+    let cursor = campaign.int("vote_seq")?;
     let (tx, rx) = mpsc::channel(4);
     let db = db.clone();
     tokio::spawn(async move {
@@ -352,7 +398,8 @@ async fn stream_raw(
     writer: &mut ChunkWriter,
 ) -> anyhow::Result<()> {
     let sql = if params.include_gold { raw_select!("") } else { raw_select!(" AND p.is_gold = 0") };
-    let mut rows = db.stream(sql, args![campaign_id, params.since, cursor]);
+    let aspect = params.aspect.clone().unwrap_or_default();
+    let mut rows = db.stream(sql, args![campaign_id, params.since, cursor, aspect]);
     let mut pseudonyms = HashMap::new();
     while let Some(row) = rows.try_next().await? {
         if !writer.line(&raw_line(&row, params, &mut pseudonyms, secret)?).await? {
@@ -371,13 +418,15 @@ async fn stream_preferences(
 ) -> anyhow::Result<()> {
     // A pair is re-exported when it received any vote after `since`, aggregated over all
     // its votes up to the cursor, so its label reflects everything known now.
+    let aspect = params.aspect.clone().unwrap_or_default();
     let (sql, args) = match (params.include_gold, params.since > 0) {
-        (true, false) => (preference_select!(""), args![campaign_id, cursor]),
-        (false, false) => (preference_select!(" AND p.is_gold = 0"), args![campaign_id, cursor]),
-        (true, true) => (preference_select!(since_filter_sql!()), args![campaign_id, cursor, params.since]),
-        (false, true) => {
-            (preference_select!(" AND p.is_gold = 0", since_filter_sql!()), args![campaign_id, cursor, params.since])
-        }
+        (true, false) => (preference_select!(""), args![campaign_id, cursor, aspect]),
+        (false, false) => (preference_select!(" AND p.is_gold = 0"), args![campaign_id, cursor, aspect]),
+        (true, true) => (preference_select!(since_filter_sql!()), args![campaign_id, cursor, aspect, params.since]),
+        (false, true) => (
+            preference_select!(" AND p.is_gold = 0", since_filter_sql!()),
+            args![campaign_id, cursor, aspect, params.since],
+        ),
     };
     let mut rows = db.stream(sql, args);
     let mut current: Option<PairVotes> = None;
@@ -387,6 +436,7 @@ async fn stream_preferences(
         let choice = Choice::parse(&choice).ok_or_else(|| anyhow::anyhow!("unknown choice {choice}"))?;
         let seq = row.int("seq")?;
         let strength = row.opt_int("strength")?;
+        let correction = row.opt_text("correction")?;
         if current.as_ref().is_some_and(|p| p.pair_id != pair_id) {
             let done = current.take().expect("checked above");
             for line in aggregated_lines(&done, params)? {
@@ -399,6 +449,11 @@ async fn stream_preferences(
             Some(pair) => {
                 pair.votes.push((choice, strength));
                 pair.max_seq = pair.max_seq.max(seq);
+                if let Some(text) = correction
+                    && !pair.corrections.contains(&text)
+                {
+                    pair.corrections.push(text);
+                }
             }
             None => {
                 current = Some(PairVotes {
@@ -409,6 +464,7 @@ async fn stream_preferences(
                     text_b: row.text("text_b")?,
                     max_seq: seq,
                     votes: vec![(choice, strength)],
+                    corrections: correction.into_iter().collect(),
                 })
             }
         }

@@ -15,7 +15,7 @@ use rand_distr::{Binomial, Distribution};
 
 use crate::args;
 use crate::campaigns::get_campaign;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::store::Db;
 use crate::tallies;
 
@@ -177,15 +177,41 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
     Leaderboard { campaign_id, battles, bootstrap_rounds: rounds, models }
 }
 
-pub async fn campaign_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed: u64) -> ApiResult<Leaderboard> {
-    get_campaign(db, campaign_id, 0).await?;
-    tallies::bring_up_to_date(db, campaign_id).await?;
-    let rows = db
-        .fetch_all(
-            "SELECT model_a, model_b, choice, votes AS n FROM model_matchups WHERE campaign_id = $1",
-            args![campaign_id],
-        )
-        .await?;
+/// The choices on one aspect between two models over regular pairs, as `model_matchups`
+/// holds them for the overall choice.
+const ASPECT_MATCHUPS_SQL: &str = "SELECT COALESCE(ra.model || '@' || ra.model_version, ra.model) AS model_a, \
+     COALESCE(rb.model || '@' || rb.model_version, rb.model) AS model_b, av.choice, COUNT(*) AS n \
+     FROM aspect_votes av JOIN pairs p ON p.id = av.pair_id AND p.is_gold = 0 \
+     JOIN responses ra ON ra.id = p.response_a_id JOIN responses rb ON rb.id = p.response_b_id \
+     WHERE av.campaign_id = $1 AND av.aspect = $2 \
+     GROUP BY COALESCE(ra.model || '@' || ra.model_version, ra.model), \
+     COALESCE(rb.model || '@' || rb.model_version, rb.model), av.choice";
+
+/// The models ranked by the overall choice, or by the choices on `aspect`.
+pub async fn campaign_leaderboard(
+    db: &Db,
+    campaign_id: i64,
+    aspect: Option<&str>,
+    rounds: usize,
+    seed: u64,
+) -> ApiResult<Leaderboard> {
+    let campaign = get_campaign(db, campaign_id, 0).await?;
+    let rows = match aspect {
+        None => {
+            tallies::bring_up_to_date(db, campaign_id).await?;
+            db.fetch_all(
+                "SELECT model_a, model_b, choice, votes AS n FROM model_matchups WHERE campaign_id = $1",
+                args![campaign_id],
+            )
+            .await?
+        }
+        Some(aspect) => {
+            if !campaign.aspects.iter().any(|a| a.name == aspect) {
+                return Err(ApiError::bad_request(format!("aspect: `{aspect}` is not an aspect of this campaign")));
+            }
+            db.fetch_all(ASPECT_MATCHUPS_SQL, args![campaign_id, aspect]).await?
+        }
+    };
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut tallies: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
     for row in rows {

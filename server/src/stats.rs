@@ -6,11 +6,13 @@
 //! Krippendorff's alpha treats the choice as ordinal: `a` better < no preference
 //! (`tie` or `both_bad`) < `b` better, with the ordinal distance metric, over the
 //! non-gold pairs that have at least two votes. Times per vote are tallied to the nearest
-//! 100 ms, so medians are of times rounded to 100 ms.
+//! 100 ms, so medians are of times rounded to 100 ms. Per-aspect figures (same metric, per
+//! aspect) are computed in SQL from the aspect choices.
 
 use std::collections::HashMap;
 
-use pairwise_api::stats::{Agreement, CampaignStats, PositionBias, Progress, RaterStats, VotesOverTime};
+use pairwise_api::campaigns::Campaign;
+use pairwise_api::stats::{Agreement, AspectStats, CampaignStats, PositionBias, Progress, RaterStats, VotesOverTime};
 
 use crate::args;
 use crate::campaigns::get_campaign;
@@ -72,7 +74,9 @@ pub fn krippendorff_alpha_ordinal(coincidence: &[[f64; 3]; 3]) -> Option<f64> {
 /// Agreement over the regular pairs with two votes or more. Ordinal levels: 0 = `a`,
 /// 1 = `tie` or `both_bad`, 2 = `b`; a unit of m votes with nᵢ at level i adds
 /// nᵢ·nⱼ/(m−1) to coincidence (i, j) and nᵢ(nᵢ−1)/(m−1) to (i, i).
-const AGREEMENT_SQL: &str = "SELECT COUNT(*) AS units, \
+macro_rules! agreement_columns {
+    () => {
+        "COUNT(*) AS units, \
      CAST(COALESCE(SUM(votes * (votes - 1) / 2), 0) AS BIGINT) AS rater_pairs, \
      CAST(COALESCE(SUM(a * (a - 1) / 2 + b * (b - 1) / 2 + tie * (tie - 1) / 2 + both_bad * (both_bad - 1) / 2), 0) AS BIGINT) AS agreeing, \
      COALESCE(SUM(CAST(a * (a - 1) AS DOUBLE PRECISION) / (votes - 1)), 0) AS o00, \
@@ -80,8 +84,27 @@ const AGREEMENT_SQL: &str = "SELECT COUNT(*) AS units, \
      COALESCE(SUM(CAST(b * (b - 1) AS DOUBLE PRECISION) / (votes - 1)), 0) AS o22, \
      COALESCE(SUM(CAST(a * (tie + both_bad) AS DOUBLE PRECISION) / (votes - 1)), 0) AS o01, \
      COALESCE(SUM(CAST(a * b AS DOUBLE PRECISION) / (votes - 1)), 0) AS o02, \
-     COALESCE(SUM(CAST((tie + both_bad) * b AS DOUBLE PRECISION) / (votes - 1)), 0) AS o12 \
-     FROM pair_tallies WHERE campaign_id = $1 AND votes >= 2";
+     COALESCE(SUM(CAST((tie + both_bad) * b AS DOUBLE PRECISION) / (votes - 1)), 0) AS o12"
+    };
+}
+const AGREEMENT_SQL: &str =
+    concat!("SELECT ", agreement_columns!(), " FROM pair_tallies WHERE campaign_id = $1 AND votes >= 2");
+
+/// The same per aspect, from the aspect choices counted per regular pair.
+const ASPECT_AGREEMENT_SQL: &str = concat!(
+    "SELECT aspect, ",
+    agreement_columns!(),
+    " FROM (SELECT av.aspect, av.pair_id, COUNT(*) AS votes, \
+     SUM(CASE WHEN av.choice = 'a' THEN 1 ELSE 0 END) AS a, SUM(CASE WHEN av.choice = 'b' THEN 1 ELSE 0 END) AS b, \
+     SUM(CASE WHEN av.choice = 'tie' THEN 1 ELSE 0 END) AS tie, \
+     SUM(CASE WHEN av.choice = 'both_bad' THEN 1 ELSE 0 END) AS both_bad \
+     FROM aspect_votes av JOIN pairs p ON p.id = av.pair_id AND p.is_gold = 0 WHERE av.campaign_id = $1 \
+     GROUP BY av.aspect, av.pair_id) t WHERE votes >= 2 GROUP BY aspect"
+);
+
+/// Choices per aspect over the regular pairs.
+const ASPECT_CHOICES_SQL: &str = "SELECT av.aspect, av.choice, COUNT(*) AS n FROM aspect_votes av \
+     JOIN pairs p ON p.id = av.pair_id AND p.is_gold = 0 WHERE av.campaign_id = $1 GROUP BY av.aspect, av.choice";
 
 /// Per rater, the one or two 100 ms steps holding their middle vote(s): a step covers the
 /// rater's votes `before + 1 ..= upto` in time order, of `total`.
@@ -124,11 +147,8 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         )
         .await?
         .int("n")?;
-    let agreement = db.fetch_one(AGREEMENT_SQL, args![campaign_id]).await?;
-    let o = |name: &str| agreement.real(name);
-    let coincidence =
-        [[o("o00")?, o("o01")?, o("o02")?], [o("o01")?, o("o11")?, o("o12")?], [o("o02")?, o("o12")?, o("o22")?]];
-    let (rater_pairs, agreeing) = (agreement.int("rater_pairs")?, agreement.int("agreeing")?);
+    let agreement = agreement_from(&db.fetch_one(AGREEMENT_SQL, args![campaign_id]).await?)?;
+    let aspects = if campaign.aspects.is_empty() { Vec::new() } else { aspect_stats(db, &campaign).await? };
 
     let rater_medians = db.fetch_all(RATER_MEDIAN_SQL, args![campaign_id]).await?;
     let mut steps_of: HashMap<i64, Vec<&SqlRow>> = HashMap::new();
@@ -182,11 +202,7 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
             gold_votes,
             raters: raters.len() as i64,
         },
-        agreement: Agreement {
-            percent: (rater_pairs > 0).then(|| agreeing as f64 / rater_pairs as f64),
-            krippendorff_alpha: krippendorff_alpha_ordinal(&coincidence),
-            pairs_with_multiple_votes: agreement.int("units")?,
-        },
+        agreement,
         position_bias: PositionBias {
             decisive_votes: decisive,
             left_wins,
@@ -194,7 +210,56 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         },
         median_time_ms: median_from_steps(&campaign_median.iter().collect::<Vec<_>>())?,
         raters,
+        aspects,
     })
+}
+
+/// Agreement from a row of `agreement_columns!`.
+fn agreement_from(row: &SqlRow) -> ApiResult<Agreement> {
+    let o = |name: &str| row.real(name);
+    let coincidence =
+        [[o("o00")?, o("o01")?, o("o02")?], [o("o01")?, o("o11")?, o("o12")?], [o("o02")?, o("o12")?, o("o22")?]];
+    let (rater_pairs, agreeing) = (row.int("rater_pairs")?, row.int("agreeing")?);
+    Ok(Agreement {
+        percent: (rater_pairs > 0).then(|| agreeing as f64 / rater_pairs as f64),
+        krippendorff_alpha: krippendorff_alpha_ordinal(&coincidence),
+        pairs_with_multiple_votes: row.int("units")?,
+    })
+}
+
+/// Per aspect: its choices and agreement, computed in SQL from the aspect choices (a few
+/// rows per aspect come back, whatever the number of votes).
+async fn aspect_stats(db: &Db, campaign: &Campaign) -> ApiResult<Vec<AspectStats>> {
+    let mut agreements = HashMap::new();
+    for row in db.fetch_all(ASPECT_AGREEMENT_SQL, args![campaign.id]).await? {
+        agreements.insert(row.text("aspect")?, agreement_from(&row)?);
+    }
+    let mut counts: HashMap<(String, String), i64> = HashMap::new();
+    for row in db.fetch_all(ASPECT_CHOICES_SQL, args![campaign.id]).await? {
+        counts.insert((row.text("aspect")?, row.text("choice")?), row.int("n")?);
+    }
+    let count = |aspect: &str, choice: &str| counts.get(&(aspect.to_string(), choice.to_string())).copied().unwrap_or(0);
+    Ok(campaign
+        .aspects
+        .iter()
+        .map(|aspect| {
+            let name = aspect.name.as_str();
+            let (a, b, tie, both_bad) = (count(name, "a"), count(name, "b"), count(name, "tie"), count(name, "both_bad"));
+            AspectStats {
+                name: aspect.name.clone(),
+                votes: a + b + tie + both_bad,
+                a,
+                b,
+                tie,
+                both_bad,
+                agreement: agreements.remove(name).unwrap_or(Agreement {
+                    percent: None,
+                    krippendorff_alpha: None,
+                    pairs_with_multiple_votes: 0,
+                }),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -330,7 +330,7 @@ async fn pick_contenders(db: &Db, campaign: &Campaign) -> ApiResult<(i64, i64)> 
     let seed: u64 = rand::rng().random();
     let intervals = match campaign.arena.pairing {
         Pairing::Uniform => None,
-        Pairing::Overlap => Some(campaign_leaderboard(db, campaign.id, 100, seed).await?),
+        Pairing::Overlap => Some(campaign_leaderboard(db, campaign.id, None, 100, seed).await?),
     };
     for i in 0..contenders.len() {
         for j in i + 1..contenders.len() {

@@ -1,5 +1,5 @@
-//! `GET /api/v1/campaigns/{id}/leaderboard?bootstrap=200&seed=0`: the models behind the
-//! responses, ranked.
+//! `GET /api/v1/campaigns/{id}/leaderboard?bootstrap=200&seed=0[&aspect=NAME]`: the models
+//! behind the responses, ranked (by the overall choice or by one aspect's).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -18,6 +18,8 @@ struct LeaderboardParams {
     bootstrap: usize,
     #[serde(default)]
     seed: u64,
+    /// Per-aspect campaigns: rank by the choices on this aspect.
+    aspect: Option<String>,
 }
 
 fn default_rounds() -> usize {
@@ -37,5 +39,5 @@ async fn show(
     if params.bootstrap > 5000 {
         return Err(ApiError::bad_request("bootstrap: at most 5000 rounds"));
     }
-    Ok(Json(campaign_leaderboard(&state.db, id, params.bootstrap, params.seed).await?))
+    Ok(Json(campaign_leaderboard(&state.db, id, params.aspect.as_deref(), params.bootstrap, params.seed).await?))
 }

@@ -372,7 +372,8 @@ impl Supervisor {
 }
 
 /// The export policy runs train on: every aggregated pair with a majority, gold left out, in
-/// the format the method reads (`kto`: winners, losers and both-bad answers; `sft`: winners).
+/// the format the method reads (`kto`: winners, losers and both-bad answers; `sft`: raters'
+/// corrections, else winners).
 fn export_policy(method: Method) -> ExportParams {
     ExportParams {
         format: match method {
@@ -387,6 +388,7 @@ fn export_policy(method: Method) -> ExportParams {
         include_gold: false,
         raters: RaterIds::Pseudonym,
         decisive: true,
+        aspect: None,
     }
 }
 
