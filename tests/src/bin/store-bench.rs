@@ -167,6 +167,7 @@ async fn make_campaign(db: &Db, name: &str, pairs: usize, overlap: i64) -> anyho
             free_votes: false,
             kind: Default::default(),
             arena: Default::default(),
+            aspects: Vec::new(),
         },
     )
     .await

@@ -10,6 +10,7 @@ mod campaigns;
 mod cli;
 mod cluster;
 mod export;
+mod feedback;
 mod generation;
 mod import;
 mod operations;
