@@ -120,6 +120,18 @@ pub async fn press(client: &Client, key: char) -> Result<()> {
 }
 
 pub const ENTER: char = '\u{e007}';
+pub const CONTROL: char = '\u{e009}';
+
+/// Presses a key with Control held down.
+pub async fn press_with_control(client: &Client, key: char) -> Result<()> {
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: CONTROL })
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key })
+        .then(KeyAction::Up { value: CONTROL });
+    client.perform_actions(keys).await?;
+    Ok(())
+}
 
 /// Saves a PNG of the page at the given window size, scrolled to the element with id
 /// `scroll_to` if given.

@@ -1,6 +1,6 @@
 //! The rating page: prompt on top, the two responses side by side, the choice, strength,
 //! an optional reason, skip. Keyboard: 1/2 choose, 3 tie, 4 both bad, Enter submits,
-//! S skips. Per-aspect campaigns add a choice per aspect (the same keys answer the focused
+//! S skips, Ctrl+Enter submits from a text box. Per-aspect campaigns add a choice per aspect (the same keys answer the focused
 //! aspect; Tab moves between them), and every pair may get a correction of one response. With JavaScript the next pair replaces this one in place; without it the forms
 //! post and the page reloads with the next pair. Arena campaigns get the arena instead
 //! (`arena.rs`), with the same vote fields and keys.
@@ -93,6 +93,9 @@ fn Rater(campaign_id: i64, aspects: Vec<Aspect>, initial: RateState) -> impl Int
         Effect::new(move |_| match action.get() {
             Some(Ok(next)) => {
                 state.set(next);
+                // Keys on the next pair start with the overall choice, not the aspect that
+                // had the focus.
+                blur_focused_input();
                 choice.set(String::new());
                 aspect_choices.set(BTreeMap::new());
                 correction.clear();
@@ -120,7 +123,8 @@ fn Rater(campaign_id: i64, aspects: Vec<Aspect>, initial: RateState) -> impl Int
         let chosen = aspect_choices.get_untracked();
         let missing = aspects.with_value(|a| a.iter().find(|a| !chosen.contains_key(&a.name)).map(|a| a.name.clone()));
         if let Some(missing) = missing {
-            message.set(Some(format!("Choose on every aspect first: {missing} has no answer.")));
+            message.set(Some(format!("Choose on every aspect first: {missing} has no answer (keys 1–4).")));
+            focus_aspect(&missing);
             return;
         }
         vote.dispatch(SubmitVote {
@@ -145,6 +149,12 @@ fn Rater(campaign_id: i64, aspects: Vec<Aspect>, initial: RateState) -> impl Int
     };
 
     let keys = window_event_listener(ev::keydown, move |event| {
+        // Ctrl+Enter submits from anywhere, the reason and correction boxes included.
+        if (event.ctrl_key() || event.meta_key()) && event.key() == "Enter" {
+            event.prevent_default();
+            submit_vote();
+            return;
+        }
         if event.ctrl_key() || event.alt_key() || event.meta_key() || typing_in_a_field(&event) {
             return;
         }
@@ -316,6 +326,24 @@ fn focused_aspect(event: &leptos::ev::KeyboardEvent) -> Option<String> {
     let input = event.target()?.dyn_into::<web_sys::Element>().ok()?;
     let name = input.get_attribute("name")?;
     name.strip_prefix("aspects[")?.strip_suffix(']').map(str::to_string)
+}
+
+fn blur_focused_input() {
+    use wasm_bindgen::JsCast;
+    if let Some(input) = document().active_element().and_then(|el| el.dyn_into::<web_sys::HtmlInputElement>().ok()) {
+        let _ = input.blur();
+    }
+}
+
+/// Puts the keyboard focus on an aspect's choice, so that keys 1–4 answer it next.
+fn focus_aspect(name: &str) {
+    use wasm_bindgen::JsCast;
+    let selector = format!("fieldset.aspect[data-aspect=\"{name}\"] input");
+    if let Some(input) = document().query_selector(&selector).ok().flatten()
+        && let Ok(input) = input.dyn_into::<web_sys::HtmlInputElement>()
+    {
+        let _ = input.focus();
+    }
 }
 
 /// The choice on each aspect of a per-aspect campaign, posted as `aspects[NAME]`.
@@ -519,7 +547,8 @@ fn PairForms(
         </form>
         <p class="muted small keys">
             "Keys: " <kbd>"1"</kbd> " A better · " <kbd>"2"</kbd> " B better · " <kbd>"3"</kbd> " tie · "
-            <kbd>"4"</kbd> " both bad · " <kbd>"Enter"</kbd> " submit · " <kbd>"S"</kbd> " skip"
+            <kbd>"4"</kbd> " both bad · " <kbd>"Enter"</kbd> " submit (" <kbd>"Ctrl+Enter"</kbd>
+            " from a text box) · " <kbd>"S"</kbd> " skip"
         </p>
     }
 }

@@ -4,6 +4,7 @@
 //! Screenshots land in `target/screenshots/`.
 
 mod arena;
+mod feedback;
 
 use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, Locator};
