@@ -206,7 +206,11 @@ async fn update_in(tx: &mut dyn Store, id: i64, update: &CampaignUpdate) -> ApiR
                 return Err(ApiError::bad_request("aspects: arena campaigns ask only for the overall choice"));
             }
             // Votes already stored would lack the new aspects (or keep removed ones).
-            if tx.fetch_optional("SELECT id FROM comparisons WHERE campaign_id = $1 LIMIT 1", args![id]).await?.is_some() {
+            if tx
+                .fetch_optional("SELECT id FROM comparisons WHERE campaign_id = $1 LIMIT 1", args![id])
+                .await?
+                .is_some()
+            {
                 return Err(ApiError::conflict("aspects_locked", "aspects: cannot change once the campaign has votes"));
             }
             aspects.clone()

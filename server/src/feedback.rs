@@ -135,9 +135,8 @@ pub(crate) async fn store_correction(
         )));
     }
     let original_id = vote.int(if side == Choice::A { "response_a_id" } else { "response_b_id" })?;
-    let original = tx
-        .fetch_one("SELECT text, model, model_version FROM responses WHERE id = $1", args![original_id])
-        .await?;
+    let original =
+        tx.fetch_one("SELECT text, model, model_version FROM responses WHERE id = $1", args![original_id]).await?;
     if original.text("text")?.trim() == correction.text.trim() {
         return Err(ApiError::bad_request(
             "correction.text: is the same as the response (leave the correction out to keep it)",

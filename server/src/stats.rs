@@ -238,13 +238,15 @@ async fn aspect_stats(db: &Db, campaign: &Campaign) -> ApiResult<Vec<AspectStats
     for row in db.fetch_all(ASPECT_CHOICES_SQL, args![campaign.id]).await? {
         counts.insert((row.text("aspect")?, row.text("choice")?), row.int("n")?);
     }
-    let count = |aspect: &str, choice: &str| counts.get(&(aspect.to_string(), choice.to_string())).copied().unwrap_or(0);
+    let count =
+        |aspect: &str, choice: &str| counts.get(&(aspect.to_string(), choice.to_string())).copied().unwrap_or(0);
     Ok(campaign
         .aspects
         .iter()
         .map(|aspect| {
             let name = aspect.name.as_str();
-            let (a, b, tie, both_bad) = (count(name, "a"), count(name, "b"), count(name, "tie"), count(name, "both_bad"));
+            let (a, b, tie, both_bad) =
+                (count(name, "a"), count(name, "b"), count(name, "tie"), count(name, "both_bad"));
             AspectStats {
                 name: aspect.name.clone(),
                 votes: a + b + tie + both_bad,

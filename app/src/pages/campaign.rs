@@ -32,6 +32,15 @@ const RATER_COLUMNS: &[Column] = &[
     Column::num("Agreement with others"),
 ];
 
+const ASPECT_COLUMNS: &[Column] = &[
+    Column::text("Aspect"),
+    Column::num("Votes"),
+    Column::num("A / B / tie / both bad"),
+    Column::num("Krippendorff's α"),
+    Column::num("Agreement"),
+    Column::text("Export"),
+];
+
 const LEADERBOARD_COLUMNS: &[Column] = &[
     Column::num("#"),
     Column::text("Model"),
@@ -331,6 +340,28 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
             }
         })
         .collect();
+    let export = format!("/api/v1/campaigns/{}/export", stats.campaign_id);
+    let aspects: Vec<_> = stats
+        .aspects
+        .iter()
+        .map(|a| {
+            view! {
+                <tr data-aspect=a.name.clone()>
+                    <td>{a.name.replace('_', " ")}</td>
+                    <td class="num">{a.votes}</td>
+                    <td class="num">{format!("{} / {} / {} / {}", a.a, a.b, a.tie, a.both_bad)}</td>
+                    <td class="num">{decimal(a.agreement.krippendorff_alpha)}</td>
+                    <td class="num">{percent(a.agreement.percent)}</td>
+                    <td>
+                        <a href=format!("{export}?format=trl&aspect={}", a.name)>"TRL"</a>
+                        " · "
+                        <a href=format!("{export}?format=raw&aspect={}", a.name)>"raw"</a>
+                    </td>
+                </tr>
+            }
+        })
+        .collect();
+    let has_aspects = !aspects.is_empty();
     view! {
         <section class="card" id="dashboard">
             <h2>"Dashboard"</h2>
@@ -367,6 +398,10 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
             <VotesChart data=stats.votes_over_time.clone() />
             <h3>"Raters"</h3>
             <DataTable id="raters" columns=RATER_COLUMNS rows=raters />
+            {has_aspects.then(|| view! {
+                <h3>"Aspects"</h3>
+                <DataTable id="aspects" columns=ASPECT_COLUMNS rows=aspects />
+            })}
         </section>
     }
 }

@@ -164,7 +164,11 @@ pub(crate) fn vote_fields(choice: &str, strength: &str) -> Result<(ScreenChoice,
 /// The correction of a vote form: none when the text is empty; the side defaults to the
 /// chosen response.
 #[cfg(feature = "ssr")]
-fn correction_of(choice: ScreenChoice, side: Option<&str>, text: Option<&str>) -> Result<Option<Correction>, ServerFnError> {
+fn correction_of(
+    choice: ScreenChoice,
+    side: Option<&str>,
+    text: Option<&str>,
+) -> Result<Option<Correction>, ServerFnError> {
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else { return Ok(None) };
     let side = match (side.unwrap_or(""), choice) {
         ("left", _) | ("", ScreenChoice::Left) => Side::Left,

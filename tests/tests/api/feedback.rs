@@ -67,14 +67,9 @@ async fn aspect_campaign_from_import_to_export(backend: Backend) {
     assert!(missing.text.contains("aspects.honesty: missing"), "{}", missing.text);
     let none = vote(&r[0], p1, false, "k0", json!({})).await;
     assert!(none.text.contains("aspects.helpfulness: missing"), "{}", none.text);
-    let unknown = vote(
-        &r[0],
-        p1,
-        false,
-        "k0",
-        json!({"aspects": {"helpfulness": "left", "honesty": "left", "style": "tie"}}),
-    )
-    .await;
+    let unknown =
+        vote(&r[0], p1, false, "k0", json!({"aspects": {"helpfulness": "left", "honesty": "left", "style": "tie"}}))
+            .await;
     assert_eq!(unknown.status, 422, "{}", unknown.text);
     assert!(unknown.text.contains("aspects.style: not an aspect of this campaign"), "{}", unknown.text);
     assert_eq!(count(&server, "SELECT COUNT(*) FROM comparisons").await, 0);
@@ -125,7 +120,10 @@ async fn aspect_campaign_from_import_to_export(backend: Backend) {
     let stats = get("stats".into()).await.json;
     let helpfulness = &stats["aspects"][0];
     assert_eq!(helpfulness["name"], "helpfulness");
-    assert_eq!((helpfulness["a"].as_i64(), helpfulness["b"].as_i64(), helpfulness["votes"].as_i64()), (Some(3), Some(1), Some(4)));
+    assert_eq!(
+        (helpfulness["a"].as_i64(), helpfulness["b"].as_i64(), helpfulness["votes"].as_i64()),
+        (Some(3), Some(1), Some(4))
+    );
     assert_eq!(helpfulness["agreement"]["percent"].as_f64(), Some(1.0));
     assert_eq!(helpfulness["agreement"]["pairs_with_multiple_votes"].as_i64(), Some(1));
     let honesty = &stats["aspects"][1];
@@ -171,7 +169,10 @@ async fn corrections_are_new_revisions(backend: Backend) {
     let r1 = server.client_for("r1", Role::Annotator).await;
 
     for (correction, problem) in [
-        (json!({"side": "right", "text": "b1 but better"}), "correction.side: correct the response you chose as better (left)"),
+        (
+            json!({"side": "right", "text": "b1 but better"}),
+            "correction.side: correct the response you chose as better (left)",
+        ),
         (json!({"side": "left", "text": "a1"}), "correction.text: is the same as the response"),
         (json!({"side": "left", "text": "  "}), "correction.text: must not be empty"),
     ] {
@@ -202,15 +203,22 @@ async fn corrections_are_new_revisions(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(links.len(), 2, "{links:?}");
-    assert_eq!((links[0].0, links[0].1.as_str(), links[0].2.as_str(), links[0].3.as_str()), (p1, "a1", "a1, fixed", "x"));
+    assert_eq!(
+        (links[0].0, links[0].1.as_str(), links[0].2.as_str(), links[0].3.as_str()),
+        (p1, "a1", "a1, fixed", "x")
+    );
     assert_eq!((links[1].0, links[1].1.as_str(), links[1].2.as_str()), (p2, "a2", "a2, fixed"));
-    let a1_id: i64 = sqlx::query_scalar("SELECT id FROM responses WHERE text = 'a1'").fetch_one(&server.sql).await.unwrap();
+    let a1_id: i64 =
+        sqlx::query_scalar("SELECT id FROM responses WHERE text = 'a1'").fetch_one(&server.sql).await.unwrap();
     assert_eq!(serde_json::from_str::<Value>(&links[0].4).unwrap(), json!({"revision_of": a1_id}));
     // The originals stay, and the pairs still point at them.
     assert_eq!(count(&server, "SELECT COUNT(*) FROM responses WHERE text IN ('a1', 'a2')").await, 2);
     assert_eq!(
-        count(&server, "SELECT COUNT(*) FROM pairs p JOIN responses r ON r.id = p.response_a_id WHERE r.text LIKE '%fixed'")
-            .await,
+        count(
+            &server,
+            "SELECT COUNT(*) FROM pairs p JOIN responses r ON r.id = p.response_a_id WHERE r.text LIKE '%fixed'"
+        )
+        .await,
         0
     );
 

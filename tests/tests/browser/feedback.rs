@@ -145,12 +145,7 @@ async fn aspects_and_a_correction_with_the_keyboard() {
     })
     .await;
     let choices = aspect_choices(&server, "dana").await;
-    let expected = [
-        ("helpfulness", "correct"),
-        ("honesty", "tie"),
-        ("helpfulness", "correct"),
-        ("honesty", "correct"),
-    ];
+    let expected = [("helpfulness", "correct"), ("honesty", "tie"), ("helpfulness", "correct"), ("honesty", "correct")];
     let got: Vec<(&str, &str)> = choices.iter().map(|(a, c)| (a.as_str(), c.as_str())).collect();
     assert_eq!(got, expected);
     let fixed = corrections(&server).await;
@@ -174,7 +169,11 @@ async fn aspects_and_a_correction_without_javascript() {
         let (correct, wrong) = if correct_left { ("left", "right") } else { ("right", "left") };
         // Overall and one aspect only: the API's message comes back, nothing is stored.
         client.find(Locator::Css(&format!("input[name=choice][value={correct}]"))).await?.click().await?;
-        client.find(Locator::Css(&format!("input[name='aspects[helpfulness]'][value={correct}]"))).await?.click().await?;
+        client
+            .find(Locator::Css(&format!("input[name='aspects[helpfulness]'][value={correct}]")))
+            .await?
+            .click()
+            .await?;
         client.find(Locator::Css("#submit-vote")).await?.click().await?;
         let error = wait_for(&client, "p.error").await?.text().await?;
         ensure!(error.contains("aspects.honesty: missing"), "the missing aspect is named: {error}");
@@ -182,7 +181,11 @@ async fn aspects_and_a_correction_without_javascript() {
         let (assignment_again, _) = pair_on_screen(&client).await?;
         ensure!(assignment_again == assignment, "the same pair is still on screen");
         client.find(Locator::Css(&format!("input[name=choice][value={correct}]"))).await?.click().await?;
-        client.find(Locator::Css(&format!("input[name='aspects[helpfulness]'][value={correct}]"))).await?.click().await?;
+        client
+            .find(Locator::Css(&format!("input[name='aspects[helpfulness]'][value={correct}]")))
+            .await?
+            .click()
+            .await?;
         client.find(Locator::Css(&format!("input[name='aspects[honesty]'][value={wrong}]"))).await?.click().await?;
         client.find(Locator::Css("details.correction summary")).await?.click().await?;
         client.find(Locator::Css("#correction")).await?.send_keys("CORRECT, worked out step by step").await?;
