@@ -26,6 +26,8 @@ pub enum CampaignKind {
     Pairwise,
     /// Raters' own prompts answered live by two contenders; each vote stores a pair.
     Arena,
+    /// Imported prompts with 2-6 responses each; raters order all of them (ties allowed).
+    Ranking,
 }
 
 impl CampaignKind {
@@ -33,6 +35,7 @@ impl CampaignKind {
         match self {
             CampaignKind::Pairwise => "pairwise",
             CampaignKind::Arena => "arena",
+            CampaignKind::Ranking => "ranking",
         }
     }
 
@@ -40,6 +43,7 @@ impl CampaignKind {
         match s {
             "pairwise" => Some(CampaignKind::Pairwise),
             "arena" => Some(CampaignKind::Arena),
+            "ranking" => Some(CampaignKind::Ranking),
             _ => None,
         }
     }

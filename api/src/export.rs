@@ -12,11 +12,14 @@ pub enum Format {
     Kto,
     /// Prompt and completion to imitate: `{"prompt","completion"}` or `{"messages"}`.
     Sft,
+    /// Ranking campaigns: `{"prompt"|"messages", "responses", "ranks", "raw", "all_bad"}`.
+    Ranking,
 }
 
 impl Format {
     pub fn parse(s: &str) -> Option<Format> {
-        [Format::Trl, Format::Messages, Format::Raw, Format::Kto, Format::Sft].into_iter().find(|f| f.as_str() == s)
+        [Format::Trl, Format::Messages, Format::Raw, Format::Kto, Format::Sft, Format::Ranking]
+            .into_iter().find(|f| f.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -26,6 +29,7 @@ impl Format {
             Format::Raw => "raw",
             Format::Kto => "kto",
             Format::Sft => "sft",
+            Format::Ranking => "ranking",
         }
     }
 }
@@ -38,6 +42,17 @@ pub enum RaterIds {
     Pseudonym,
     /// The raters' user ids.
     Id,
+}
+
+/// Which pairs a ranking gives in the pair formats (`trl`, `messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InducedPairs {
+    /// Every two responses of different rank.
+    #[default]
+    All,
+    /// Only responses of neighbouring ranks (each with each one rank worse).
+    Adjacent,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +85,9 @@ pub struct ExportParams {
     /// (every format; strengths are overall only, so they are left out).
     #[serde(default)]
     pub aspect: Option<String>,
+    /// Ranking campaigns, `trl`/`messages`: the pairs a ranking gives (default `all`).
+    #[serde(default)]
+    pub pairs: InducedPairs,
 }
 
 fn yes() -> bool {

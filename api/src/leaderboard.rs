@@ -1,5 +1,6 @@
-//! The leaderboard (`/api/v1/campaigns/{id}/leaderboard`): Bradley–Terry scores of the
-//! models behind the responses, with bootstrap intervals.
+//! The leaderboard (`/api/v1/campaigns/{id}/leaderboard`): Bradley–Terry (or, for a
+//! ranking campaign, Plackett–Luce) scores of the models behind the responses, with
+//! bootstrap intervals.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,9 +15,21 @@ pub struct ModelScore {
     pub ties: u64,
 }
 
+/// The model fitted: Bradley–Terry on choices between two, Plackett–Luce on rankings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    #[default]
+    BradleyTerry,
+    PlackettLuce,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Leaderboard {
     pub campaign_id: i64,
+    #[serde(default)]
+    pub fit: Fit,
+    /// Votes fitted: decisive battles (Bradley–Terry) or rankings (Plackett–Luce).
     pub battles: u64,
     pub bootstrap_rounds: usize,
     pub models: Vec<ModelScore>,

@@ -57,6 +57,36 @@ pub struct CampaignStats {
     /// Per-aspect campaigns: agreement and choices per aspect, in the campaign's order.
     #[serde(default)]
     pub aspects: Vec<AspectStats>,
+    /// Ranking campaigns: agreement on the ranks and how screen position sways them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<RankingStats>,
+}
+
+/// A ranking campaign's figures over its regular tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankingStats {
+    pub votes: i64,
+    /// Votes that marked every response bad.
+    pub all_bad: i64,
+    /// Agreement on each response's rank (a unit is one response of a task; Krippendorff's
+    /// alpha with the ordinal metric; `percent`: rater pairs giving it the same rank).
+    pub agreement: Agreement,
+    /// Per screen slot, first shown first: how the responses shown there were ranked.
+    pub positions: Vec<SlotStats>,
+}
+
+/// How the responses shown in one screen slot were ranked. Without position bias every
+/// slot's mean rank is about the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotStats {
+    /// 0 = shown first (top on a phone, left on a wide screen).
+    pub slot: i64,
+    pub shown: i64,
+    pub mean_rank: f64,
+    /// Times a response in this slot was ranked best (ties included).
+    pub top: i64,
+    /// top / shown.
+    pub top_rate: f64,
 }
 
 /// One aspect's figures over the regular pairs (agreement measured as for the overall choice).

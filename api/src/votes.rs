@@ -96,6 +96,10 @@ pub struct ServedPair {
     pub messages: Vec<Message>,
     pub left: String,
     pub right: String,
+    /// Ranking campaigns: all the task's responses in on-screen order (`left` and `right`
+    /// are its first two); empty for pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub responses: Vec<String>,
     pub expires_at: i64,
 }
 
@@ -122,7 +126,16 @@ pub struct VoteRequest {
     /// Free-vote mode: whether response b was shown on the left.
     #[serde(default)]
     pub swapped: bool,
-    pub choice: ScreenChoice,
+    /// The verdict on a pair (required there); ranking votes give `ranks` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<ScreenChoice>,
+    /// Ranking campaigns: the rank of each response in on-screen order, 1 = best; equal
+    /// numbers are ties (`[1, 1, 3]`: the first two tie, the third is worst).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<Vec<i64>>,
+    /// Ranking campaigns: none of the responses is good (the ranks still order them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_bad: bool,
     /// 1 = slightly, 2 = clearly, 3 = much better; only meaningful for left/right.
     pub strength: Option<i64>,
     pub rationale: Option<String>,

@@ -1,8 +1,11 @@
 //! Campaigns: creating, reading, listing and updating them. A campaign is a set of pairs
 //! to rate with its guidelines, overlap (votes wanted per pair), status and gold-check rate.
+//!
+//! A ranking campaign is stored with `kind = 'pairwise'` (its tasks are imported like pairs)
+//! and `feedback = 'ranking'` (migration 0009 says why).
 
 use pairwise_api::arena::ArenaSettings;
-use pairwise_api::campaigns::{Campaign, CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign};
+use pairwise_api::campaigns::{Aspect, Campaign, CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign};
 
 use crate::args;
 use crate::error::{ApiError, ApiResult};
@@ -11,7 +14,7 @@ use crate::store::{Backend, Db, SqlRow, Store, now_ms, tx_body};
 
 macro_rules! campaign_select {
     () => {
-        "SELECT c.id, c.name, c.kind, c.arena, c.aspects, c.guidelines, c.guidelines_version, c.overlap, c.status, \
+        "SELECT c.id, c.name, c.kind, c.feedback, c.arena, c.aspects, c.guidelines, c.guidelines_version, c.overlap, c.status, \
          c.gold_rate, c.lease_seconds, c.free_votes, c.created_at, c.updated_at, c.source_run_id, \
          (SELECT COUNT(*) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS pair_count, \
          (SELECT COALESCE(CAST(SUM(p.vote_count) AS BIGINT), 0) FROM pairs p WHERE p.campaign_id = c.id AND p.is_gold = 0) AS vote_total, \
@@ -28,7 +31,10 @@ fn campaign_from_row(row: &SqlRow) -> ApiResult<Campaign> {
     Ok(Campaign {
         id: row.int("id")?,
         name: row.text("name")?,
-        kind: CampaignKind::parse(&kind).ok_or_else(|| anyhow::anyhow!("unknown campaign kind {kind}"))?,
+        kind: match row.text("feedback")?.as_str() {
+            "ranking" => CampaignKind::Ranking,
+            _ => CampaignKind::parse(&kind).ok_or_else(|| anyhow::anyhow!("unknown campaign kind {kind}"))?,
+        },
         arena: serde_json::from_str(&row.text("arena")?)
             .map_err(|e| anyhow::anyhow!("campaign arena settings: {e}"))?,
         aspects: feedback::parse_aspects(&row.text("aspects")?)?,
@@ -86,6 +92,23 @@ fn validate_arena(arena: &ArenaSettings) -> ApiResult<()> {
     Err(ApiError::bad_request(problem))
 }
 
+/// What a campaign's kind rules out: aspects outside pairwise campaigns, and free votes on
+/// rankings (the screen order of a task's responses comes with its lease).
+fn validate_kind(kind: CampaignKind, aspects: &[Aspect], free_votes: bool) -> ApiResult<()> {
+    match kind {
+        CampaignKind::Arena if !aspects.is_empty() => {
+            Err(ApiError::bad_request("aspects: arena campaigns ask only for the overall choice"))
+        }
+        CampaignKind::Ranking if !aspects.is_empty() => {
+            Err(ApiError::bad_request("aspects: ranking campaigns ask for one ranking per task"))
+        }
+        CampaignKind::Ranking if free_votes => Err(ApiError::bad_request(
+            "free_votes: ranking campaigns take votes on leased tasks only (the lease fixes the screen order)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn arena_json(arena: &ArenaSettings) -> ApiResult<String> {
     Ok(serde_json::to_string(arena).map_err(anyhow::Error::from)?)
 }
@@ -104,19 +127,22 @@ pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> 
     validate(&new.name, new.overlap, new.gold_rate, new.lease_seconds)?;
     validate_arena(&new.arena)?;
     validate_aspects(&new.aspects)?;
-    if new.kind == CampaignKind::Arena && !new.aspects.is_empty() {
-        return Err(ApiError::bad_request("aspects: arena campaigns ask only for the overall choice"));
-    }
+    validate_kind(new.kind, &new.aspects, new.free_votes)?;
     // An arena battle is voted on once, by the rater who started it: its pair never goes
     // out to other raters (see `arena`).
     let overlap = match new.kind {
         CampaignKind::Arena => 1,
-        CampaignKind::Pairwise => new.overlap,
+        CampaignKind::Pairwise | CampaignKind::Ranking => new.overlap,
+    };
+    let (kind, feedback) = match new.kind {
+        CampaignKind::Ranking => ("pairwise", "ranking"),
+        kind => (kind.as_str(), "pair"),
     };
     let now = now_ms();
     let args = args![
         new.name.trim(),
-        new.kind.as_str(),
+        kind,
+        feedback,
         arena_json(&new.arena)?,
         aspects_json(&new.aspects)?,
         &new.guidelines,
@@ -133,9 +159,9 @@ pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> 
             Box::pin(async move {
                 let row = tx
                     .fetch_one(
-                        "INSERT INTO campaigns (name, kind, arena, aspects, guidelines, overlap, status, gold_rate, \
-                         lease_seconds, free_votes, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+                        "INSERT INTO campaigns (name, kind, feedback, arena, aspects, guidelines, overlap, status, \
+                         gold_rate, lease_seconds, free_votes, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
                         args,
                     )
                     .await?;
@@ -199,12 +225,11 @@ async fn update_in(tx: &mut dyn Store, id: i64, update: &CampaignUpdate) -> ApiR
     }
     let arena = update.arena.clone().unwrap_or(current.arena.clone());
     validate_arena(&arena)?;
+    let free_votes = update.free_votes.unwrap_or(current.free_votes);
+    validate_kind(current.kind, update.aspects.as_deref().unwrap_or(&current.aspects), free_votes)?;
     let aspects = match &update.aspects {
         Some(aspects) if *aspects != current.aspects => {
             validate_aspects(aspects)?;
-            if current.kind == CampaignKind::Arena && !aspects.is_empty() {
-                return Err(ApiError::bad_request("aspects: arena campaigns ask only for the overall choice"));
-            }
             // Votes already stored would lack the new aspects (or keep removed ones).
             if tx
                 .fetch_optional("SELECT id FROM comparisons WHERE campaign_id = $1 LIMIT 1", args![id])
@@ -231,7 +256,7 @@ async fn update_in(tx: &mut dyn Store, id: i64, update: &CampaignUpdate) -> ApiR
             gold_rate,
             update.status.unwrap_or(current.status).as_str(),
             lease_seconds,
-            update.free_votes.unwrap_or(current.free_votes),
+            free_votes,
             arena_json(&arena)?,
             aspects_json(&aspects)?,
             now_ms(),

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use pairwise_api::accounts::{Role, UserUpdate};
-use pairwise_api::campaigns::{Aspect, CampaignStatus, CampaignUpdate, NewCampaign};
-use pairwise_api::export::{ExportParams, Format, RaterIds};
+use pairwise_api::campaigns::{Aspect, CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign};
+use pairwise_api::export::{ExportParams, Format, InducedPairs, RaterIds};
 use pairwise_api::import::PairingOptions;
 
 use crate::accounts::tokens::{create_token, list_tokens, revoke_token};
@@ -169,6 +169,9 @@ pub enum CampaignCommand {
         /// An aspect raters also choose on, `name: description` (repeat for several).
         #[arg(long = "aspect", value_parser = parse_aspect)]
         aspects: Vec<Aspect>,
+        /// Raters order all of each prompt's 2-6 responses instead of choosing between two.
+        #[arg(long)]
+        ranking: bool,
     },
     /// List campaigns with their progress.
     List,
@@ -180,7 +183,7 @@ pub enum CampaignCommand {
 pub struct ExportArgs {
     #[arg(long)]
     campaign: i64,
-    /// trl, messages, raw, kto or sft.
+    /// trl, messages, raw, kto, sft or ranking (ranking campaigns).
     #[arg(long, value_parser = parse_format)]
     format: Format,
     /// Keep pairs with at least this many votes (trl/messages/kto/sft).
@@ -207,6 +210,9 @@ pub struct ExportArgs {
     /// Per-aspect campaigns: the choices on this aspect instead of the overall ones.
     #[arg(long)]
     aspect: Option<String>,
+    /// Ranking campaigns, trl/messages: only pairs of neighbouring ranks (default: all pairs).
+    #[arg(long)]
+    adjacent_pairs: bool,
     /// Output file (default: standard output).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -226,7 +232,7 @@ fn parse_aspect(s: &str) -> Result<Aspect, String> {
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
-    Format::parse(s).ok_or_else(|| format!("format must be trl, messages, raw, kto or sft, got `{s}`"))
+    Format::parse(s).ok_or_else(|| format!("format must be trl, messages, raw, kto, sft or ranking, got `{s}`"))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -408,6 +414,7 @@ async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<(
             lease_seconds,
             free_votes,
             aspects,
+            ranking,
         } => {
             let guidelines = match guidelines_file {
                 Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -421,7 +428,7 @@ async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<(
                 status,
                 lease_seconds,
                 free_votes,
-                kind: Default::default(),
+                kind: if ranking { CampaignKind::Ranking } else { CampaignKind::Pairwise },
                 arena: Default::default(),
                 aspects,
             };
@@ -447,6 +454,7 @@ async fn export_command(args: ExportArgs, db: &Db, config: &Config) -> anyhow::R
         raters: if args.rater_ids { RaterIds::Id } else { RaterIds::Pseudonym },
         decisive: !args.only_both_bad,
         aspect: args.aspect,
+        pairs: if args.adjacent_pairs { InducedPairs::Adjacent } else { InducedPairs::All },
     };
     let (cursor, mut rx) = start_export(db, args.campaign, params, config.secret.clone()).await.map_err(explain)?;
     let mut out: Box<dyn Write> = match &args.out {

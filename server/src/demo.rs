@@ -1,8 +1,9 @@
 //! Demo data: two users and an active campaign of realistic prompts with three model
-//! checkpoints' responses (plus two gold checks), so a fresh server has something to show.
+//! checkpoints' responses (plus two gold checks), and a ranking campaign of the same
+//! prompts (raters order the three responses), so a fresh server has something to show.
 
 use pairwise_api::accounts::Role;
-use pairwise_api::campaigns::{CampaignStatus, NewCampaign};
+use pairwise_api::campaigns::{CampaignKind, CampaignStatus, NewCampaign};
 use pairwise_api::import::{ImportReport, PairingOptions};
 
 use crate::accounts::users::{create_user, list_users};
@@ -12,6 +13,7 @@ use crate::import::import_jsonl;
 use crate::store::Db;
 
 pub const DEMO_CAMPAIGN: &str = "Demo: helpful and harmless assistant";
+pub const DEMO_RANKING_CAMPAIGN: &str = "Demo: rank the answers";
 pub const DEMO_ADMIN: (&str, &str) = ("admin", "pairwise-admin");
 pub const DEMO_ANNOTATOR: (&str, &str) = ("annotator", "pairwise-annotator");
 
@@ -25,9 +27,19 @@ const DEMO_GUIDELINES: &str = "\
 Pick *tie* when both are equally good, *both bad* when neither is acceptable.\n\
 Use the strength to say how sure you are: slightly, clearly or much better.";
 
-/// Seeds the demo if it is not there yet; returns the import report when it seeded.
+const DEMO_RANKING_GUIDELINES: &str = "\
+## Order the answers, best first\n\n\
+Judge them as in the pairwise demo: **correct and safe** first, then **helpful**, then **clear**.\n\
+Give two answers the same rank when they are equally good; tick *all of them are bad* when none is acceptable.";
+
+/// Seeds the demo if it is not there yet; returns the pair campaign's import report when it
+/// seeded.
 pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
-    if list_campaigns(db, 0, false).await?.iter().any(|c| c.name == DEMO_CAMPAIGN) {
+    let campaigns = list_campaigns(db, 0, false).await?;
+    if !campaigns.iter().any(|c| c.name == DEMO_RANKING_CAMPAIGN) {
+        seed_ranking_demo(db).await?;
+    }
+    if campaigns.iter().any(|c| c.name == DEMO_CAMPAIGN) {
         return Ok(None);
     }
     let existing: Vec<String> = list_users(db).await?.into_iter().map(|u| u.username).collect();
@@ -36,22 +48,31 @@ pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
             create_user(db, name, password, role).await?;
         }
     }
-    let campaign = create_campaign(
-        db,
-        &NewCampaign {
-            name: DEMO_CAMPAIGN.into(),
-            guidelines: DEMO_GUIDELINES.into(),
-            overlap: 3,
-            gold_rate: 0.1,
-            status: CampaignStatus::Active,
-            lease_seconds: 600,
-            free_votes: false,
-            kind: Default::default(),
-            arena: Default::default(),
-            aspects: Vec::new(),
-        },
-    )
-    .await?;
+    let campaign = create_campaign(db, &demo_campaign(DEMO_CAMPAIGN, CampaignKind::Pairwise, DEMO_GUIDELINES, 0.1)).await?;
     let report = import_jsonl(db, campaign.id, DEMO_JSONL.as_bytes(), &PairingOptions::default()).await?;
     Ok(Some(report))
+}
+
+/// The ranking demo: the demo's prompts with all their responses (its ready gold pairs left out).
+async fn seed_ranking_demo(db: &Db) -> ApiResult<()> {
+    let campaign = create_campaign(db, &demo_campaign(DEMO_RANKING_CAMPAIGN, CampaignKind::Ranking, DEMO_RANKING_GUIDELINES, 0.0)).await?;
+    let tasks: String =
+        DEMO_JSONL.lines().filter(|line| line.contains("\"responses\"")).map(|line| format!("{line}\n")).collect();
+    import_jsonl(db, campaign.id, tasks.as_bytes(), &PairingOptions::default()).await?;
+    Ok(())
+}
+
+fn demo_campaign(name: &str, kind: CampaignKind, guidelines: &str, gold_rate: f64) -> NewCampaign {
+    NewCampaign {
+        name: name.into(),
+        guidelines: guidelines.into(),
+        overlap: 3,
+        gold_rate,
+        status: CampaignStatus::Active,
+        lease_seconds: 600,
+        free_votes: false,
+        kind,
+        arena: Default::default(),
+        aspects: Vec::new(),
+    }
 }

@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use pairwise_api::leaderboard::{Leaderboard, ModelScore};
+use pairwise_api::campaigns::CampaignKind;
+use pairwise_api::leaderboard::{Fit, Leaderboard, ModelScore};
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
 
@@ -19,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::Db;
 use crate::tallies;
 
-const PRIOR: f64 = 1e-3;
+pub(crate) const PRIOR: f64 = 1e-3;
 /// Elo points per natural-log unit of strength: 400 / ln 10.
 const ELO_PER_LOGIT: f64 = 400.0 / std::f64::consts::LN_10;
 const ELO_BASE: f64 = 1000.0;
@@ -39,7 +40,7 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// Solves `a x = b` for a small dense symmetric system (Gaussian elimination, pivoting).
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for col in 0..n {
         let pivot = (col..n).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs())).unwrap_or(col);
@@ -99,11 +100,11 @@ pub fn fit_bradley_terry(models: usize, matchups: &[Matchup]) -> Vec<f64> {
     theta.iter().map(|t| t - mean).collect()
 }
 
-fn to_elo(theta: f64) -> f64 {
+pub(crate) fn to_elo(theta: f64) -> f64 {
     ELO_BASE + ELO_PER_LOGIT * theta
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -174,7 +175,7 @@ pub fn leaderboard(campaign_id: i64, names: &[String], matchups: &[Matchup], rou
         })
         .collect();
     models.sort_by(|a, b| b.score.total_cmp(&a.score));
-    Leaderboard { campaign_id, battles, bootstrap_rounds: rounds, models }
+    Leaderboard { campaign_id, fit: Fit::BradleyTerry, battles, bootstrap_rounds: rounds, models }
 }
 
 /// The choices on one aspect between two models over regular pairs, as `model_matchups`
@@ -187,7 +188,8 @@ const ASPECT_MATCHUPS_SQL: &str = "SELECT COALESCE(ra.model || '@' || ra.model_v
      GROUP BY COALESCE(ra.model || '@' || ra.model_version, ra.model), \
      COALESCE(rb.model || '@' || rb.model_version, rb.model), av.choice";
 
-/// The models ranked by the overall choice, or by the choices on `aspect`.
+/// The models ranked by the overall choice, or by the choices on `aspect`; a ranking
+/// campaign's by its rankings (`plackett_luce`).
 pub async fn campaign_leaderboard(
     db: &Db,
     campaign_id: i64,
@@ -196,6 +198,12 @@ pub async fn campaign_leaderboard(
     seed: u64,
 ) -> ApiResult<Leaderboard> {
     let campaign = get_campaign(db, campaign_id, 0).await?;
+    if campaign.kind == CampaignKind::Ranking {
+        if let Some(aspect) = aspect {
+            return Err(ApiError::bad_request(format!("aspect: `{aspect}`: a ranking campaign has no aspects")));
+        }
+        return crate::plackett_luce::ranking_leaderboard(db, campaign_id, rounds, seed).await;
+    }
     let rows = match aspect {
         None => {
             tallies::bring_up_to_date(db, campaign_id).await?;

@@ -22,6 +22,8 @@ pub mod http;
 pub mod import;
 pub mod leaderboard;
 pub mod metrics;
+pub mod plackett_luce;
+pub mod ranking;
 pub mod runs;
 pub mod stats;
 pub mod store;

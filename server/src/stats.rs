@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 
 use pairwise_api::campaigns::Campaign;
-use pairwise_api::stats::{Agreement, AspectStats, CampaignStats, PositionBias, Progress, RaterStats, VotesOverTime};
+use pairwise_api::campaigns::CampaignKind;
+use pairwise_api::stats::{
+    Agreement, AspectStats, CampaignStats, PositionBias, Progress, RankingStats, RaterStats, SlotStats, VotesOverTime,
+};
 
 use crate::args;
 use crate::campaigns::get_campaign;
@@ -42,7 +45,7 @@ pub fn votes_over_time(hours: &[(i64, i64)]) -> VotesOverTime {
 /// Krippendorff's alpha with the ordinal metric from the coincidence matrix of the values
 /// (`coincidence[c][k]`: pairable value pairs (c, k) within units, each weighted 1/(m−1)
 /// for a unit of m values).
-pub fn krippendorff_alpha_ordinal(coincidence: &[[f64; 3]; 3]) -> Option<f64> {
+pub fn krippendorff_alpha_ordinal<const L: usize>(coincidence: &[[f64; L]; L]) -> Option<f64> {
     let levels = coincidence.len();
     let marginals: Vec<f64> = coincidence.iter().map(|row| row.iter().sum()).collect();
     let n: f64 = marginals.iter().sum();
@@ -149,6 +152,10 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         .int("n")?;
     let agreement = agreement_from(&db.fetch_one(AGREEMENT_SQL, args![campaign_id]).await?)?;
     let aspects = if campaign.aspects.is_empty() { Vec::new() } else { aspect_stats(db, &campaign).await? };
+    let ranking = match campaign.kind {
+        CampaignKind::Ranking => Some(ranking_stats(db, campaign_id).await?),
+        _ => None,
+    };
 
     let rater_medians = db.fetch_all(RATER_MEDIAN_SQL, args![campaign_id]).await?;
     let mut steps_of: HashMap<i64, Vec<&SqlRow>> = HashMap::new();
@@ -211,6 +218,92 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         median_time_ms: median_from_steps(&campaign_median.iter().collect::<Vec<_>>())?,
         raters,
         aspects,
+        ranking,
+    })
+}
+
+/// Each response's ranks per regular task, counted: `(pair, position, rank, votes)`.
+const RANK_COUNTS_SQL: &str = "SELECT rv.pair_id, rv.position, rv.rank, COUNT(*) AS n FROM ranking_votes rv \
+     JOIN pairs p ON p.id = rv.pair_id AND p.is_gold = 0 WHERE rv.campaign_id = $1 \
+     GROUP BY rv.pair_id, rv.position, rv.rank ORDER BY rv.pair_id, rv.position";
+
+/// Ranks per screen slot over the regular tasks.
+const RANK_SLOTS_SQL: &str = "SELECT rv.shown_at, COUNT(*) AS shown, CAST(SUM(rv.rank) AS BIGINT) AS rank_sum, \
+     CAST(SUM(CASE WHEN rv.rank = 1 THEN 1 ELSE 0 END) AS BIGINT) AS top FROM ranking_votes rv \
+     JOIN pairs p ON p.id = rv.pair_id AND p.is_gold = 0 WHERE rv.campaign_id = $1 GROUP BY rv.shown_at ORDER BY rv.shown_at";
+
+/// Ranks run 1..=6 (`ranking::MAX_RANKED`): the levels of the ordinal metric.
+const RANK_LEVELS: usize = crate::ranking::MAX_RANKED;
+
+/// A ranking campaign's agreement and position figures. A unit of the agreement is one
+/// response of a task, its values the ranks raters gave it; units with one rank are left out.
+async fn ranking_stats(db: &Db, campaign_id: i64) -> ApiResult<RankingStats> {
+    let mut coincidence = [[0.0f64; RANK_LEVELS]; RANK_LEVELS];
+    let (mut rater_pairs, mut agreeing) = (0i64, 0i64);
+    let mut tasks_with_several = std::collections::HashSet::new();
+    let mut fold = |pair: i64, unit: &[(usize, i64)]| {
+        let m: i64 = unit.iter().map(|(_, n)| n).sum();
+        if m < 2 {
+            return;
+        }
+        tasks_with_several.insert(pair);
+        rater_pairs += m * (m - 1) / 2;
+        for &(c, nc) in unit {
+            agreeing += nc * (nc - 1) / 2;
+            for &(k, nk) in unit {
+                let pairs = if c == k { nc * (nc - 1) } else { nc * nk };
+                coincidence[c][k] += pairs as f64 / (m - 1) as f64;
+            }
+        }
+    };
+    let mut unit: Vec<(usize, i64)> = Vec::new();
+    let mut current = None;
+    for row in db.fetch_all(RANK_COUNTS_SQL, args![campaign_id]).await? {
+        let key = (row.int("pair_id")?, row.int("position")?);
+        if current != Some(key) {
+            if let Some((pair, _)) = current {
+                fold(pair, &unit);
+            }
+            unit.clear();
+            current = Some(key);
+        }
+        let level = (row.int("rank")? - 1).clamp(0, RANK_LEVELS as i64 - 1) as usize;
+        unit.push((level, row.int("n")?));
+    }
+    if let Some((pair, _)) = current {
+        fold(pair, &unit);
+    }
+    let positions = db
+        .fetch_all(RANK_SLOTS_SQL, args![campaign_id])
+        .await?
+        .iter()
+        .map(|row| {
+            let (shown, top) = (row.int("shown")?, row.int("top")?);
+            Ok(SlotStats {
+                slot: row.int("shown_at")?,
+                shown,
+                mean_rank: row.int("rank_sum")? as f64 / shown as f64,
+                top,
+                top_rate: top as f64 / shown as f64,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let totals = db
+        .fetch_one(
+            "SELECT COUNT(*) AS votes, CAST(COALESCE(SUM(CASE WHEN c.choice = 'both_bad' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             AS all_bad FROM comparisons c JOIN pairs p ON p.id = c.pair_id AND p.is_gold = 0 WHERE c.campaign_id = $1",
+            args![campaign_id],
+        )
+        .await?;
+    Ok(RankingStats {
+        votes: totals.int("votes")?,
+        all_bad: totals.int("all_bad")?,
+        agreement: Agreement {
+            percent: (rater_pairs > 0).then(|| agreeing as f64 / rater_pairs as f64),
+            krippendorff_alpha: krippendorff_alpha_ordinal(&coincidence),
+            pairs_with_multiple_votes: tasks_with_several.len() as i64,
+        },
+        positions,
     })
 }
 
@@ -280,6 +373,22 @@ mod tests {
         assert!((alpha - 1.0).abs() < 1e-12);
         // No variation at all, (1,1): undefined.
         assert_eq!(krippendorff_alpha_ordinal(&[[0.0; 3], [0.0, 2.0, 0.0], [0.0; 3]]), None);
+    }
+
+    #[test]
+    fn alpha_on_ranks_matches_hand_computation() {
+        // Two responses of one task ranked by two raters who agree: (1,1) and (2,2) → 1.
+        let mut agree = [[0.0; 6]; 6];
+        agree[0][0] = 2.0;
+        agree[1][1] = 2.0;
+        assert!((krippendorff_alpha_ordinal(&agree).unwrap() - 1.0).abs() < 1e-12);
+        // The two raters disagree completely: units (1,2) and (2,1). Coincidences o01 = o10 = 2,
+        // marginals 2 and 2, δ²(0,1) = (2+2 − 2)² = 4: D_o = 2·2·4 = 16, D_e = 2·2·2·4/3.
+        let mut disagree = [[0.0; 6]; 6];
+        disagree[0][1] = 2.0;
+        disagree[1][0] = 2.0;
+        let alpha = krippendorff_alpha_ordinal(&disagree).unwrap();
+        assert!((alpha - (1.0 - 16.0 / (32.0 / 3.0))).abs() < 1e-12, "{alpha}");
     }
 
     #[test]

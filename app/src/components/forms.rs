@@ -44,7 +44,11 @@ pub fn CampaignFields(campaign: Option<Campaign>) -> impl IntoView {
                 "Kind"
                 <Select
                     name="kind"
-                    options=vec![("pairwise", "pairwise (imported pairs)"), ("arena", "arena (live battles)")]
+                    options=vec![
+                        ("pairwise", "pairwise (imported pairs)"),
+                        ("ranking", "ranking (order 2–6 responses)"),
+                        ("arena", "arena (live battles)"),
+                    ]
                 />
             </label>
         })}

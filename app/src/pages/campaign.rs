@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use pairwise_api::arena::{Contender, Pairing};
 use pairwise_api::campaigns::Campaign;
 use pairwise_api::import::ImportReport;
-use pairwise_api::leaderboard::Leaderboard;
+use pairwise_api::leaderboard::{Fit, Leaderboard};
 use pairwise_api::stats::CampaignStats;
 use web_sys::FormData;
 
@@ -32,6 +32,8 @@ const RATER_COLUMNS: &[Column] = &[
     Column::num("Agreement with others"),
 ];
 
+const SLOT_COLUMNS: &[Column] =
+    &[Column::text("Screen position"), Column::num("Shown"), Column::num("Mean rank"), Column::num("Ranked best")];
 const ASPECT_COLUMNS: &[Column] = &[
     Column::text("Aspect"),
     Column::num("Votes"),
@@ -362,6 +364,38 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
         })
         .collect();
     let has_aspects = !aspects.is_empty();
+    let ranking = stats.ranking.clone().map(|ranking| {
+        let slots: Vec<_> = ranking
+            .positions
+            .iter()
+            .map(|slot| {
+                view! {
+                    <tr>
+                        <td>{format!("{} shown", ordinal(slot.slot + 1))}</td>
+                        <td class="num">{slot.shown}</td>
+                        <td class="num">{format!("{:.2}", slot.mean_rank)}</td>
+                        <td class="num">{format!("{} ({})", slot.top, percent(Some(slot.top_rate)))}</td>
+                    </tr>
+                }
+            })
+            .collect();
+        view! {
+            <h3>"Rankings"</h3>
+            <p class="muted small" id="ranking-agreement">
+                {format!(
+                    "{} rankings ({} all bad). Agreement on each response's rank: Krippendorff's α (ordinal) {}, \
+                     {} of rater pairs give the same rank, over {} tasks with two votes or more.",
+                    ranking.votes,
+                    ranking.all_bad,
+                    decimal(ranking.agreement.krippendorff_alpha),
+                    percent(ranking.agreement.percent),
+                    ranking.agreement.pairs_with_multiple_votes,
+                )}
+            </p>
+            <p class="muted small">"Position bias: without it every screen position gets about the same mean rank."</p>
+            <DataTable id="ranking-positions" columns=SLOT_COLUMNS rows=slots />
+        }
+    });
     view! {
         <section class="card" id="dashboard">
             <h2>"Dashboard"</h2>
@@ -402,12 +436,26 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
                 <h3>"Aspects"</h3>
                 <DataTable id="aspects" columns=ASPECT_COLUMNS rows=aspects />
             })}
+            {ranking}
         </section>
     }
 }
 
+/// 1st, 2nd, 3rd, 4th …
+fn ordinal(n: i64) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 #[component]
 fn LeaderboardSection(board: Leaderboard) -> impl IntoView {
+    let ranking = board.fit == Fit::PlackettLuce;
     let rows: Vec<_> = board
         .models
         .iter()
@@ -429,8 +477,10 @@ fn LeaderboardSection(board: Leaderboard) -> impl IntoView {
             <h2>"Leaderboard"</h2>
             <p class="muted small">
                 {format!(
-                    "Bradley–Terry scores from {} decisive battles; 95% intervals from {} bootstrap rounds.",
+                    "{} scores from {} {}; 95% intervals from {} bootstrap rounds.",
+                    if ranking { "Plackett–Luce" } else { "Bradley–Terry" },
                     board.battles,
+                    if ranking { "rankings" } else { "decisive battles" },
                     board.bootstrap_rounds,
                 )}
             </p>
@@ -460,8 +510,19 @@ fn ExportSection(id: i64) -> impl IntoView {
                     "Format"
                     <Select
                         name="format"
-                        options=vec![("trl", "trl"), ("messages", "messages"), ("raw", "raw"), ("kto", "kto"), ("sft", "sft")]
+                        options=vec![
+                            ("trl", "trl"),
+                            ("messages", "messages"),
+                            ("raw", "raw"),
+                            ("kto", "kto"),
+                            ("sft", "sft"),
+                            ("ranking", "ranking (ranking campaigns)"),
+                        ]
                     />
+                </label>
+                <label>
+                    "Pairs from rankings"
+                    <Select name="pairs" options=vec![("all", "all"), ("adjacent", "adjacent ranks only")] />
                 </label>
                 <label>"Minimum votes per pair" <input type="number" name="min_votes" value="1" min="1" /></label>
                 <label>

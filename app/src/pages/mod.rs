@@ -7,6 +7,7 @@ mod arena;
 mod campaign;
 mod campaigns;
 mod login;
+mod rank;
 mod rate;
 mod runs;
 

@@ -3,7 +3,8 @@
 //! S skips, Ctrl+Enter submits from a text box. Per-aspect campaigns add a choice per aspect (the same keys answer the focused
 //! aspect; Tab moves between them), and every pair may get a correction of one response. With JavaScript the next pair replaces this one in place; without it the forms
 //! post and the page reloads with the next pair. Arena campaigns get the arena instead
-//! (`arena.rs`), with the same vote fields and keys.
+//! (`arena.rs`), with the same vote fields and keys; ranking campaigns the ranking of a
+//! task's responses (`rank.rs`).
 
 use std::collections::BTreeMap;
 
@@ -14,11 +15,12 @@ use leptos_meta::Title;
 
 use super::arena::Arena;
 use super::id_param;
+use super::rank::Ranker;
 use crate::components::{Loading, ProgressBar};
 use crate::errors::{ErrorBox, error_text, form_error_from_url, or_error};
 use crate::server_fns::arena::arena_if_any;
 use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitVote, campaign_for_rating, next_pair};
-use pairwise_api::campaigns::Aspect;
+use pairwise_api::campaigns::{Aspect, CampaignKind};
 
 pub(super) const CHOICES: [(&str, &str, &str); 4] =
     [("left", "A is better", "1"), ("right", "B is better", "2"), ("tie", "Tie", "3"), ("both_bad", "Both bad", "4")];
@@ -45,9 +47,10 @@ pub fn RatePage() -> impl IntoView {
                 };
                 or_error(state.await, |initial| {
                     let campaign_id = campaign.id;
-                    let rater = match arena {
-                        Some(initial) => view! { <Arena campaign_id initial /> }.into_any(),
-                        None => {
+                    let rater = match (arena, campaign.kind) {
+                        (Some(initial), _) => view! { <Arena campaign_id initial /> }.into_any(),
+                        (None, CampaignKind::Ranking) => view! { <Ranker campaign_id initial /> }.into_any(),
+                        (None, _) => {
                             let aspects = campaign.aspects.clone();
                             view! { <Rater campaign_id aspects initial /> }.into_any()
                         }
@@ -180,17 +183,7 @@ fn Rater(campaign_id: i64, aspects: Vec<Aspect>, initial: RateState) -> impl Int
     on_cleanup(move || keys.remove());
 
     view! {
-        <div class="progress">
-            {move || {
-                let s = state.get();
-                view! {
-                    <ProgressBar id="progress" value=s.campaign_votes target=s.target_votes />
-                    <span id="progress-text">
-                        {format!("{} / {} votes · you: {}", s.campaign_votes, s.target_votes, s.my_votes)}
-                    </span>
-                }
-            }}
-        </div>
+        <RatingProgress state />
         {move || {
             message.get().or_else(|| no_js_vote_error.get()).map(|text| view! { <p class="error" role="alert">{text}</p> })
         }}
@@ -212,33 +205,51 @@ fn Rater(campaign_id: i64, aspects: Vec<Aspect>, initial: RateState) -> impl Int
                 }
                     .into_any()
             }
-            NextView::Waiting => {
-                view! {
-                    <p class="card" id="no-pair">
-                        "The remaining pairs are with other raters right now. "
-                        <a href=format!("/rate/{campaign_id}")>"Try again"</a>
-                        " in a minute."
-                    </p>
-                }
-                    .into_any()
-            }
-            NextView::Done => {
-                view! {
-                    <p class="card" id="no-pair">
-                        "All done — thank you! There is nothing left for you to rate in this campaign."
-                    </p>
-                }
-                    .into_any()
-            }
-            NextView::Unavailable(status) => {
-                view! {
-                    <p class="card" id="no-pair">
-                        {format!("This campaign is {}: rating is not open.", status.as_str())}
-                    </p>
-                }
-                    .into_any()
-            }
+            other => view! { <NoWork next=other campaign_id /> }.into_any(),
         }}
+    }
+}
+
+/// The campaign's progress and the rater's own votes.
+#[component]
+pub(super) fn RatingProgress(state: RwSignal<RateState>) -> impl IntoView {
+    view! {
+        <div class="progress">
+            {move || {
+                let s = state.get();
+                view! {
+                    <ProgressBar id="progress" value=s.campaign_votes target=s.target_votes />
+                    <span id="progress-text">
+                        {format!("{} / {} votes · you: {}", s.campaign_votes, s.target_votes, s.my_votes)}
+                    </span>
+                }
+            }}
+        </div>
+    }
+}
+
+/// What the page says when there is nothing to rate right now.
+#[component]
+pub(super) fn NoWork(next: NextView, campaign_id: i64) -> impl IntoView {
+    match next {
+        NextView::Waiting => view! {
+            <p class="card" id="no-pair">
+                "The remaining work is with other raters right now. "
+                <a href=format!("/rate/{campaign_id}")>"Try again"</a>
+                " in a minute."
+            </p>
+        }
+        .into_any(),
+        NextView::Unavailable(status) => view! {
+            <p class="card" id="no-pair">{format!("This campaign is {}: rating is not open.", status.as_str())}</p>
+        }
+        .into_any(),
+        NextView::Done | NextView::Pair(_) => view! {
+            <p class="card" id="no-pair">
+                "All done — thank you! There is nothing left for you to rate in this campaign."
+            </p>
+        }
+        .into_any(),
     }
 }
 

@@ -52,6 +52,8 @@ pub struct PairView {
     /// The responses' own text: where a correction starts from.
     pub left_text: String,
     pub right_text: String,
+    /// Ranking campaigns: every response of the task, in on-screen order, rendered.
+    pub ranked_html: Vec<String>,
     /// Server time (ms) when the pair was rendered: without JavaScript the time spent on
     /// the pair is measured from here.
     pub shown_at: i64,
@@ -132,7 +134,9 @@ pub async fn submit_vote(
         assignment_id: Some(assignment_id),
         pair_id: None,
         swapped: false,
-        choice,
+        choice: Some(choice),
+        ranks: None,
+        all_bad: false,
         strength,
         rationale: (!rationale.is_empty()).then(|| rationale.to_string()),
         time_ms: Some(time_ms),
@@ -142,6 +146,56 @@ pub async fn submit_vote(
     };
     let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
     rate_state(campaign_id, outcome.next).await
+}
+
+/// Records a ranking of a task's `responses` responses and returns the next task. `ranks`
+/// holds each response's rank by the letter it is shown under (`ranks[A]` for the first; 1 =
+/// best, equal ranks tie); `all_bad` is the "all bad" box. The assignment id is the
+/// idempotency key, as for pairs.
+#[server(prefix = "/ui", endpoint = "submit_ranking")]
+pub async fn submit_ranking(
+    campaign_id: i64,
+    assignment_id: i64,
+    responses: usize,
+    ranks: Option<BTreeMap<String, String>>,
+    all_bad: Option<String>,
+    rationale: String,
+    shown_at: i64,
+    time_ms: Option<i64>,
+) -> Result<RateState, ServerFnError> {
+    let ranks = ranks.unwrap_or_default();
+    let ranks = (0..responses)
+        .map(|slot| {
+            let letter = slot_letter(slot);
+            match ranks.get(&letter.to_string()).map(|r| r.trim()).unwrap_or("") {
+                "" => Err(fail(format!("Rank every response first: response {letter} has no rank."))),
+                rank => rank.parse::<i64>().map_err(|_| fail(format!("ranks[{letter}]: `{rank}` is not a number"))),
+            }
+        })
+        .collect::<Result<Vec<i64>, ServerFnError>>()?;
+    let time_ms = time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0));
+    let rationale = rationale.trim();
+    let vote = VoteRequest {
+        assignment_id: Some(assignment_id),
+        pair_id: None,
+        swapped: false,
+        choice: None,
+        ranks: Some(ranks),
+        all_bad: all_bad.is_some_and(|v| !v.is_empty()),
+        strength: None,
+        rationale: (!rationale.is_empty()).then(|| rationale.to_string()),
+        time_ms: Some(time_ms),
+        client_key: format!("web-{assignment_id}"),
+        aspects: None,
+        correction: None,
+    };
+    let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
+    rate_state(campaign_id, outcome.next).await
+}
+
+/// The letter a response is shown under: A, B, C, … by screen position.
+pub fn slot_letter(slot: usize) -> char {
+    char::from(b'A' + (slot % 26) as u8)
 }
 
 /// Gives the pair back and returns the next one.
@@ -200,6 +254,7 @@ async fn rate_state(campaign_id: i64, next: Next) -> Result<RateState, ServerFnE
             right_html: render(&pair.right),
             left_text: pair.left,
             right_text: pair.right,
+            ranked_html: pair.responses.iter().map(|text| render(text)).collect(),
             shown_at: now_ms(),
         }),
         Next::Waiting => NextView::Waiting,

@@ -242,6 +242,35 @@ impl LineParser<'_> {
     }
 }
 
+/// Most responses of one ranking task (what a rating page can show side by side).
+pub const MAX_RANKED: usize = 6;
+
+/// The problems of items for a ranking campaign: each line is one task, a prompt with 2-6
+/// responses, so ready pairs and longer lists are refused.
+pub fn ranking_errors(items: &[ImportItem]) -> Vec<LineError> {
+    let mut errors = Vec::new();
+    for item in items {
+        let problem = match &item.body {
+            ItemBody::Pair { .. } => Some((
+                "response_a",
+                "a ranking campaign imports a prompt with all its responses (`responses`), not ready pairs".to_string(),
+            )),
+            ItemBody::Responses(list) if list.len() > MAX_RANKED => Some((
+                "responses",
+                format!("has {} responses; a ranking task has at most {MAX_RANKED}", list.len()),
+            )),
+            ItemBody::Responses(_) => None,
+        };
+        if let Some((field, message)) = problem {
+            errors.push(LineError { line: item.line, field: field.into(), message });
+        }
+        if errors.len() >= MAX_REPORTED_ERRORS {
+            break;
+        }
+    }
+    errors
+}
+
 /// Parses and validates a whole JSONL file. Blank lines are ignored.
 pub fn parse_import(data: &[u8]) -> Result<Vec<ImportItem>, Vec<LineError>> {
     let mut errors = Vec::new();

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pairwise_api::campaigns::{CampaignKind, CampaignStatus};
-use pairwise_api::import::{ImportReport, PairingOptions};
+use pairwise_api::import::{ImportReport, LineError, PairingOptions};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::parse::{ImportItem, ItemBody, ResponseIn};
+use super::bad_lines;
+use super::parse::{ImportItem, ItemBody, ResponseIn, ranking_errors};
 use crate::args;
 use crate::campaigns::get_campaign;
 use crate::error::{ApiError, ApiResult};
@@ -67,14 +68,26 @@ pub async fn import_items(
     if options.max_pairs_per_prompt == Some(0) {
         return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));
     }
+    let ranking = campaign.kind == CampaignKind::Ranking;
+    if ranking {
+        let errors = ranking_errors(&items);
+        if !errors.is_empty() {
+            return Err(bad_lines(errors));
+        }
+    }
     let items = Arc::new(items);
     let options = *options;
     db.transact(tx_body(move |tx| {
         let items = items.clone();
         Box::pin(async move {
-            match tx.backend() {
-                Backend::Sqlite => write_items(tx, campaign_id, &items, &options, now_ms()).await,
-                Backend::Postgres => write_items_in_chunks(tx, campaign_id, &items, &options, now_ms()).await,
+            // Ranking tasks go one by one on both databases: each needs its response list
+            // checked against an existing task (rankings are not the million-pair case).
+            match (tx.backend(), ranking) {
+                (_, true) => write_tasks(tx, campaign_id, &items, &options, now_ms(), true).await,
+                (Backend::Sqlite, false) => write_tasks(tx, campaign_id, &items, &options, now_ms(), false).await,
+                (Backend::Postgres, false) => {
+                    write_items_in_chunks(tx, campaign_id, &items, &options, now_ms()).await
+                }
             }
         })
     }))
@@ -107,12 +120,15 @@ async fn upsert_id(
     }
 }
 
-async fn write_items(
+/// Writes items statement by statement: pairs formed from each prompt's responses, or with
+/// `ranking` one task per item listing all its responses.
+async fn write_tasks(
     tx: &mut dyn Store,
     campaign_id: i64,
     items: &[ImportItem],
     options: &PairingOptions,
     now: i64,
+    ranking: bool,
 ) -> ApiResult<ImportReport> {
     // Seeded here, so a retried transaction draws the same pairs and shuffle keys.
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
@@ -135,6 +151,8 @@ async fn write_items(
             report.prompts_reused += 1;
         }
         let (responses, pairs, gold) = item_shape(item, options, &mut rng);
+        // A ranking task is one row for all its responses, keyed by its first two.
+        let pairs = if ranking { vec![(0, 1)] } else { pairs };
         let mut response_ids = Vec::with_capacity(responses.len());
         for response in responses {
             let hash = content_hash(&[&response.text]);
@@ -185,19 +203,66 @@ async fn write_items(
             } else {
                 report.pairs_existing += 1;
             }
+            if ranking {
+                list_ranked_responses(tx, campaign_id, item.line, &response_ids, created == 1).await?;
+            }
         }
     }
     Ok(report)
 }
 
-/// Items per statement on Postgres.
+/// Stores a new ranking task's responses in order, or checks that an existing task with the
+/// same first two responses lists the same ones (re-importing a file changes nothing).
+async fn list_ranked_responses(
+    tx: &mut dyn Store,
+    campaign_id: i64,
+    line: usize,
+    response_ids: &[i64],
+    created: bool,
+) -> ApiResult<()> {
+    let pair_id = tx
+        .fetch_one(
+            "SELECT id FROM pairs WHERE campaign_id = $1 AND ((response_a_id = $2 AND response_b_id = $3)              OR (response_a_id = $3 AND response_b_id = $2))",
+            args![campaign_id, response_ids[0], response_ids[1]],
+        )
+        .await?
+        .int("id")?;
+    if created {
+        for (position, response_id) in response_ids.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO ranking_responses (pair_id, position, response_id) VALUES ($1, $2, $3)",
+                args![pair_id, position as i64, *response_id],
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    let listed = tx
+        .fetch_all("SELECT response_id FROM ranking_responses WHERE pair_id = $1 ORDER BY position", args![pair_id])
+        .await?
+        .iter()
+        .map(|row| row.int("response_id"))
+        .collect::<Result<Vec<i64>, _>>()?;
+    if listed != response_ids {
+        return Err(bad_lines(vec![LineError {
+            line,
+            field: "responses".into(),
+            message: format!(
+                "task {pair_id} of this campaign starts with the same two responses but lists others; \
+                 a task is known by its first two responses, so put a different one first"
+            ),
+        }]));
+    }
+    Ok(())
+}
+
 /// Writes one item with a ready pair (an arena battle) inside the caller's transaction and
 /// returns the pair's id, new or existing.
 pub(crate) async fn write_pair(tx: &mut dyn Store, campaign_id: i64, item: &ImportItem, now: i64) -> ApiResult<i64> {
     let ItemBody::Pair { a, b, .. } = &item.body else {
         return Err(anyhow::anyhow!("write_pair: the item has no ready pair").into());
     };
-    write_items(tx, campaign_id, std::slice::from_ref(item), &PairingOptions::default(), now).await?;
+    write_tasks(tx, campaign_id, std::slice::from_ref(item), &PairingOptions::default(), now, false).await?;
     let messages_json = serde_json::to_string(&item.messages).map_err(anyhow::Error::from)?;
     let row = tx
         .fetch_one(
@@ -216,9 +281,10 @@ pub(crate) async fn write_pair(tx: &mut dyn Store, campaign_id: i64, item: &Impo
     Ok(row.int("id")?)
 }
 
+/// Items per statement on Postgres.
 const POSTGRES_CHUNK: usize = 2_000;
 
-/// `write_items` for Postgres: the same rows and report, a chunk of items per statement.
+/// `write_tasks` for Postgres' pairwise campaigns: the same rows and report, a chunk of items per statement.
 async fn write_items_in_chunks(
     tx: &mut dyn Store,
     campaign_id: i64,

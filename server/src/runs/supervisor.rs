@@ -12,7 +12,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pairwise_api::export::{ExportParams, Format, RaterIds};
+use pairwise_api::campaigns::CampaignKind;
+use pairwise_api::export::{ExportParams, Format, InducedPairs, RaterIds};
 use pairwise_api::runs::{Method, Run, RunSpec, RunStatus, Trigger};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -128,6 +129,8 @@ impl Supervisor {
     pub async fn start(&self, campaign_id: i64, spec: RunSpec, trigger: Trigger) -> ApiResult<Run> {
         check_spec(&spec).map_err(ApiError::bad_request)?;
         let campaign = get_campaign(&self.db, campaign_id, 0).await?;
+        let ranking = campaign.kind == CampaignKind::Ranking;
+        let spec = if ranking { listwise(spec) } else { spec };
         if let Some(arena) = spec.join_arena {
             if self.settings.serve.is_none() {
                 return Err(ApiError::bad_request(
@@ -142,7 +145,7 @@ impl Supervisor {
         }
         let config = json!({"model": spec.model, "args": spec.args, "reward_args": spec.reward_args,
                             "next_round": spec.next_round, "join_arena": spec.join_arena,
-                            "export": {"format": export_policy(spec.method).format.as_str(), "min_votes": 1,
+                            "export": {"format": export_policy(spec.method, ranking).format.as_str(), "min_votes": 1,
                                        "include_gold": false}});
         let args = args![
             campaign_id,
@@ -172,7 +175,7 @@ impl Supervisor {
             Err(e) => return Err(e.into()),
         };
         let dir = PathBuf::from(&self.settings.runs_dir).join(format!("run-{id}"));
-        match self.snapshot(id, campaign_id, &spec, &dir).await {
+        match self.snapshot(id, campaign_id, &spec, &dir, ranking).await {
             Ok(()) => {
                 let (cancel_tx, cancel_rx) = oneshot::channel();
                 self.cancel.lock().expect("run registry").insert(id, cancel_tx);
@@ -187,10 +190,17 @@ impl Supervisor {
 
     /// Writes the data snapshot (and, when a phase samples from the policy, the campaign's
     /// prompts) into the run folder and records it on the run.
-    async fn snapshot(&self, id: i64, campaign_id: i64, spec: &RunSpec, dir: &Path) -> anyhow::Result<()> {
+    async fn snapshot(
+        &self,
+        id: i64,
+        campaign_id: i64,
+        spec: &RunSpec,
+        dir: &Path,
+        ranking: bool,
+    ) -> anyhow::Result<()> {
         tokio::fs::create_dir_all(dir).await?;
-        let (cursor, mut chunks) =
-            start_export(&self.db, campaign_id, export_policy(spec.method), self.settings.secret.clone())
+        let policy = export_policy(spec.method, ranking);
+        let (cursor, mut chunks) = start_export(&self.db, campaign_id, policy.clone(), self.settings.secret.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut file = tokio::fs::File::create(dir.join("data.jsonl")).await?;
@@ -224,7 +234,7 @@ impl Supervisor {
         anyhow::ensure!(
             rows > 0,
             "campaign {campaign_id} has no aggregated pairs to train on yet ({} export)",
-            export_policy(spec.method).format.as_str()
+            policy.format.as_str()
         );
         if spec.method == Method::Rlhf || spec.next_round.is_some() {
             write_prompts(&self.db, campaign_id, &dir.join("prompts.jsonl")).await?;
@@ -373,13 +383,14 @@ impl Supervisor {
 
 /// The export policy runs train on: every aggregated pair with a majority, gold left out, in
 /// the format the method reads (`kto`: winners, losers and both-bad answers; `sft`: raters'
-/// corrections, else winners).
-fn export_policy(method: Method) -> ExportParams {
+/// corrections, else winners; a ranking campaign's reward models and DPO: its rankings).
+fn export_policy(method: Method, ranking: bool) -> ExportParams {
     ExportParams {
-        format: match method {
-            Method::Kto => Format::Kto,
-            Method::Sft => Format::Sft,
-            Method::Reward | Method::Dpo | Method::Rlhf => Format::Trl,
+        format: match (method, ranking) {
+            (Method::Kto, _) => Format::Kto,
+            (Method::Sft, _) => Format::Sft,
+            (Method::Reward | Method::Dpo | Method::Rlhf, true) => Format::Ranking,
+            (Method::Reward | Method::Dpo | Method::Rlhf, false) => Format::Trl,
         },
         min_votes: 1,
         min_agreement: 0.0,
@@ -389,7 +400,23 @@ fn export_policy(method: Method) -> ExportParams {
         raters: RaterIds::Pseudonym,
         decisive: true,
         aspect: None,
+        pairs: InducedPairs::All,
     }
+}
+
+/// A run on a ranking campaign: its reward model (also RLHF's) and DPO train on whole
+/// rankings with the Plackett–Luce loss (`--listwise`, recorded in the run's arguments).
+fn listwise(mut spec: RunSpec) -> RunSpec {
+    let flag = "--listwise".to_string();
+    let args = match spec.method {
+        Method::Reward | Method::Dpo => &mut spec.args,
+        Method::Rlhf => &mut spec.reward_args,
+        Method::Kto | Method::Sft => return spec,
+    };
+    if !args.contains(&flag) {
+        args.push(flag);
+    }
+    spec
 }
 
 /// The campaign's prompts (those of its regular pairs), in the trainer's prompt JSONL.

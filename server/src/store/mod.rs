@@ -17,8 +17,9 @@ mod sqlite;
 mod sqlite_file;
 mod value;
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -109,6 +110,9 @@ pub struct Db {
     sqlite_readers: Option<Arc<SqliteReaders>>,
     /// SQLite only: the database file.
     sqlite_file: Option<String>,
+    /// Whether a campaign asks for rankings (fixed when it is created), remembered so that
+    /// handing out work on Postgres learns it without another round trip.
+    ranking_campaigns: Arc<Mutex<HashMap<i64, bool>>>,
 }
 
 impl Db {
@@ -149,6 +153,7 @@ impl Db {
                     sqlite_writer: Some(writer),
                     sqlite_readers: Some(readers),
                     sqlite_file: Some(sqlite_path(&url)),
+                    ranking_campaigns: Arc::default(),
                 })
             }
             Backend::Postgres => {
@@ -159,13 +164,33 @@ impl Db {
                     .await
                     .context("connecting to Postgres (is DATABASE_URL right and the server up?)")?;
                 POSTGRES_MIGRATIONS.run(&pool).await.context("applying database migrations")?;
-                Ok(Db { backend, pool, sqlite_writer: None, sqlite_readers: None, sqlite_file: None })
+                Ok(Db {
+                    backend,
+                    pool,
+                    sqlite_writer: None,
+                    sqlite_readers: None,
+                    sqlite_file: None,
+                    ranking_campaigns: Arc::default(),
+                })
             }
         }
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether campaign `id` is a ranking campaign (false for one that does not exist).
+    pub async fn is_ranking_campaign(&self, id: i64) -> Result<bool, DbError> {
+        if let Some(&known) = self.ranking_campaigns.lock().expect("campaign kinds").get(&id) {
+            return Ok(known);
+        }
+        let Some(row) = self.fetch_optional("SELECT feedback FROM campaigns WHERE id = $1", crate::args![id]).await? else {
+            return Ok(false);
+        };
+        let ranking = row.text("feedback")? == "ranking";
+        self.ranking_campaigns.lock().expect("campaign kinds").insert(id, ranking);
+        Ok(ranking)
     }
 
     /// Runs a write transaction: on the SQLite writer thread with group commit, or as a

@@ -26,11 +26,14 @@ use crate::args;
 use crate::error::{ApiError, ApiResult};
 use crate::feedback::{self, VoteRow};
 use crate::metrics::metrics;
+use crate::ranking;
 use crate::store::{Backend, Db, SqlRow, Store, now_ms, tx_body};
 
 struct CampaignSettings {
     id: i64,
     aspects: Vec<Aspect>,
+    /// A ranking campaign (votes give ranks, not a choice).
+    ranking: bool,
     status: CampaignStatus,
     overlap: i64,
     gold_rate: f64,
@@ -55,7 +58,8 @@ impl Dice {
 async fn load_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<CampaignSettings> {
     let row = tx
         .fetch_optional(
-            "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes, aspects FROM campaigns WHERE id = $1",
+            "SELECT id, status, overlap, gold_rate, lease_seconds, free_votes, aspects, feedback FROM campaigns \
+             WHERE id = $1",
             args![id],
         )
         .await?
@@ -64,6 +68,7 @@ async fn load_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<CampaignSetting
     Ok(CampaignSettings {
         id,
         aspects: feedback::parse_aspects(&row.text("aspects")?)?,
+        ranking: row.text("feedback")? == "ranking",
         status: CampaignStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown status {status}"))?,
         overlap: row.int("overlap")?,
         gold_rate: row.real("gold_rate")?,
@@ -100,7 +105,11 @@ async fn served_pair(tx: &mut dyn Store, assignment: &SqlRow, campaign_id: i64) 
             args![pair_id],
         )
         .await?;
-    served_from_texts(&row, assignment.int("id")?, campaign_id, pair_id, swapped, assignment.int("expires_at")?)
+    let mut pair =
+        served_from_texts(&row, assignment.int("id")?, campaign_id, pair_id, swapped, assignment.int("expires_at")?)?;
+    // One lookup in the server's own process; none for a pair.
+    ranking::show_responses(&mut pair, &tx.fetch_all(ranking::TASK_RESPONSES_SQL, args![pair_id]).await?)?;
+    Ok(pair)
 }
 
 /// A served pair from a row with the pair's `prompt`, `messages`, `text_a` and `text_b`:
@@ -123,6 +132,7 @@ fn served_from_texts(
         messages: serde_json::from_str(&row.text("messages")?).map_err(anyhow::Error::from)?,
         left,
         right,
+        responses: Vec::new(),
         expires_at,
     })
 }
@@ -228,6 +238,25 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
         (Some(_), None) | (None, Some(_)) => Ok(()),
         _ => Err(ApiError::bad_request("give exactly one of assignment_id (leased vote) or pair_id (free vote)")),
     }?;
+    match (&req.choice, &req.ranks) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give choice (a pair) or ranks (a ranking task), not both"));
+        }
+        (None, None) => return Err(ApiError::bad_request("choice: required (left, right, tie or both_bad)")),
+        (None, Some(ranks)) => {
+            ranking::validate_ranks(ranks)?;
+            if req.strength.is_some() {
+                return Err(ApiError::bad_request("strength: a ranking vote has no strength"));
+            }
+            if req.aspects.is_some() || req.correction.is_some() {
+                return Err(ApiError::bad_request("a ranking vote takes ranks, all_bad and a reason only"));
+            }
+        }
+        (Some(_), None) if req.all_bad => {
+            return Err(ApiError::bad_request("all_bad: only with ranks; on a pair choose both_bad"));
+        }
+        (Some(_), None) => {}
+    }
     feedback::validate_feedback(req)
 }
 
@@ -418,7 +447,21 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
         (None, None) => unreachable!("validated"),
     };
 
-    let choice = req.choice.to_stored(swapped);
+    match (campaign.ranking, &req.ranks) {
+        (true, None) => {
+            return Err(ApiError::bad_request(
+                "ranks: required; this campaign ranks all of a task's responses (send ranks, not choice)",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "ranks: this campaign asks for a choice between two responses, not a ranking",
+            ));
+        }
+        _ => {}
+    }
+    // A ranking vote's choice is set from its ranks by `store_ranking` below.
+    let choice = req.choice.map_or(Choice::Tie, |c| c.to_stored(swapped));
     let strength = match choice {
         Choice::A | Choice::B => req.strength,
         Choice::Tie | Choice::BothBad => None,
@@ -448,6 +491,9 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
     feedback::store_aspects(tx, &campaign.aspects, &vote_row, req.aspects.as_ref()).await?;
     if let Some(correction) = &req.correction {
         feedback::store_correction(tx, vote_row.id, rater, correction, now).await?;
+    }
+    if let Some(ranks) = &req.ranks {
+        ranking::store_ranking(tx, vote_row.id, ranks, req.all_bad).await?;
     }
     tx.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1", args![pair_id]).await?;
     tx.execute("UPDATE assignments SET status = 'voted' WHERE id = $1", args![assignment_id]).await?;

@@ -15,21 +15,33 @@ use super::{Dice, served_from_texts};
 use crate::args;
 use crate::error::{ApiError, ApiResult};
 use crate::feedback;
+use crate::ranking;
 use crate::store::{Db, DbError, SqlRow, SqlValue, Store, now_ms, tx_body};
 
 const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, $2, $3, $4, $5)";
 const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, $2, $3, $4, $5)";
-const VOTE_SQL: &str = "SELECT * FROM pairwise_vote_aspects($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const VOTE_SQL: &str =
+    "SELECT * FROM pairwise_vote_feedback($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 const SEQUENCE_SQL: &str = "SELECT * FROM pairwise_sequence_votes($1, $2)";
 
 pub(super) async fn next_pair(db: &Db, campaign_id: i64, rater: i64, dice: Dice) -> ApiResult<Next> {
     let row = call(db, NEXT_SQL, || args![campaign_id, rater, now_ms(), dice.gold_roll, dice.swap]).await?;
-    next_from_row(&row)
+    with_ranked_responses(db, next_from_row(&row)?).await
 }
 
 pub(super) async fn skip(db: &Db, rater: i64, assignment_id: i64, dice: Dice) -> ApiResult<Next> {
     let row = call(db, SKIP_SQL, || args![assignment_id, rater, now_ms(), dice.gold_roll, dice.swap]).await?;
-    next_from_row(&row)
+    with_ranked_responses(db, next_from_row(&row)?).await
+}
+
+/// A ranking task handed out gets its responses (a second round trip, for rankings only).
+async fn with_ranked_responses(db: &Db, mut next: Next) -> ApiResult<Next> {
+    if let Next::Assigned { pair } = &mut next
+        && db.is_ranking_campaign(pair.campaign_id).await?
+    {
+        ranking::show_responses(pair, &db.fetch_all(ranking::TASK_RESPONSES_SQL, args![pair.pair_id]).await?)?;
+    }
+    Ok(next)
 }
 
 pub(super) async fn submit_vote(
@@ -39,21 +51,28 @@ pub(super) async fn submit_vote(
     req: &VoteRequest,
     dice: Dice,
 ) -> ApiResult<VoteOutcome> {
-    let (mut outcome, campaign_id) = match &req.correction {
-        None => {
+    let (mut outcome, campaign_id) = match (&req.correction, &req.ranks) {
+        (None, None) => {
             let row = call(db, VOTE_SQL, || vote_args(rater, req, dice)).await.map_err(already_voted)?;
             (outcome_from_row(&row)?, row.int("campaign_id")?)
         }
-        // The correction is written by Rust code, so the vote and it share a transaction.
-        Some(_) => {
+        // A correction or ranks are written by Rust code, so the vote and they share a
+        // transaction.
+        _ => {
             let req = Arc::new(req.clone());
             let outcome = db
                 .transact(tx_body(move |tx| {
                     let req = req.clone();
                     Box::pin(async move {
-                        let outcome = vote_in(tx, rater, &req, dice).await?;
-                        if let (false, Some(correction)) = (outcome.duplicate, &req.correction) {
-                            feedback::store_correction(tx, outcome.vote.id, rater, correction, now_ms()).await?;
+                        let mut outcome = vote_in(tx, rater, &req, dice).await?;
+                        if !outcome.duplicate {
+                            if let Some(correction) = &req.correction {
+                                feedback::store_correction(tx, outcome.vote.id, rater, correction, now_ms()).await?;
+                            }
+                            if let Some(ranks) = &req.ranks {
+                                outcome.vote.choice =
+                                    ranking::store_ranking(tx, outcome.vote.id, ranks, req.all_bad).await?;
+                            }
                         }
                         Ok::<_, ApiError>(outcome)
                     })
@@ -70,6 +89,7 @@ pub(super) async fn submit_vote(
     if outcome.vote.seq == 0 {
         outcome.vote.seq = sequencer.number(campaign_id, outcome.vote.id).await?;
     }
+    outcome.next = with_ranked_responses(db, outcome.next).await?;
     Ok(outcome)
 }
 
@@ -80,11 +100,12 @@ pub(super) async fn vote_in(tx: &mut dyn Store, rater: i64, req: &VoteRequest, d
 }
 
 fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
+    // A ranking vote's choice is set from its ranks afterwards (`ranking::store_ranking`).
     let choice = match req.choice {
-        ScreenChoice::Left => "left",
-        ScreenChoice::Right => "right",
-        ScreenChoice::Tie => "tie",
-        ScreenChoice::BothBad => "both_bad",
+        Some(ScreenChoice::Left) => "left",
+        Some(ScreenChoice::Right) => "right",
+        Some(ScreenChoice::Tie) | None => "tie",
+        Some(ScreenChoice::BothBad) => "both_bad",
     };
     let rationale = req.rationale.as_deref().filter(|r| !r.trim().is_empty());
     let aspects = req.aspects.as_ref().map(|a| serde_json::to_string(a).expect("aspect choices serialize"));
@@ -101,7 +122,8 @@ fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
         now_ms(),
         dice.gold_roll,
         dice.swap,
-        aspects
+        aspects,
+        req.ranks.is_some()
     ]
 }
 

@@ -15,6 +15,7 @@ use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, trainer_bina
 use pairwise_trainer::model::config::ModelConfig;
 use pairwise_trainer::synthetic::{tiny_config, tiny_qwen3_config, write_tiny_policy};
 use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -236,5 +237,107 @@ async fn whole_loop(backend: Backend, config: &ModelConfig) {
     let (wins, losses) = (new["wins"].as_f64().unwrap(), new["losses"].as_f64().unwrap());
     assert!(wins > 1.3 * losses, "the new policy wins more often than the old one: {board}");
     assert!(new["score"].as_f64().unwrap() > old["score"].as_f64().unwrap(), "{board}");
+    server.stop().await;
+}
+
+/// The ranking sibling of the loop: a ranking campaign of four responses per prompt, a
+/// panel of three (one noisy) ranks them through the HTTP API by the same hidden rule, and a
+/// reward run on the campaign trains on the whole rankings (the server picks the `ranking`
+/// export and `--listwise` itself); on held-out rankings the reward model orders responses
+/// as the panel does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rankings_from_a_panel_train_a_listwise_reward_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("policy");
+    write_tiny_policy(&model, &tiny_config(), 7).unwrap();
+    let runs_dir = dir.path().join("runs");
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.trainer_command = trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+    })
+    .await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = pairwise_tests::create_campaign(
+        &admin,
+        json!({"name": "praise ranked", "kind": "ranking", "status": "active", "overlap": 3}),
+    )
+    .await;
+
+    // 80 prompts, each with four answers of different praise (+2, +1, −1, −2), shuffled.
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut prompts = std::collections::BTreeSet::new();
+    while prompts.len() < 80 {
+        let (a, b) = (TOPICS[rng.random_range(0..16)], TOPICS[rng.random_range(0..16)]);
+        prompts.insert(format!("tell me about {a} {b}"));
+    }
+    let mut lines = Vec::new();
+    for prompt in &prompts {
+        let topic = prompt.split(' ').nth(3).unwrap();
+        let mut grades = [(2, 0), (1, 0), (0, 1), (0, 2)];
+        grades.shuffle(&mut rng);
+        let responses: Vec<Value> = grades
+            .iter()
+            .map(|&(good, bad)| {
+                let mut words: Vec<&str> = GOOD.choose_multiple(&mut rng, good).copied().collect();
+                words.extend(BAD.choose_multiple(&mut rng, bad).copied());
+                json!({"text": format!("{topic} is {} .", words.join(" ")), "model": format!("praise{}", good - bad)})
+            })
+            .collect();
+        lines.push(json!({"prompt": prompt, "responses": responses}));
+    }
+    pairwise_tests::import(&admin, campaign, &lines).await;
+
+    let mut panel = Vec::new();
+    for name in ["ana", "ben", "cai"] {
+        panel.push(server.client_for(name, Role::Annotator).await);
+    }
+    let mut votes = 0;
+    for (i, rater) in panel.iter().enumerate() {
+        loop {
+            let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+            if next["status"] != "assigned" {
+                break;
+            }
+            let task = &next["pair"];
+            let seen: Vec<i64> = task["responses"].as_array().unwrap().iter().map(|r| praise(r.as_str().unwrap())).collect();
+            let mut ranks: Vec<i64> =
+                seen.iter().map(|&p| 1 + seen.iter().filter(|&&other| other > p).count() as i64).collect();
+            // The noisy rater swaps two neighbouring ranks a third of the time.
+            if i == 2 && rng.random_bool(1.0 / 3.0) {
+                let rank = rng.random_range(1..4);
+                for r in &mut ranks {
+                    *r = if *r == rank { rank + 1 } else if *r == rank + 1 { rank } else { *r };
+                }
+            }
+            let body = json!({"assignment_id": task["assignment_id"], "ranks": ranks, "time_ms": 5000,
+                              "client_key": format!("{}-{}", rater.user_id, task["assignment_id"])});
+            let reply = rater.post("/api/v1/votes", &body).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            votes += 1;
+        }
+    }
+    assert_eq!(votes, 80 * 3, "every task got its overlap of rankings");
+    let board = admin.get(&format!("/api/v1/campaigns/{campaign}/leaderboard?bootstrap=50")).await.json;
+    let order: Vec<&str> = board["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+    assert_eq!(order, ["praise2", "praise1", "praise-1", "praise-2"], "{board}");
+
+    let args = [
+        "--epochs", "6", "--batch-size", "8", "--learning-rate", "1e-2", "--eval-fraction", "0.25", "--max-length", "48",
+        "--max-prompt-length", "24", "--lora-targets", "q,k,v,o,gate,up,down",
+    ];
+    let spec = json!({"method": "reward", "model": model.display().to_string(), "args": args});
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &spec).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let runs = wait_for_runs(&admin, campaign, |runs| runs.iter().all(|r| r["status"] != "running")).await;
+    let run = admin.get(&format!("/api/v1/runs/{}", runs[0]["id"])).await.json;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["data_rows"], 80, "one aggregated ranking per task: {run}");
+    assert!(run["config"]["args"].as_array().unwrap().contains(&json!("--listwise")), "{run}");
+    assert_eq!(run["config"]["export"]["format"], "ranking");
+    let metrics = run["metrics"].as_array().unwrap();
+    assert!(metrics.iter().any(|m| m["top1_accuracy"].is_number()), "listwise metrics: {run}");
+    let held_out = metrics.iter().rev().find_map(|m| m["eval_accuracy"].as_f64()).expect("eval accuracy");
+    println!("listwise reward model from the panel: held-out pairwise ranking accuracy {held_out:.3}");
+    assert!(held_out > 0.75, "held-out ranking accuracy: {held_out:.2}");
     server.stop().await;
 }

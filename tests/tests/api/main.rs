@@ -15,6 +15,7 @@ mod generation;
 mod import;
 mod operations;
 mod pages;
+mod rankings;
 mod runs;
 mod schema;
 mod shutdown;

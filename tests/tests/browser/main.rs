@@ -5,6 +5,7 @@
 
 mod arena;
 mod feedback;
+mod rankings;
 
 use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, Locator};

@@ -1,5 +1,5 @@
 //! Streaming export of a campaign's votes as JSONL (`trl`, `messages`, `raw`, and the
-//! single-completion formats `kto` and `sft`).
+//! single-completion formats `kto` and `sft`; a ranking campaign's in `rankings`).
 //!
 //! Rows are read from a database cursor and written to the response in 64 KiB chunks
 //! through a small bounded channel, so memory stays constant whatever the campaign size.
@@ -22,6 +22,8 @@ use crate::args;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::metrics;
 use crate::store::{Db, SqlRow};
+
+mod rankings;
 
 /// The first problem with export parameters, naming the parameter.
 fn validate(params: &ExportParams) -> ApiResult<()> {
@@ -228,7 +230,7 @@ fn aggregated_lines(pair: &PairVotes, params: &ExportParams) -> anyhow::Result<V
                 Format::Kto => Vec::new(),
                 Format::Sft if messages.is_empty() => vec![json!({"prompt": prompt, "completion": chosen})],
                 Format::Sft => vec![json!({"messages": conversation(&pair.prompt, &messages, chosen)})],
-                Format::Raw => unreachable!("raw rows are not aggregated"),
+                Format::Raw | Format::Ranking => unreachable!("raw and ranking rows are not aggregated here"),
             }
         }
     };
@@ -355,9 +357,18 @@ pub async fn start_export(
     metrics().export_started();
     crate::votes::sequence_pending(db, campaign_id).await?;
     let campaign = db
-        .fetch_optional("SELECT vote_seq, aspects FROM campaigns WHERE id = $1", args![campaign_id])
+        .fetch_optional("SELECT vote_seq, aspects, feedback FROM campaigns WHERE id = $1", args![campaign_id])
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("campaign {campaign_id}")))?;
+    let ranking = campaign.text("feedback")? == "ranking";
+    if params.format == Format::Ranking && !ranking {
+        return Err(ApiError::bad_request(format!(
+            "format: `ranking` needs a ranking campaign; campaign {campaign_id} asks for choices between two responses"
+        )));
+    }
+    if ranking && params.aspect.is_some() {
+        return Err(ApiError::bad_request("aspect: a ranking campaign has no aspects"));
+    }
     if let Some(aspect) = &params.aspect {
         let aspects = crate::feedback::parse_aspects(&campaign.text("aspects")?)?;
         if !aspects.iter().any(|a| &a.name == aspect) {
@@ -373,11 +384,11 @@ pub async fn start_export(
     let db = db.clone();
     tokio::spawn(async move {
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(CHUNK_BYTES), tx };
-        let result = match params.format {
-            Format::Raw => stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,
-            Format::Trl | Format::Messages | Format::Kto | Format::Sft => {
-                stream_preferences(&db, campaign_id, cursor, &params, &mut writer).await
-            }
+        let result = match (ranking, params.format) {
+            (true, Format::Raw) => rankings::stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,
+            (true, _) => rankings::stream_tasks(&db, campaign_id, cursor, &params, &mut writer).await,
+            (false, Format::Raw) => stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,
+            (false, _) => stream_preferences(&db, campaign_id, cursor, &params, &mut writer).await,
         };
         match result {
             Ok(()) => {
