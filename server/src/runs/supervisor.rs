@@ -405,16 +405,16 @@ fn export_policy(method: Method, ranking: bool) -> ExportParams {
 }
 
 /// A run on a ranking campaign: its reward model (also RLHF's) and DPO train on whole
-/// rankings with the Plackett–Luce loss (`--listwise`, recorded in the run's arguments).
+/// rankings with the Plackett–Luce loss (`--listwise true`, recorded in the run's arguments).
 fn listwise(mut spec: RunSpec) -> RunSpec {
-    let flag = "--listwise".to_string();
     let args = match spec.method {
         Method::Reward | Method::Dpo => &mut spec.args,
         Method::Rlhf => &mut spec.reward_args,
         Method::Kto | Method::Sft => return spec,
     };
-    if !args.contains(&flag) {
-        args.push(flag);
+    // An admin's own `--listwise …` stands; the trainer's boolean flags take a value.
+    if !args.iter().any(|arg| arg == "--listwise" || arg.starts_with("--listwise=")) {
+        args.extend(["--listwise".to_string(), "true".to_string()]);
     }
     spec
 }

@@ -280,7 +280,7 @@ async fn rankings_from_a_panel_train_a_listwise_reward_model() {
             .map(|&(good, bad)| {
                 let mut words: Vec<&str> = GOOD.choose_multiple(&mut rng, good).copied().collect();
                 words.extend(BAD.choose_multiple(&mut rng, bad).copied());
-                json!({"text": format!("{topic} is {} .", words.join(" ")), "model": format!("praise{}", good - bad)})
+                json!({"text": format!("{topic} is {} .", words.join(" ")), "model": format!("praise{}", good as i64 - bad as i64)})
             })
             .collect();
         lines.push(json!({"prompt": prompt, "responses": responses}));
