@@ -19,7 +19,8 @@ pub enum Format {
 impl Format {
     pub fn parse(s: &str) -> Option<Format> {
         [Format::Trl, Format::Messages, Format::Raw, Format::Kto, Format::Sft, Format::Ranking]
-            .into_iter().find(|f| f.as_str() == s)
+            .into_iter()
+            .find(|f| f.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -48,14 +48,17 @@ pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
             create_user(db, name, password, role).await?;
         }
     }
-    let campaign = create_campaign(db, &demo_campaign(DEMO_CAMPAIGN, CampaignKind::Pairwise, DEMO_GUIDELINES, 0.1)).await?;
+    let campaign =
+        create_campaign(db, &demo_campaign(DEMO_CAMPAIGN, CampaignKind::Pairwise, DEMO_GUIDELINES, 0.1)).await?;
     let report = import_jsonl(db, campaign.id, DEMO_JSONL.as_bytes(), &PairingOptions::default()).await?;
     Ok(Some(report))
 }
 
 /// The ranking demo: the demo's prompts with all their responses (its ready gold pairs left out).
 async fn seed_ranking_demo(db: &Db) -> ApiResult<()> {
-    let campaign = create_campaign(db, &demo_campaign(DEMO_RANKING_CAMPAIGN, CampaignKind::Ranking, DEMO_RANKING_GUIDELINES, 0.0)).await?;
+    let campaign =
+        create_campaign(db, &demo_campaign(DEMO_RANKING_CAMPAIGN, CampaignKind::Ranking, DEMO_RANKING_GUIDELINES, 0.0))
+            .await?;
     let tasks: String =
         DEMO_JSONL.lines().filter(|line| line.contains("\"responses\"")).map(|line| format!("{line}\n")).collect();
     import_jsonl(db, campaign.id, tasks.as_bytes(), &PairingOptions::default()).await?;

@@ -39,6 +39,24 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// One Newton step `theta -= hessian⁻¹ gradient` of a log-likelihood ascent (the Hessian
+/// carries the sign); true once the step is too small to matter.
+pub(crate) fn newton_step(theta: &mut [f64], hessian: Vec<Vec<f64>>, gradient: Vec<f64>) -> bool {
+    let step = solve(hessian, gradient);
+    let mut largest = 0.0f64;
+    for (t, s) in theta.iter_mut().zip(&step) {
+        *t -= s;
+        largest = largest.max(s.abs());
+    }
+    largest < 1e-10
+}
+
+/// Strengths are identified up to a constant: report them with mean zero.
+pub(crate) fn centred(theta: Vec<f64>) -> Vec<f64> {
+    let mean = theta.iter().sum::<f64>() / theta.len().max(1) as f64;
+    theta.iter().map(|t| t - mean).collect()
+}
+
 /// Solves `a x = b` for a small dense symmetric system (Gaussian elimination, pivoting).
 pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
@@ -86,18 +104,11 @@ pub fn fit_bradley_terry(models: usize, matchups: &[Matchup]) -> Vec<f64> {
             hessian[m.i][m.j] += w;
             hessian[m.j][m.i] += w;
         }
-        let step = solve(hessian, gradient);
-        let mut largest = 0.0f64;
-        for (t, s) in theta.iter_mut().zip(&step) {
-            *t -= s;
-            largest = largest.max(s.abs());
-        }
-        if largest < 1e-10 {
+        if newton_step(&mut theta, hessian, gradient) {
             break;
         }
     }
-    let mean = theta.iter().sum::<f64>() / models.max(1) as f64;
-    theta.iter().map(|t| t - mean).collect()
+    centred(theta)
 }
 
 pub(crate) fn to_elo(theta: f64) -> f64 {

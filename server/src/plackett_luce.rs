@@ -22,7 +22,7 @@ use rand_distr::{Binomial, Distribution};
 
 use crate::args;
 use crate::error::ApiResult;
-use crate::leaderboard::{PRIOR, percentile, solve, to_elo};
+use crate::leaderboard::{PRIOR, centred, newton_step, percentile, to_elo};
 use crate::store::Db;
 
 /// One ranking over model indices: the groups of equal rank, best first.
@@ -68,18 +68,11 @@ pub fn fit_plackett_luce(models: usize, rankings: &[(Pattern, u64)]) -> Vec<f64>
                 remaining.retain(|m| !group.contains(m));
             }
         }
-        let step = solve(hessian, gradient);
-        let mut largest = 0.0f64;
-        for (t, s) in theta.iter_mut().zip(&step) {
-            *t -= s;
-            largest = largest.max(s.abs());
-        }
-        if largest < 1e-10 {
+        if newton_step(&mut theta, hessian, gradient) {
             break;
         }
     }
-    let mean = theta.iter().sum::<f64>() / models.max(1) as f64;
-    theta.iter().map(|t| t - mean).collect()
+    centred(theta)
 }
 
 /// Groups of equal rank, best first, from `(rank, model)` of one vote.

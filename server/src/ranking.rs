@@ -32,7 +32,7 @@ pub(crate) const TASK_RESPONSES_SQL: &str = "SELECT rr.position, r.text FROM ran
 /// that slot (0 = first on screen).
 pub fn display_order(assignment_id: i64, k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..k).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(assignment_id as u64 ^ 0x5eed_0f_7a5c));
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(assignment_id as u64 ^ 0x005e_ed0f_7a5c));
     order
 }
 
@@ -78,7 +78,9 @@ pub(crate) async fn store_ranking(tx: &mut dyn Store, vote_id: i64, ranks: &[i64
     let pair_id = vote.int("pair_id")?;
     let k = tx.fetch_all(TASK_RESPONSES_SQL, args![pair_id]).await?.len();
     if k == 0 {
-        return Err(ApiError::bad_request("ranks: this campaign asks for a choice between two responses, not a ranking"));
+        return Err(ApiError::bad_request(
+            "ranks: this campaign asks for a choice between two responses, not a ranking",
+        ));
     }
     if ranks.len() != k {
         return Err(ApiError::bad_request(format!(

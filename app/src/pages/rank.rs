@@ -11,7 +11,7 @@ use leptos::ev;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 
-use super::rate::{NoWork, RatingProgress, typing_in_a_field};
+use super::rate::{NoWork, PromptCard, RatingProgress, SkipForm, typing_in_a_field};
 use crate::errors::{error_text, form_error_from_url};
 use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitRanking, slot_letter};
 
@@ -67,6 +67,11 @@ pub(super) fn Ranker(campaign_id: i64, initial: RateState) -> impl IntoView {
     Effect::new(move |_| {
         state.with(|_| ());
         shown_at.set_value(js_sys::Date::now());
+    });
+    // A changed rank answers whatever the message asked for (a missing rank, a refused vote).
+    Effect::new(move |_| {
+        ranks.given.track();
+        message.set(None);
     });
     for action in [vote.value(), skip.value()] {
         Effect::new(move |_| match action.get() {
@@ -197,18 +202,6 @@ fn RankForms(
     on_skip: Callback<()>,
 ) -> impl IntoView {
     let k = task.ranked_html.len();
-    let turns = task
-        .turns
-        .iter()
-        .map(|turn| {
-            view! {
-                <div class=format!("turn {}", turn.role)>
-                    <span class="role">{turn.role.clone()}</span>
-                    <div class="md" inner_html=turn.html.clone()></div>
-                </div>
-            }
-        })
-        .collect_view();
     let responses = task
         .ranked_html
         .iter()
@@ -219,9 +212,8 @@ fn RankForms(
             let buttons = (1..=k)
                 .map(|rank| {
                     let is_given = move || ranks.given.with(|g| g.get(slot).copied().flatten() == Some(rank));
-                    let selected = is_given.clone();
                     view! {
-                        <label class="choice rank" class:selected=selected>
+                        <label class="choice rank" class:selected=is_given>
                             <input
                                 type="radio"
                                 form="vote-form"
@@ -266,13 +258,7 @@ fn RankForms(
         })
         .collect_view();
     view! {
-        <section class="prompt card" data-assignment=task.assignment_id>
-            {turns}
-            <div class="turn user">
-                <span class="role">"prompt"</span>
-                <div class="md" id="prompt" inner_html=task.prompt_html.clone()></div>
-            </div>
-        </section>
+        <PromptCard task=task.clone() />
         <div class="responses ranking">{responses}</div>
         <form
             id="vote-form"
@@ -314,22 +300,7 @@ fn RankForms(
                 </button>
             </div>
         </form>
-        <form
-            id="skip-form"
-            class="skip"
-            method="post"
-            action={<SkipPair as ServerFn>::url()}
-            on:submit=move |ev| {
-                ev.prevent_default();
-                on_skip.run(());
-            }
-        >
-            <input type="hidden" name="campaign_id" value=campaign_id />
-            <input type="hidden" name="assignment_id" value=task.assignment_id />
-            <button type="submit" class="link" id="skip">
-                "Skip this task" <kbd>"S"</kbd>
-            </button>
-        </form>
+        <SkipForm campaign_id assignment_id=task.assignment_id label="Skip this task" on_skip />
         <p class="muted small keys">
             "Keys: " <kbd>"1"</kbd> "–" <kbd>{k.to_string()}</kbd> " rank the outlined response · "
             <kbd>"↑"</kbd> <kbd>"↓"</kbd> " move · " <kbd>"Backspace"</kbd> " clear · " <kbd>"X"</kbd>

@@ -493,26 +493,8 @@ fn PairForms(
     on_vote: Callback<()>,
     on_skip: Callback<()>,
 ) -> impl IntoView {
-    let turns = pair
-        .turns
-        .iter()
-        .map(|turn| {
-            view! {
-                <div class=format!("turn {}", turn.role)>
-                    <span class="role">{turn.role.clone()}</span>
-                    <div class="md" inner_html=turn.html.clone()></div>
-                </div>
-            }
-        })
-        .collect_view();
     view! {
-        <section class="prompt card" data-assignment=pair.assignment_id>
-            {turns}
-            <div class="turn user">
-                <span class="role">"prompt"</span>
-                <div class="md" id="prompt" inner_html=pair.prompt_html.clone()></div>
-            </div>
-        </section>
+        <PromptCard task=pair.clone() />
         <div class="responses">
             <article class="response card">
                 <h2>"Response A"</h2>
@@ -540,6 +522,51 @@ fn PairForms(
             <VoteFields choice strength rationale />
             <CorrectionFields correction left=pair.left_text.clone() right=pair.right_text.clone() />
         </form>
+        <SkipForm campaign_id assignment_id=pair.assignment_id label="Skip this pair" on_skip />
+        <p class="muted small keys">
+            "Keys: " <kbd>"1"</kbd> " A better · " <kbd>"2"</kbd> " B better · " <kbd>"3"</kbd> " tie · "
+            <kbd>"4"</kbd> " both bad · " <kbd>"Enter"</kbd> " submit (" <kbd>"Ctrl+Enter"</kbd>
+            " from a text box) · " <kbd>"S"</kbd> " skip"
+        </p>
+    }
+}
+
+/// The conversation so far and the prompt of the task on screen (`data-assignment` tells
+/// tests and the keyboard handler which lease it is).
+#[component]
+pub(super) fn PromptCard(task: PairView) -> impl IntoView {
+    let turns = task
+        .turns
+        .iter()
+        .map(|turn| {
+            view! {
+                <div class=format!("turn {}", turn.role)>
+                    <span class="role">{turn.role.clone()}</span>
+                    <div class="md" inner_html=turn.html.clone()></div>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <section class="prompt card" data-assignment=task.assignment_id>
+            {turns}
+            <div class="turn user">
+                <span class="role">"prompt"</span>
+                <div class="md" id="prompt" inner_html=task.prompt_html></div>
+            </div>
+        </section>
+    }
+}
+
+/// The skip button: a form posting to the skip server function, so it works without JavaScript.
+#[component]
+pub(super) fn SkipForm(
+    campaign_id: i64,
+    assignment_id: i64,
+    label: &'static str,
+    on_skip: Callback<()>,
+) -> impl IntoView {
+    view! {
         <form
             id="skip-form"
             class="skip"
@@ -551,15 +578,10 @@ fn PairForms(
             }
         >
             <input type="hidden" name="campaign_id" value=campaign_id />
-            <input type="hidden" name="assignment_id" value=pair.assignment_id />
+            <input type="hidden" name="assignment_id" value=assignment_id />
             <button type="submit" class="link" id="skip">
-                "Skip this pair" <kbd>"S"</kbd>
+                {label} <kbd>"S"</kbd>
             </button>
         </form>
-        <p class="muted small keys">
-            "Keys: " <kbd>"1"</kbd> " A better · " <kbd>"2"</kbd> " B better · " <kbd>"3"</kbd> " tie · "
-            <kbd>"4"</kbd> " both bad · " <kbd>"Enter"</kbd> " submit (" <kbd>"Ctrl+Enter"</kbd>
-            " from a text box) · " <kbd>"S"</kbd> " skip"
-        </p>
     }
 }

@@ -127,22 +127,12 @@ pub async fn submit_vote(
         })
         .transpose()?;
     let correction = correction_of(choice, correction_side.as_deref(), correction.as_deref())?;
-    // Without JavaScript the browser cannot time the pair: measure from when it was served.
-    let time_ms = time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0));
-    let rationale = rationale.trim();
     let vote = VoteRequest {
-        assignment_id: Some(assignment_id),
-        pair_id: None,
-        swapped: false,
         choice: Some(choice),
-        ranks: None,
-        all_bad: false,
         strength,
-        rationale: (!rationale.is_empty()).then(|| rationale.to_string()),
-        time_ms: Some(time_ms),
-        client_key: format!("web-{assignment_id}"),
         aspects,
         correction,
+        ..web_vote(assignment_id, &rationale, shown_at, time_ms)
     };
     let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
     rate_state(campaign_id, outcome.next).await
@@ -173,24 +163,34 @@ pub async fn submit_ranking(
             }
         })
         .collect::<Result<Vec<i64>, ServerFnError>>()?;
-    let time_ms = time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0));
-    let rationale = rationale.trim();
     let vote = VoteRequest {
+        ranks: Some(ranks),
+        all_bad: all_bad.is_some_and(|v| !v.is_empty()),
+        ..web_vote(assignment_id, &rationale, shown_at, time_ms)
+    };
+    let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
+    rate_state(campaign_id, outcome.next).await
+}
+
+/// A vote from the rating page with nothing chosen yet: the lease is its idempotency key, and
+/// without JavaScript (no `time_ms`) the time is measured from when the task was served.
+#[cfg(feature = "ssr")]
+fn web_vote(assignment_id: i64, rationale: &str, shown_at: i64, time_ms: Option<i64>) -> VoteRequest {
+    let rationale = rationale.trim();
+    VoteRequest {
         assignment_id: Some(assignment_id),
         pair_id: None,
         swapped: false,
         choice: None,
-        ranks: Some(ranks),
-        all_bad: all_bad.is_some_and(|v| !v.is_empty()),
+        ranks: None,
+        all_bad: false,
         strength: None,
         rationale: (!rationale.is_empty()).then(|| rationale.to_string()),
-        time_ms: Some(time_ms),
+        time_ms: Some(time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0))),
         client_key: format!("web-{assignment_id}"),
         aspects: None,
         correction: None,
-    };
-    let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
-    rate_state(campaign_id, outcome.next).await
+    }
 }
 
 /// The letter a response is shown under: A, B, C, … by screen position.

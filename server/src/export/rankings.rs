@@ -173,14 +173,16 @@ fn task_lines(task: &TaskVotes, params: &ExportParams) -> Vec<Value> {
                 line
             })
             .collect(),
-        Format::Kto if params.decisive => [(single_extreme(&means, false), true), (single_extreme(&means, true), false)]
-            .into_iter()
-            .filter_map(|(index, label)| {
-                let mut line = answer(&task.texts[index?]);
-                line["label"] = json!(label);
-                Some(line)
-            })
-            .collect(),
+        Format::Kto if params.decisive => {
+            [(single_extreme(&means, false), true), (single_extreme(&means, true), false)]
+                .into_iter()
+                .filter_map(|(index, label)| {
+                    let mut line = answer(&task.texts[index?]);
+                    line["label"] = json!(label);
+                    Some(line)
+                })
+                .collect()
+        }
         Format::Kto => Vec::new(),
         Format::Raw => unreachable!("raw rows are not aggregated"),
     };
@@ -206,10 +208,9 @@ pub(super) async fn stream_tasks(
         (true, false) => (ranking_select!(""), args![campaign_id, cursor]),
         (false, false) => (ranking_select!(" AND p.is_gold = 0"), args![campaign_id, cursor]),
         (true, true) => (ranking_select!(ranking_since_sql!()), args![campaign_id, cursor, params.since]),
-        (false, true) => (
-            ranking_select!(" AND p.is_gold = 0", ranking_since_sql!()),
-            args![campaign_id, cursor, params.since],
-        ),
+        (false, true) => {
+            (ranking_select!(" AND p.is_gold = 0", ranking_since_sql!()), args![campaign_id, cursor, params.since])
+        }
     };
     let mut rows = db.stream(sql, args);
     let mut current: Option<TaskVotes> = None;

@@ -255,10 +255,9 @@ pub fn ranking_errors(items: &[ImportItem]) -> Vec<LineError> {
                 "response_a",
                 "a ranking campaign imports a prompt with all its responses (`responses`), not ready pairs".to_string(),
             )),
-            ItemBody::Responses(list) if list.len() > MAX_RANKED => Some((
-                "responses",
-                format!("has {} responses; a ranking task has at most {MAX_RANKED}", list.len()),
-            )),
+            ItemBody::Responses(list) if list.len() > MAX_RANKED => {
+                Some(("responses", format!("has {} responses; a ranking task has at most {MAX_RANKED}", list.len())))
+            }
             ItemBody::Responses(_) => None,
         };
         if let Some((field, message)) = problem {

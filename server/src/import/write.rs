@@ -85,9 +85,7 @@ pub async fn import_items(
             match (tx.backend(), ranking) {
                 (_, true) => write_tasks(tx, campaign_id, &items, &options, now_ms(), true).await,
                 (Backend::Sqlite, false) => write_tasks(tx, campaign_id, &items, &options, now_ms(), false).await,
-                (Backend::Postgres, false) => {
-                    write_items_in_chunks(tx, campaign_id, &items, &options, now_ms()).await
-                }
+                (Backend::Postgres, false) => write_items_in_chunks(tx, campaign_id, &items, &options, now_ms()).await,
             }
         })
     }))

@@ -201,8 +201,8 @@ impl Supervisor {
         tokio::fs::create_dir_all(dir).await?;
         let policy = export_policy(spec.method, ranking);
         let (cursor, mut chunks) = start_export(&self.db, campaign_id, policy.clone(), self.settings.secret.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut file = tokio::fs::File::create(dir.join("data.jsonl")).await?;
         let mut hash = Sha256::new();
         let mut rows = 0i64;

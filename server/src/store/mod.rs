@@ -185,7 +185,8 @@ impl Db {
         if let Some(&known) = self.ranking_campaigns.lock().expect("campaign kinds").get(&id) {
             return Ok(known);
         }
-        let Some(row) = self.fetch_optional("SELECT feedback FROM campaigns WHERE id = $1", crate::args![id]).await? else {
+        let Some(row) = self.fetch_optional("SELECT feedback FROM campaigns WHERE id = $1", crate::args![id]).await?
+        else {
             return Ok(false);
         };
         let ranking = row.text("feedback")? == "ranking";

@@ -299,14 +299,21 @@ async fn rankings_from_a_panel_train_a_listwise_reward_model() {
                 break;
             }
             let task = &next["pair"];
-            let seen: Vec<i64> = task["responses"].as_array().unwrap().iter().map(|r| praise(r.as_str().unwrap())).collect();
+            let seen: Vec<i64> =
+                task["responses"].as_array().unwrap().iter().map(|r| praise(r.as_str().unwrap())).collect();
             let mut ranks: Vec<i64> =
                 seen.iter().map(|&p| 1 + seen.iter().filter(|&&other| other > p).count() as i64).collect();
             // The noisy rater swaps two neighbouring ranks a third of the time.
             if i == 2 && rng.random_bool(1.0 / 3.0) {
                 let rank = rng.random_range(1..4);
                 for r in &mut ranks {
-                    *r = if *r == rank { rank + 1 } else if *r == rank + 1 { rank } else { *r };
+                    *r = if *r == rank {
+                        rank + 1
+                    } else if *r == rank + 1 {
+                        rank
+                    } else {
+                        *r
+                    };
                 }
             }
             let body = json!({"assignment_id": task["assignment_id"], "ranks": ranks, "time_ms": 5000,
@@ -322,8 +329,20 @@ async fn rankings_from_a_panel_train_a_listwise_reward_model() {
     assert_eq!(order, ["praise2", "praise1", "praise-1", "praise-2"], "{board}");
 
     let args = [
-        "--epochs", "6", "--batch-size", "8", "--learning-rate", "1e-2", "--eval-fraction", "0.25", "--max-length", "48",
-        "--max-prompt-length", "24", "--lora-targets", "q,k,v,o,gate,up,down",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-2",
+        "--eval-fraction",
+        "0.25",
+        "--max-length",
+        "48",
+        "--max-prompt-length",
+        "24",
+        "--lora-targets",
+        "q,k,v,o,gate,up,down",
     ];
     let spec = json!({"method": "reward", "model": model.display().to_string(), "args": args});
     let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &spec).await;

@@ -67,7 +67,12 @@ async fn ranking_campaign_from_import_to_export(backend: Backend) {
     // Ready pairs and lists longer than six are refused with their line and field.
     let url = format!("/api/v1/campaigns/{campaign}/import");
     let pair_line = json!({"prompt": "p", "response_a": "a", "response_b": "b"});
-    let reply = admin.post_body(&url, format!("{}\n{pair_line}\n", json!({"prompt": "ok", "responses": responses(&["x", "y"], "ok")}))).await;
+    let reply = admin
+        .post_body(
+            &url,
+            format!("{}\n{pair_line}\n", json!({"prompt": "ok", "responses": responses(&["x", "y"], "ok")})),
+        )
+        .await;
     assert_eq!(reply.status, 422, "{}", reply.text);
     assert!(reply.text.contains("line 2: field `response_a` a ranking campaign imports a prompt"), "{}", reply.text);
     let seven = json!({"prompt": "p", "responses": responses(&["a", "b", "c", "d", "e", "f", "g"], "p")});
@@ -96,7 +101,11 @@ async fn ranking_campaign_from_import_to_export(backend: Backend) {
     let next = r0.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
     let task = &next["pair"];
     let k = task["responses"].as_array().unwrap().len();
-    assert_eq!(r0.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json["pair"], *task, "a lease keeps its order");
+    assert_eq!(
+        r0.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json["pair"],
+        *task,
+        "a lease keeps its order"
+    );
     let assignment = task["assignment_id"].clone();
     for (body, problem) in [
         (json!({"choice": "left"}), "ranks: required; this campaign ranks all of a task's responses"),
@@ -128,7 +137,8 @@ async fn ranking_campaign_from_import_to_export(backend: Backend) {
     let mut shown = Vec::new();
     for (rater, name) in [(&r0, "r0"), (&r1, "r1")] {
         for i in 0..2 {
-            let task = rank_next(rater, campaign, &format!("{name}-{i}"), order(name), |p| name == "r1" && p == "t2").await;
+            let task =
+                rank_next(rater, campaign, &format!("{name}-{i}"), order(name), |p| name == "r1" && p == "t2").await;
             shown.push(task["responses"].clone());
         }
         assert_eq!(rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json["status"], "done");
@@ -247,7 +257,10 @@ async fn pairs_and_rankings_stay_apart(backend: Backend) {
     let next = rater.get(&format!("/api/v1/campaigns/{pairs}/next")).await.json;
     assert!(next["pair"].get("responses").is_none(), "{next}");
     let reply = rater
-        .post("/api/v1/votes", &json!({"assignment_id": next["pair"]["assignment_id"], "ranks": [1, 2], "client_key": "k"}))
+        .post(
+            "/api/v1/votes",
+            &json!({"assignment_id": next["pair"]["assignment_id"], "ranks": [1, 2], "client_key": "k"}),
+        )
         .await;
     assert_eq!(reply.status, 422, "{}", reply.text);
     assert!(reply.text.contains("ranks: this campaign asks for a choice between two responses"), "{}", reply.text);

@@ -99,6 +99,10 @@ async fn ranking_with_the_keyboard() {
         let current = client.find(Locator::Css("article.response.ranked.current")).await?;
         ensure!(current.attr("data-slot").await?.as_deref() == Some("3"), "the unranked response is outlined");
         press(&client, rank_of(&shown[3])).await?;
+        eventually("the message to go once every response is ranked", || async {
+            Ok(client.find_all(Locator::Css("p.error")).await?.is_empty().then_some(()))
+        })
+        .await?;
         screenshot(&client, "ranking-desktop", (1280, 1200), None).await?;
         screenshot(&client, "ranking-phone", (390, 844), None).await?;
         press(&client, ENTER).await?;
