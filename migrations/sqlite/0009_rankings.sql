@@ -12,6 +12,8 @@ CREATE TABLE ranking_responses (
     pair_id     INTEGER NOT NULL REFERENCES pairs (id),
     position    INTEGER NOT NULL,
     response_id INTEGER NOT NULL REFERENCES responses (id),
+    -- A gold check's known rank of this response (competition ranks); NULL elsewhere.
+    gold_rank   INTEGER,
     PRIMARY KEY (pair_id, position)
 );
 

@@ -1,6 +1,7 @@
 //! Demo data: two users and an active campaign of realistic prompts with three model
 //! checkpoints' responses (plus two gold checks), and a ranking campaign of the same
-//! prompts (raters order the three responses), so a fresh server has something to show.
+//! prompts (raters order the three responses, plus a gold ranking), so a fresh server has
+//! something to show.
 
 use pairwise_api::accounts::Role;
 use pairwise_api::campaigns::{CampaignKind, CampaignStatus, NewCampaign};
@@ -18,6 +19,9 @@ pub const DEMO_ADMIN: (&str, &str) = ("admin", "pairwise-admin");
 pub const DEMO_ANNOTATOR: (&str, &str) = ("annotator", "pairwise-annotator");
 
 const DEMO_JSONL: &str = include_str!("../demo/demo.jsonl");
+
+/// The ranking demo's gold check: a known order (the two wrong answers tie).
+const DEMO_RANKING_GOLD: &str = r#"{"prompt": "What is 12 × 12?", "responses": [{"text": "12 × 12 = 144.", "model": "gold-check"}, {"text": "12 × 12 = 124.", "model": "gold-check-wrong"}, {"text": "12 × 12 = 1212.", "model": "gold-check-wrong"}], "gold_ranks": [1, 2, 2], "tags": ["gold"]}"#;
 
 const DEMO_GUIDELINES: &str = "\
 ## What makes a response better\n\n\
@@ -54,13 +58,18 @@ pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
     Ok(Some(report))
 }
 
-/// The ranking demo: the demo's prompts with all their responses (its ready gold pairs left out).
+/// The ranking demo: the demo's prompts with all their responses (its ready gold pairs left
+/// out) and a gold ranking.
 async fn seed_ranking_demo(db: &Db) -> ApiResult<()> {
     let campaign =
-        create_campaign(db, &demo_campaign(DEMO_RANKING_CAMPAIGN, CampaignKind::Ranking, DEMO_RANKING_GUIDELINES, 0.0))
+        create_campaign(db, &demo_campaign(DEMO_RANKING_CAMPAIGN, CampaignKind::Ranking, DEMO_RANKING_GUIDELINES, 0.1))
             .await?;
-    let tasks: String =
-        DEMO_JSONL.lines().filter(|line| line.contains("\"responses\"")).map(|line| format!("{line}\n")).collect();
+    let tasks: String = DEMO_JSONL
+        .lines()
+        .filter(|line| line.contains("\"responses\""))
+        .chain([DEMO_RANKING_GOLD])
+        .map(|line| format!("{line}\n"))
+        .collect();
     import_jsonl(db, campaign.id, tasks.as_bytes(), &PairingOptions::default()).await?;
     Ok(())
 }

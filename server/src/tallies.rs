@@ -37,7 +37,13 @@ const FOLD_STATEMENTS: [&str; 6] = [
     // The left response won: `a` shown on the left (not swapped), or `b` when swapped.
     "INSERT INTO rater_tallies (campaign_id, rater_id, votes, gold_votes, gold_correct, decisive, left_wins, compared, matches) \
      SELECT $1, c.rater_id, COUNT(*), SUM(CASE WHEN p.is_gold = 1 THEN 1 ELSE 0 END), \
-     SUM(CASE WHEN p.is_gold = 1 AND c.choice = p.gold_choice THEN 1 ELSE 0 END), \
+     SUM(CASE WHEN p.is_gold = 1 AND (CASE WHEN EXISTS (SELECT 1 FROM ranking_votes g WHERE g.comparison_id = c.id) \
+     THEN c.choice <> 'both_bad' AND NOT EXISTS (SELECT 1 FROM ranking_votes x \
+       JOIN ranking_votes y ON y.comparison_id = x.comparison_id \
+       JOIN ranking_responses gx ON gx.pair_id = x.pair_id AND gx.position = x.position \
+       JOIN ranking_responses gy ON gy.pair_id = y.pair_id AND gy.position = y.position \
+       WHERE x.comparison_id = c.id AND gx.gold_rank < gy.gold_rank AND x.rank >= y.rank) \
+     ELSE c.choice = p.gold_choice END) THEN 1 ELSE 0 END), \
      SUM(CASE WHEN p.is_gold = 0 AND c.choice IN ('a', 'b') THEN 1 ELSE 0 END), \
      SUM(CASE WHEN p.is_gold = 0 AND ((c.choice = 'a' AND c.swapped = 0) OR (c.choice = 'b' AND c.swapped = 1)) \
      THEN 1 ELSE 0 END), 0, 0 \

@@ -731,6 +731,7 @@ async fn store_battle(
             b: Box::new(response(Side::Right, &last.right)?),
             gold: None,
         },
+        gold_ranks: None,
     };
     let now = now_ms();
     let pair_id = crate::import::write::write_pair(tx, campaign_id, &item, now).await?;

@@ -50,7 +50,7 @@ macro_rules! ranking_raw_select {
     ($gold_filter:expr) => {
         concat!(
             "SELECT c.id AS vote_id, c.seq, c.pair_id, c.rater_id, c.choice, c.rationale, c.time_ms, c.created_at, \
-             rv.position, rv.rank, rv.shown_at, rr.response_id, r.model, r.model_version \
+             rv.position, rv.rank, rv.shown_at, rr.response_id, rr.gold_rank, r.model, r.model_version \
              FROM comparisons c JOIN ranking_votes rv ON rv.comparison_id = c.id \
              JOIN ranking_responses rr ON rr.pair_id = rv.pair_id AND rr.position = rv.position \
              JOIN responses r ON r.id = rr.response_id JOIN pairs p ON p.id = c.pair_id \
@@ -265,7 +265,8 @@ fn add_rank(task: &mut TaskVotes, row: &SqlRow, vote_id: &mut Option<i64>) -> an
 }
 
 /// The `raw` format: one line per vote with its ranks in stored order, where each response
-/// was shown, and the responses' ids and models.
+/// was shown, the responses' ids and models, and a gold check's known ranks (`gold_ranks`,
+/// null on other tasks).
 pub(super) async fn stream_raw(
     db: &Db,
     campaign_id: i64,
@@ -281,14 +282,14 @@ pub(super) async fn stream_raw(
     while let Some(row) = rows.try_next().await? {
         let vote_id = row.int("vote_id")?;
         if line.as_ref().is_some_and(|l| l["vote_id"] != json!(vote_id)) {
-            let done = line.take().expect("checked above");
+            let done = without_gold_nulls(line.take().expect("checked above"));
             if !writer.line(&done).await? {
                 return Ok(());
             }
         }
         let current = line.get_or_insert_with(|| {
             json!({"vote_id": vote_id, "ranks": [], "shown_at": [], "response_ids": [], "models": [],
-                   "model_versions": []})
+                   "model_versions": [], "gold_ranks": []})
         });
         if current.get("seq").is_none() {
             let rater = row.int("rater_id")?;
@@ -311,14 +312,23 @@ pub(super) async fn stream_raw(
             ("response_ids", json!(row.int("response_id")?)),
             ("models", json!(row.text("model")?)),
             ("model_versions", json!(row.opt_text("model_version")?)),
+            ("gold_ranks", json!(row.opt_int("gold_rank")?)),
         ] {
             current[field].as_array_mut().expect("a list").push(value);
         }
     }
     if let Some(done) = line {
-        writer.line(&done).await?;
+        writer.line(&without_gold_nulls(done)).await?;
     }
     Ok(())
+}
+
+/// A task that is no gold check has no gold ranks: `null` rather than a list of nulls.
+fn without_gold_nulls(mut line: Value) -> Value {
+    if line["gold_ranks"].as_array().is_some_and(|ranks| ranks.iter().all(Value::is_null)) {
+        line["gold_ranks"] = Value::Null;
+    }
+    line
 }
 
 #[cfg(test)]

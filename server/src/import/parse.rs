@@ -2,7 +2,8 @@
 //! with its line number and field.
 //!
 //! Two line shapes are accepted (see README "Import format"):
-//! * a prompt with K ≥ 2 responses: `{"prompt", "messages"?, "responses": [{"text","model",...}]}`;
+//! * a prompt with K ≥ 2 responses: `{"prompt", "messages"?, "responses": [{"text","model",...}]}`
+//!   (for a ranking campaign also `"gold_ranks"?`: a gold check's known ranking);
 //! * a ready pair: `{"prompt", "response_a", "response_b", "model_a"?, "model_b"?, "gold"?}`.
 
 use std::collections::HashSet;
@@ -42,6 +43,9 @@ pub struct ImportItem {
     pub messages: Vec<Message>,
     pub metadata: Value,
     pub body: ItemBody,
+    /// A ranking gold check's known ranks, one per response in order, as competition ranks
+    /// (1 = best; equal ranks tie). Only on `responses` lines.
+    pub gold_ranks: Option<Vec<i64>>,
 }
 
 struct LineParser<'a> {
@@ -181,8 +185,9 @@ impl LineParser<'_> {
         let messages = self.messages(&obj);
         let metadata = self.metadata(&obj);
         let common = ["prompt", "messages", "metadata", "source", "tags"];
+        let mut gold_ranks = None;
         let body = if obj.contains_key("responses") {
-            let allowed: Vec<&str> = common.iter().copied().chain(["responses"]).collect();
+            let allowed: Vec<&str> = common.iter().copied().chain(["responses", "gold_ranks"]).collect();
             self.unknown_fields(&obj, "", &allowed);
             match obj.get("responses") {
                 Some(Value::Array(list)) if list.len() < 2 => {
@@ -201,6 +206,10 @@ impl LineParser<'_> {
                         parsed.into_iter().flatten().filter(|r| seen.insert(r.text.clone())).collect();
                     if unique.len() < 2 && self.errors.len() == before {
                         self.error("responses", "needs at least 2 responses with different texts");
+                    }
+                    gold_ranks = self.gold_ranks(&obj, list.len());
+                    if gold_ranks.is_some() && unique.len() < list.len() {
+                        self.error("responses", "a gold ranking needs responses with different texts");
                     }
                     Some(ItemBody::Responses(unique))
                 }
@@ -238,19 +247,58 @@ impl LineParser<'_> {
         if self.errors.len() > before {
             return None;
         }
-        Some(ImportItem { line: self.line, prompt: prompt?, messages, metadata, body: body? })
+        Some(ImportItem { line: self.line, prompt: prompt?, messages, metadata, body: body?, gold_ranks })
+    }
+
+    /// `gold_ranks`: one rank per response (1 = best, equal numbers tie), as competition ranks.
+    fn gold_ranks(&mut self, obj: &Map<String, Value>, responses: usize) -> Option<Vec<i64>> {
+        let list = match obj.get("gold_ranks") {
+            None | Some(Value::Null) => return None,
+            Some(Value::Array(list)) => list,
+            Some(_) => {
+                self.error("gold_ranks", "must be a list of ranks, one per response (1 = best)");
+                return None;
+            }
+        };
+        if list.len() != responses {
+            self.error("gold_ranks", format!("has {} ranks for {responses} responses (one rank each)", list.len()));
+            return None;
+        }
+        let mut ranks = Vec::with_capacity(list.len());
+        for (i, rank) in list.iter().enumerate() {
+            match rank.as_i64() {
+                Some(rank) if (1..=responses as i64).contains(&rank) => ranks.push(rank),
+                _ => {
+                    self.error(&format!("gold_ranks[{i}]"), format!("must be a whole number from 1 to {responses}"));
+                    return None;
+                }
+            }
+        }
+        if ranks.iter().all(|&rank| rank == ranks[0]) {
+            self.error("gold_ranks", "ties every response: a gold check needs a known order");
+            return None;
+        }
+        Some(ranks.iter().map(|r| 1 + ranks.iter().filter(|other| *other < r).count() as i64).collect())
     }
 }
 
 /// Most responses of one ranking task (what a rating page can show side by side).
 pub const MAX_RANKED: usize = 6;
 
-/// The problems of items for a ranking campaign: each line is one task, a prompt with 2-6
-/// responses, so ready pairs and longer lists are refused.
-pub fn ranking_errors(items: &[ImportItem]) -> Vec<LineError> {
+/// The problems of items for the campaign's kind. For a ranking campaign each line is one
+/// task, a prompt with 2-6 responses, so ready pairs and longer lists are refused; elsewhere a
+/// gold ranking has no task to check.
+pub fn feedback_errors(items: &[ImportItem], ranking: bool) -> Vec<LineError> {
     let mut errors = Vec::new();
     for item in items {
         let problem = match &item.body {
+            _ if !ranking => item.gold_ranks.is_some().then(|| {
+                (
+                    "gold_ranks",
+                    "gold rankings are for ranking campaigns; a pairwise gold check is a ready pair with `gold`"
+                        .to_string(),
+                )
+            }),
             ItemBody::Pair { .. } => Some((
                 "response_a",
                 "a ranking campaign imports a prompt with all its responses (`responses`), not ready pairs".to_string(),
@@ -356,5 +404,18 @@ not json\n\
         let data = br#"{"prompt":"p","responses":[{"text":"same","model":"a"},{"text":"same","model":"b"}]}"#;
         let errors = parse_import(data).unwrap_err();
         assert_eq!(errors[0].field, "responses");
+    }
+
+    #[test]
+    fn gold_ranks_become_competition_ranks_and_need_distinct_texts() {
+        let line = |ranks: &str, third: &str| {
+            format!(
+                r#"{{"prompt":"p","responses":[{{"text":"x","model":"a"}},{{"text":"y","model":"b"}},{{"text":"{third}","model":"c"}}],"gold_ranks":{ranks}}}"#
+            )
+        };
+        let items = parse_import(line("[1, 1, 2]", "z").as_bytes()).unwrap();
+        assert_eq!(items[0].gold_ranks, Some(vec![1, 1, 3]));
+        let errors = parse_import(line("[1, 2, 3]", "x").as_bytes()).unwrap_err();
+        assert_eq!(errors[0].message, "a gold ranking needs responses with different texts");
     }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::bad_lines;
-use super::parse::{ImportItem, ItemBody, ResponseIn, ranking_errors};
+use super::parse::{ImportItem, ItemBody, ResponseIn, feedback_errors};
 use crate::args;
 use crate::campaigns::get_campaign;
 use crate::error::{ApiError, ApiResult};
@@ -69,11 +69,9 @@ pub async fn import_items(
         return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));
     }
     let ranking = campaign.kind == CampaignKind::Ranking;
-    if ranking {
-        let errors = ranking_errors(&items);
-        if !errors.is_empty() {
-            return Err(bad_lines(errors));
-        }
+    let errors = feedback_errors(&items, ranking);
+    if !errors.is_empty() {
+        return Err(bad_lines(errors));
     }
     let items = Arc::new(items);
     let options = *options;
@@ -149,8 +147,17 @@ async fn write_tasks(
             report.prompts_reused += 1;
         }
         let (responses, pairs, gold) = item_shape(item, options, &mut rng);
-        // A ranking task is one row for all its responses, keyed by its first two.
+        // A ranking task is one row for all its responses, keyed by its first two; a gold
+        // ranking's answer on the row is what it says of those two.
         let pairs = if ranking { vec![(0, 1)] } else { pairs };
+        let gold = match &item.gold_ranks {
+            Some(ranks) => Some(match ranks[0].cmp(&ranks[1]) {
+                std::cmp::Ordering::Less => "a",
+                std::cmp::Ordering::Greater => "b",
+                std::cmp::Ordering::Equal => "tie",
+            }),
+            None => gold,
+        };
         let mut response_ids = Vec::with_capacity(responses.len());
         for response in responses {
             let hash = content_hash(&[&response.text]);
@@ -202,34 +209,37 @@ async fn write_tasks(
                 report.pairs_existing += 1;
             }
             if ranking {
-                list_ranked_responses(tx, campaign_id, item.line, &response_ids, created == 1).await?;
+                list_ranked_responses(tx, campaign_id, item, &response_ids, created == 1).await?;
             }
         }
     }
     Ok(report)
 }
 
-/// Stores a new ranking task's responses in order, or checks that an existing task with the
-/// same first two responses lists the same ones (re-importing a file changes nothing).
+/// Stores a new ranking task's responses in order (with their gold ranks), or checks that an
+/// existing task with the same first two responses lists the same ones (re-importing a file
+/// changes nothing).
 async fn list_ranked_responses(
     tx: &mut dyn Store,
     campaign_id: i64,
-    line: usize,
+    item: &ImportItem,
     response_ids: &[i64],
     created: bool,
 ) -> ApiResult<()> {
     let pair_id = tx
         .fetch_one(
-            "SELECT id FROM pairs WHERE campaign_id = $1 AND ((response_a_id = $2 AND response_b_id = $3)              OR (response_a_id = $3 AND response_b_id = $2))",
+            "SELECT id FROM pairs WHERE campaign_id = $1 AND ((response_a_id = $2 AND response_b_id = $3) \
+             OR (response_a_id = $3 AND response_b_id = $2))",
             args![campaign_id, response_ids[0], response_ids[1]],
         )
         .await?
         .int("id")?;
     if created {
         for (position, response_id) in response_ids.iter().enumerate() {
+            let gold_rank = item.gold_ranks.as_ref().map(|ranks| ranks[position]);
             tx.execute(
-                "INSERT INTO ranking_responses (pair_id, position, response_id) VALUES ($1, $2, $3)",
-                args![pair_id, position as i64, *response_id],
+                "INSERT INTO ranking_responses (pair_id, position, response_id, gold_rank) VALUES ($1, $2, $3, $4)",
+                args![pair_id, position as i64, *response_id, gold_rank],
             )
             .await?;
         }
@@ -243,7 +253,7 @@ async fn list_ranked_responses(
         .collect::<Result<Vec<i64>, _>>()?;
     if listed != response_ids {
         return Err(bad_lines(vec![LineError {
-            line,
+            line: item.line,
             field: "responses".into(),
             message: format!(
                 "task {pair_id} of this campaign starts with the same two responses but lists others; \

@@ -185,6 +185,7 @@ async fn make_campaign(db: &Db, name: &str, pairs: usize, overlap: i64) -> anyho
                 b: Box::new(response(format!("Response B to prompt {i}, a few sentences long. ").repeat(4), "model-b")),
                 gold: None,
             },
+            gold_ranks: None,
         })
         .collect();
     import_items(db, campaign.id, items, &PairingOptions::default()).await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -288,3 +288,100 @@ async fn pairs_and_rankings_stay_apart(backend: Backend) {
     assert_eq!(k, if second["prompt"] == "a" { 2 } else { 3 });
 }
 both_backends!(pairs_and_rankings_stay_apart);
+
+/// Gold checks on a ranking campaign: imported with their known ranks (bad ones refused with
+/// line and field), served at the gold rate, and scored per rater: a ranking passes when it
+/// orders every two responses the gold ranks order (a gold tie leaves the rater free), and
+/// an "all bad" ranking fails. Gold tasks stay out of the agreement figures and exports unless
+/// asked for.
+async fn gold_rankings_check_the_raters(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = create_campaign(
+        &admin,
+        json!({"name": "gold ranks", "kind": "ranking", "overlap": 2, "gold_rate": 1.0, "status": "active"}),
+    )
+    .await;
+    let url = format!("/api/v1/campaigns/{campaign}/import");
+    let xyz = |prompt: &str| responses(&["x", "y", "z"], prompt);
+    for (gold_ranks, problem) in [
+        (json!([1, 2]), "line 2: field `gold_ranks` has 2 ranks for 3 responses"),
+        (json!([1, 4, 2]), "line 2: field `gold_ranks[1]` must be a whole number from 1 to 3"),
+        (json!([2, 2, 2]), "line 2: field `gold_ranks` ties every response"),
+        (json!("x"), "line 2: field `gold_ranks` must be a list of ranks"),
+    ] {
+        let body = format!(
+            "{}\n{}\n",
+            json!({"prompt": "fine", "responses": xyz("fine")}),
+            json!({"prompt": "g", "responses": xyz("g"), "gold_ranks": gold_ranks})
+        );
+        let reply = admin.post_body(&url, body).await;
+        assert_eq!(reply.status, 422, "{}", reply.text);
+        assert!(reply.text.contains(problem), "{problem}: {}", reply.text);
+    }
+    let pairs = create_campaign(&admin, json!({"name": "pairs", "status": "active"})).await;
+    let reply = admin
+        .post_body(
+            &format!("/api/v1/campaigns/{pairs}/import"),
+            format!("{}\n", json!({"prompt": "g", "responses": xyz("g"), "gold_ranks": [1, 2, 3]})),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(
+        reply.text.contains("line 1: field `gold_ranks` gold rankings are for ranking campaigns"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(count(&server, "SELECT COUNT(*) FROM pairs").await, 0);
+
+    let lines = [
+        json!({"prompt": "task", "responses": xyz("task")}),
+        json!({"prompt": "g1", "responses": xyz("g1"), "gold_ranks": [1, 2, 3]}),
+        // x and y tie in the gold ranking: either order passes, z must come last.
+        json!({"prompt": "g2", "responses": xyz("g2"), "gold_ranks": [1, 1, 3]}),
+    ];
+    let report = import(&admin, campaign, &lines).await;
+    assert_eq!((report["pairs_created"].as_i64(), report["gold_pairs"].as_i64()), (Some(3), Some(2)), "{report}");
+
+    // r0 ranks x > y > z everywhere; r1 reverses g1 and puts y over x on g2.
+    let r0 = server.client_for("r0", Role::Annotator).await;
+    let r1 = server.client_for("r1", Role::Annotator).await;
+    let by_model = |_: &str, model: &str| match model {
+        "x" => 1,
+        "y" => 2,
+        _ => 3,
+    };
+    let contrary = |prompt: &str, model: &str| match (prompt, model) {
+        ("g1", "x") => 3,
+        ("g1", "z") => 1,
+        ("g2", "x") => 2,
+        ("g2", "y") => 1,
+        (_, model) => by_model(prompt, model),
+    };
+    let mut served = Vec::new();
+    for i in 0..3 {
+        served.push(rank_next(&r0, campaign, &format!("r0-{i}"), by_model, |_| false).await["prompt"].clone());
+        served.push(rank_next(&r1, campaign, &format!("r1-{i}"), contrary, |_| false).await["prompt"].clone());
+    }
+    // At gold rate 1 the gold checks come first.
+    assert!(served[..4].iter().all(|p| p.as_str().unwrap().starts_with('g')), "{served:?}");
+
+    let stats = admin.get(&format!("/api/v1/campaigns/{campaign}/stats")).await.json;
+    let gold_accuracy = |name: &str| {
+        stats["raters"].as_array().unwrap().iter().find(|r| r["username"] == name).unwrap()["gold_accuracy"].as_f64()
+    };
+    assert_eq!((gold_accuracy("r0"), gold_accuracy("r1")), (Some(1.0), Some(0.5)), "{stats}");
+    assert_eq!(stats["ranking"]["votes"], 2, "gold votes stay out of the ranking figures: {stats}");
+    let export = |query: &str| {
+        let admin = admin.clone();
+        let url = format!("/api/v1/campaigns/{campaign}/export?{query}");
+        async move { jsonl(&admin.get(&url).await.text) }
+    };
+    assert_eq!(export("format=ranking").await.len(), 1);
+    assert_eq!(export("format=ranking&include_gold=true").await.len(), 3);
+    let raw = export("format=raw&include_gold=true&raters=id").await;
+    let gold: Vec<&Value> = raw.iter().map(|r| &r["gold_ranks"]).collect();
+    assert_eq!(gold.iter().filter(|g| g.is_null()).count(), 2, "{raw:?}");
+    assert!(gold.contains(&&json!([1, 1, 3])) && gold.contains(&&json!([1, 2, 3])), "{raw:?}");
+}
+both_backends!(gold_rankings_check_the_raters);
