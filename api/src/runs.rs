@@ -116,6 +116,10 @@ pub struct RunSpec {
     /// contender, so raters meet the new policy in the arena.
     #[serde(default)]
     pub join_arena: Option<i64>,
+    /// Per-aspect campaigns: train on the preferences of this aspect (each vote's choice for
+    /// it, the `aspect=` export) instead of the overall choice.
+    #[serde(default)]
+    pub aspect: Option<String>,
 }
 
 /// The hand-off to the next round: `pairwise-train generate` with the run's adapter over the

@@ -218,6 +218,7 @@ mod tests {
             method = "reward"
             model = "models/smollm2"
             min_new_pairs = 500
+            aspect = "honesty"
 
             [[schedules]]
             campaign = 2
@@ -232,6 +233,7 @@ mod tests {
         assert_eq!((next.responses, next.baseline_responses), (2, 1));
         assert_eq!(config.schedules[0].spec.args, ["--max-steps", "200"]);
         assert_eq!(config.schedules[1].min_new_pairs, Some(500));
+        assert_eq!(config.schedules[1].spec.aspect.as_deref(), Some("honesty"));
         config.check_schedules().unwrap();
         let never: Config = toml::from_str("[[schedules]]\ncampaign = 1\nmethod = \"dpo\"\nmodel = \"m\"").unwrap();
         assert!(never.check_schedules().unwrap_err().to_string().contains("daily_at"));

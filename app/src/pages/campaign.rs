@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
 use pairwise_api::arena::{Contender, Pairing};
 use pairwise_api::campaigns::Campaign;
 use pairwise_api::import::ImportReport;
@@ -68,7 +69,10 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
     // Reloaded after a settings change or an import.
     let campaign = Resource::new(move || (update.version().get(), import.version().get()), move |_| get_campaign(id));
     let stats = Resource::new(move || import.version().get(), move |_| load_stats(id));
-    let board = Resource::new(|| (), move |_| load_leaderboard(id));
+    // `?aspect=NAME` shows a per-aspect campaign's leaderboard by that aspect (links, so it
+    // works without JavaScript too).
+    let query = use_query_map();
+    let board = Resource::new(move || query.with(|q| q.get("aspect")), move |aspect| load_leaderboard(id, aspect));
     view! {
         <Transition fallback=|| view! { <Loading /> }>
             {move || Suspend::new(async move {
@@ -95,7 +99,10 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
         </Transition>
         <Transition fallback=|| view! { <Loading text="Loading leaderboard…" /> }>
             {move || Suspend::new(async move {
-                or_error(board.await, |board| view! { <LeaderboardSection board /> }.into_any())
+                let aspects: Vec<String> =
+                    campaign.await.map(|c| c.aspects.into_iter().map(|a| a.name).collect()).unwrap_or_default();
+                let shown = query.with_untracked(|q| q.get("aspect"));
+                or_error(board.await, |board| view! { <LeaderboardSection board aspects shown /> }.into_any())
             })}
         </Transition>
         <ExportSection id />
@@ -454,8 +461,29 @@ fn ordinal(n: i64) -> String {
 }
 
 #[component]
-fn LeaderboardSection(board: Leaderboard) -> impl IntoView {
+fn LeaderboardSection(board: Leaderboard, aspects: Vec<String>, shown: Option<String>) -> impl IntoView {
     let ranking = board.fit == Fit::PlackettLuce;
+    // A per-aspect campaign: one leaderboard per aspect besides the overall one.
+    let choices = (!aspects.is_empty()).then(|| {
+        let links = std::iter::once(None)
+            .chain(aspects.into_iter().map(Some))
+            .map(|aspect| {
+                let current = aspect == shown;
+                let page = format!("/admin/campaigns/{}", board.campaign_id);
+                let (href, label) = match &aspect {
+                    Some(name) => (format!("{page}?aspect={name}#leaderboard"), name.clone()),
+                    None => (format!("{page}#leaderboard"), "overall".to_string()),
+                };
+                view! {
+                    " "
+                    <a href=href class:current=current aria-current=current.then_some("page")>
+                        {label}
+                    </a>
+                }
+            })
+            .collect_view();
+        view! { <p id="leaderboard-aspects" class="small">"By: " {links}</p> }
+    });
     let rows: Vec<_> = board
         .models
         .iter()
@@ -475,10 +503,12 @@ fn LeaderboardSection(board: Leaderboard) -> impl IntoView {
     view! {
         <section class="card" id="leaderboard">
             <h2>"Leaderboard"</h2>
+            {choices}
             <p class="muted small">
                 {format!(
-                    "{} scores from {} {}; 95% intervals from {} bootstrap rounds.",
+                    "{} scores{} from {} {}; 95% intervals from {} bootstrap rounds.",
                     if ranking { "Plackett–Luce" } else { "Bradley–Terry" },
+                    shown.as_ref().map(|aspect| format!(" by {aspect}")).unwrap_or_default(),
                     board.battles,
                     if ranking { "rankings" } else { "decisive battles" },
                     board.bootstrap_rounds,

@@ -30,7 +30,8 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
     let start = ServerAction::<StartRun>::new();
     let cancel = ServerAction::<CancelRun>::new();
     let runs = Resource::new(move || (start.version().get(), cancel.version().get()), move |_| list_runs(campaign_id));
-    let arenas = Resource::new(|| (), |_| list_campaigns());
+    // Every campaign: the arenas an adapter can join, and this one's aspects to train on.
+    let campaigns = Resource::new(|| (), |_| list_campaigns());
     view! {
         <section class="card" id="runs">
             <h2>"Training runs"</h2>
@@ -55,6 +56,35 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
                         ]
                     />
                 </label>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let aspects: Vec<String> = campaigns
+                            .await
+                            .unwrap_or_default()
+                            .into_iter()
+                            .find(|c| c.id == campaign_id)
+                            .map(|c| c.aspects.into_iter().map(|a| a.name).collect())
+                            .unwrap_or_default();
+                        (!aspects.is_empty())
+                            .then(|| {
+                                view! {
+                                    <label>
+                                        "Train on"
+                                        <select name="aspect" id="run-aspect">
+                                            <option value="">"the overall choice"</option>
+                                            {aspects
+                                                .into_iter()
+                                                .map(|name| {
+                                                    let label = format!("the {name} choice");
+                                                    view! { <option value=name>{label}</option> }
+                                                })
+                                                .collect_view()}
+                                        </select>
+                                    </label>
+                                }
+                            })
+                    })}
+                </Suspense>
                 <label class="wide">"Model folder (on the server)" <input type="text" name="model" required /></label>
                 <label class="wide">
                     "More trainer flags" <input type="text" name="args" placeholder="--max-steps 200 --lora-r 16" />
@@ -70,7 +100,7 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
                     "Then the adapter joins the arena"
                     <Suspense fallback=|| ()>
                         {move || Suspend::new(async move {
-                            let arenas: Vec<(i64, String)> = arenas
+                            let arenas: Vec<(i64, String)> = campaigns
                                 .await
                                 .unwrap_or_default()
                                 .into_iter()

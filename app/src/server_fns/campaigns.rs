@@ -131,7 +131,12 @@ pub async fn load_stats(id: i64) -> Result<CampaignStats, ServerFnError> {
     get(&format!("/api/v1/campaigns/{id}/stats")).await
 }
 
+/// The campaign's leaderboard, by the overall choice or (per-aspect campaigns) one aspect's.
 #[server(prefix = "/ui", endpoint = "load_leaderboard")]
-pub async fn load_leaderboard(id: i64) -> Result<Leaderboard, ServerFnError> {
-    get(&format!("/api/v1/campaigns/{id}/leaderboard")).await
+pub async fn load_leaderboard(id: i64, aspect: Option<String>) -> Result<Leaderboard, ServerFnError> {
+    match aspect {
+        // Aspect names are a-z, 0-9 and `_`: nothing to escape in a query string.
+        Some(aspect) => get(&format!("/api/v1/campaigns/{id}/leaderboard?aspect={aspect}")).await,
+        None => get(&format!("/api/v1/campaigns/{id}/leaderboard")).await,
+    }
 }

@@ -1,6 +1,10 @@
 //! Server functions of training runs: a campaign's runs, starting and cancelling one, and
 //! a run with its metrics and files.
 
+// The run form's fields are the server function's arguments; the lint is allowed here
+// because the hydrate build does not carry a per-function allow through `#[server]`.
+#![allow(clippy::too_many_arguments)]
+
 use leptos::prelude::*;
 use pairwise_api::runs::{Run, RunDetail};
 #[cfg(feature = "ssr")]
@@ -19,7 +23,8 @@ pub async fn list_runs(campaign_id: i64) -> Result<Vec<Run>, ServerFnError> {
 /// Starts a run by hand; `args` are further trainer flags separated by spaces. With
 /// `next_round` ("on", a checkbox) a DPO or RLHF run then generates `responses` new
 /// responses per prompt with its adapter into a new campaign; with `join_arena` (an arena
-/// campaign's id) the adapter then joins that arena as a contender.
+/// campaign's id) the adapter then joins that arena as a contender. `aspect` (empty: the
+/// overall choice) trains on one aspect's preferences of a per-aspect campaign.
 #[server(prefix = "/ui", endpoint = "start_run")]
 pub async fn start_run(
     campaign_id: i64,
@@ -29,6 +34,7 @@ pub async fn start_run(
     next_round: Option<String>,
     responses: Option<usize>,
     join_arena: Option<String>,
+    aspect: Option<String>,
 ) -> Result<Run, ServerFnError> {
     let join_arena = match join_arena.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -46,6 +52,7 @@ pub async fn start_run(
             args: Vec::new(),
         }),
         join_arena,
+        aspect: aspect.filter(|name| !name.trim().is_empty()),
     };
     call(Method::POST, &format!("/api/v1/campaigns/{campaign_id}/runs"), Some(&spec)).await
 }

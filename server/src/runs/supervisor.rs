@@ -131,6 +131,17 @@ impl Supervisor {
         let campaign = get_campaign(&self.db, campaign_id, 0).await?;
         let ranking = campaign.kind == CampaignKind::Ranking;
         let spec = if ranking { listwise(spec) } else { spec };
+        if let Some(aspect) = &spec.aspect
+            && !campaign.aspects.iter().any(|a| &a.name == aspect)
+        {
+            let known: Vec<&str> = campaign.aspects.iter().map(|a| a.name.as_str()).collect();
+            return Err(ApiError::bad_request(match known.is_empty() {
+                true => format!("aspect: campaign {campaign_id} has no aspects to train on `{aspect}`"),
+                false => {
+                    format!("aspect: `{aspect}` is not an aspect of campaign {campaign_id} ({})", known.join(", "))
+                }
+            }));
+        }
         if let Some(arena) = spec.join_arena {
             if self.settings.serve.is_none() {
                 return Err(ApiError::bad_request(
@@ -145,8 +156,8 @@ impl Supervisor {
         }
         let config = json!({"model": spec.model, "args": spec.args, "reward_args": spec.reward_args,
                             "next_round": spec.next_round, "join_arena": spec.join_arena,
-                            "export": {"format": export_policy(spec.method, ranking).format.as_str(), "min_votes": 1,
-                                       "include_gold": false}});
+                            "export": {"format": export_policy(&spec, ranking).format.as_str(), "min_votes": 1,
+                                       "include_gold": false, "aspect": spec.aspect}});
         let args = args![
             campaign_id,
             spec.method.as_str(),
@@ -199,7 +210,7 @@ impl Supervisor {
         ranking: bool,
     ) -> anyhow::Result<()> {
         tokio::fs::create_dir_all(dir).await?;
-        let policy = export_policy(spec.method, ranking);
+        let policy = export_policy(spec, ranking);
         let (cursor, mut chunks) = start_export(&self.db, campaign_id, policy.clone(), self.settings.secret.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -383,10 +394,11 @@ impl Supervisor {
 
 /// The export policy runs train on: every aggregated pair with a majority, gold left out, in
 /// the format the method reads (`kto`: winners, losers and both-bad answers; `sft`: raters'
-/// corrections, else winners; a ranking campaign's reward models and DPO: its rankings).
-fn export_policy(method: Method, ranking: bool) -> ExportParams {
+/// corrections, else winners; a ranking campaign's reward models and DPO: its rankings), by
+/// the spec's aspect when it names one.
+fn export_policy(spec: &RunSpec, ranking: bool) -> ExportParams {
     ExportParams {
-        format: match (method, ranking) {
+        format: match (spec.method, ranking) {
             (Method::Kto, _) => Format::Kto,
             (Method::Sft, _) => Format::Sft,
             (Method::Reward | Method::Dpo | Method::Rlhf, true) => Format::Ranking,
@@ -399,7 +411,7 @@ fn export_policy(method: Method, ranking: bool) -> ExportParams {
         include_gold: false,
         raters: RaterIds::Pseudonym,
         decisive: true,
-        aspect: None,
+        aspect: spec.aspect.clone(),
         pairs: InducedPairs::All,
     }
 }

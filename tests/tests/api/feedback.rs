@@ -1,9 +1,11 @@
 //! Feedback beyond the overall choice, from import to export on both databases: per-aspect
-//! campaigns (aspects checked, chosen with every vote, exported, counted in stats and ranked
-//! in the leaderboard) and corrections (a new revision linked to the original; `sft`).
+//! campaigns (aspects checked, chosen with every vote, exported, counted in stats, ranked in
+//! the leaderboard and trained on by a run) and corrections (a new revision linked to the
+//! original; `sft`).
 
 use pairwise_server::accounts::Role;
-use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, jsonl};
+use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, jsonl, trainer_binary};
+use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
 use serde_json::{Value, json};
 
 async fn pair_id(server: &TestServer, prompt: &str) -> i64 {
@@ -28,7 +30,13 @@ async fn vote(rater: &ApiClient, pair: i64, swapped: bool, key: &str, extra: Val
 }
 
 async fn aspect_campaign_from_import_to_export(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let runs_dir = dir.path().join("runs");
+    let server = TestServer::start_with(backend, |c| {
+        c.trainer_command = trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+    })
+    .await;
     let admin = server.client_for("admin", Role::Admin).await;
     for (aspects, problem) in [
         (json!([{"name": "Helpful"}]), "aspects[0].name: `Helpful` must be 1-40 characters"),
@@ -135,6 +143,30 @@ async fn aspect_campaign_from_import_to_export(backend: Backend) {
     let by_help = get("leaderboard?aspect=helpfulness&bootstrap=20".into()).await.json;
     assert_eq!(by_help["models"][0]["model"], "x", "{by_help}");
     assert_eq!(get("leaderboard?aspect=style".into()).await.status, 422);
+
+    // A run trains on one aspect's preferences: its snapshot is that aspect's export.
+    let model = dir.path().join("model");
+    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    let spec = |aspect: &str| {
+        json!({"method": "reward", "model": model.display().to_string(), "aspect": aspect,
+               "args": ["--max-steps", "1", "--batch-size", "2", "--max-length", "48"]})
+    };
+    let runs = format!("/api/v1/campaigns/{campaign}/runs");
+    let refused = admin.post(&runs, &spec("style")).await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.text.contains("aspect: `style` is not an aspect of campaign"), "{}", refused.text);
+    let started = admin.post(&runs, &spec("honesty")).await;
+    assert_eq!(started.status, 201, "{}", started.text);
+    let mut run = started.json;
+    while run["status"] == "running" {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        run = admin.get(&format!("/api/v1/runs/{}", run["id"])).await.json;
+    }
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["config"]["export"]["aspect"], "honesty", "{run}");
+    let data = jsonl(&admin.get(&format!("/api/v1/runs/{}/files/data.jsonl", run["id"])).await.text);
+    let chosen: Vec<&str> = data.iter().map(|row| row["chosen"].as_str().unwrap()).collect();
+    assert_eq!(chosen, ["b1", "b2"], "the honesty preferences: {data:?}");
 
     // Aspects are fixed once votes exist; a campaign without aspects refuses them.
     let locked = admin.patch(&format!("/api/v1/campaigns/{campaign}"), &json!({"aspects": [{"name": "style"}]})).await;

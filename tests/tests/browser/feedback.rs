@@ -204,3 +204,69 @@ async fn aspects_and_a_correction_without_javascript() {
     assert_eq!(fixed[0].1, "CORRECT, worked out step by step");
     server.stop().await;
 }
+
+/// The admin side of a per-aspect campaign: the leaderboard by each aspect (links under the
+/// heading), and a run started from the form on one aspect's preferences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaderboard_and_a_run_by_aspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs_dir = dir.path().join("runs");
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.trainer_command = pairwise_tests::trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+    })
+    .await;
+    let campaign = aspect_campaign(&server).await;
+    // The rater prefers the correct answer overall and for helpfulness, the other for honesty.
+    let rater = server.client_for("judge", Role::Annotator).await;
+    for i in 0..3 {
+        let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+        let pair = &next["pair"];
+        let (good, bad) =
+            if pair["left"].as_str().unwrap().contains("CORRECT") { ("left", "right") } else { ("right", "left") };
+        let body = json!({"assignment_id": pair["assignment_id"], "choice": good, "client_key": format!("v{i}"),
+                          "aspects": {"helpfulness": good, "honesty": bad}});
+        let reply = rater.post("/api/v1/votes", &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let model = dir.path().join("model");
+    pairwise_trainer::synthetic::write_tiny_model(&model, &pairwise_trainer::synthetic::tiny_config(), 2).unwrap();
+    users::create_user(&server.db, "chief", PASSWORD, Role::Admin).await.unwrap();
+    let base = server.base.clone();
+    with_browser(true, async |client| {
+        log_in(&client, &base, "chief", PASSWORD).await?;
+        client.goto(&format!("{base}/admin/campaigns/{campaign}")).await?;
+        wait_hydrated(&client).await?;
+        let leader = || async {
+            let caption = client.find(Locator::Css("#leaderboard p.muted")).await?.text().await?;
+            let first = client.find(Locator::Css("#leaderboard tbody tr td:nth-child(2)")).await?.text().await?;
+            anyhow::Ok((caption, first))
+        };
+        let (caption, first) = leader().await?;
+        ensure!(first == "good" && !caption.contains(" by "), "overall: {first} / {caption}");
+        client.find(Locator::Css("#leaderboard-aspects a[href$='aspect=honesty#leaderboard']")).await?.click().await?;
+        eventually("the honesty leaderboard", || async {
+            let (caption, first) = leader().await?;
+            Ok((first == "bad" && caption.contains("by honesty")).then_some(()))
+        })
+        .await?;
+
+        let form = wait_for(&client, "#start-run").await?;
+        form.find(Locator::Css("#run-aspect")).await?.select_by_value("honesty").await?;
+        form.find(Locator::Css("input[name=model]")).await?.send_keys(&model.display().to_string()).await?;
+        form.find(Locator::Css("input[name=args]"))
+            .await?
+            .send_keys("--max-steps 1 --batch-size 2 --max-length 48")
+            .await?;
+        form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+        eventually("the run in the list", || async { Ok(client.find(Locator::Css("#runs table a")).await.ok()) })
+            .await?;
+        Ok(())
+    })
+    .await;
+    let (config, status): (String, String) =
+        sqlx::query_as("SELECT config, status FROM training_runs").fetch_one(&server.sql).await.unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["export"]["aspect"], "honesty", "{config} ({status})");
+    server.stop().await;
+}
