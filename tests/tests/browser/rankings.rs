@@ -136,6 +136,25 @@ async fn ranking_with_the_keyboard() {
     assert_eq!(second, [("best", 1), ("fair", 2), ("good", 2), ("worst", 4)]);
     assert!(got[4..].iter().all(|(_, _, choice)| *choice == "both_bad"), "all bad is stored: {got:?}");
     assert!(got[..4].iter().all(|(_, _, choice)| *choice != "both_bad"), "{got:?}");
+
+    // The admin's dashboard: the rankings' figures, position by position, and the
+    // Plackett–Luce leaderboard.
+    users::create_user(&server.db, "ruth", PASSWORD, Role::Admin).await.unwrap();
+    with_browser(true, async |client| {
+        log_in(&client, &base, "ruth", PASSWORD).await?;
+        client.goto(&format!("{base}/admin/campaigns/{campaign}")).await?;
+        wait_hydrated(&client).await?;
+        let figures = wait_for(&client, "#ranking-agreement").await?.text().await?;
+        ensure!(figures.starts_with("2 rankings (1 all bad)"), "ranking figures: {figures}");
+        let slots = client.find_all(Locator::Css("#ranking-positions tbody tr")).await?;
+        ensure!(slots.len() == 4, "one row per screen position, got {}", slots.len());
+        let caption = wait_for(&client, "#leaderboard p.muted").await?.text().await?;
+        ensure!(caption.starts_with("Plackett–Luce scores from 2 rankings"), "leaderboard caption: {caption}");
+        let first = client.find(Locator::Css("#leaderboard tbody tr td:nth-child(2)")).await?.text().await?;
+        ensure!(first == "best", "the best answers lead the leaderboard: {first}");
+        Ok(())
+    })
+    .await;
     server.stop().await;
 }
 
