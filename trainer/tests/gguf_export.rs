@@ -2,8 +2,9 @@
 //! written as GGUF (the real binary), read back with candle's GGUF reader, gives the merged
 //! model's logits: within 1e-3 of the merged model with its matrices stored in that format
 //! (F32 — the merged model itself —, F16, Q8_0, Q4_0) — on a Llama (plain RoPE),
-//! a Llama 3 (RoPE scaling as `rope_freqs.weight`) and a Qwen2 (biases, rotate-half RoPE)
-//! fixture, with the tokenizer's ids unchanged. When llama.cpp's Python bindings are at hand
+//! a Llama 3 (RoPE scaling as `rope_freqs.weight`), a Qwen2 (biases, rotate-half RoPE) and a
+//! Qwen3 (q/k norms, a head size other than hidden / heads) fixture, with the tokenizer's ids
+//! unchanged. When llama.cpp's Python bindings are at hand
 //! (`LLAMA_CPP_VENV`, or `.cache/llama-cpp-venv` that `scripts/setup-llama-cpp.sh` builds),
 //! llama.cpp loads the file and its logits agree too; otherwise that check says why it was
 //! skipped.
@@ -74,7 +75,7 @@ fn export(model: &Path, adapter: &Path, quant: &str, out: &Path) {
 #[test]
 fn exported_gguf_gives_the_merged_models_logits() {
     let dir = tempfile::tempdir().unwrap();
-    for family in ["parity", "llama3", "qwen2"] {
+    for family in ["parity", "llama3", "qwen2", "qwen3"] {
         let (model_dir, adapter) = (fixture(family).join("model"), fixture(family).join("lora"));
         let (mut merged, tokenizer) = load_model_and_tokenizer(&model_dir, &Device::Cpu).unwrap();
         load_peft(&adapter, &mut merged).unwrap();
@@ -94,8 +95,8 @@ fn exported_gguf_gives_the_merged_models_logits() {
             for (a, b) in back.config.rope.inv_freq(hd).iter().zip(merged.config.rope.inv_freq(hd)) {
                 assert!((a - b).abs() <= 1e-5 * b, "{family}: RoPE frequency {a} instead of {b}");
             }
-            if family != "qwen2" {
-                // Qwen2's own pre-tokenizer regex is not among those the GGUF reader rebuilds.
+            if !family.starts_with("qwen") {
+                // Qwen's own pre-tokenizer regex is not among those the GGUF reader rebuilds.
                 assert_eq!(back_tokenizer.encode_prompt(TEXT).unwrap(), ids, "{family}: the tokenizer's ids");
             }
             let diff = max_abs_diff(&logits(&back, &ids), &reference);

