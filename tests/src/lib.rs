@@ -380,6 +380,15 @@ pub fn numbered_pairs(prompts: usize) -> Vec<Value> {
         .collect()
 }
 
+/// A server that runs training runs: the trainer built by this workspace, runs in `dir/runs`.
+pub fn with_trainer(dir: &std::path::Path) -> impl FnOnce(&mut Config) {
+    let runs_dir = dir.join("runs");
+    move |c: &mut Config| {
+        c.trainer_command = trainer_binary();
+        c.runs_dir = runs_dir.display().to_string();
+    }
+}
+
 /// Sets up a server to run the real trainer into `dir/runs` and to check, every second, a
 /// schedule that trains a 2-step reward model (on a tiny model written to `dir/model`) for
 /// campaign 1 once 8 of its pairs are aggregated.

@@ -250,12 +250,7 @@ async fn rankings_from_a_panel_train_a_listwise_reward_model() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("policy");
     write_tiny_policy(&model, &tiny_config(), 7).unwrap();
-    let runs_dir = dir.path().join("runs");
-    let server = TestServer::start_with(Backend::Sqlite, |c| {
-        c.trainer_command = trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-    })
-    .await;
+    let server = TestServer::start_with(Backend::Sqlite, pairwise_tests::with_trainer(dir.path())).await;
     let admin = server.client_for("admin", Role::Admin).await;
     let campaign = pairwise_tests::create_campaign(
         &admin,

@@ -4,7 +4,7 @@
 //! original; `sft`).
 
 use pairwise_server::accounts::Role;
-use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, jsonl, trainer_binary};
+use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, jsonl, with_trainer};
 use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
 use serde_json::{Value, json};
 
@@ -31,12 +31,7 @@ async fn vote(rater: &ApiClient, pair: i64, swapped: bool, key: &str, extra: Val
 
 async fn aspect_campaign_from_import_to_export(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let runs_dir = dir.path().join("runs");
-    let server = TestServer::start_with(backend, |c| {
-        c.trainer_command = trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-    })
-    .await;
+    let server = TestServer::start_with(backend, with_trainer(dir.path())).await;
     let admin = server.client_for("admin", Role::Admin).await;
     for (aspects, problem) in [
         (json!([{"name": "Helpful"}]), "aspects[0].name: `Helpful` must be 1-40 characters"),

@@ -210,12 +210,7 @@ async fn aspects_and_a_correction_without_javascript() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leaderboard_and_a_run_by_aspect() {
     let dir = tempfile::tempdir().unwrap();
-    let runs_dir = dir.path().join("runs");
-    let server = TestServer::start_with(Backend::Sqlite, |c| {
-        c.trainer_command = pairwise_tests::trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-    })
-    .await;
+    let server = TestServer::start_with(Backend::Sqlite, pairwise_tests::with_trainer(dir.path())).await;
     let campaign = aspect_campaign(&server).await;
     // The rater prefers the correct answer overall and for helpfulness, the other for honesty.
     let rater = server.client_for("judge", Role::Annotator).await;

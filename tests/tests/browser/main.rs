@@ -419,12 +419,7 @@ async fn admin_manages_users_and_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_starts_a_training_run_and_follows_it() {
     let dir = tempfile::tempdir().unwrap();
-    let runs_dir = dir.path().join("runs");
-    let server = TestServer::start_with(Backend::Sqlite, |c| {
-        c.trainer_command = pairwise_tests::trainer_binary();
-        c.runs_dir = runs_dir.display().to_string();
-    })
-    .await;
+    let server = TestServer::start_with(Backend::Sqlite, pairwise_tests::with_trainer(dir.path())).await;
     let campaign = campaign_with_pairs(&server, 6, 1).await;
     // One rater votes for the good response everywhere.
     let rater = server.client_for("voter", Role::Annotator).await;
