@@ -152,6 +152,13 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         .int("n")?;
     let agreement = agreement_from(&db.fetch_one(AGREEMENT_SQL, args![campaign_id]).await?)?;
     let aspects = if campaign.aspects.is_empty() { Vec::new() } else { aspect_stats(db, &campaign).await? };
+    // A ranking campaign's raters agree response by response, not by the first two's order.
+    let mut rank_agreement: HashMap<i64, (i64, i64)> = HashMap::new();
+    if campaign.kind == CampaignKind::Ranking {
+        for row in db.fetch_all(RATER_RANK_AGREEMENT_SQL, args![campaign_id]).await? {
+            rank_agreement.insert(row.int("rater_id")?, (row.int("compared")?, row.int("matches")?));
+        }
+    }
     let ranking = match campaign.kind {
         CampaignKind::Ranking => Some(ranking_stats(db, campaign_id).await?),
         _ => None,
@@ -182,7 +189,11 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
     for row in &tallies {
         let rater_id = row.int("rater_id")?;
         let (gold, gold_correct) = (row.int("gold_votes")?, row.int("gold_correct")?);
-        let (compared, matches) = (row.int("compared")?, row.int("matches")?);
+        let (compared, matches) = match rank_agreement.get(&rater_id) {
+            Some(&counts) => counts,
+            None if campaign.kind == CampaignKind::Ranking => (0, 0),
+            None => (row.int("compared")?, row.int("matches")?),
+        };
         votes += row.int("votes")?;
         gold_votes += gold;
         decisive += row.int("decisive")?;
@@ -221,6 +232,14 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         ranking,
     })
 }
+
+/// Per rater of a ranking campaign: each response they ranked on a regular task, against
+/// each other rater's rank of it (`compared`), and how often the two ranks are the same.
+const RATER_RANK_AGREEMENT_SQL: &str = "SELECT c.rater_id, COUNT(*) AS compared, \
+     CAST(SUM(CASE WHEN x.rank = y.rank THEN 1 ELSE 0 END) AS BIGINT) AS matches FROM ranking_votes x \
+     JOIN ranking_votes y ON y.campaign_id = x.campaign_id AND y.pair_id = x.pair_id AND y.position = x.position \
+     AND y.comparison_id <> x.comparison_id JOIN comparisons c ON c.id = x.comparison_id \
+     JOIN pairs p ON p.id = x.pair_id AND p.is_gold = 0 WHERE x.campaign_id = $1 GROUP BY c.rater_id";
 
 /// Each response's ranks per regular task, counted: `(pair, position, rank, votes)`.
 const RANK_COUNTS_SQL: &str = "SELECT rv.pair_id, rv.position, rv.rank, COUNT(*) AS n FROM ranking_votes rv \

@@ -234,6 +234,11 @@ async fn ranking_campaign_from_import_to_export(backend: Backend) {
     assert_eq!(positions.len(), 4);
     assert_eq!(positions.iter().map(|p| p["shown"].as_i64().unwrap()).sum::<i64>(), 14);
     assert_eq!(stats["progress"]["votes"], 4);
+    // Per rater, response by response: six of the seven ranks match the other rater's.
+    for rater in stats["raters"].as_array().unwrap() {
+        let agreement = rater["agreement_with_others"].as_f64().unwrap();
+        assert!((agreement - 6.0 / 7.0).abs() < 1e-9, "{rater}");
+    }
 
     let board = get("leaderboard?bootstrap=50".into()).await.json;
     assert_eq!((board["fit"].as_str(), board["battles"].as_i64()), (Some("plackett_luce"), Some(4)), "{board}");
