@@ -321,6 +321,16 @@ fn ImportForm(id: i64, import: Action<FormData, Result<ImportReport, ServerFnErr
     }
 }
 
+/// The dashboard's agreement and position-bias tiles.
+struct AgreementTiles {
+    alpha: Option<f64>,
+    agreement: Option<f64>,
+    agreement_label: String,
+    bias: Option<f64>,
+    bias_label: &'static str,
+    bias_title: String,
+}
+
 #[component]
 fn Dashboard(stats: CampaignStats) -> impl IntoView {
     let p = &stats.progress;
@@ -333,6 +343,31 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
             percent(Some(rate))
         ),
         None => "no decisive votes yet".into(),
+    };
+    // A ranking campaign's tiles read the rankings, not what each says of its first two.
+    let tiles = match &stats.ranking {
+        Some(ranking) => {
+            let first = ranking.positions.iter().find(|slot| slot.slot == 0);
+            AgreementTiles {
+                alpha: ranking.agreement.krippendorff_alpha,
+                agreement: ranking.agreement.percent,
+                agreement_label: format!("rank agreement ({} tasks)", ranking.agreement.pairs_with_multiple_votes),
+                bias: first.map(|slot| slot.top_rate),
+                bias_label: "ranked best when shown first (position bias)",
+                bias_title: first.map_or_else(
+                    || "no rankings yet".to_string(),
+                    |slot| format!("{} of {} responses shown first were ranked best", slot.top, slot.shown),
+                ),
+            }
+        }
+        None => AgreementTiles {
+            alpha: stats.agreement.krippendorff_alpha,
+            agreement: stats.agreement.percent,
+            agreement_label: format!("pairwise agreement ({} pairs)", stats.agreement.pairs_with_multiple_votes),
+            bias: stats.position_bias.rate,
+            bias_label: "left wins (position bias; 50% is none)",
+            bias_title: bias,
+        },
     };
     let raters: Vec<_> = stats
         .raters
@@ -417,18 +452,16 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
                     <span class="muted">{format!("pairs complete ({})", percent(Some(complete)))}</span>
                 </div>
                 <div class="tile">
-                    <span class="big" id="alpha">{decimal(stats.agreement.krippendorff_alpha)}</span>
+                    <span class="big" id="alpha">{decimal(tiles.alpha)}</span>
                     <span class="muted">"Krippendorff's α (ordinal)"</span>
                 </div>
                 <div class="tile">
-                    <span class="big">{percent(stats.agreement.percent)}</span>
-                    <span class="muted">
-                        {format!("pairwise agreement ({} pairs)", stats.agreement.pairs_with_multiple_votes)}
-                    </span>
+                    <span class="big">{percent(tiles.agreement)}</span>
+                    <span class="muted">{tiles.agreement_label}</span>
                 </div>
                 <div class="tile">
-                    <span class="big">{percent(stats.position_bias.rate)}</span>
-                    <span class="muted" title=bias.clone()>"left wins (position bias; 50% is none)"</span>
+                    <span class="big" id="position-bias">{percent(tiles.bias)}</span>
+                    <span class="muted" title=tiles.bias_title>{tiles.bias_label}</span>
                 </div>
                 <div class="tile">
                     <span class="big">{seconds(stats.median_time_ms)}</span>

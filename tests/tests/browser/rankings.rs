@@ -146,6 +146,11 @@ async fn ranking_with_the_keyboard() {
         wait_hydrated(&client).await?;
         let figures = wait_for(&client, "#ranking-agreement").await?.text().await?;
         ensure!(figures.starts_with("2 rankings (1 all bad)"), "ranking figures: {figures}");
+        let tiles = client.find(Locator::Css("#dashboard .tiles")).await?.text().await?;
+        ensure!(
+            tiles.contains("rank agreement (0 tasks)") && tiles.contains("ranked best when shown first"),
+            "the tiles read the rankings: {tiles}"
+        );
         let slots = client.find_all(Locator::Css("#ranking-positions tbody tr")).await?;
         ensure!(slots.len() == 4, "one row per screen position, got {}", slots.len());
         let caption = wait_for(&client, "#leaderboard p.muted").await?.text().await?;
