@@ -163,6 +163,8 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         CampaignKind::Ranking => Some(ranking_stats(db, campaign_id).await?),
         _ => None,
     };
+    // A ranking campaign's agreement is the rankings', not that of what each says of its first two.
+    let agreement = ranking.as_ref().map_or(agreement, |ranking| ranking.agreement.clone());
 
     let rater_medians = db.fetch_all(RATER_MEDIAN_SQL, args![campaign_id]).await?;
     let mut steps_of: HashMap<i64, Vec<&SqlRow>> = HashMap::new();

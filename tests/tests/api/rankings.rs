@@ -230,6 +230,7 @@ async fn ranking_campaign_from_import_to_export(backend: Backend) {
     assert!((percent - 6.0 / 7.0).abs() < 1e-9, "{ranking}");
     assert!(ranking["agreement"]["krippendorff_alpha"].as_f64().unwrap() > 0.8, "{ranking}");
     assert_eq!(ranking["agreement"]["pairs_with_multiple_votes"], 2);
+    assert_eq!(stats["agreement"], ranking["agreement"], "the campaign's agreement is the rankings'");
     let positions = ranking["positions"].as_array().unwrap();
     assert_eq!(positions.len(), 4);
     assert_eq!(positions.iter().map(|p| p["shown"].as_i64().unwrap()).sum::<i64>(), 14);
