@@ -40,22 +40,24 @@ Give two answers the same rank when they are equally good; tick *all of them are
 /// seeded.
 pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
     let campaigns = list_campaigns(db, 0, false).await?;
+    // The pair campaign first: on a fresh database it is campaign 1 (the README's examples).
+    let report = if campaigns.iter().any(|c| c.name == DEMO_CAMPAIGN) {
+        None
+    } else {
+        let existing: Vec<String> = list_users(db).await?.into_iter().map(|u| u.username).collect();
+        for ((name, password), role) in [(DEMO_ADMIN, Role::Admin), (DEMO_ANNOTATOR, Role::Annotator)] {
+            if !existing.iter().any(|u| u == name) {
+                create_user(db, name, password, role).await?;
+            }
+        }
+        let campaign =
+            create_campaign(db, &demo_campaign(DEMO_CAMPAIGN, CampaignKind::Pairwise, DEMO_GUIDELINES, 0.1)).await?;
+        Some(import_jsonl(db, campaign.id, DEMO_JSONL.as_bytes(), &PairingOptions::default()).await?)
+    };
     if !campaigns.iter().any(|c| c.name == DEMO_RANKING_CAMPAIGN) {
         seed_ranking_demo(db).await?;
     }
-    if campaigns.iter().any(|c| c.name == DEMO_CAMPAIGN) {
-        return Ok(None);
-    }
-    let existing: Vec<String> = list_users(db).await?.into_iter().map(|u| u.username).collect();
-    for ((name, password), role) in [(DEMO_ADMIN, Role::Admin), (DEMO_ANNOTATOR, Role::Annotator)] {
-        if !existing.iter().any(|u| u == name) {
-            create_user(db, name, password, role).await?;
-        }
-    }
-    let campaign =
-        create_campaign(db, &demo_campaign(DEMO_CAMPAIGN, CampaignKind::Pairwise, DEMO_GUIDELINES, 0.1)).await?;
-    let report = import_jsonl(db, campaign.id, DEMO_JSONL.as_bytes(), &PairingOptions::default()).await?;
-    Ok(Some(report))
+    Ok(report)
 }
 
 /// The ranking demo: the demo's prompts with all their responses (its ready gold pairs left
