@@ -35,14 +35,10 @@ async fn cli_round_trip(backend: Backend) {
     let vote = serde_json::json!({"assignment_id": next["pair"]["assignment_id"], "choice": if next["pair"]["left"] == "x" { "left" } else { "right" }, "client_key": "k"});
     assert_eq!(rater.post("/api/v1/votes", &vote).await.status, 200);
 
-    let out = dir.path().join("out.jsonl");
-    pairwise(
-        &server,
-        &["export", "--campaign", &campaign.to_string(), "--format", "trl", "--out", out.to_str().unwrap()],
-    )
-    .await
-    .unwrap();
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"chosen\":\"x\",\"prompt\":\"p\",\"rejected\":\"y\"}\n");
+    assert_eq!(
+        export(&server, campaign, dir.path(), "trl", &[]).await,
+        "{\"chosen\":\"x\",\"prompt\":\"p\",\"rejected\":\"y\"}\n"
+    );
     pairwise(&server, &["stats", "--campaign", &campaign.to_string()]).await.unwrap();
     pairwise(&server, &["campaign", "close", &campaign.to_string()]).await.unwrap();
     let status: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
@@ -63,3 +59,57 @@ async fn cli_round_trip(backend: Backend) {
     server.stop().await;
 }
 both_backends!(cli_round_trip);
+
+/// `pairwise export` of a campaign in `format` (with `extra` flags) into `dir`; the file's text.
+async fn export(server: &TestServer, campaign: i64, dir: &std::path::Path, format: &str, extra: &[&str]) -> String {
+    let (campaign, out) = (campaign.to_string(), dir.join(format!("{format}.jsonl")));
+    let out_path = out.display().to_string();
+    let mut args = vec!["export", "--campaign", &campaign, "--format", format];
+    args.extend_from_slice(extra);
+    args.extend(["--out", &out_path]);
+    pairwise(server, &args).await.unwrap();
+    std::fs::read_to_string(&out).unwrap()
+}
+
+/// A ranking campaign from the command line: created with `--ranking`, a task imported, and
+/// exported whole (`ranking`) and as the neighbouring pairs its ranking implies.
+async fn cli_ranking_campaign(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    pairwise(&server, &["campaign", "create", "--name", "ranks", "--ranking", "--overlap", "1", "--status", "active"])
+        .await
+        .unwrap();
+    let campaign: i64 =
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'ranks'").fetch_one(&server.sql).await.unwrap();
+    let tasks = dir.path().join("tasks.jsonl");
+    let line = serde_json::json!({"prompt": "p", "responses": [
+        {"text": "x", "model": "m1"}, {"text": "y", "model": "m2"}, {"text": "z", "model": "m3"}]});
+    std::fs::write(&tasks, format!("{line}\n")).unwrap();
+    pairwise(&server, &["import", "--campaign", &campaign.to_string(), tasks.to_str().unwrap()]).await.unwrap();
+
+    let rater = server.client_for("rater", Role::Annotator).await;
+    let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    let ranks: Vec<i64> = next["pair"]["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| match r.as_str().unwrap() {
+            "x" => 1,
+            "y" => 2,
+            _ => 3,
+        })
+        .collect();
+    let vote = serde_json::json!({"assignment_id": next["pair"]["assignment_id"], "ranks": ranks, "client_key": "k"});
+    assert_eq!(rater.post("/api/v1/votes", &vote).await.status, 200);
+
+    assert_eq!(
+        export(&server, campaign, dir.path(), "ranking", &[]).await,
+        "{\"all_bad\":false,\"prompt\":\"p\",\"ranks\":[1.0,2.0,3.0],\"raw\":[[1,2,3]],\"responses\":[\"x\",\"y\",\"z\"]}\n"
+    );
+    assert_eq!(
+        export(&server, campaign, dir.path(), "trl", &["--adjacent-pairs"]).await,
+        "{\"chosen\":\"x\",\"prompt\":\"p\",\"rejected\":\"y\"}\n{\"chosen\":\"y\",\"prompt\":\"p\",\"rejected\":\"z\"}\n"
+    );
+    assert_eq!(export(&server, campaign, dir.path(), "trl", &[]).await.lines().count(), 3);
+}
+both_backends!(cli_ranking_campaign);
