@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use pairwise_api::campaigns::{CampaignStatus, CampaignUpdate, NewCampaign};
+use pairwise_api::campaigns::{CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign};
 use pairwise_api::import::PairingOptions;
 
 use crate::args;
@@ -14,7 +14,8 @@ use crate::store::Db;
 
 /// The next round: a new campaign with the settings of the run's campaign (its name gets
 /// ` · round N`), the generated responses imported into it, made active, and linked both
-/// ways (campaign → run that generated it, run → campaign). A failed import leaves no
+/// ways (campaign → run that generated it, run → campaign). A ranking campaign's next round
+/// ranks the new responses too; any other's compares them in pairs. A failed import leaves no
 /// half-filled campaign behind.
 pub async fn hand_off(db: &Db, id: i64, campaign_id: i64, generated: &Path) -> anyhow::Result<i64> {
     let data = tokio::fs::read(generated).await?;
@@ -29,7 +30,10 @@ pub async fn hand_off(db: &Db, id: i64, campaign_id: i64, generated: &Path) -> a
         status: CampaignStatus::Draft,
         lease_seconds: parent.lease_seconds,
         free_votes: parent.free_votes,
-        kind: Default::default(),
+        kind: match parent.kind {
+            CampaignKind::Ranking => CampaignKind::Ranking,
+            _ => CampaignKind::Pairwise,
+        },
         arena: Default::default(),
         aspects: parent.aspects.clone(),
     };

@@ -131,6 +131,16 @@ impl Supervisor {
         let campaign = get_campaign(&self.db, campaign_id, 0).await?;
         let ranking = campaign.kind == CampaignKind::Ranking;
         let spec = if ranking { listwise(spec) } else { spec };
+        if let Some(next) = &spec.next_round
+            && ranking
+            && next.responses + next.baseline_responses > crate::ranking::MAX_RANKED
+        {
+            return Err(ApiError::bad_request(format!(
+                "next_round: a ranking campaign's next round ranks at most {} responses per prompt \
+                 (responses + baseline_responses)",
+                crate::ranking::MAX_RANKED
+            )));
+        }
         if let Some(aspect) = &spec.aspect
             && !campaign.aspects.iter().any(|a| &a.name == aspect)
         {

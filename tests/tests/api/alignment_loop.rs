@@ -244,7 +244,7 @@ async fn whole_loop(backend: Backend, config: &ModelConfig) {
 /// panel of three (one noisy) ranks them through the HTTP API by the same hidden rule, and a
 /// reward run on the campaign trains on the whole rankings (the server picks the `ranking`
 /// export and `--listwise` itself); on held-out rankings the reward model orders responses
-/// as the panel does.
+/// as the panel does. Then listwise DPO hands off to a next round that is a ranking campaign.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rankings_from_a_panel_train_a_listwise_reward_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -353,5 +353,28 @@ async fn rankings_from_a_panel_train_a_listwise_reward_model() {
     let held_out = metrics.iter().rev().find_map(|m| m["eval_accuracy"].as_f64()).expect("eval accuracy");
     println!("listwise reward model from the panel: held-out pairwise ranking accuracy {held_out:.3}");
     assert!(held_out > 0.75, "held-out ranking accuracy: {held_out:.2}");
+
+    // Listwise DPO with a next round: the new policy's answers are ranked too (at most six).
+    let runs_url = format!("/api/v1/campaigns/{campaign}/runs");
+    let dpo = |responses: i64, baseline: i64| {
+        json!({"method": "dpo", "model": model.display().to_string(),
+               "args": ["--max-steps", "2", "--batch-size", "4", "--max-length", "48", "--max-prompt-length", "24"],
+               "next_round": {"responses": responses, "baseline_responses": baseline,
+                              "args": ["--max-new-tokens", "8", "--temperature", "1.3"]}})
+    };
+    let refused = admin.post(&runs_url, &dpo(4, 3)).await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.text.contains("ranks at most 6 responses per prompt"), "{}", refused.text);
+    assert_eq!(admin.post(&runs_url, &dpo(2, 1)).await.status, 201);
+    let runs = wait_for_runs(&admin, campaign, |runs| runs.iter().all(|r| r["status"] != "running")).await;
+    let run = &runs[0];
+    assert_eq!((run["method"].as_str(), run["status"].as_str()), (Some("dpo"), Some("succeeded")), "{run}");
+    assert!(run["config"]["args"].as_array().unwrap().contains(&json!("--listwise")), "{run}");
+    let next = run["next_campaign_id"].as_i64().expect("the DPO run made the next round");
+    let round2 = admin.get(&format!("/api/v1/campaigns/{next}")).await.json;
+    assert_eq!((round2["kind"].as_str(), round2["status"].as_str()), (Some("ranking"), Some("active")), "{round2}");
+    let task = panel[0].get(&format!("/api/v1/campaigns/{next}/next")).await.json;
+    let shown = task["pair"]["responses"].as_array().map_or(0, Vec::len);
+    assert!((2..=3).contains(&shown), "a task of the new round ranks its prompt's answers: {task}");
     server.stop().await;
 }
