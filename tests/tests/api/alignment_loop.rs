@@ -246,7 +246,7 @@ async fn whole_loop(backend: Backend, config: &ModelConfig) {
 /// export and `--listwise` itself); on held-out rankings the reward model orders responses
 /// as the panel does. Then listwise DPO hands off to a next round that is a ranking campaign.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rankings_from_a_panel_train_a_listwise_reward_model() {
+async fn rankings_from_a_panel_train_listwise_models_and_the_next_round() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("policy");
     write_tiny_policy(&model, &tiny_config(), 7).unwrap();
