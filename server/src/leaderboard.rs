@@ -39,6 +39,17 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// The weak Gaussian prior's share of the log-posterior's gradient and Hessian at `theta`,
+/// where each fit's Newton iteration starts adding its data.
+pub(crate) fn prior_terms(theta: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let gradient = theta.iter().map(|t| -PRIOR * t).collect();
+    let mut hessian = vec![vec![0.0; theta.len()]; theta.len()];
+    for (i, row) in hessian.iter_mut().enumerate() {
+        row[i] = -PRIOR;
+    }
+    (gradient, hessian)
+}
+
 /// One Newton step `theta -= hessian⁻¹ gradient` of a log-likelihood ascent (the Hessian
 /// carries the sign); true once the step is too small to matter.
 pub(crate) fn newton_step(theta: &mut [f64], hessian: Vec<Vec<f64>>, gradient: Vec<f64>) -> bool {
@@ -86,11 +97,7 @@ pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
 pub fn fit_bradley_terry(models: usize, matchups: &[Matchup]) -> Vec<f64> {
     let mut theta = vec![0.0; models];
     for _ in 0..100 {
-        let mut gradient: Vec<f64> = theta.iter().map(|t| -PRIOR * t).collect();
-        let mut hessian = vec![vec![0.0; models]; models];
-        for (i, row) in hessian.iter_mut().enumerate() {
-            row[i] = -PRIOR;
-        }
+        let (mut gradient, mut hessian) = prior_terms(&theta);
         for m in matchups {
             let games = (m.i_wins + m.j_wins + m.ties) as f64;
             let score_i = m.i_wins as f64 + 0.5 * m.ties as f64;

@@ -22,7 +22,7 @@ use rand_distr::{Binomial, Distribution};
 
 use crate::args;
 use crate::error::ApiResult;
-use crate::leaderboard::{PRIOR, centred, newton_step, percentile, to_elo};
+use crate::leaderboard::{centred, newton_step, percentile, prior_terms, to_elo};
 use crate::store::Db;
 
 /// One ranking over model indices: the groups of equal rank, best first.
@@ -33,11 +33,7 @@ pub type Pattern = Vec<Vec<usize>>;
 pub fn fit_plackett_luce(models: usize, rankings: &[(Pattern, u64)]) -> Vec<f64> {
     let mut theta = vec![0.0; models];
     for _ in 0..100 {
-        let mut gradient: Vec<f64> = theta.iter().map(|t| -PRIOR * t).collect();
-        let mut hessian = vec![vec![0.0; models]; models];
-        for (i, row) in hessian.iter_mut().enumerate() {
-            row[i] = -PRIOR;
-        }
+        let (mut gradient, mut hessian) = prior_terms(&theta);
         for (groups, count) in rankings {
             let count = *count as f64;
             let mut remaining: Vec<usize> = groups.iter().flatten().copied().collect();
@@ -193,6 +189,7 @@ pub async fn ranking_leaderboard(db: &Db, campaign_id: i64, rounds: usize, seed:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::leaderboard::PRIOR;
 
     #[test]
     fn two_models_reduce_to_bradley_terry() {

@@ -111,6 +111,15 @@ pub async fn eventually<T, Fut: Future<Output = Result<Option<T>>>>(
     bail!("timed out waiting for {what} (last error: {last_error:?})")
 }
 
+/// Waits until the rating page shows another task than lease `assignment` (or no work).
+pub async fn next_task_after(client: &Client, assignment: &str) -> Result<()> {
+    eventually("the next task", || async {
+        let now = client.find(Locator::Css("section.prompt[data-assignment], #no-pair")).await?;
+        Ok((now.attr("data-assignment").await?.as_deref() != Some(assignment)).then_some(()))
+    })
+    .await
+}
+
 /// Presses and releases one key, as typed on the keyboard (to the focused element).
 pub async fn press(client: &Client, key: char) -> Result<()> {
     let keys =

@@ -321,10 +321,9 @@ fn ImportForm(id: i64, import: Action<FormData, Result<ImportReport, ServerFnErr
     }
 }
 
-/// The dashboard's agreement and position-bias tiles.
+/// The dashboard's agreement and position-bias tiles' wording and position-bias figure (the
+/// agreement itself is `stats.agreement` for both kinds: a ranking campaign's is its ranks').
 struct AgreementTiles {
-    alpha: Option<f64>,
-    agreement: Option<f64>,
     agreement_label: String,
     bias: Option<f64>,
     bias_label: &'static str,
@@ -349,8 +348,6 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
         Some(ranking) => {
             let first = ranking.positions.iter().find(|slot| slot.slot == 0);
             AgreementTiles {
-                alpha: ranking.agreement.krippendorff_alpha,
-                agreement: ranking.agreement.percent,
                 agreement_label: format!("rank agreement ({} tasks)", ranking.agreement.pairs_with_multiple_votes),
                 bias: first.map(|slot| slot.top_rate),
                 bias_label: "ranked best when shown first (position bias)",
@@ -361,8 +358,6 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
             }
         }
         None => AgreementTiles {
-            alpha: stats.agreement.krippendorff_alpha,
-            agreement: stats.agreement.percent,
             agreement_label: format!("pairwise agreement ({} pairs)", stats.agreement.pairs_with_multiple_votes),
             bias: stats.position_bias.rate,
             bias_label: "left wins (position bias; 50% is none)",
@@ -452,11 +447,11 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
                     <span class="muted">{format!("pairs complete ({})", percent(Some(complete)))}</span>
                 </div>
                 <div class="tile">
-                    <span class="big" id="alpha">{decimal(tiles.alpha)}</span>
+                    <span class="big" id="alpha">{decimal(stats.agreement.krippendorff_alpha)}</span>
                     <span class="muted">"Krippendorff's α (ordinal)"</span>
                 </div>
                 <div class="tile">
-                    <span class="big">{percent(tiles.agreement)}</span>
+                    <span class="big">{percent(stats.agreement.percent)}</span>
                     <span class="muted">{tiles.agreement_label}</span>
                 </div>
                 <div class="tile">

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, Locator};
 use pairwise_server::accounts::{Role, users};
 use pairwise_tests::browser::{
-    ENTER, eventually, log_in, press, press_with_control, screenshot, wait_for, wait_hydrated, with_browser,
+    ENTER, eventually, log_in, next_task_after, press, press_with_control, screenshot, wait_for, wait_hydrated,
+    with_browser,
 };
 use pairwise_tests::{Backend, TestServer, create_campaign, import};
 use serde_json::json;
@@ -74,14 +75,6 @@ async fn pair_on_screen(client: &Client) -> Result<(String, bool)> {
     Ok((assignment, left.contains("CORRECT")))
 }
 
-async fn next_pair_after(client: &Client, assignment: &str) -> Result<()> {
-    eventually("the next pair", || async {
-        let now = client.find(Locator::Css("section.prompt[data-assignment], #no-pair")).await?;
-        Ok((now.attr("data-assignment").await?.as_deref() != Some(assignment)).then_some(()))
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aspects_and_a_correction_with_the_keyboard() {
     let server = TestServer::start(Backend::Sqlite).await;
@@ -114,7 +107,7 @@ async fn aspects_and_a_correction_with_the_keyboard() {
         .await?;
         press(&client, '3').await?;
         press(&client, ENTER).await?;
-        next_pair_after(&client, &assignment).await?;
+        next_task_after(&client, &assignment).await?;
 
         // Second pair: the same, then a correction of the chosen response, which starts
         // from that response's text; Ctrl+Enter submits from the text box.
@@ -140,7 +133,7 @@ async fn aspects_and_a_correction_with_the_keyboard() {
         ensure!(started.starts_with("CORRECT: "), "the correction starts from the response: {started:?}");
         field.send_keys(" (shown step by step)").await?;
         press_with_control(&client, ENTER).await?;
-        next_pair_after(&client, &assignment).await?;
+        next_task_after(&client, &assignment).await?;
         Ok(())
     })
     .await;
@@ -190,7 +183,7 @@ async fn aspects_and_a_correction_without_javascript() {
         client.find(Locator::Css("details.correction summary")).await?.click().await?;
         client.find(Locator::Css("#correction")).await?.send_keys("CORRECT, worked out step by step").await?;
         client.find(Locator::Css("#submit-vote")).await?.click().await?;
-        next_pair_after(&client, &assignment).await?;
+        next_task_after(&client, &assignment).await?;
         Ok(())
     })
     .await;

@@ -6,7 +6,9 @@
 use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, Locator};
 use pairwise_server::accounts::{Role, users};
-use pairwise_tests::browser::{ENTER, eventually, log_in, press, screenshot, wait_for, wait_hydrated, with_browser};
+use pairwise_tests::browser::{
+    ENTER, eventually, log_in, next_task_after, press, screenshot, wait_for, wait_hydrated, with_browser,
+};
 use pairwise_tests::{Backend, TestServer, create_campaign, import};
 use serde_json::json;
 
@@ -65,14 +67,6 @@ async fn stored_ranks(server: &TestServer, rater: &str) -> Vec<(String, i64, Str
     .fetch_all(&server.sql)
     .await
     .unwrap()
-}
-
-async fn next_task_after(client: &Client, assignment: &str) -> Result<()> {
-    eventually("the next task", || async {
-        let now = client.find(Locator::Css("section.prompt[data-assignment], #no-pair")).await?;
-        Ok((now.attr("data-assignment").await?.as_deref() != Some(assignment)).then_some(()))
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
