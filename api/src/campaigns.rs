@@ -28,6 +28,10 @@ pub enum CampaignKind {
     Arena,
     /// Imported prompts with 2-6 responses each; raters order all of them (ties allowed).
     Ranking,
+    /// One response at a time, rated thumbs up or down (`rating` 1 or 0).
+    Thumbs,
+    /// One response at a time, rated on a 1-5 scale (`rating` 1-5, 5 = best).
+    Scale,
 }
 
 impl CampaignKind {
@@ -36,6 +40,23 @@ impl CampaignKind {
             CampaignKind::Pairwise => "pairwise",
             CampaignKind::Arena => "arena",
             CampaignKind::Ranking => "ranking",
+            CampaignKind::Thumbs => "thumbs",
+            CampaignKind::Scale => "scale",
+        }
+    }
+
+    /// Campaigns whose tasks are one response each (thumbs, scale).
+    pub fn single_response(self) -> bool {
+        matches!(self, CampaignKind::Thumbs | CampaignKind::Scale)
+    }
+
+    /// The ratings a single-response campaign accepts, lowest (worst) first, and the
+    /// default midpoint exports split them at; `None` elsewhere.
+    pub fn rating_range(self) -> Option<(std::ops::RangeInclusive<i64>, f64)> {
+        match self {
+            CampaignKind::Thumbs => Some((0..=1, 0.5)),
+            CampaignKind::Scale => Some((1..=5, 3.0)),
+            _ => None,
         }
     }
 
@@ -44,6 +65,8 @@ impl CampaignKind {
             "pairwise" => Some(CampaignKind::Pairwise),
             "arena" => Some(CampaignKind::Arena),
             "ranking" => Some(CampaignKind::Ranking),
+            "thumbs" => Some(CampaignKind::Thumbs),
+            "scale" => Some(CampaignKind::Scale),
             _ => None,
         }
     }

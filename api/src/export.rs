@@ -89,6 +89,11 @@ pub struct ExportParams {
     /// Ranking campaigns, `trl`/`messages`: the pairs a ranking gives (default `all`).
     #[serde(default)]
     pub pairs: InducedPairs,
+    /// Thumbs and scale campaigns, `kto`/`sft`: a response is desirable when its mean
+    /// rating is above this, undesirable below it, and left out at it (default: the middle,
+    /// 0.5 for thumbs and 3 for the 1-5 scale).
+    #[serde(default)]
+    pub threshold: Option<f64>,
 }
 
 fn yes() -> bool {

@@ -22,6 +22,9 @@ pub enum Fit {
     #[default]
     BradleyTerry,
     PlackettLuce,
+    /// Thumbs and scale campaigns: each model's mean rating (`wins`/`losses`/`ties`:
+    /// ratings above, below and at the scale's middle).
+    MeanRating,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

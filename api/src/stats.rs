@@ -60,6 +60,22 @@ pub struct CampaignStats {
     /// Ranking campaigns: agreement on the ranks and how screen position sways them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranking: Option<RankingStats>,
+    /// Thumbs and scale campaigns: the ratings and agreement on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<RatingStats>,
+}
+
+/// A single-response campaign's ratings over its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatingStats {
+    pub votes: i64,
+    /// `(rating, votes)` for every rating the campaign's scale has, lowest first.
+    pub counts: Vec<(i64, i64)>,
+    pub mean: Option<f64>,
+    /// Agreement on each task's rating: Krippendorff's alpha with the nominal metric for
+    /// thumbs and the ordinal metric for the 1-5 scale; `percent`: rater pairs giving the
+    /// same rating.
+    pub agreement: Agreement,
 }
 
 /// A ranking campaign's figures over its regular tasks.

@@ -95,6 +95,7 @@ pub struct ServedPair {
     /// Earlier turns of the conversation, oldest first.
     pub messages: Vec<Message>,
     pub left: String,
+    /// Empty on a single-response task (thumbs, scale), whose response is `left`.
     pub right: String,
     /// Ranking campaigns: all the task's responses in on-screen order (`left` and `right`
     /// are its first two); empty for pairs.
@@ -136,6 +137,10 @@ pub struct VoteRequest {
     /// Ranking campaigns: none of the responses is good (the ranks still order them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all_bad: bool,
+    /// Single-response campaigns: the rating of the task's response (thumbs: 1 = up,
+    /// 0 = down; scale: 1-5, 5 = best), given instead of `choice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<i64>,
     /// 1 = slightly, 2 = clearly, 3 = much better; only meaningful for left/right.
     pub strength: Option<i64>,
     pub rationale: Option<String>,

@@ -1,8 +1,9 @@
 //! Campaigns: creating, reading, listing and updating them. A campaign is a set of pairs
 //! to rate with its guidelines, overlap (votes wanted per pair), status and gold-check rate.
 //!
-//! A ranking campaign is stored with `kind = 'pairwise'` (its tasks are imported like pairs)
-//! and `feedback = 'ranking'` (migration 0009 says why).
+//! Ranking, thumbs and scale campaigns are stored with `kind = 'pairwise'` (their tasks are
+//! imported like pairs) and `feedback` saying what raters answer: `ranking`, `thumbs` or
+//! `scale` (migration 0009 says why).
 
 use pairwise_api::arena::ArenaSettings;
 use pairwise_api::campaigns::{Aspect, Campaign, CampaignKind, CampaignStatus, CampaignUpdate, NewCampaign};
@@ -32,8 +33,10 @@ fn campaign_from_row(row: &SqlRow) -> ApiResult<Campaign> {
         id: row.int("id")?,
         name: row.text("name")?,
         kind: match row.text("feedback")?.as_str() {
-            "ranking" => CampaignKind::Ranking,
-            _ => CampaignKind::parse(&kind).ok_or_else(|| anyhow::anyhow!("unknown campaign kind {kind}"))?,
+            "pair" => CampaignKind::parse(&kind).ok_or_else(|| anyhow::anyhow!("unknown campaign kind {kind}"))?,
+            feedback => {
+                CampaignKind::parse(feedback).ok_or_else(|| anyhow::anyhow!("unknown campaign feedback {feedback}"))?
+            }
         },
         arena: serde_json::from_str(&row.text("arena")?)
             .map_err(|e| anyhow::anyhow!("campaign arena settings: {e}"))?,
@@ -102,6 +105,9 @@ fn validate_kind(kind: CampaignKind, aspects: &[Aspect], free_votes: bool) -> Ap
         CampaignKind::Ranking if !aspects.is_empty() => {
             Err(ApiError::bad_request("aspects: ranking campaigns ask for one ranking per task"))
         }
+        CampaignKind::Thumbs | CampaignKind::Scale if !aspects.is_empty() => {
+            Err(ApiError::bad_request("aspects: thumbs and scale campaigns ask for one rating per response"))
+        }
         CampaignKind::Ranking if free_votes => Err(ApiError::bad_request(
             "free_votes: ranking campaigns take votes on leased tasks only (the lease fixes the screen order)",
         )),
@@ -132,11 +138,11 @@ pub async fn create_campaign(db: &Db, new: &NewCampaign) -> ApiResult<Campaign> 
     // out to other raters (see `arena`).
     let overlap = match new.kind {
         CampaignKind::Arena => 1,
-        CampaignKind::Pairwise | CampaignKind::Ranking => new.overlap,
+        CampaignKind::Pairwise | CampaignKind::Ranking | CampaignKind::Thumbs | CampaignKind::Scale => new.overlap,
     };
     let (kind, feedback) = match new.kind {
-        CampaignKind::Ranking => ("pairwise", "ranking"),
-        kind => (kind.as_str(), "pair"),
+        CampaignKind::Pairwise | CampaignKind::Arena => (new.kind.as_str(), "pair"),
+        feedback => ("pairwise", feedback.as_str()),
     };
     let now = now_ms();
     let args = args![

@@ -170,8 +170,14 @@ pub enum CampaignCommand {
         #[arg(long = "aspect", value_parser = parse_aspect)]
         aspects: Vec<Aspect>,
         /// Raters order all of each prompt's 2-6 responses instead of choosing between two.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["thumbs", "scale"])]
         ranking: bool,
+        /// Raters give each response thumbs up or down, one at a time.
+        #[arg(long, conflicts_with = "scale")]
+        thumbs: bool,
+        /// Raters rate each response 1-5, one at a time.
+        #[arg(long)]
+        scale: bool,
     },
     /// List campaigns with their progress.
     List,
@@ -213,6 +219,10 @@ pub struct ExportArgs {
     /// Ranking campaigns, trl/messages: only pairs of neighbouring ranks (default: all pairs).
     #[arg(long)]
     adjacent_pairs: bool,
+    /// Thumbs and scale campaigns, kto/sft: the mean rating a response must be above to be
+    /// desirable (below it: undesirable; default the scale's middle, 0.5 or 3).
+    #[arg(long)]
+    threshold: Option<f64>,
     /// Output file (default: standard output).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -415,6 +425,8 @@ async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<(
             free_votes,
             aspects,
             ranking,
+            thumbs,
+            scale,
         } => {
             let guidelines = match guidelines_file {
                 Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -428,7 +440,12 @@ async fn campaign_command(command: CampaignCommand, db: &Db) -> anyhow::Result<(
                 status,
                 lease_seconds,
                 free_votes,
-                kind: if ranking { CampaignKind::Ranking } else { CampaignKind::Pairwise },
+                kind: match (ranking, thumbs, scale) {
+                    (true, _, _) => CampaignKind::Ranking,
+                    (_, true, _) => CampaignKind::Thumbs,
+                    (_, _, true) => CampaignKind::Scale,
+                    _ => CampaignKind::Pairwise,
+                },
                 arena: Default::default(),
                 aspects,
             };
@@ -455,6 +472,7 @@ async fn export_command(args: ExportArgs, db: &Db, config: &Config) -> anyhow::R
         decisive: !args.only_both_bad,
         aspect: args.aspect,
         pairs: if args.adjacent_pairs { InducedPairs::Adjacent } else { InducedPairs::All },
+        threshold: args.threshold,
     };
     let (cursor, mut rx) = start_export(db, args.campaign, params, config.secret.clone()).await.map_err(explain)?;
     let mut out: Box<dyn Write> = match &args.out {

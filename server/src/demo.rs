@@ -1,7 +1,7 @@
 //! Demo data: two users and an active campaign of realistic prompts with three model
-//! checkpoints' responses (plus two gold checks), and a ranking campaign of the same
-//! prompts (raters order the three responses, plus a gold ranking), so a fresh server has
-//! something to show.
+//! checkpoints' responses (plus two gold checks), a ranking campaign of the same prompts
+//! (raters order the three responses, plus a gold ranking) and a thumbs campaign of them
+//! (each response up or down), so a fresh server has something to show.
 
 use pairwise_api::accounts::Role;
 use pairwise_api::campaigns::{CampaignKind, CampaignStatus, NewCampaign};
@@ -15,6 +15,7 @@ use crate::store::Db;
 
 pub const DEMO_CAMPAIGN: &str = "Demo: helpful and harmless assistant";
 pub const DEMO_RANKING_CAMPAIGN: &str = "Demo: rank the answers";
+pub const DEMO_THUMBS_CAMPAIGN: &str = "Demo: thumbs up or down";
 pub const DEMO_ADMIN: (&str, &str) = ("admin", "pairwise-admin");
 pub const DEMO_ANNOTATOR: (&str, &str) = ("annotator", "pairwise-annotator");
 
@@ -35,6 +36,11 @@ const DEMO_RANKING_GUIDELINES: &str = "\
 ## Order the answers, best first\n\n\
 Judge them as in the pairwise demo: **correct and safe** first, then **helpful**, then **clear**.\n\
 Give two answers the same rank when they are equally good; tick *all of them are bad* when none is acceptable.";
+
+const DEMO_THUMBS_GUIDELINES: &str = "\
+## Is this answer good?\n\n\
+Thumbs up when it is **correct and safe**, **helpful** and **clear**; thumbs down otherwise.\n\
+If you can fix a bad answer, correct it: your fix becomes training data.";
 
 /// Seeds the demo if it is not there yet; returns the pair campaign's import report when it
 /// seeded.
@@ -57,6 +63,11 @@ pub async fn seed_demo(db: &Db) -> ApiResult<Option<ImportReport>> {
     if !campaigns.iter().any(|c| c.name == DEMO_RANKING_CAMPAIGN) {
         seed_ranking_demo(db).await?;
     }
+    if !campaigns.iter().any(|c| c.name == DEMO_THUMBS_CAMPAIGN) {
+        let new = demo_campaign(DEMO_THUMBS_CAMPAIGN, CampaignKind::Thumbs, DEMO_THUMBS_GUIDELINES, 0.0);
+        let campaign = create_campaign(db, &new).await?;
+        import_jsonl(db, campaign.id, responses_lines().as_bytes(), &PairingOptions::default()).await?;
+    }
     Ok(report)
 }
 
@@ -66,14 +77,14 @@ async fn seed_ranking_demo(db: &Db) -> ApiResult<()> {
     let campaign =
         create_campaign(db, &demo_campaign(DEMO_RANKING_CAMPAIGN, CampaignKind::Ranking, DEMO_RANKING_GUIDELINES, 0.1))
             .await?;
-    let tasks: String = DEMO_JSONL
-        .lines()
-        .filter(|line| line.contains("\"responses\""))
-        .chain([DEMO_RANKING_GOLD])
-        .map(|line| format!("{line}\n"))
-        .collect();
+    let tasks = format!("{}{DEMO_RANKING_GOLD}\n", responses_lines());
     import_jsonl(db, campaign.id, tasks.as_bytes(), &PairingOptions::default()).await?;
     Ok(())
+}
+
+/// The demo's prompts with all their responses (its ready gold pairs left out).
+fn responses_lines() -> String {
+    DEMO_JSONL.lines().filter(|line| line.contains("\"responses\"")).map(|line| format!("{line}\n")).collect()
 }
 
 fn demo_campaign(name: &str, kind: CampaignKind, guidelines: &str, gold_rate: f64) -> NewCampaign {

@@ -1,7 +1,8 @@
 //! Feedback beyond the overall choice, written in the vote's own transaction: a campaign's
 //! aspects (checked when an admin sets them; every vote then chooses on each) and raters'
 //! corrections of a response (a new response row of the same prompt, linked to the one it
-//! revises by `corrections`; the original is never touched).
+//! revises by `corrections`; the original is never touched). A correction on a thumbs or
+//! scale task is of its one response.
 //!
 //! Postgres checks and stores aspects inside its vote function (`pairwise_vote_aspects`,
 //! migration 0008) with the same rules and messages as `store_aspects` here.
@@ -127,6 +128,9 @@ pub(crate) async fn store_correction(
         Side::Right => ScreenChoice::Right,
     };
     let side = screen.to_stored(swapped);
+    if side == Choice::B && vote.opt_int("response_b_id")?.is_none() {
+        return Err(ApiError::bad_request("correction.side: this task has one response, `left`"));
+    }
     let choice = vote.text("choice")?;
     if matches!(choice.as_str(), "a" | "b") && choice != side.as_str() {
         let chosen = if screen == ScreenChoice::Left { "right" } else { "left" };

@@ -207,7 +207,7 @@ const ASPECT_MATCHUPS_SQL: &str = "SELECT COALESCE(ra.model || '@' || ra.model_v
      COALESCE(rb.model || '@' || rb.model_version, rb.model), av.choice";
 
 /// The models ranked by the overall choice, or by the choices on `aspect`; a ranking
-/// campaign's by its rankings (`plackett_luce`).
+/// campaign's by its rankings (`plackett_luce`), a thumbs or scale campaign's by mean rating.
 pub async fn campaign_leaderboard(
     db: &Db,
     campaign_id: i64,
@@ -216,6 +216,15 @@ pub async fn campaign_leaderboard(
     seed: u64,
 ) -> ApiResult<Leaderboard> {
     let campaign = get_campaign(db, campaign_id, 0).await?;
+    if campaign.kind.single_response() {
+        if let Some(aspect) = aspect {
+            return Err(ApiError::bad_request(format!(
+                "aspect: `{aspect}`: a {} campaign has no aspects",
+                campaign.kind.as_str()
+            )));
+        }
+        return crate::rating::rating_leaderboard(db, &campaign, rounds, seed).await;
+    }
     if campaign.kind == CampaignKind::Ranking {
         if let Some(aspect) = aspect {
             return Err(ApiError::bad_request(format!("aspect: `{aspect}`: a ranking campaign has no aspects")));

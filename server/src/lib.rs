@@ -24,6 +24,7 @@ pub mod leaderboard;
 pub mod metrics;
 pub mod plackett_luce;
 pub mod ranking;
+pub mod rating;
 pub mod runs;
 pub mod stats;
 pub mod store;

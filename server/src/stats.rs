@@ -7,14 +7,17 @@
 //! (`tie` or `both_bad`) < `b` better, with the ordinal distance metric, over the
 //! non-gold pairs that have at least two votes. Times per vote are tallied to the nearest
 //! 100 ms, so medians are of times rounded to 100 ms. Per-aspect figures (same metric, per
-//! aspect) are computed in SQL from the aspect choices.
+//! aspect) are computed in SQL from the aspect choices. Rankings and ratings have their own
+//! agreement (ordinal on ranks and on the 1-5 scale, nominal on thumbs), read from their
+//! votes counted per task.
 
 use std::collections::HashMap;
 
 use pairwise_api::campaigns::Campaign;
 use pairwise_api::campaigns::CampaignKind;
 use pairwise_api::stats::{
-    Agreement, AspectStats, CampaignStats, PositionBias, Progress, RankingStats, RaterStats, SlotStats, VotesOverTime,
+    Agreement, AspectStats, CampaignStats, PositionBias, Progress, RankingStats, RaterStats, RatingStats, SlotStats,
+    VotesOverTime,
 };
 
 use crate::args;
@@ -71,6 +74,19 @@ pub fn krippendorff_alpha_ordinal<const L: usize>(coincidence: &[[f64; L]; L]) -
         }
     }
     expected /= n - 1.0;
+    if expected == 0.0 { None } else { Some(1.0 - observed / expected) }
+}
+
+/// Krippendorff's alpha with the nominal metric (any two different values disagree fully),
+/// from the same coincidence matrix.
+pub fn krippendorff_alpha_nominal<const L: usize>(coincidence: &[[f64; L]; L]) -> Option<f64> {
+    let marginals: Vec<f64> = coincidence.iter().map(|row| row.iter().sum()).collect();
+    let n: f64 = marginals.iter().sum();
+    if n <= 1.0 {
+        return None;
+    }
+    let observed: f64 = (0..L).map(|c| marginals[c] - coincidence[c][c]).sum();
+    let expected = (n * n - marginals.iter().map(|m| m * m).sum::<f64>()) / (n - 1.0);
     if expected == 0.0 { None } else { Some(1.0 - observed / expected) }
 }
 
@@ -152,19 +168,34 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         .int("n")?;
     let agreement = agreement_from(&db.fetch_one(AGREEMENT_SQL, args![campaign_id]).await?)?;
     let aspects = if campaign.aspects.is_empty() { Vec::new() } else { aspect_stats(db, &campaign).await? };
-    // A ranking campaign's raters agree response by response, not by the first two's order.
-    let mut rank_agreement: HashMap<i64, (i64, i64)> = HashMap::new();
-    if campaign.kind == CampaignKind::Ranking {
-        for row in db.fetch_all(RATER_RANK_AGREEMENT_SQL, args![campaign_id]).await? {
-            rank_agreement.insert(row.int("rater_id")?, (row.int("compared")?, row.int("matches")?));
+    // A ranking campaign's raters agree response by response, not by the first two's order;
+    // a thumbs or scale campaign's on each rating (every one of its votes chooses `a`).
+    let own_agreement = match campaign.kind {
+        CampaignKind::Ranking => Some(RATER_RANK_AGREEMENT_SQL),
+        CampaignKind::Thumbs | CampaignKind::Scale => Some(RATER_RATING_AGREEMENT_SQL),
+        CampaignKind::Pairwise | CampaignKind::Arena => None,
+    };
+    let mut rater_agreement: HashMap<i64, (i64, i64)> = HashMap::new();
+    if let Some(sql) = own_agreement {
+        for row in db.fetch_all(sql, args![campaign_id]).await? {
+            rater_agreement.insert(row.int("rater_id")?, (row.int("compared")?, row.int("matches")?));
         }
     }
     let ranking = match campaign.kind {
         CampaignKind::Ranking => Some(ranking_stats(db, campaign_id).await?),
         _ => None,
     };
-    // A ranking campaign's agreement is the rankings', not that of what each says of its first two.
-    let agreement = ranking.as_ref().map_or(agreement, |ranking| ranking.agreement.clone());
+    let rating = match campaign.kind {
+        CampaignKind::Thumbs | CampaignKind::Scale => Some(rating_stats(db, &campaign).await?),
+        _ => None,
+    };
+    // A ranking campaign's agreement is the rankings', not that of what each says of its
+    // first two; a rating campaign's is the ratings'.
+    let agreement = match (&ranking, &rating) {
+        (Some(ranking), _) => ranking.agreement.clone(),
+        (None, Some(rating)) => rating.agreement.clone(),
+        (None, None) => agreement,
+    };
 
     let rater_medians = db.fetch_all(RATER_MEDIAN_SQL, args![campaign_id]).await?;
     let mut steps_of: HashMap<i64, Vec<&SqlRow>> = HashMap::new();
@@ -191,15 +222,18 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
     for row in &tallies {
         let rater_id = row.int("rater_id")?;
         let (gold, gold_correct) = (row.int("gold_votes")?, row.int("gold_correct")?);
-        let (compared, matches) = match rank_agreement.get(&rater_id) {
+        let (compared, matches) = match rater_agreement.get(&rater_id) {
             Some(&counts) => counts,
-            None if campaign.kind == CampaignKind::Ranking => (0, 0),
+            None if own_agreement.is_some() => (0, 0),
             None => (row.int("compared")?, row.int("matches")?),
         };
         votes += row.int("votes")?;
         gold_votes += gold;
-        decisive += row.int("decisive")?;
-        left_wins += row.int("left_wins")?;
+        // A single response has no left or right to favour.
+        if !campaign.kind.single_response() {
+            decisive += row.int("decisive")?;
+            left_wins += row.int("left_wins")?;
+        }
         raters.push(RaterStats {
             rater_id,
             username: row.text("username")?,
@@ -232,6 +266,79 @@ pub async fn campaign_stats(db: &Db, campaign_id: i64) -> ApiResult<CampaignStat
         raters,
         aspects,
         ranking,
+        rating,
+    })
+}
+
+/// Per rater of a thumbs or scale campaign: each of their ratings of a regular task against
+/// each other rater's rating of it (`compared`), and how often the two are the same.
+const RATER_RATING_AGREEMENT_SQL: &str = "SELECT c.rater_id, COUNT(*) AS compared, \
+     CAST(SUM(CASE WHEN x.rating = y.rating THEN 1 ELSE 0 END) AS BIGINT) AS matches FROM rating_votes x \
+     JOIN rating_votes y ON y.campaign_id = x.campaign_id AND y.pair_id = x.pair_id \
+     AND y.comparison_id <> x.comparison_id JOIN comparisons c ON c.id = x.comparison_id \
+     JOIN pairs p ON p.id = x.pair_id AND p.is_gold = 0 WHERE x.campaign_id = $1 GROUP BY c.rater_id";
+
+/// Each regular task's ratings, counted: `(pair, rating, votes)`.
+const RATING_COUNTS_SQL: &str = "SELECT rv.pair_id, rv.rating, COUNT(*) AS n FROM rating_votes rv \
+     JOIN pairs p ON p.id = rv.pair_id AND p.is_gold = 0 WHERE rv.campaign_id = $1 \
+     GROUP BY rv.pair_id, rv.rating ORDER BY rv.pair_id";
+
+/// Ratings run 0..=5 (thumbs 0-1, the scale 1-5): the levels of the metric.
+const RATING_LEVELS: usize = 6;
+
+/// A thumbs or scale campaign's ratings and agreement. A unit of the agreement is one task,
+/// its values the ratings raters gave it; units with one rating are left out.
+async fn rating_stats(db: &Db, campaign: &Campaign) -> ApiResult<RatingStats> {
+    let mut coincidence = [[0.0f64; RATING_LEVELS]; RATING_LEVELS];
+    let mut totals = [0i64; RATING_LEVELS];
+    let (mut rater_pairs, mut agreeing, mut units) = (0i64, 0i64, 0i64);
+    let mut fold = |unit: &[(usize, i64)]| {
+        let m: i64 = unit.iter().map(|(_, n)| n).sum();
+        if m < 2 {
+            return;
+        }
+        units += 1;
+        rater_pairs += m * (m - 1) / 2;
+        for &(c, nc) in unit {
+            agreeing += nc * (nc - 1) / 2;
+            for &(k, nk) in unit {
+                let pairs = if c == k { nc * (nc - 1) } else { nc * nk };
+                coincidence[c][k] += pairs as f64 / (m - 1) as f64;
+            }
+        }
+    };
+    let mut unit: Vec<(usize, i64)> = Vec::new();
+    let mut current = None;
+    for row in db.fetch_all(RATING_COUNTS_SQL, args![campaign.id]).await? {
+        let pair = row.int("pair_id")?;
+        if current != Some(pair) {
+            fold(&unit);
+            unit.clear();
+            current = Some(pair);
+        }
+        let level = row.int("rating")?.clamp(0, RATING_LEVELS as i64 - 1) as usize;
+        let n = row.int("n")?;
+        totals[level] += n;
+        unit.push((level, n));
+    }
+    fold(&unit);
+    let (range, _) = campaign.kind.rating_range().ok_or_else(|| anyhow::anyhow!("not a rating campaign"))?;
+    let counts: Vec<(i64, i64)> = range.map(|rating| (rating, totals[rating as usize])).collect();
+    let votes: i64 = counts.iter().map(|(_, n)| n).sum();
+    let sum: i64 = counts.iter().map(|(rating, n)| rating * n).sum();
+    let alpha = match campaign.kind {
+        CampaignKind::Thumbs => krippendorff_alpha_nominal(&coincidence),
+        _ => krippendorff_alpha_ordinal(&coincidence),
+    };
+    Ok(RatingStats {
+        votes,
+        counts,
+        mean: (votes > 0).then(|| sum as f64 / votes as f64),
+        agreement: Agreement {
+            percent: (rater_pairs > 0).then(|| agreeing as f64 / rater_pairs as f64),
+            krippendorff_alpha: alpha,
+            pairs_with_multiple_votes: units,
+        },
     })
 }
 
@@ -410,6 +517,19 @@ mod tests {
         disagree[1][0] = 2.0;
         let alpha = krippendorff_alpha_ordinal(&disagree).unwrap();
         assert!((alpha - (1.0 - 16.0 / (32.0 / 3.0))).abs() < 1e-12, "{alpha}");
+    }
+
+    #[test]
+    fn nominal_alpha_matches_hand_computation() {
+        // Thumbs on three tasks by two raters: (1,1), (0,0), (1,0). Coincidences o00 = 2,
+        // o11 = 2, o01 = o10 = 1; marginals 3 and 3, n = 6. D_o = 2 (off-diagonal),
+        // D_e = (36 − 18)/5 = 3.6 → alpha = 1 − 2/3.6.
+        let alpha = krippendorff_alpha_nominal(&[[2.0, 1.0], [1.0, 2.0]]).unwrap();
+        assert!((alpha - (1.0 - 2.0 / 3.6)).abs() < 1e-12, "{alpha}");
+        // Two values only: nominal and ordinal alpha are the same.
+        let ordinal = krippendorff_alpha_ordinal(&[[2.0, 1.0], [1.0, 2.0]]).unwrap();
+        assert!((alpha - ordinal).abs() < 1e-12);
+        assert_eq!(krippendorff_alpha_nominal(&[[2.0, 0.0], [0.0, 0.0]]), None);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub fn CampaignFields(campaign: Option<Campaign>) -> impl IntoView {
                     options=vec![
                         ("pairwise", "pairwise (imported pairs)"),
                         ("ranking", "ranking (order 2–6 responses)"),
+                        ("thumbs", "thumbs (up or down, one response at a time)"),
+                        ("scale", "scale (1–5, one response at a time)"),
                         ("arena", "arena (live battles)"),
                     ]
                 />

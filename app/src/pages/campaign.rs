@@ -6,7 +6,7 @@ use leptos::server_fn::ServerFn;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use pairwise_api::arena::{Contender, Pairing};
-use pairwise_api::campaigns::Campaign;
+use pairwise_api::campaigns::{Campaign, CampaignKind};
 use pairwise_api::import::ImportReport;
 use pairwise_api::leaderboard::{Fit, Leaderboard};
 use pairwise_api::stats::CampaignStats;
@@ -35,6 +35,7 @@ const RATER_COLUMNS: &[Column] = &[
 
 const SLOT_COLUMNS: &[Column] =
     &[Column::text("Screen position"), Column::num("Shown"), Column::num("Mean rank"), Column::num("Ranked best")];
+const RATING_COLUMNS: &[Column] = &[Column::text("Rating"), Column::num("Votes"), Column::num("Share")];
 const ASPECT_COLUMNS: &[Column] = &[
     Column::text("Aspect"),
     Column::num("Votes"),
@@ -105,7 +106,11 @@ fn CampaignAdmin(id: i64) -> impl IntoView {
                 or_error(board.await, |board| view! { <LeaderboardSection board aspects shown /> }.into_any())
             })}
         </Transition>
-        <ExportSection id />
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                campaign.await.map(|c| view! { <ExportSection id kind=c.kind /> }).ok()
+            })}
+        </Transition>
         <RunsSection campaign_id=id />
     }
 }
@@ -343,9 +348,16 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
         ),
         None => "no decisive votes yet".into(),
     };
-    // A ranking campaign's tiles read the rankings, not what each says of its first two.
-    let tiles = match &stats.ranking {
-        Some(ranking) => {
+    // A ranking campaign's tiles read the rankings, not what each says of its first two; a
+    // thumbs or scale campaign has no sides to favour, so its last tile is the mean rating.
+    let tiles = match (&stats.ranking, &stats.rating) {
+        (None, Some(rating)) => AgreementTiles {
+            agreement_label: format!("rating agreement ({} responses)", rating.agreement.pairs_with_multiple_votes),
+            bias: None,
+            bias_label: "mean rating",
+            bias_title: format!("over {} ratings", rating.votes),
+        },
+        (Some(ranking), _) => {
             let first = ranking.positions.iter().find(|slot| slot.slot == 0);
             AgreementTiles {
                 agreement_label: format!("rank agreement ({} tasks)", ranking.agreement.pairs_with_multiple_votes),
@@ -357,7 +369,7 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
                 ),
             }
         }
-        None => AgreementTiles {
+        (None, None) => AgreementTiles {
             agreement_label: format!("pairwise agreement ({} pairs)", stats.agreement.pairs_with_multiple_votes),
             bias: stats.position_bias.rate,
             bias_label: "left wins (position bias; 50% is none)",
@@ -401,6 +413,47 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
         })
         .collect();
     let has_aspects = !aspects.is_empty();
+    // Thumbs are the one nominal scale (their ratings are 0 and 1).
+    let thumbs = stats.rating.as_ref().is_some_and(|rating| rating.counts.first().is_some_and(|&(r, _)| r == 0));
+    let alpha_label = if thumbs { "Krippendorff's α (nominal)" } else { "Krippendorff's α (ordinal)" };
+    let rating = stats.rating.clone().map(|rating| {
+        let rows: Vec<_> = rating
+            .counts
+            .iter()
+            .rev()
+            .map(|&(value, votes)| {
+                let label = match (thumbs, value) {
+                    (true, 1) => "👍 good".to_string(),
+                    (true, _) => "👎 bad".to_string(),
+                    (false, value) => value.to_string(),
+                };
+                let share = (rating.votes > 0).then(|| votes as f64 / rating.votes as f64);
+                view! {
+                    <tr data-rating=value>
+                        <td>{label}</td>
+                        <td class="num">{votes}</td>
+                        <td class="num">{percent(share)}</td>
+                    </tr>
+                }
+            })
+            .collect();
+        view! {
+            <h3>"Ratings"</h3>
+            <p class="muted small" id="rating-agreement">
+                {format!(
+                    "{} ratings, mean {}. Agreement on each response's rating: Krippendorff's α ({}) {}, {} of rater \
+                     pairs give the same rating, over {} responses with two votes or more.",
+                    rating.votes,
+                    rating.mean.map_or_else(|| "–".to_string(), |mean| format!("{mean:.2}")),
+                    if thumbs { "nominal" } else { "ordinal" },
+                    decimal(rating.agreement.krippendorff_alpha),
+                    percent(rating.agreement.percent),
+                    rating.agreement.pairs_with_multiple_votes,
+                )}
+            </p>
+            <DataTable id="ratings" columns=RATING_COLUMNS rows />
+        }
+    });
     let ranking = stats.ranking.clone().map(|ranking| {
         let slots: Vec<_> = ranking
             .positions
@@ -448,14 +501,19 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
                 </div>
                 <div class="tile">
                     <span class="big" id="alpha">{decimal(stats.agreement.krippendorff_alpha)}</span>
-                    <span class="muted">"Krippendorff's α (ordinal)"</span>
+                    <span class="muted">{alpha_label}</span>
                 </div>
                 <div class="tile">
                     <span class="big">{percent(stats.agreement.percent)}</span>
                     <span class="muted">{tiles.agreement_label}</span>
                 </div>
                 <div class="tile">
-                    <span class="big" id="position-bias">{percent(tiles.bias)}</span>
+                    <span class="big" id="position-bias">
+                        {match &stats.rating {
+                            Some(rating) => rating.mean.map_or_else(|| "–".to_string(), |mean| format!("{mean:.2}")),
+                            None => percent(tiles.bias),
+                        }}
+                    </span>
                     <span class="muted" title=tiles.bias_title>{tiles.bias_label}</span>
                 </div>
                 <div class="tile">
@@ -472,6 +530,7 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
                 <DataTable id="aspects" columns=ASPECT_COLUMNS rows=aspects />
             })}
             {ranking}
+            {rating}
         </section>
     }
 }
@@ -490,7 +549,8 @@ fn ordinal(n: i64) -> String {
 
 #[component]
 fn LeaderboardSection(board: Leaderboard, aspects: Vec<String>, shown: Option<String>) -> impl IntoView {
-    let ranking = board.fit == Fit::PlackettLuce;
+    let mean_rating = board.fit == Fit::MeanRating;
+    let score = move |value: f64| if mean_rating { format!("{value:.2}") } else { format!("{value:.0}") };
     // A per-aspect campaign: one leaderboard per aspect besides the overall one.
     let choices = (!aspects.is_empty()).then(|| {
         let links = std::iter::once(None)
@@ -521,8 +581,8 @@ fn LeaderboardSection(board: Leaderboard, aspects: Vec<String>, shown: Option<St
                 <tr>
                     <td class="num">{rank + 1}</td>
                     <td>{m.model.clone()}</td>
-                    <td class="num">{format!("{:.0}", m.score)}</td>
-                    <td class="num">{format!("{:.0} – {:.0}", m.ci_low, m.ci_high)}</td>
+                    <td class="num">{score(m.score)}</td>
+                    <td class="num">{format!("{} – {}", score(m.ci_low), score(m.ci_high))}</td>
                     <td class="num">{format!("{} / {} / {}", m.wins, m.losses, m.ties)}</td>
                 </tr>
             }
@@ -535,10 +595,18 @@ fn LeaderboardSection(board: Leaderboard, aspects: Vec<String>, shown: Option<St
             <p class="muted small">
                 {format!(
                     "{} scores{} from {} {}; 95% intervals from {} bootstrap rounds.",
-                    if ranking { "Plackett–Luce" } else { "Bradley–Terry" },
+                    match board.fit {
+                        Fit::PlackettLuce => "Plackett–Luce",
+                        Fit::BradleyTerry => "Bradley–Terry",
+                        Fit::MeanRating => "Mean rating",
+                    },
                     shown.as_ref().map(|aspect| format!(" by {aspect}")).unwrap_or_default(),
                     board.battles,
-                    if ranking { "rankings" } else { "decisive battles" },
+                    match board.fit {
+                        Fit::PlackettLuce => "rankings",
+                        Fit::BradleyTerry => "decisive battles",
+                        Fit::MeanRating => "ratings (wins / losses / ties: above / below / at the scale's middle)",
+                    },
                     board.bootstrap_rounds,
                 )}
             </p>
@@ -548,10 +616,48 @@ fn LeaderboardSection(board: Leaderboard, aspects: Vec<String>, shown: Option<St
     }
 }
 
-/// Downloads stream straight from the export API (the session cookie authorises them).
+/// Downloads stream straight from the export API (the session cookie authorises them). A
+/// thumbs or scale campaign exports kto, sft and raw only, split at a rating threshold.
 #[component]
-fn ExportSection(id: i64) -> impl IntoView {
+fn ExportSection(id: i64, kind: CampaignKind) -> impl IntoView {
     let url = format!("/api/v1/campaigns/{id}/export");
+    if let Some((range, middle)) = kind.rating_range() {
+        return view! {
+            <section class="card" id="export">
+                <h2>"Export"</h2>
+                <p>
+                    "Quick downloads: " <a id="export-kto" href=format!("{url}?format=kto")>"KTO (prompt / completion / label)"</a>
+                    " · " <a id="export-sft" href=format!("{url}?format=sft")>"SFT (corrections and well-rated responses)"</a>
+                    " · " <a id="export-raw" href=format!("{url}?format=raw")>"raw votes"</a>
+                </p>
+                <form method="get" action=url.clone() class="grid-form" id="export-form">
+                    <label>
+                        "Format"
+                        <Select name="format" options=vec![("kto", "kto"), ("sft", "sft"), ("raw", "raw")] />
+                    </label>
+                    <label>
+                        "Threshold (desirable above, undesirable below)"
+                        <input
+                            type="number"
+                            name="threshold"
+                            value=middle
+                            min=*range.start()
+                            max=*range.end()
+                            step="0.1"
+                        />
+                    </label>
+                    <label>"Minimum votes per response" <input type="number" name="min_votes" value="1" min="1" /></label>
+                    <label>
+                        "Minimum agreement"
+                        <input type="number" name="min_agreement" value="0" min="0" max="1" step="0.05" />
+                    </label>
+                    <label class="check"><input type="checkbox" name="meta" value="true" />"add votes / mean rating"</label>
+                    <button type="submit" class="primary">"Download"</button>
+                </form>
+            </section>
+        }
+        .into_any();
+    }
     view! {
         <section class="card" id="export">
             <h2>"Export"</h2>
@@ -593,4 +699,5 @@ fn ExportSection(id: i64) -> impl IntoView {
             </form>
         </section>
     }
+    .into_any()
 }

@@ -10,6 +10,7 @@ mod login;
 mod rank;
 mod rate;
 mod runs;
+mod single;
 
 pub use accounts::AccountsPage;
 pub use admin::AdminCampaignsPage;

@@ -4,7 +4,8 @@
 //! aspect; Tab moves between them), and every pair may get a correction of one response. With JavaScript the next pair replaces this one in place; without it the forms
 //! post and the page reloads with the next pair. Arena campaigns get the arena instead
 //! (`arena.rs`), with the same vote fields and keys; ranking campaigns the ranking of a
-//! task's responses (`rank.rs`).
+//! task's responses (`rank.rs`); thumbs and scale campaigns the rating of one response
+//! (`single.rs`).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use leptos_meta::Title;
 use super::arena::Arena;
 use super::id_param;
 use super::rank::Ranker;
+use super::single::SingleRater;
 use crate::components::{Loading, ProgressBar};
 use crate::errors::{ErrorBox, error_text, form_error_from_url, or_error};
 use crate::server_fns::arena::arena_if_any;
@@ -50,6 +52,9 @@ pub fn RatePage() -> impl IntoView {
                     let rater = match (arena, campaign.kind) {
                         (Some(initial), _) => view! { <Arena campaign_id initial /> }.into_any(),
                         (None, CampaignKind::Ranking) => view! { <Ranker campaign_id initial /> }.into_any(),
+                        (None, kind @ (CampaignKind::Thumbs | CampaignKind::Scale)) => {
+                            view! { <SingleRater campaign_id kind initial /> }.into_any()
+                        }
                         (None, _) => {
                             let aspects = campaign.aspects.clone();
                             view! { <Rater campaign_id aspects initial /> }.into_any()

@@ -56,13 +56,13 @@ pub struct ArenaScreen {
     pub contenders: usize,
 }
 
-/// The arena of the rating page: `None` for a pairwise or ranking campaign.
+/// The arena of the rating page: `None` for a campaign of imported tasks.
 #[server(prefix = "/ui", endpoint = "arena_if_any")]
 pub async fn arena_if_any(campaign_id: i64) -> Result<Option<ArenaScreen>, ServerFnError> {
     let campaign: Campaign = get(&format!("/api/v1/campaigns/{campaign_id}")).await?;
     match campaign.kind {
         CampaignKind::Arena => arena_screen(campaign_id).await.map(Some),
-        CampaignKind::Pairwise | CampaignKind::Ranking => Ok(None),
+        CampaignKind::Pairwise | CampaignKind::Ranking | CampaignKind::Thumbs | CampaignKind::Scale => Ok(None),
     }
 }
 

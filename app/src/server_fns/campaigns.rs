@@ -37,8 +37,8 @@ pub async fn create_campaign(
     aspects: String,
 ) -> Result<(), ServerFnError> {
     let status = campaign_status(&status)?;
-    let kind =
-        CampaignKind::parse(&kind).ok_or_else(|| fail(format!("kind: `{kind}` is not pairwise, ranking or arena")))?;
+    let kind = CampaignKind::parse(&kind)
+        .ok_or_else(|| fail(format!("kind: `{kind}` is not pairwise, ranking, thumbs, scale or arena")))?;
     // The lease, free votes and arena settings as the API defaults them.
     let new = NewCampaign {
         name,

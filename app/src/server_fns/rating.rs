@@ -172,6 +172,32 @@ pub async fn submit_ranking(
     rate_state(campaign_id, outcome.next).await
 }
 
+/// Records a thumbs or scale rating of a single-response task and returns the next task.
+/// `rating` is the value posted (thumbs: 1 up, 0 down; scale: 1-5); a non-empty
+/// `correction` is the rater's fix of the response. The assignment id is the idempotency
+/// key, as for pairs.
+#[server(prefix = "/ui", endpoint = "submit_rating")]
+pub async fn submit_rating(
+    campaign_id: i64,
+    assignment_id: i64,
+    rating: Option<String>,
+    rationale: String,
+    shown_at: i64,
+    time_ms: Option<i64>,
+    correction: Option<String>,
+) -> Result<RateState, ServerFnError> {
+    let rating = match rating.as_deref().map(str::trim) {
+        None | Some("") => return Err(fail("Rate the response first.")),
+        Some(value) => value.parse::<i64>().map_err(|_| fail(format!("rating: `{value}` is not a number")))?,
+    };
+    let correction =
+        correction.filter(|text| !text.trim().is_empty()).map(|text| Correction { side: Side::Left, text });
+    let vote =
+        VoteRequest { rating: Some(rating), correction, ..web_vote(assignment_id, &rationale, shown_at, time_ms) };
+    let outcome: VoteOutcome = call(Method::POST, "/api/v1/votes", Some(&vote)).await?;
+    rate_state(campaign_id, outcome.next).await
+}
+
 /// A vote from the rating page with nothing chosen yet: the lease is its idempotency key, and
 /// without JavaScript (no `time_ms`) the time is measured from when the task was served.
 #[cfg(feature = "ssr")]
@@ -184,6 +210,7 @@ fn web_vote(assignment_id: i64, rationale: &str, shown_at: i64, time_ms: Option<
         choice: None,
         ranks: None,
         all_bad: false,
+        rating: None,
         strength: None,
         rationale: (!rationale.is_empty()).then(|| rationale.to_string()),
         time_ms: Some(time_ms.unwrap_or_else(|| (now_ms() - shown_at).max(0))),

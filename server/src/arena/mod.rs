@@ -647,6 +647,7 @@ pub async fn vote_battle(
         choice: Some(vote.choice),
         ranks: None,
         all_bad: false,
+        rating: None,
         strength: vote.strength,
         rationale: vote.rationale.clone(),
         time_ms: vote.time_ms,

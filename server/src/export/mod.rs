@@ -1,5 +1,6 @@
 //! Streaming export of a campaign's votes as JSONL (`trl`, `messages`, `raw`, and the
-//! single-completion formats `kto` and `sft`; a ranking campaign's in `rankings`).
+//! single-completion formats `kto` and `sft`; a ranking campaign's in `rankings`, a thumbs or
+//! scale campaign's in `ratings`).
 //!
 //! Rows are read from a database cursor and written to the response in 64 KiB chunks
 //! through a small bounded channel, so memory stays constant whatever the campaign size.
@@ -24,6 +25,7 @@ use crate::metrics::metrics;
 use crate::store::{Db, SqlRow};
 
 mod rankings;
+mod ratings;
 
 /// The first problem with export parameters, naming the parameter.
 fn validate(params: &ExportParams) -> ApiResult<()> {
@@ -360,7 +362,33 @@ pub async fn start_export(
         .fetch_optional("SELECT vote_seq, aspects, feedback FROM campaigns WHERE id = $1", args![campaign_id])
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("campaign {campaign_id}")))?;
-    let ranking = campaign.text("feedback")? == "ranking";
+    let feedback = campaign.text("feedback")?;
+    let ranking = feedback == "ranking";
+    let kind = pairwise_api::campaigns::CampaignKind::parse(&feedback);
+    let rating_range = kind.and_then(|kind| kind.rating_range());
+    if let Some((range, middle)) = &rating_range {
+        if !matches!(params.format, Format::Kto | Format::Sft | Format::Raw) {
+            return Err(ApiError::bad_request(format!(
+                "format: `{}` needs choices between responses; a {feedback} campaign rates one response at a time \
+                 and exports kto, sft or raw",
+                params.format.as_str()
+            )));
+        }
+        if params.aspect.is_some() {
+            return Err(ApiError::bad_request(format!("aspect: a {feedback} campaign has no aspects")));
+        }
+        if let Some(threshold) = params.threshold
+            && !(*range.start() as f64..=*range.end() as f64).contains(&threshold)
+        {
+            return Err(ApiError::bad_request(format!(
+                "threshold: {threshold} is outside the campaign's ratings ({}-{}); the default is {middle}",
+                range.start(),
+                range.end()
+            )));
+        }
+    } else if params.threshold.is_some() {
+        return Err(ApiError::bad_request("threshold: only thumbs and scale campaigns have ratings to split"));
+    }
     if params.format == Format::Ranking && !ranking {
         return Err(ApiError::bad_request(format!(
             "format: `ranking` needs a ranking campaign; campaign {campaign_id} asks for choices between two responses"
@@ -385,6 +413,13 @@ pub async fn start_export(
     tokio::spawn(async move {
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(CHUNK_BYTES), tx };
         let result = match (ranking, params.format) {
+            _ if rating_range.is_some() => {
+                let threshold = params.threshold.or(rating_range.map(|(_, middle)| middle)).unwrap_or_default();
+                match params.format {
+                    Format::Raw => ratings::stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,
+                    _ => ratings::stream_tasks(&db, campaign_id, cursor, &params, threshold, &mut writer).await,
+                }
+            }
             (true, Format::Raw) => rankings::stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,
             (true, _) => rankings::stream_tasks(&db, campaign_id, cursor, &params, &mut writer).await,
             (false, Format::Raw) => stream_raw(&db, campaign_id, cursor, &params, &secret, &mut writer).await,

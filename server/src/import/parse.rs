@@ -2,12 +2,14 @@
 //! with its line number and field.
 //!
 //! Two line shapes are accepted (see README "Import format"):
-//! * a prompt with K ≥ 2 responses: `{"prompt", "messages"?, "responses": [{"text","model",...}]}`
-//!   (for a ranking campaign also `"gold_ranks"?`: a gold check's known ranking);
+//! * a prompt with its responses: `{"prompt", "messages"?, "responses": [{"text","model",...}]}`
+//!   (K ≥ 2 for pairs and rankings, for a ranking campaign also `"gold_ranks"?`: a gold
+//!   check's known ranking; K ≥ 1 for thumbs and scale campaigns, one task per response);
 //! * a ready pair: `{"prompt", "response_a", "response_b", "model_a"?, "model_b"?, "gold"?}`.
 
 use std::collections::HashSet;
 
+use pairwise_api::campaigns::CampaignKind;
 use pairwise_api::import::LineError;
 use pairwise_api::votes::Message;
 use serde_json::{Map, Value, json};
@@ -190,8 +192,8 @@ impl LineParser<'_> {
             let allowed: Vec<&str> = common.iter().copied().chain(["responses", "gold_ranks"]).collect();
             self.unknown_fields(&obj, "", &allowed);
             match obj.get("responses") {
-                Some(Value::Array(list)) if list.len() < 2 => {
-                    self.error("responses", format!("needs at least 2 responses, got {}", list.len()));
+                Some(Value::Array(list)) if list.is_empty() => {
+                    self.error("responses", "needs at least 1 response");
                     None
                 }
                 Some(Value::Array(list)) if list.len() > MAX_RESPONSES => {
@@ -204,9 +206,6 @@ impl LineParser<'_> {
                     let mut seen = HashSet::new();
                     let unique: Vec<ResponseIn> =
                         parsed.into_iter().flatten().filter(|r| seen.insert(r.text.clone())).collect();
-                    if unique.len() < 2 && self.errors.len() == before {
-                        self.error("responses", "needs at least 2 responses with different texts");
-                    }
                     gold_ranks = self.gold_ranks(&obj, list.len());
                     if gold_ranks.is_some() && unique.len() < list.len() {
                         self.error("responses", "a gold ranking needs responses with different texts");
@@ -286,27 +285,39 @@ impl LineParser<'_> {
 pub const MAX_RANKED: usize = 6;
 
 /// The problems of items for the campaign's kind. For a ranking campaign each line is one
-/// task, a prompt with 2-6 responses, so ready pairs and longer lists are refused; elsewhere a
-/// gold ranking has no task to check.
-pub fn feedback_errors(items: &[ImportItem], ranking: bool) -> Vec<LineError> {
+/// task, a prompt with 2-6 responses, so ready pairs and longer lists are refused; pairs need
+/// two different responses; thumbs and scale campaigns rate each response alone, so they take
+/// `responses` lists only; a gold ranking has a task to check in a ranking campaign only.
+pub fn feedback_errors(items: &[ImportItem], kind: CampaignKind) -> Vec<LineError> {
+    let ranking = kind == CampaignKind::Ranking;
+    let single = kind.single_response();
     let mut errors = Vec::new();
     for item in items {
         let problem = match &item.body {
-            _ if !ranking => item.gold_ranks.is_some().then(|| {
-                (
-                    "gold_ranks",
+            _ if !ranking && item.gold_ranks.is_some() => Some((
+                "gold_ranks",
+                if single {
+                    "thumbs and scale campaigns have no gold checks".to_string()
+                } else {
                     "gold rankings are for ranking campaigns; a pairwise gold check is a ready pair with `gold`"
-                        .to_string(),
-                )
-            }),
-            ItemBody::Pair { .. } => Some((
+                        .to_string()
+                },
+            )),
+            ItemBody::Pair { .. } if single => Some((
+                "response_a",
+                format!("a {} campaign rates responses one at a time: import them as `responses`", kind.as_str()),
+            )),
+            ItemBody::Pair { .. } if ranking => Some((
                 "response_a",
                 "a ranking campaign imports a prompt with all its responses (`responses`), not ready pairs".to_string(),
             )),
-            ItemBody::Responses(list) if list.len() > MAX_RANKED => {
+            ItemBody::Responses(list) if !single && list.len() < 2 => {
+                Some(("responses", "needs at least 2 responses with different texts".to_string()))
+            }
+            ItemBody::Responses(list) if ranking && list.len() > MAX_RANKED => {
                 Some(("responses", format!("has {} responses; a ranking task has at most {MAX_RANKED}", list.len())))
             }
-            ItemBody::Responses(_) => None,
+            _ => None,
         };
         if let Some((field, message)) = problem {
             errors.push(LineError { line: item.line, field: field.into(), message });
@@ -400,10 +411,16 @@ not json\n\
     }
 
     #[test]
-    fn duplicate_responses_collapse_and_one_left_is_an_error() {
+    fn duplicate_responses_collapse_and_one_left_is_an_error_for_pairs_only() {
         let data = br#"{"prompt":"p","responses":[{"text":"same","model":"a"},{"text":"same","model":"b"}]}"#;
-        let errors = parse_import(data).unwrap_err();
-        assert_eq!(errors[0].field, "responses");
+        let items = parse_import(data).unwrap();
+        assert_eq!(feedback_errors(&items, CampaignKind::Pairwise)[0].field, "responses");
+        assert_eq!(feedback_errors(&items, CampaignKind::Ranking)[0].field, "responses");
+        assert!(feedback_errors(&items, CampaignKind::Thumbs).is_empty());
+        let pair = br#"{"prompt":"p","response_a":"x","response_b":"y"}"#;
+        let errors = feedback_errors(&parse_import(pair).unwrap(), CampaignKind::Scale);
+        assert_eq!(errors[0].field, "response_a");
+        assert!(errors[0].message.contains("one at a time"), "{errors:?}");
     }
 
     #[test]

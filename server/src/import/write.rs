@@ -68,8 +68,8 @@ pub async fn import_items(
     if options.max_pairs_per_prompt == Some(0) {
         return Err(ApiError::bad_request("max_pairs_per_prompt: must be at least 1"));
     }
-    let ranking = campaign.kind == CampaignKind::Ranking;
-    let errors = feedback_errors(&items, ranking);
+    let kind = campaign.kind;
+    let errors = feedback_errors(&items, kind);
     if !errors.is_empty() {
         return Err(bad_lines(errors));
     }
@@ -78,12 +78,14 @@ pub async fn import_items(
     db.transact(tx_body(move |tx| {
         let items = items.clone();
         Box::pin(async move {
-            // Ranking tasks go one by one on both databases: each needs its response list
-            // checked against an existing task (rankings are not the million-pair case).
-            match (tx.backend(), ranking) {
-                (_, true) => write_tasks(tx, campaign_id, &items, &options, now_ms(), true).await,
-                (Backend::Sqlite, false) => write_tasks(tx, campaign_id, &items, &options, now_ms(), false).await,
-                (Backend::Postgres, false) => write_items_in_chunks(tx, campaign_id, &items, &options, now_ms()).await,
+            // Ranking and single-response tasks go one by one on both databases: a ranking
+            // needs its response list checked against an existing task (neither is the
+            // million-pair case).
+            match (tx.backend(), kind) {
+                (Backend::Postgres, CampaignKind::Pairwise) => {
+                    write_items_in_chunks(tx, campaign_id, &items, &options, now_ms()).await
+                }
+                _ => write_tasks(tx, campaign_id, &items, &options, now_ms(), kind).await,
             }
         })
     }))
@@ -116,16 +118,18 @@ async fn upsert_id(
     }
 }
 
-/// Writes items statement by statement: pairs formed from each prompt's responses, or with
-/// `ranking` one task per item listing all its responses.
+/// Writes items statement by statement: pairs formed from each prompt's responses; for a
+/// ranking campaign one task per item listing all its responses; for thumbs and scale
+/// campaigns one task per response.
 async fn write_tasks(
     tx: &mut dyn Store,
     campaign_id: i64,
     items: &[ImportItem],
     options: &PairingOptions,
     now: i64,
-    ranking: bool,
+    kind: CampaignKind,
 ) -> ApiResult<ImportReport> {
+    let ranking = kind == CampaignKind::Ranking;
     // Seeded here, so a retried transaction draws the same pairs and shuffle keys.
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let mut report = ImportReport { lines: items.len(), ..ImportReport::default() };
@@ -149,7 +153,11 @@ async fn write_tasks(
         let (responses, pairs, gold) = item_shape(item, options, &mut rng);
         // A ranking task is one row for all its responses, keyed by its first two; a gold
         // ranking's answer on the row is what it says of those two.
-        let pairs = if ranking { vec![(0, 1)] } else { pairs };
+        let pairs: Vec<(usize, Option<usize>)> = match kind {
+            CampaignKind::Ranking => vec![(0, Some(1))],
+            CampaignKind::Thumbs | CampaignKind::Scale => (0..responses.len()).map(|i| (i, None)).collect(),
+            CampaignKind::Pairwise | CampaignKind::Arena => pairs.into_iter().map(|(i, j)| (i, Some(j))).collect(),
+        };
         let gold = match &item.gold_ranks {
             Some(ranks) => Some(match ranks[0].cmp(&ranks[1]) {
                 std::cmp::Ordering::Less => "a",
@@ -194,7 +202,7 @@ async fn write_tasks(
                         campaign_id,
                         prompt_id,
                         response_ids[i],
-                        response_ids[j],
+                        j.map(|j| response_ids[j]),
                         gold.is_some(),
                         gold,
                         rng.random_range(0..i64::from(i32::MAX)),
@@ -270,7 +278,8 @@ pub(crate) async fn write_pair(tx: &mut dyn Store, campaign_id: i64, item: &Impo
     let ItemBody::Pair { a, b, .. } = &item.body else {
         return Err(anyhow::anyhow!("write_pair: the item has no ready pair").into());
     };
-    write_tasks(tx, campaign_id, std::slice::from_ref(item), &PairingOptions::default(), now, false).await?;
+    let kind = CampaignKind::Arena;
+    write_tasks(tx, campaign_id, std::slice::from_ref(item), &PairingOptions::default(), now, kind).await?;
     let messages_json = serde_json::to_string(&item.messages).map_err(anyhow::Error::from)?;
     let row = tx
         .fetch_one(

@@ -14,9 +14,9 @@ use crate::store::Db;
 
 /// The next round: a new campaign with the settings of the run's campaign (its name gets
 /// ` · round N`), the generated responses imported into it, made active, and linked both
-/// ways (campaign → run that generated it, run → campaign). A ranking campaign's next round
-/// ranks the new responses too; any other's compares them in pairs. A failed import leaves no
-/// half-filled campaign behind.
+/// ways (campaign → run that generated it, run → campaign). A ranking, thumbs or scale
+/// campaign's next round ranks or rates the new responses the same way; a pairwise or arena
+/// campaign's compares them in pairs. A failed import leaves no half-filled campaign behind.
 pub async fn hand_off(db: &Db, id: i64, campaign_id: i64, generated: &Path) -> anyhow::Result<i64> {
     let data = tokio::fs::read(generated).await?;
     let parent = get_campaign(db, campaign_id, 0).await?;
@@ -31,8 +31,8 @@ pub async fn hand_off(db: &Db, id: i64, campaign_id: i64, generated: &Path) -> a
         lease_seconds: parent.lease_seconds,
         free_votes: parent.free_votes,
         kind: match parent.kind {
-            CampaignKind::Ranking => CampaignKind::Ranking,
-            _ => CampaignKind::Pairwise,
+            CampaignKind::Arena => CampaignKind::Pairwise,
+            kind => kind,
         },
         arena: Default::default(),
         aspects: parent.aspects.clone(),

@@ -131,6 +131,14 @@ impl Supervisor {
         let campaign = get_campaign(&self.db, campaign_id, 0).await?;
         let ranking = campaign.kind == CampaignKind::Ranking;
         let spec = if ranking { listwise(spec) } else { spec };
+        if campaign.kind.single_response() && !matches!(spec.method, Method::Kto | Method::Sft) {
+            return Err(ApiError::bad_request(format!(
+                "method: `{}` trains on preferences between responses; a {} campaign rates one response at a \
+                 time, so its runs are kto (desirable or not) or sft (corrections and well-rated responses)",
+                spec.method.as_str(),
+                campaign.kind.as_str()
+            )));
+        }
         if let Some(next) = &spec.next_round
             && ranking
             && next.responses + next.baseline_responses > crate::ranking::MAX_RANKED
@@ -423,6 +431,7 @@ fn export_policy(spec: &RunSpec, ranking: bool) -> ExportParams {
         decisive: true,
         aspect: spec.aspect.clone(),
         pairs: InducedPairs::All,
+        threshold: None,
     }
 }
 

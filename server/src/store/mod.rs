@@ -110,9 +110,9 @@ pub struct Db {
     sqlite_readers: Option<Arc<SqliteReaders>>,
     /// SQLite only: the database file.
     sqlite_file: Option<String>,
-    /// Whether a campaign asks for rankings (fixed when it is created), remembered so that
+    /// What each campaign's raters answer (fixed when it is created), remembered so that
     /// handing out work on Postgres learns it without another round trip.
-    ranking_campaigns: Arc<Mutex<HashMap<i64, bool>>>,
+    campaign_feedback: Arc<Mutex<HashMap<i64, String>>>,
 }
 
 impl Db {
@@ -153,7 +153,7 @@ impl Db {
                     sqlite_writer: Some(writer),
                     sqlite_readers: Some(readers),
                     sqlite_file: Some(sqlite_path(&url)),
-                    ranking_campaigns: Arc::default(),
+                    campaign_feedback: Arc::default(),
                 })
             }
             Backend::Postgres => {
@@ -170,7 +170,7 @@ impl Db {
                     sqlite_writer: None,
                     sqlite_readers: None,
                     sqlite_file: None,
-                    ranking_campaigns: Arc::default(),
+                    campaign_feedback: Arc::default(),
                 })
             }
         }
@@ -180,18 +180,19 @@ impl Db {
         self.backend
     }
 
-    /// Whether campaign `id` is a ranking campaign (false for one that does not exist).
-    pub async fn is_ranking_campaign(&self, id: i64) -> Result<bool, DbError> {
-        if let Some(&known) = self.ranking_campaigns.lock().expect("campaign kinds").get(&id) {
-            return Ok(known);
+    /// What campaign `id`'s raters answer (`campaigns.feedback`: pair, ranking, thumbs or
+    /// scale; `pair` for one that does not exist).
+    pub async fn campaign_feedback(&self, id: i64) -> Result<String, DbError> {
+        if let Some(known) = self.campaign_feedback.lock().expect("campaign kinds").get(&id) {
+            return Ok(known.clone());
         }
         let Some(row) = self.fetch_optional("SELECT feedback FROM campaigns WHERE id = $1", crate::args![id]).await?
         else {
-            return Ok(false);
+            return Ok("pair".into());
         };
-        let ranking = row.text("feedback")? == "ranking";
-        self.ranking_campaigns.lock().expect("campaign kinds").insert(id, ranking);
-        Ok(ranking)
+        let feedback = row.text("feedback")?;
+        self.campaign_feedback.lock().expect("campaign kinds").insert(id, feedback.clone());
+        Ok(feedback)
     }
 
     /// Runs a write transaction: on the SQLite writer thread with group commit, or as a

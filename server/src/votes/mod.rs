@@ -18,7 +18,7 @@ pub use postgres::Sequencer;
 
 use std::sync::Arc;
 
-use pairwise_api::campaigns::{Aspect, CampaignStatus};
+use pairwise_api::campaigns::{Aspect, CampaignKind, CampaignStatus};
 use pairwise_api::votes::{Choice, Next, ServedPair, StoredVote, VoteOutcome, VoteRequest};
 use rand::Rng;
 
@@ -26,14 +26,14 @@ use crate::args;
 use crate::error::{ApiError, ApiResult};
 use crate::feedback::{self, VoteRow};
 use crate::metrics::metrics;
-use crate::ranking;
 use crate::store::{Backend, Db, SqlRow, Store, now_ms, tx_body};
+use crate::{ranking, rating};
 
 struct CampaignSettings {
     id: i64,
     aspects: Vec<Aspect>,
-    /// A ranking campaign (votes give ranks, not a choice).
-    ranking: bool,
+    /// What raters answer: a choice (`Pairwise`, arenas included), ranks or a rating.
+    kind: CampaignKind,
     status: CampaignStatus,
     overlap: i64,
     gold_rate: f64,
@@ -68,7 +68,7 @@ async fn load_campaign(tx: &mut dyn Store, id: i64) -> ApiResult<CampaignSetting
     Ok(CampaignSettings {
         id,
         aspects: feedback::parse_aspects(&row.text("aspects")?)?,
-        ranking: row.text("feedback")? == "ranking",
+        kind: CampaignKind::parse(&row.text("feedback")?).unwrap_or(CampaignKind::Pairwise),
         status: CampaignStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown status {status}"))?,
         overlap: row.int("overlap")?,
         gold_rate: row.real("gold_rate")?,
@@ -101,7 +101,7 @@ async fn served_pair(tx: &mut dyn Store, assignment: &SqlRow, campaign_id: i64) 
         .fetch_one(
             "SELECT pr.text AS prompt, pr.messages, ra.text AS text_a, rb.text AS text_b FROM pairs p \
              JOIN prompts pr ON pr.id = p.prompt_id JOIN responses ra ON ra.id = p.response_a_id \
-             JOIN responses rb ON rb.id = p.response_b_id WHERE p.id = $1",
+             LEFT JOIN responses rb ON rb.id = p.response_b_id WHERE p.id = $1",
             args![pair_id],
         )
         .await?;
@@ -113,7 +113,7 @@ async fn served_pair(tx: &mut dyn Store, assignment: &SqlRow, campaign_id: i64) 
 }
 
 /// A served pair from a row with the pair's `prompt`, `messages`, `text_a` and `text_b`:
-/// the responses in the order the rater sees them.
+/// the responses in the order the rater sees them (a single response is `left`).
 fn served_from_texts(
     row: &SqlRow,
     assignment_id: i64,
@@ -122,7 +122,7 @@ fn served_from_texts(
     swapped: bool,
     expires_at: i64,
 ) -> ApiResult<ServedPair> {
-    let (a, b) = (row.text("text_a")?, row.text("text_b")?);
+    let (a, b) = (row.text("text_a")?, row.opt_text("text_b")?.unwrap_or_default());
     let (left, right) = if swapped { (b, a) } else { (a, b) };
     Ok(ServedPair {
         assignment_id,
@@ -192,6 +192,8 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
     };
     // A pair handed to the same rater again (after their lease expired) keeps its
     // assignment id and its left/right order, so a vote from the old screen still maps right.
+    // A single response is never swapped.
+    let swap = dice.swap && !campaign.kind.single_response();
     let assignment = tx
         .fetch_one(
             "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
@@ -199,7 +201,7 @@ async fn assign(tx: &mut dyn Store, campaign: &CampaignSettings, rater: i64, now
              ON CONFLICT (pair_id, rater_id) DO UPDATE SET status = 'active', swapped = assignments.swapped, \
              created_at = excluded.created_at, expires_at = excluded.expires_at \
              RETURNING id, pair_id, swapped, expires_at",
-            args![campaign.id, pair_id, rater, dice.swap, is_gold, now, now + campaign.lease_ms],
+            args![campaign.id, pair_id, rater, swap, is_gold, now, now + campaign.lease_ms],
         )
         .await?;
     Ok(Next::Assigned { pair: served_pair(tx, &assignment, campaign.id).await? })
@@ -238,6 +240,15 @@ fn validate_vote(req: &VoteRequest) -> ApiResult<()> {
         (Some(_), None) | (None, Some(_)) => Ok(()),
         _ => Err(ApiError::bad_request("give exactly one of assignment_id (leased vote) or pair_id (free vote)")),
     }?;
+    if req.rating.is_some() {
+        if req.choice.is_some() || req.ranks.is_some() {
+            return Err(ApiError::bad_request("give rating (a single response) without choice or ranks"));
+        }
+        if req.strength.is_some() || req.all_bad || req.aspects.is_some() {
+            return Err(ApiError::bad_request("a rating vote takes a rating, a reason and a correction only"));
+        }
+        return feedback::validate_feedback(req);
+    }
     match (&req.choice, &req.ranks) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("give choice (a pair) or ranks (a ranking task), not both"));
@@ -412,6 +423,8 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
             if campaign.status != CampaignStatus::Active {
                 return Err(ApiError::conflict("campaign_not_active", "the campaign is not open for rating"));
             }
+            // A single response is never swapped.
+            let swapped = req.swapped && !campaign.kind.single_response();
             let held = tx
                 .fetch_optional(
                     "SELECT id, status FROM assignments WHERE pair_id = $1 AND rater_id = $2",
@@ -439,16 +452,17 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
                     "INSERT INTO assignments (campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
                      SELECT campaign_id, id, $1, 'voted', $2, is_gold, $3, $3 FROM pairs WHERE id = $4 \
                      ON CONFLICT (pair_id, rater_id) DO UPDATE SET swapped = excluded.swapped RETURNING id",
-                    args![rater, req.swapped, now, pair_id],
+                    args![rater, swapped, now, pair_id],
                 )
                 .await?;
-            (assignment.int("id")?, pair_id, req.swapped)
+            (assignment.int("id")?, pair_id, swapped)
         }
         (None, None) => unreachable!("validated"),
     };
 
-    match (campaign.ranking, &req.ranks) {
-        (true, None) => {
+    rating::check_rating(campaign.kind, req.rating)?;
+    match (campaign.kind == CampaignKind::Ranking, &req.ranks) {
+        (true, None) if req.rating.is_none() => {
             return Err(ApiError::bad_request(
                 "ranks: required; this campaign ranks all of a task's responses (send ranks, not choice)",
             ));
@@ -460,9 +474,15 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
         }
         _ => {}
     }
-    // A ranking vote's choice is set from its ranks by `store_ranking` below.
-    let choice = req.choice.map_or(Choice::Tie, |c| c.to_stored(swapped));
+    // A ranking vote's choice is set from its ranks by `store_ranking` below; a rating vote
+    // is about response a.
+    let choice = match (req.choice, req.rating) {
+        (_, Some(_)) => Choice::A,
+        (Some(choice), None) => choice.to_stored(swapped),
+        (None, None) => Choice::Tie,
+    };
     let strength = match choice {
+        _ if req.rating.is_some() => None,
         Choice::A | Choice::B => req.strength,
         Choice::Tie | Choice::BothBad => None,
     };
@@ -494,6 +514,9 @@ async fn vote_once(tx: &mut dyn Store, rater: i64, req: &VoteRequest, now: i64, 
     }
     if let Some(ranks) = &req.ranks {
         ranking::store_ranking(tx, vote_row.id, ranks, req.all_bad).await?;
+    }
+    if let Some(rating) = req.rating {
+        rating::store_rating(tx, vote_row.id, rating).await?;
     }
     tx.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = $1", args![pair_id]).await?;
     tx.execute("UPDATE assignments SET status = 'voted' WHERE id = $1", args![assignment_id]).await?;

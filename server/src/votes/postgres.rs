@@ -15,8 +15,8 @@ use super::{Dice, served_from_texts};
 use crate::args;
 use crate::error::{ApiError, ApiResult};
 use crate::feedback;
-use crate::ranking;
 use crate::store::{Db, DbError, SqlRow, SqlValue, Store, now_ms, tx_body};
+use crate::{ranking, rating};
 
 const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, $2, $3, $4, $5)";
 const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, $2, $3, $4, $5)";
@@ -37,7 +37,7 @@ pub(super) async fn skip(db: &Db, rater: i64, assignment_id: i64, dice: Dice) ->
 /// A ranking task handed out gets its responses (a second round trip, for rankings only).
 async fn with_ranked_responses(db: &Db, mut next: Next) -> ApiResult<Next> {
     if let Next::Assigned { pair } = &mut next
-        && db.is_ranking_campaign(pair.campaign_id).await?
+        && db.campaign_feedback(pair.campaign_id).await? == "ranking"
     {
         ranking::show_responses(pair, &db.fetch_all(ranking::TASK_RESPONSES_SQL, args![pair.pair_id]).await?)?;
     }
@@ -51,13 +51,13 @@ pub(super) async fn submit_vote(
     req: &VoteRequest,
     dice: Dice,
 ) -> ApiResult<VoteOutcome> {
-    let (mut outcome, campaign_id) = match (&req.correction, &req.ranks) {
-        (None, None) => {
+    let (mut outcome, campaign_id) = match (&req.correction, &req.ranks, req.rating) {
+        (None, None, None) => {
             let row = call(db, VOTE_SQL, || vote_args(rater, req, dice)).await.map_err(already_voted)?;
             (outcome_from_row(&row)?, row.int("campaign_id")?)
         }
-        // A correction or ranks are written by Rust code, so the vote and they share a
-        // transaction.
+        // A correction, ranks or a rating are written by Rust code, so the vote and they
+        // share a transaction.
         _ => {
             let req = Arc::new(req.clone());
             let outcome = db
@@ -72,6 +72,9 @@ pub(super) async fn submit_vote(
                             if let Some(ranks) = &req.ranks {
                                 outcome.vote.choice =
                                     ranking::store_ranking(tx, outcome.vote.id, ranks, req.all_bad).await?;
+                            }
+                            if let Some(rating) = req.rating {
+                                rating::store_rating(tx, outcome.vote.id, rating).await?;
                             }
                         }
                         Ok::<_, ApiError>(outcome)
@@ -100,8 +103,10 @@ pub(super) async fn vote_in(tx: &mut dyn Store, rater: i64, req: &VoteRequest, d
 }
 
 fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
-    // A ranking vote's choice is set from its ranks afterwards (`ranking::store_ranking`).
+    // A ranking vote's choice is set from its ranks afterwards (`ranking::store_ranking`); a
+    // rating vote is about response a, shown on the left (single responses are never swapped).
     let choice = match req.choice {
+        _ if req.rating.is_some() => "left",
         Some(ScreenChoice::Left) => "left",
         Some(ScreenChoice::Right) => "right",
         Some(ScreenChoice::Tie) | None => "tie",
@@ -113,7 +118,8 @@ fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
         rater,
         req.assignment_id,
         req.pair_id,
-        req.swapped,
+        // A rating is of the task's one response, never swapped.
+        req.swapped && req.rating.is_none(),
         choice,
         req.strength,
         rationale,
@@ -123,7 +129,12 @@ fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
         dice.gold_roll,
         dice.swap,
         aspects,
-        req.ranks.is_some()
+        // What the vote answers, checked against the campaign by the vote function.
+        match (&req.ranks, req.rating) {
+            (Some(_), _) => 1i64,
+            (None, Some(_)) => 2,
+            (None, None) => 0,
+        }
     ]
 }
 

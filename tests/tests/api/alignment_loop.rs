@@ -378,3 +378,102 @@ async fn rankings_from_a_panel_train_listwise_models_and_the_next_round() {
     assert!((2..=3).contains(&shown), "a task of the new round ranks its prompt's answers: {task}");
     server.stop().await;
 }
+
+/// The thumbs sibling of the loop: a thumbs campaign of two answers per prompt (one praising,
+/// one disparaging), each rated alone by a panel of three (one noisy) through the HTTP API; a
+/// KTO run on the campaign trains on the desirable and undesirable answers (the server picks
+/// the `kto` export itself), and on held-out answers the policy's implied reward has the sign
+/// the panel's thumbs gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thumbs_from_a_panel_train_kto() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("policy");
+    write_tiny_policy(&model, &tiny_config(), 7).unwrap();
+    let server = TestServer::start_with(Backend::Sqlite, pairwise_tests::with_trainer(dir.path())).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = pairwise_tests::create_campaign(
+        &admin,
+        json!({"name": "praise thumbs", "kind": "thumbs", "status": "active", "overlap": 3}),
+    )
+    .await;
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut prompts = std::collections::BTreeSet::new();
+    while prompts.len() < 120 {
+        let (a, b) = (TOPICS[rng.random_range(0..16)], TOPICS[rng.random_range(0..16)]);
+        prompts.insert(format!("tell me about {a} {b}"));
+    }
+    let lines: Vec<Value> = prompts
+        .iter()
+        .map(|prompt| {
+            let topic = prompt.split(' ').nth(3).unwrap();
+            let good: Vec<&str> = GOOD.choose_multiple(&mut rng, 2).copied().collect();
+            let bad: Vec<&str> = BAD.choose_multiple(&mut rng, 2).copied().collect();
+            json!({"prompt": prompt, "responses": [
+                {"text": format!("{topic} is {} .", good.join(" ")), "model": "praising"},
+                {"text": format!("{topic} is {} .", bad.join(" ")), "model": "disparaging"},
+            ]})
+        })
+        .collect();
+    pairwise_tests::import(&admin, campaign, &lines).await;
+
+    let mut panel = Vec::new();
+    for name in ["ana", "ben", "cai"] {
+        panel.push(server.client_for(name, Role::Annotator).await);
+    }
+    let mut votes = 0;
+    for (i, rater) in panel.iter().enumerate() {
+        loop {
+            let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+            if next["status"] != "assigned" {
+                break;
+            }
+            let task = &next["pair"];
+            let mut up = praise(task["left"].as_str().unwrap()) > 0;
+            // The noisy rater flips a quarter of their thumbs.
+            if i == 2 && rng.random_bool(0.25) {
+                up = !up;
+            }
+            let body = json!({"assignment_id": task["assignment_id"], "rating": i64::from(up), "time_ms": 2000,
+                              "client_key": format!("{}-{}", rater.user_id, task["assignment_id"])});
+            let reply = rater.post("/api/v1/votes", &body).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            votes += 1;
+        }
+    }
+    assert_eq!(votes, 240 * 3, "every answer got its overlap of thumbs");
+    let board = admin.get(&format!("/api/v1/campaigns/{campaign}/leaderboard?bootstrap=50")).await.json;
+    assert_eq!(board["models"][0]["model"], "praising", "{board}");
+
+    let args = [
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-2",
+        "--beta",
+        "0.1",
+        "--eval-fraction",
+        "0.25",
+        "--max-length",
+        "48",
+        "--max-prompt-length",
+        "24",
+        "--lora-targets",
+        "q,k,v,o,gate,up,down",
+    ];
+    let spec = json!({"method": "kto", "model": model.display().to_string(), "args": args});
+    let reply = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &spec).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let runs = wait_for_runs(&admin, campaign, |runs| runs.iter().all(|r| r["status"] != "running")).await;
+    let run = admin.get(&format!("/api/v1/runs/{}", runs[0]["id"])).await.json;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["config"]["export"]["format"], "kto");
+    assert_eq!(run["data_rows"], 240, "one labelled answer per task (three votes never split): {run}");
+    let metrics = run["metrics"].as_array().unwrap();
+    let held_out =
+        metrics.iter().rev().find_map(|m| m["eval_rewards/label_accuracy"].as_f64()).expect("eval label accuracy");
+    println!("KTO from the panel's thumbs: held-out reward sign accuracy {held_out:.3}");
+    assert!(held_out > 0.8, "held-out reward sign accuracy: {held_out:.2}");
+    server.stop().await;
+}

@@ -16,6 +16,7 @@ mod import;
 mod operations;
 mod pages;
 mod rankings;
+mod ratings;
 mod runs;
 mod schema;
 mod shutdown;

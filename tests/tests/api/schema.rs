@@ -34,3 +34,69 @@ async fn sqlite_and_postgres_have_the_same_tables_and_columns() {
         "columns only in SQLite: {only_sqlite:?}; only in Postgres: {only_postgres:?}"
     );
 }
+
+/// Migration 0010 rebuilds SQLite's `pairs` table (a NOT NULL cannot be dropped in place):
+/// on a database with votes and tallies, every row stays, with no foreign key broken — the
+/// drop of the old table must not cascade to `pair_tallies` — and single-response tasks can
+/// then be stored, one per response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuilding_pairs_on_sqlite_keeps_every_row() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("up-to-0009");
+    std::fs::create_dir(&earlier).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.as_str() < "0010" {
+            std::fs::copy(&path, earlier.join(&name)).unwrap();
+        }
+    }
+    let file = dir.path().join("old.db");
+    let options = SqliteConnectOptions::new().filename(&file).create_if_missing(true).foreign_keys(true);
+    let pool = SqlitePool::connect_with(options.clone()).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier.as_path()).await.unwrap().run(&pool).await.unwrap();
+    for statement in [
+        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'r', 'x', 'annotator', 0)",
+        "INSERT INTO campaigns (id, name, overlap, status, created_at, updated_at) VALUES (1, 'c', 1, 'active', 0, 0)",
+        "INSERT INTO prompts (id, content_hash, text, created_at) VALUES (1, 'h', 'p', 0)",
+        "INSERT INTO responses (id, prompt_id, content_hash, text, model, created_at) VALUES (1, 1, 'a', 'a', 'm', 0), \
+         (2, 1, 'b', 'b', 'm', 0)",
+        "INSERT INTO pairs (id, campaign_id, prompt_id, response_a_id, response_b_id, vote_count, claimed, shuffle_key, \
+         created_at) VALUES (7, 1, 1, 1, 2, 1, 1, 5, 0)",
+        "INSERT INTO assignments (id, campaign_id, pair_id, rater_id, status, swapped, is_gold, created_at, expires_at) \
+         VALUES (1, 1, 7, 1, 'voted', 0, 0, 0, 0)",
+        "INSERT INTO comparisons (id, campaign_id, seq, pair_id, rater_id, assignment_id, choice, swapped, client_key, \
+         created_at) VALUES (1, 1, 1, 7, 1, 1, 'a', 0, 'k', 0)",
+        "INSERT INTO pair_tallies (pair_id, campaign_id, votes, a, b, tie, both_bad) VALUES (7, 1, 1, 1, 0, 0, 0)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let url = format!("sqlite://{}", file.display());
+    let settings = pairwise_server::store::DbSettings { url, max_connections: 2, sqlite_synchronous: "normal".into() };
+    let db = pairwise_server::store::Db::connect(&settings).await.unwrap();
+    drop(db);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM pairs WHERE id = 7 AND vote_count = 1 AND shuffle_key = 5").await, 1);
+    assert_eq!(count("SELECT COUNT(*) FROM pair_tallies WHERE pair_id = 7").await, 1, "the tallies survive");
+    assert_eq!(count("SELECT COUNT(*) FROM comparisons").await, 1);
+    assert_eq!(count("SELECT COUNT(*) FROM assignments").await, 1);
+    let broken: Vec<(String, i64)> =
+        sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check").fetch_all(&pool).await.unwrap();
+    assert!(broken.is_empty(), "foreign keys broken by the rebuild: {broken:?}");
+    let single =
+        "INSERT INTO pairs (campaign_id, prompt_id, response_a_id, shuffle_key, created_at) VALUES (1, 1, 1, 0, 0)";
+    sqlx::query(single).execute(&pool).await.unwrap();
+    let again = sqlx::query(single).execute(&pool).await.unwrap_err();
+    assert!(again.to_string().contains("UNIQUE"), "one single task per response: {again}");
+    let pair_again = "INSERT INTO pairs (campaign_id, prompt_id, response_a_id, response_b_id, shuffle_key, created_at) \
+                      VALUES (1, 1, 2, 1, 0, 0)";
+    assert!(sqlx::query(pair_again).execute(&pool).await.is_err(), "the unordered pair index is back");
+}

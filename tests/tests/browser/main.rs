@@ -6,6 +6,7 @@
 mod arena;
 mod feedback;
 mod rankings;
+mod ratings;
 
 use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, Locator};
