@@ -2,6 +2,11 @@
 -- response, `response_b_id` NULL, so leases, overlap, skips and the running tallies work
 -- as for pairs. The vote's rating is in `rating_votes`.
 
+-- Runs of the KTO and SFT methods (what single-response campaigns train).
+ALTER TABLE training_runs DROP CONSTRAINT training_runs_method_check;
+ALTER TABLE training_runs ADD CONSTRAINT training_runs_method_check
+    CHECK (method IN ('reward', 'dpo', 'rlhf', 'kto', 'sft'));
+
 -- The table CHECK (response_a_id <> response_b_id) holds for NULL already.
 ALTER TABLE pairs ALTER COLUMN response_b_id DROP NOT NULL;
 -- The unordered index leaves single tasks out (its keys are NULL): one task per response.

@@ -5,7 +5,8 @@
 //! kto / sft / raw exports with their threshold, and runs limited to kto and sft.
 
 use pairwise_server::accounts::Role;
-use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, jsonl};
+use pairwise_tests::{ApiClient, Backend, TestServer, both_backends, create_campaign, import, jsonl, with_trainer};
+use pairwise_trainer::synthetic::{tiny_config, write_tiny_model};
 use serde_json::{Value, json};
 
 async fn count(server: &TestServer, sql: &'static str) -> i64 {
@@ -49,7 +50,8 @@ fn fix_p1_bad(text: &str) -> Option<String> {
 }
 
 async fn thumbs_campaign_from_import_to_export(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(backend, with_trainer(dir.path())).await;
     let admin = server.client_for("admin", Role::Admin).await;
     let refused =
         admin.post("/api/v1/campaigns", &json!({"name": "x", "kind": "thumbs", "aspects": [{"name": "a"}]})).await;
@@ -204,14 +206,29 @@ async fn thumbs_campaign_from_import_to_export(backend: Backend) {
     assert_eq!(jsonl(&get(format!("export?format=kto&meta=true&since={}", cursor - 1)).await.text), of_last_task);
 
     // Runs train kto or sft on ratings; preference methods are refused before they start.
-    let spec = json!({"method": "dpo", "model": "/nowhere"});
-    let refused = admin.post(&format!("/api/v1/campaigns/{campaign}/runs"), &spec).await;
+    let runs = format!("/api/v1/campaigns/{campaign}/runs");
+    let refused = admin.post(&runs, &json!({"method": "dpo", "model": "/nowhere"})).await;
     assert_eq!(refused.status, 422, "{}", refused.text);
     assert!(
         refused.text.contains("a thumbs campaign rates one response at a time, so its runs are kto"),
         "{}",
         refused.text
     );
+    let model = dir.path().join("model");
+    write_tiny_model(&model, &tiny_config(), 2).unwrap();
+    for (method, rows) in [("kto", 3), ("sft", 2)] {
+        let spec = json!({"method": method, "model": model.display().to_string(),
+                          "args": ["--max-steps", "1", "--batch-size", "2", "--max-length", "48"]});
+        let started = admin.post(&runs, &spec).await;
+        assert_eq!(started.status, 201, "{method}: {}", started.text);
+        let mut run = started.json;
+        while run["status"] == "running" {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            run = admin.get(&format!("/api/v1/runs/{}", run["id"])).await.json;
+        }
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!((run["config"]["export"]["format"].as_str(), run["data_rows"].as_i64()), (Some(method), Some(rows)));
+    }
 }
 both_backends!(thumbs_campaign_from_import_to_export);
 

@@ -35,10 +35,11 @@ async fn sqlite_and_postgres_have_the_same_tables_and_columns() {
     );
 }
 
-/// Migration 0010 rebuilds SQLite's `pairs` table (a NOT NULL cannot be dropped in place):
-/// on a database with votes and tallies, every row stays, with no foreign key broken — the
-/// drop of the old table must not cascade to `pair_tallies` — and single-response tasks can
-/// then be stored, one per response.
+/// Migration 0010 rebuilds SQLite's `pairs` table (a NOT NULL cannot be dropped in place) and
+/// `training_runs` (a CHECK cannot be widened): on a database with votes, tallies and runs,
+/// every row stays, with no foreign key broken — the drop of the old tables must not cascade
+/// to `pair_tallies` — single-response tasks can then be stored, one per response, and KTO
+/// runs too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rebuilding_pairs_on_sqlite_keeps_every_row() {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
@@ -70,6 +71,9 @@ async fn rebuilding_pairs_on_sqlite_keeps_every_row() {
         "INSERT INTO comparisons (id, campaign_id, seq, pair_id, rater_id, assignment_id, choice, swapped, client_key, \
          created_at) VALUES (1, 1, 1, 7, 1, 1, 'a', 0, 'k', 0)",
         "INSERT INTO pair_tallies (pair_id, campaign_id, votes, a, b, tie, both_bad) VALUES (7, 1, 1, 1, 0, 0, 0)",
+        "INSERT INTO training_runs (id, campaign_id, method, config, trigger, status, guidelines_version, output_dir, \
+         started_at, supervisor) VALUES (3, 1, 'dpo', '{}', 'manual', 'succeeded', 1, 'runs/run-3', 0, 'one')",
+        "INSERT INTO run_metrics (run_id, line, metrics) VALUES (3, 1, '{}')",
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
@@ -88,6 +92,11 @@ async fn rebuilding_pairs_on_sqlite_keeps_every_row() {
     assert_eq!(count("SELECT COUNT(*) FROM pair_tallies WHERE pair_id = 7").await, 1, "the tallies survive");
     assert_eq!(count("SELECT COUNT(*) FROM comparisons").await, 1);
     assert_eq!(count("SELECT COUNT(*) FROM assignments").await, 1);
+    assert_eq!(count("SELECT COUNT(*) FROM training_runs WHERE id = 3 AND supervisor = 'one'").await, 1);
+    assert_eq!(count("SELECT COUNT(*) FROM run_metrics WHERE run_id = 3").await, 1, "a run's metrics survive");
+    let kto = "INSERT INTO training_runs (campaign_id, method, config, trigger, status, guidelines_version, output_dir, \
+               started_at) VALUES (1, 'kto', '{}', 'manual', 'failed', 1, '', 0)";
+    sqlx::query(kto).execute(&pool).await.expect("KTO runs can be stored");
     let broken: Vec<(String, i64)> =
         sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check").fetch_all(&pool).await.unwrap();
     assert!(broken.is_empty(), "foreign keys broken by the rebuild: {broken:?}");
