@@ -423,8 +423,8 @@ fn Dashboard(stats: CampaignStats) -> impl IntoView {
             .rev()
             .map(|&(value, votes)| {
                 let label = match (thumbs, value) {
-                    (true, 1) => "👍 good".to_string(),
-                    (true, _) => "👎 bad".to_string(),
+                    (true, 1) => "thumbs up".to_string(),
+                    (true, _) => "thumbs down".to_string(),
                     (false, value) => value.to_string(),
                 };
                 let share = (rating.votes > 0).then(|| votes as f64 / rating.votes as f64);

@@ -18,7 +18,7 @@ use crate::server_fns::rating::{NextView, PairView, RateState, SkipPair, SubmitR
 /// The ratings a campaign offers: `(value, label, key)`, best first.
 fn scale_of(kind: CampaignKind) -> &'static [(&'static str, &'static str, &'static str)] {
     match kind {
-        CampaignKind::Thumbs => &[("1", "👍 Good", "1"), ("0", "👎 Bad", "0")],
+        CampaignKind::Thumbs => &[("1", "Good (thumbs up)", "1"), ("0", "Bad (thumbs down)", "0")],
         _ => &[
             ("5", "5 · excellent", "5"),
             ("4", "4 · good", "4"),

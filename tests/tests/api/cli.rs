@@ -113,3 +113,36 @@ async fn cli_ranking_campaign(backend: Backend) {
     assert_eq!(export(&server, campaign, dir.path(), "trl", &[]).await.lines().count(), 3);
 }
 both_backends!(cli_ranking_campaign);
+
+/// A scale campaign made and filled from the command line: `campaign create --scale`, an
+/// import of single responses, a rating through the API, and `export --format kto` with and
+/// without `--threshold`.
+async fn cli_scale_campaign(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let create = ["campaign", "create", "--name", "scale", "--scale", "--overlap", "1", "--status", "active"];
+    pairwise(&server, &create).await.unwrap();
+    let refused =
+        pairwise(&server, &["campaign", "create", "--name", "both", "--scale", "--thumbs"]).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("cannot be used with"), "{refused:#}");
+    let campaign: i64 =
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'scale'").fetch_one(&server.sql).await.unwrap();
+    let tasks = dir.path().join("tasks.jsonl");
+    let line = serde_json::json!({"prompt": "p", "responses": [{"text": "x", "model": "m1"}]});
+    std::fs::write(&tasks, format!("{line}\n")).unwrap();
+    pairwise(&server, &["import", "--campaign", &campaign.to_string(), tasks.to_str().unwrap()]).await.unwrap();
+
+    let rater = server.client_for("rater", Role::Annotator).await;
+    let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await.json;
+    let vote = serde_json::json!({"assignment_id": next["pair"]["assignment_id"], "rating": 4, "client_key": "k"});
+    assert_eq!(rater.post("/api/v1/votes", &vote).await.status, 200);
+    assert_eq!(
+        export(&server, campaign, dir.path(), "kto", &[]).await,
+        "{\"completion\":\"x\",\"label\":true,\"prompt\":\"p\"}\n"
+    );
+    assert_eq!(
+        export(&server, campaign, dir.path(), "kto", &["--threshold", "4.5"]).await,
+        "{\"completion\":\"x\",\"label\":false,\"prompt\":\"p\"}\n"
+    );
+}
+both_backends!(cli_scale_campaign);

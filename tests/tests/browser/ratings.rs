@@ -18,11 +18,11 @@ const ARROW_UP: char = '\u{e013}';
 const ARROW_DOWN: char = '\u{e015}';
 
 /// A campaign of `kind` with three answers to one question: `good`, `poor` and `fine`.
-async fn single_campaign(server: &TestServer, kind: &str) -> i64 {
+async fn single_campaign(server: &TestServer, kind: &str, overlap: i64) -> i64 {
     let admin = server.client_for("setup-admin", Role::Admin).await;
     let campaign = create_campaign(
         &admin,
-        json!({"name": format!("Rate {kind}"), "kind": kind, "status": "active", "overlap": 1}),
+        json!({"name": format!("Rate {kind}"), "kind": kind, "status": "active", "overlap": overlap}),
     )
     .await;
     let responses: Vec<_> = ["good", "poor", "fine"]
@@ -59,7 +59,7 @@ async fn stored_ratings(server: &TestServer, rater: &str) -> Vec<(String, i64, O
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thumbs_with_the_keyboard() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let campaign = single_campaign(&server, "thumbs").await;
+    let campaign = single_campaign(&server, "thumbs", 1).await;
     users::create_user(&server.db, "tara", PASSWORD, Role::Annotator).await.unwrap();
     let base = server.base.clone();
     with_browser(true, async |client| {
@@ -143,7 +143,7 @@ async fn thumbs_with_the_keyboard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_with_the_keyboard_and_without_javascript() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let campaign = single_campaign(&server, "scale").await;
+    let campaign = single_campaign(&server, "scale", 2).await;
     users::create_user(&server.db, "uma", PASSWORD, Role::Annotator).await.unwrap();
     let base = server.base.clone();
     let score = |quality: &str| match quality {
@@ -155,7 +155,7 @@ async fn scale_with_the_keyboard_and_without_javascript() {
         log_in(&client, &base, "uma", PASSWORD).await?;
         client.goto(&format!("{base}/rate/{campaign}")).await?;
         wait_hydrated(&client).await?;
-        // Two of the three with number keys; the third is left for the no-JS rater below.
+        // Two of the three with number keys (the lease on the third stays with this rater).
         for _ in 0..2 {
             let (assignment, quality) = response_on_screen(&client).await?;
             press(&client, score(&quality)).await?;
