@@ -298,6 +298,30 @@ pub(crate) async fn write_pair(tx: &mut dyn Store, campaign_id: i64, item: &Impo
     Ok(row.int("id")?)
 }
 
+/// A prompt row of a Postgres chunk (`m`, `md`: absent when the default `[]`, `{}`).
+#[derive(serde::Serialize)]
+struct PromptRow<'a> {
+    h: &'a str,
+    t: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    m: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    md: Option<&'a str>,
+}
+
+/// A response row of a Postgres chunk (`pa`: absent when the default `{}`).
+#[derive(serde::Serialize)]
+struct ResponseRow<'a> {
+    p: i64,
+    h: &'a str,
+    t: &'a str,
+    mo: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    v: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pa: Option<&'a str>,
+}
+
 /// Items per statement on Postgres.
 const POSTGRES_CHUNK: usize = 2_000;
 
@@ -311,78 +335,123 @@ async fn write_items_in_chunks(
 ) -> ApiResult<ImportReport> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let mut report = ImportReport { lines: items.len(), ..ImportReport::default() };
-    let encode = |rows: &[serde_json::Value]| serde_json::to_string(rows).map_err(anyhow::Error::from);
+    fn encode(rows: &[impl serde::Serialize]) -> anyhow::Result<String> {
+        Ok(serde_json::to_string(rows)?)
+    }
     for chunk in items.chunks(POSTGRES_CHUNK) {
         let mut prompt_rows = Vec::with_capacity(chunk.len());
         let mut prompt_hashes = Vec::with_capacity(chunk.len());
         for item in chunk {
             let messages_json = serde_json::to_string(&item.messages).map_err(anyhow::Error::from)?;
-            let hash = content_hash(&[&messages_json, &item.prompt]);
-            prompt_rows.push(json!({"h": hash, "t": item.prompt, "m": messages_json, "md": item.metadata.to_string()}));
-            prompt_hashes.push(hash);
+            prompt_hashes.push(content_hash(&[&messages_json, &item.prompt]));
+            let metadata = item.metadata.as_object().is_none_or(|m| !m.is_empty()).then(|| item.metadata.to_string());
+            prompt_rows.push((messages_json, metadata));
         }
-        let prompts = encode(&prompt_rows)?;
-        let created = tx
-            .execute(
-                "INSERT INTO prompts (content_hash, text, messages, metadata, created_at) \
-                 SELECT x.h, x.t, x.m, x.md, $2 FROM json_to_recordset($1::json) AS x(h TEXT, t TEXT, m TEXT, md TEXT) \
-                 ON CONFLICT (content_hash) DO NOTHING",
-                args![prompts.as_str(), now],
-            )
-            .await? as usize;
-        report.prompts_created += created;
-        report.prompts_reused += chunk.len() - created;
+        let prompt_rows: Vec<PromptRow> = chunk
+            .iter()
+            .zip(&prompt_hashes)
+            .zip(&prompt_rows)
+            .map(|((item, h), (m, md))| PromptRow {
+                h,
+                t: &item.prompt,
+                m: (m != "[]").then_some(m.as_str()),
+                md: md.as_deref(),
+            })
+            .collect();
+        // New rows come back from the insert; only rows that were there already (a re-import)
+        // are looked up after it.
         let mut prompt_ids = HashMap::new();
         for row in tx
             .fetch_all(
-                "SELECT p.id, p.content_hash FROM prompts p \
-                 JOIN (SELECT DISTINCT h FROM json_to_recordset($1::json) AS x(h TEXT)) x ON p.content_hash = x.h",
-                args![prompts],
+                "INSERT INTO prompts (content_hash, text, messages, metadata, created_at) \
+                 SELECT x.h, x.t, COALESCE(x.m, '[]'), COALESCE(x.md, '{}'), $2 \
+                 FROM json_to_recordset($1::json) AS x(h TEXT, t TEXT, m TEXT, md TEXT) \
+                 ON CONFLICT (content_hash) DO NOTHING RETURNING id, content_hash",
+                args![encode(&prompt_rows)?, now],
             )
             .await?
         {
             prompt_ids.insert(row.text("content_hash")?, row.int("id")?);
         }
+        report.prompts_created += prompt_ids.len();
+        report.prompts_reused += chunk.len() - prompt_ids.len();
+        let known: Vec<serde_json::Value> =
+            prompt_hashes.iter().filter(|h| !prompt_ids.contains_key(*h)).map(|h| json!({"h": h})).collect();
+        if !known.is_empty() {
+            for row in tx
+                .fetch_all(
+                    "SELECT p.id, p.content_hash FROM prompts p \
+                     JOIN (SELECT DISTINCT h FROM json_to_recordset($1::json) AS x(h TEXT)) x ON p.content_hash = x.h",
+                    args![encode(&known)?],
+                )
+                .await?
+            {
+                prompt_ids.insert(row.text("content_hash")?, row.int("id")?);
+            }
+        }
 
-        let mut response_rows = Vec::new();
-        // Per pair to form: prompt id, the two responses' hashes, gold answer, shuffle key.
+        // Per response: its prompt id, hash and the response; per pair to form: prompt id, the
+        // two responses' hashes, gold answer, shuffle key.
+        let mut shaped = Vec::new();
         let mut planned = Vec::new();
         for (item, hash) in chunk.iter().zip(&prompt_hashes) {
             let prompt_id = prompt_ids[hash];
             let (responses, pairs, gold) = item_shape(item, options, &mut rng);
             let hashes: Vec<String> = responses.iter().map(|r| content_hash(&[&r.text])).collect();
-            for (response, hash) in responses.iter().zip(&hashes) {
-                response_rows.push(json!({"p": prompt_id, "h": hash, "t": response.text, "mo": response.model,
-                                          "v": response.model_version, "pa": response.params.to_string()}));
-            }
             for (i, j) in pairs {
                 let shuffle_key = rng.random_range(0..i64::from(i32::MAX));
                 planned.push((prompt_id, hashes[i].clone(), hashes[j].clone(), gold, shuffle_key));
             }
+            shaped.extend(responses.into_iter().zip(hashes).map(|(response, hash)| (prompt_id, hash, response)));
         }
-        let responses = encode(&response_rows)?;
-        let created = tx
-            .execute(
-                "INSERT INTO responses (prompt_id, content_hash, text, model, model_version, params, created_at) \
-                 SELECT x.p, x.h, x.t, x.mo, x.v, x.pa, $2 \
-                 FROM json_to_recordset($1::json) AS x(p BIGINT, h TEXT, t TEXT, mo TEXT, v TEXT, pa TEXT) \
-                 ON CONFLICT (prompt_id, content_hash) DO NOTHING",
-                args![responses.as_str(), now],
-            )
-            .await? as usize;
-        report.responses_created += created;
-        report.responses_reused += response_rows.len() - created;
+        let params: Vec<Option<String>> = shaped
+            .iter()
+            .map(|(_, _, r)| r.params.as_object().is_none_or(|p| !p.is_empty()).then(|| r.params.to_string()))
+            .collect();
+        let response_rows: Vec<ResponseRow> = shaped
+            .iter()
+            .zip(&params)
+            .map(|((p, h, r), pa)| ResponseRow {
+                p: *p,
+                h,
+                t: &r.text,
+                mo: &r.model,
+                v: r.model_version.as_deref(),
+                pa: pa.as_deref(),
+            })
+            .collect();
         let mut response_ids = HashMap::new();
         for row in tx
             .fetch_all(
-                "SELECT r.id, r.prompt_id, r.content_hash FROM responses r \
-                 JOIN (SELECT DISTINCT p, h FROM json_to_recordset($1::json) AS x(p BIGINT, h TEXT)) x \
-                 ON r.prompt_id = x.p AND r.content_hash = x.h",
-                args![responses],
+                "INSERT INTO responses (prompt_id, content_hash, text, model, model_version, params, created_at) \
+                 SELECT x.p, x.h, x.t, x.mo, x.v, COALESCE(x.pa, '{}'), $2 \
+                 FROM json_to_recordset($1::json) AS x(p BIGINT, h TEXT, t TEXT, mo TEXT, v TEXT, pa TEXT) \
+                 ON CONFLICT (prompt_id, content_hash) DO NOTHING RETURNING id, prompt_id, content_hash",
+                args![encode(&response_rows)?, now],
             )
             .await?
         {
             response_ids.insert((row.int("prompt_id")?, row.text("content_hash")?), row.int("id")?);
+        }
+        report.responses_created += response_ids.len();
+        report.responses_reused += response_rows.len() - response_ids.len();
+        let known: Vec<serde_json::Value> = shaped
+            .iter()
+            .filter(|(p, h, _)| !response_ids.contains_key(&(*p, h.clone())))
+            .map(|(p, h, _)| json!({"p": p, "h": h}))
+            .collect();
+        if !known.is_empty() {
+            for row in tx
+                .fetch_all(
+                    "SELECT r.id, r.prompt_id, r.content_hash FROM responses r \
+                     JOIN (SELECT DISTINCT p, h FROM json_to_recordset($1::json) AS x(p BIGINT, h TEXT)) x \
+                     ON r.prompt_id = x.p AND r.content_hash = x.h",
+                    args![encode(&known)?],
+                )
+                .await?
+            {
+                response_ids.insert((row.int("prompt_id")?, row.text("content_hash")?), row.int("id")?);
+            }
         }
 
         let pair_rows: Vec<serde_json::Value> = planned
@@ -392,20 +461,21 @@ async fn write_items_in_chunks(
                        "g": i64::from(gold.is_some()), "gc": gold, "s": shuffle_key})
             })
             .collect();
+        // Counted in the statement: a row back per chunk, not per pair.
         let created = tx
-            .fetch_all(
-                "INSERT INTO pairs (campaign_id, prompt_id, response_a_id, response_b_id, is_gold, gold_choice, \
-                 shuffle_key, created_at) SELECT $2, x.p, x.a, x.b, x.g, x.gc, x.s, $3 \
+            .fetch_one(
+                "WITH created AS (INSERT INTO pairs (campaign_id, prompt_id, response_a_id, response_b_id, is_gold, \
+                 gold_choice, shuffle_key, created_at) SELECT $2, x.p, x.a, x.b, x.g, x.gc, x.s, $3 \
                  FROM json_to_recordset($1::json) AS x(p BIGINT, a BIGINT, b BIGINT, g BIGINT, gc TEXT, s BIGINT) \
-                 ON CONFLICT DO NOTHING RETURNING is_gold",
+                 ON CONFLICT DO NOTHING RETURNING is_gold) \
+                 SELECT COUNT(*) AS pairs, CAST(COALESCE(SUM(is_gold), 0) AS BIGINT) AS gold FROM created",
                 args![encode(&pair_rows)?, campaign_id, now],
             )
             .await?;
-        report.pairs_created += created.len();
-        report.pairs_existing += pair_rows.len() - created.len();
-        for row in &created {
-            report.gold_pairs += usize::from(row.int("is_gold")? == 1);
-        }
+        let (pairs, gold) = (created.int("pairs")? as usize, created.int("gold")? as usize);
+        report.pairs_created += pairs;
+        report.pairs_existing += pair_rows.len() - pairs;
+        report.gold_pairs += gold;
     }
     Ok(report)
 }
