@@ -43,19 +43,34 @@ pub fn RunsSection(campaign_id: i64) -> impl IntoView {
             <h3>"Start a run"</h3>
             <ActionForm action=start attr:class="grid-form" attr:id="start-run">
                 <input type="hidden" name="campaign_id" value=campaign_id />
-                <label>
-                    "Method"
-                    <Select
-                        name="method"
-                        options=vec![
-                            ("dpo", "DPO"),
-                            ("reward", "reward model"),
-                            ("rlhf", "RLHF (reward model, then RLOO)"),
-                            ("kto", "KTO (winners desirable, losers and both-bad answers not)"),
-                            ("sft", "SFT on the winning answers"),
-                        ]
-                    />
-                </label>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        // A thumbs or scale campaign has ratings, not preferences: KTO or SFT.
+                        let single = campaigns
+                            .await
+                            .unwrap_or_default()
+                            .into_iter()
+                            .find(|c| c.id == campaign_id)
+                            .is_some_and(|c| c.kind.single_response());
+                        let options = if single {
+                            vec![
+                                ("kto", "KTO (well-rated answers desirable, badly rated ones not)"),
+                                ("sft", "SFT on corrections and well-rated answers"),
+                            ]
+                        } else {
+                            vec![
+                                ("dpo", "DPO"),
+                                ("reward", "reward model"),
+                                ("rlhf", "RLHF (reward model, then RLOO)"),
+                                ("kto", "KTO (winners desirable, losers and both-bad answers not)"),
+                                ("sft", "SFT on the winning answers"),
+                            ]
+                        };
+                        view! {
+                            <label>"Method" <Select name="method" options /></label>
+                        }
+                    })}
+                </Suspense>
                 <Suspense fallback=|| ()>
                     {move || Suspend::new(async move {
                         let aspects: Vec<String> = campaigns

@@ -119,7 +119,8 @@ async fn thumbs_with_the_keyboard() {
         ]
     );
 
-    // The admin's dashboard reads the ratings; the leaderboard is by mean rating.
+    // The admin's dashboard reads the ratings; the leaderboard is by mean rating; runs are
+    // KTO or SFT.
     users::create_user(&server.db, "tess", PASSWORD, Role::Admin).await.unwrap();
     with_browser(true, async |client| {
         log_in(&client, &base, "tess", PASSWORD).await?;
@@ -134,6 +135,11 @@ async fn thumbs_with_the_keyboard() {
         let caption = wait_for(&client, "#leaderboard p.muted").await?.text().await?;
         ensure!(caption.starts_with("Mean rating scores from 3 ratings"), "leaderboard caption: {caption}");
         ensure!(client.find_all(Locator::Css("#export-kto")).await?.len() == 1, "a KTO download");
+        let mut methods = Vec::new();
+        for option in client.find_all(Locator::Css("#start-run select[name=method] option")).await? {
+            methods.push(option.attr("value").await?.unwrap_or_default());
+        }
+        ensure!(methods == ["kto", "sft"], "a thumbs campaign trains KTO or SFT: {methods:?}");
         Ok(())
     })
     .await;
