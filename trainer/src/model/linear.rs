@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::tensor::ops::{FrozenWeight, GradSink, frozen_linear, trainable_linear};
+use crate::tensor::packed::PackedWeight;
 
 /// A model parameter that is either frozen (plain tensor) or trained (a `Var`).
 #[derive(Clone)]
@@ -188,6 +189,14 @@ impl AdaptedLinear {
             in_features,
             out_features,
         }
+    }
+
+    /// This layer with its frozen weight's llama.cpp blocks beside it, for decode steps.
+    pub fn with_packed(mut self, packed: PackedWeight) -> Self {
+        if let LinearWeight::Frozen(w) = self.weight {
+            self.weight = LinearWeight::Frozen(w.with_packed(Arc::new(packed)));
+        }
+        self
     }
 
     /// The base weight as a dense f32 tensor (dequantized if needed).

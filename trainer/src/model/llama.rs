@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{D, DType, Device, Result, Tensor, Var};
@@ -28,6 +29,7 @@ use crate::tensor::device::fused_kernels;
 use crate::tensor::io::TensorSource;
 use crate::tensor::kernels;
 use crate::tensor::ops::{self, FrozenWeight};
+use crate::tensor::packed::PackedWeight;
 
 /// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`.
 #[derive(Clone)]
@@ -504,6 +506,9 @@ pub struct LlamaModel {
     pub rotary: Rotary,
     /// The RoPE table of layers with `local_rope` (Gemma 3's sliding layers).
     pub local_rotary: Option<Rotary>,
+    /// Tied embeddings' llama.cpp blocks (a GGUF model), for the output projection of a
+    /// decode step.
+    pub packed_embeddings: Option<Arc<PackedWeight>>,
 }
 
 /// Gemma stores norm weights as `w` in `x̂·(1 + w)`; the model holds `1 + w`.
@@ -537,6 +542,7 @@ impl LlamaModel {
         quant: Option<GgmlDType>,
     ) -> anyhow::Result<Self> {
         let offset = norm_offset(&config);
+        let mut packed = tensors.packed_weights();
         let mut take = |name: &str| -> anyhow::Result<Tensor> {
             let stored = stored_names(name).into_iter().find(|n| tensors.contains(n));
             let t = match stored {
@@ -568,7 +574,13 @@ impl LlamaModel {
                             bias,
                         ))
                     }
-                    None => Ok(AdaptedLinear::frozen(weight, bias)?),
+                    None => {
+                        let linear = AdaptedLinear::frozen(weight, bias)?;
+                        Ok(match packed.remove(&format!("{p}.{name}.weight")) {
+                            Some(blocks) => linear.with_packed(blocks),
+                            None => linear,
+                        })
+                    }
                 }
             };
             let q_proj = linear("self_attn.q_proj", config.qkv_bias)?;
@@ -621,8 +633,17 @@ impl LlamaModel {
         }
         let norm = RmsNorm { weight: Param::Frozen((take("model.norm.weight")? + offset)?), eps: config.rms_norm_eps };
         // Checkpoints with tied embeddings usually omit lm_head.weight; some still carry a copy.
-        let lm_head =
-            if config.tie_word_embeddings { None } else { Some(AdaptedLinear::frozen(take("lm_head.weight")?, None)?) };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            let head = AdaptedLinear::frozen(take("lm_head.weight")?, None)?;
+            Some(match packed.remove("lm_head.weight") {
+                Some(blocks) => head.with_packed(blocks),
+                None => head,
+            })
+        };
+        let packed_embeddings =
+            packed.remove("model.embed_tokens.weight").filter(|_| config.tie_word_embeddings).map(Arc::new);
         let local_rotary = config.local_rope.as_ref().map(|rope| Rotary::new(&config, rope, device)).transpose()?;
         Ok(LlamaModel {
             rotary: Rotary::new(&config, &config.rope, device)?,
@@ -632,6 +653,7 @@ impl LlamaModel {
             layers,
             norm,
             lm_head,
+            packed_embeddings,
         })
     }
 
@@ -644,6 +666,13 @@ impl LlamaModel {
 
     pub fn device(&self) -> &Device {
         self.embed_tokens.tensor().device()
+    }
+
+    /// How many weights decode steps multiply in their llama.cpp blocks (a GGUF model's).
+    pub fn packed_weights(&self) -> usize {
+        let linears = self.layers.iter().flat_map(|l| l.linears().map(|(_, linear)| linear)).chain(&self.lm_head);
+        let packed = linears.filter(|l| matches!(&l.weight, LinearWeight::Frozen(w) if w.is_packed())).count();
+        packed + usize::from(self.packed_embeddings.is_some())
     }
 
     /// Hidden states after the final norm for every position, `[B, T, hidden]`.
@@ -811,7 +840,14 @@ impl LlamaModel {
     pub fn logits(&self, rows: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let logits = match (&self.lm_head, &self.embed_tokens) {
             (Some(head), _) => head.forward(rows, ctx),
-            (None, Param::Frozen(embed)) => ops::frozen_linear(rows, &FrozenWeight::dense_once(embed.clone())),
+            (None, Param::Frozen(embed)) => {
+                let weight = FrozenWeight::dense_once(embed.clone());
+                let weight = match &self.packed_embeddings {
+                    Some(blocks) => weight.with_packed(blocks.clone()),
+                    None => weight,
+                };
+                ops::frozen_linear(rows, &weight)
+            }
             (None, Param::Trainable(embed)) => ops::trainable_linear(rows, embed.as_tensor(), ctx.grad_sink.as_ref()),
         }?;
         match self.config.final_logit_softcapping {

@@ -201,8 +201,13 @@ impl Engine {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.admit();
-            if let Err(e) = self.step() {
+            // On a rayon worker: the matmuls' parallel loops then share the step's thread with
+            // the pool instead of waking the pool and sleeping for each of a step's ~200 calls.
+            let stepped = rayon::scope(|_| {
+                self.admit();
+                self.step()
+            });
+            if let Err(e) = stepped {
                 // A failed step leaves the caches in an unknown state: fail the batch, keep serving.
                 tracing::error!("decode step failed: {e:#}");
                 for row in self.batch.take().map(|b| b.rows).unwrap_or_default() {

@@ -67,6 +67,7 @@ fn parse_adapter(value: &str) -> Result<(String, PathBuf), String> {
 pub fn prepare(config: &ServeConfig) -> anyhow::Result<Arc<ServeState>> {
     let device = default_device()?;
     let (mut model, tokenizer) = load_model_and_tokenizer(&config.model, &device)?;
+    tracing::info!(packed = model.packed_weights(), "weights multiplied in their GGUF blocks in decode steps");
     let base = config.name.clone().unwrap_or_else(|| {
         config.model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
     });

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::TrainerError;
+use crate::tensor::packed::PackedWeight;
 
 /// Where a model's weights come from, tensor by tensor: a loader takes each one once.
 pub trait TensorSource {
@@ -19,6 +20,11 @@ pub trait TensorSource {
     fn take(&mut self, name: &str) -> anyhow::Result<Option<Tensor>>;
     /// Whether the source holds `name` (without reading it).
     fn contains(&self, name: &str) -> bool;
+    /// The llama.cpp blocks of the source's weights by name, for a source that has them (a
+    /// GGUF file); the model multiplies few-row inputs with them (see [`PackedWeight`]).
+    fn packed_weights(&mut self) -> HashMap<String, PackedWeight> {
+        HashMap::new()
+    }
 }
 
 impl TensorSource for HashMap<String, Tensor> {

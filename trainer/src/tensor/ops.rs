@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::tensor::buffer::accumulate;
 use crate::tensor::device::fused_kernels;
 use crate::tensor::kernels;
+use crate::tensor::packed::{PACKED_MAX_ROWS, PackedWeight};
 
 use candle_core::quantized::QTensor;
 use candle_core::{
@@ -57,21 +58,41 @@ pub enum FrozenWeight {
 /// contiguously (gemm packs a transposed operand one scalar at a time) while the backward
 /// `g · W` wants `W` itself, so a weight that is multiplied many times keeps both: the
 /// transpose is made on the first forward and costs a second copy of the weight.
+#[derive(Clone)]
 pub struct DenseWeight {
     pub weight: Tensor,
     /// `None` for a weight used once (no copy is kept).
     transposed: Option<OnceLock<Tensor>>,
+    /// The same weight in the llama.cpp blocks it was read from (a GGUF file): inputs of at
+    /// most [`PACKED_MAX_ROWS`] rows (a decode step) are multiplied with these instead.
+    packed: Option<Arc<PackedWeight>>,
 }
 
 impl FrozenWeight {
     /// A dense weight that keeps its transpose after the first forward.
     pub fn dense_kept(weight: Tensor) -> Self {
-        FrozenWeight::Dense(Arc::new(DenseWeight { weight, transposed: Some(OnceLock::new()) }))
+        FrozenWeight::Dense(Arc::new(DenseWeight { weight, transposed: Some(OnceLock::new()), packed: None }))
     }
 
     /// A dense weight used for a single call: no transposed copy.
     pub fn dense_once(weight: Tensor) -> Self {
-        FrozenWeight::Dense(Arc::new(DenseWeight { weight, transposed: None }))
+        FrozenWeight::Dense(Arc::new(DenseWeight { weight, transposed: None, packed: None }))
+    }
+
+    /// A dense weight with its llama.cpp blocks beside it, for few-row inputs (a quantized
+    /// weight, or blocks of another shape, are left as they are).
+    pub fn with_packed(self, packed: Arc<PackedWeight>) -> Self {
+        match self {
+            FrozenWeight::Dense(w) if w.weight.dims2().ok() == Some(packed.dims()) => {
+                FrozenWeight::Dense(Arc::new(DenseWeight { packed: Some(packed), ..Arc::unwrap_or_clone(w) }))
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the weight's llama.cpp blocks are kept beside it.
+    pub fn is_packed(&self) -> bool {
+        matches!(self, FrozenWeight::Dense(w) if w.packed.is_some())
     }
 
     /// The weight as a dense tensor in `dtype`; for quantized weights a temporary copy.
@@ -207,6 +228,15 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        if let (FrozenWeight::Dense(w), CpuStorage::F32(x)) = (&self.weight, storage)
+            && let Some(packed) = &w.packed
+            && let Ok((rows, cols)) = layout.shape().dims2()
+            && rows <= PACKED_MAX_ROWS
+            && cols == packed.dims().1
+            && let Some((start, end)) = layout.contiguous_offsets()
+        {
+            return Ok((CpuStorage::F32(packed.matmul(&x[start..end], rows)), Shape::from((rows, packed.dims().0))));
+        }
         // The dequantized copy of a quantized weight lives only for this matmul.
         let dtype = match storage {
             CpuStorage::F64(_) => DType::F64,
