@@ -1,5 +1,5 @@
 //! `cargo bench -p pairwise-trainer --bench packed_matmul [-- ROWS]`: the decode-step matmul
-//! of one and of four input rows against a `[ROWS, 576]` weight (SmolLM2-135M's width; the
+//! of one, four and eight input rows against a `[ROWS, 576]` weight (SmolLM2-135M's width; the
 //! default 131,072 rows is 75M weights, more than a core's caches hold, like a model's
 //! weights in a decode step), in llama.cpp's Q4_1 and Q8_0 blocks (`tensor::packed`) on one
 //! and two threads, and as candle's f32 matmul of the same weight (what decoding used
@@ -35,7 +35,7 @@ fn main() {
     for (dtype, bytes_per_weight) in [(GgmlDType::Q4_1, 0.75), (GgmlDType::Q8_0, 1.125)] {
         let quantized = QTensor::quantize(&weight, dtype).unwrap();
         let packed = PackedWeight::from_ggml(dtype, &quantized.data().unwrap(), (rows, cols)).unwrap();
-        for m in [1, 4] {
+        for m in [1, 4, 8] {
             let x: Vec<f32> = (0..m * cols).map(|i| (i % 7) as f32 * 0.1).collect();
             for threads in [1, 2] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -46,7 +46,7 @@ fn main() {
         }
     }
     let transposed = weight.t().unwrap().contiguous().unwrap();
-    for m in [1, 4] {
+    for m in [1, 4, 8] {
         let x = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu).unwrap();
         let s = time(|| drop(std::hint::black_box(x.matmul(&transposed).unwrap())));
         let gbs = (rows * cols * 4) as f64 / s / 1e9;

@@ -263,7 +263,7 @@ fn decode_steps_on_gguf_blocks_equal_the_dense_forward() {
         let (model, _) = load_model_and_tokenizer(&path, &Device::Cpu).unwrap();
         // q, k, v, o, gate, up of both layers (down's 176 inputs are no whole blocks), and the head.
         assert_eq!(model.packed_weights(), 2 * 6 + 1, "{dtype:?}: weights kept in their blocks");
-        for rows in [1, 3] {
+        for rows in [1, 3, 8] {
             let (mut caches, _) = model.initial_caches(rows, &ctx).unwrap();
             for (i, &token) in tokens.iter().enumerate() {
                 let logits = model

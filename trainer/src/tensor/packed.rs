@@ -21,7 +21,7 @@ const BLOCK: usize = 32;
 /// The most input rows [`PackedWeight::matmul`] is used for; more go to the dense gemm, which
 /// is faster once a step multiplies enough rows to be bound by arithmetic, not memory
 /// (BENCHMARKS.md, "Serving").
-pub const PACKED_MAX_ROWS: usize = 4;
+pub const PACKED_MAX_ROWS: usize = 8;
 
 /// A `[rows, cols]` weight in blocks of 32 along `cols`, its scales unpacked to f32.
 pub struct PackedWeight {
@@ -186,7 +186,11 @@ impl PackedWeight {
                             1 => avx2::nibble_row::<1, 4>(scales, quants, x, self.cols, out),
                             2 => avx2::nibble_row::<2, 4>(scales, quants, x, self.cols, out),
                             3 => avx2::nibble_row::<3, 2>(scales, quants, x, self.cols, out),
-                            _ => avx2::nibble_row::<4, 2>(scales, quants, x, self.cols, out),
+                            4 => avx2::nibble_row::<4, 2>(scales, quants, x, self.cols, out),
+                            5 => avx2::nibble_row::<5, 1>(scales, quants, x, self.cols, out),
+                            6 => avx2::nibble_row::<6, 1>(scales, quants, x, self.cols, out),
+                            7 => avx2::nibble_row::<7, 1>(scales, quants, x, self.cols, out),
+                            _ => avx2::nibble_row::<8, 1>(scales, quants, x, self.cols, out),
                         }
                     };
                     for (o, sums) in out.iter_mut().zip(block_sums.chunks_exact(per_row)) {
@@ -222,7 +226,11 @@ impl PackedWeight {
                             1 => avx2::byte_row::<1, 4>(scales, quants, x, self.cols, out),
                             2 => avx2::byte_row::<2, 4>(scales, quants, x, self.cols, out),
                             3 => avx2::byte_row::<3, 2>(scales, quants, x, self.cols, out),
-                            _ => avx2::byte_row::<4, 2>(scales, quants, x, self.cols, out),
+                            4 => avx2::byte_row::<4, 2>(scales, quants, x, self.cols, out),
+                            5 => avx2::byte_row::<5, 1>(scales, quants, x, self.cols, out),
+                            6 => avx2::byte_row::<6, 1>(scales, quants, x, self.cols, out),
+                            7 => avx2::byte_row::<7, 1>(scales, quants, x, self.cols, out),
+                            _ => avx2::byte_row::<8, 1>(scales, quants, x, self.cols, out),
                         }
                     };
                     return;
@@ -262,7 +270,8 @@ mod avx2 {
     //! One weight row times `M` input rows. The accumulators are locals of a kernel
     //! specialised for `M` (and `A` accumulators per input row), so they stay in registers:
     //! `A` independent FMA chains a row hide the FMA latency (4 for one or two rows, 2 for
-    //! more, where the rows themselves give independent chains and 16 registers run out).
+    //! three or four, 1 for more, where the rows themselves give enough independent chains and
+    //! 16 registers run out).
 
     use std::arch::x86_64::*;
 
