@@ -205,12 +205,36 @@ impl TestServer {
         self.sql.close().await;
         self.db.close().await;
         if let Some(name) = self.postgres_database.take() {
-            let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
+            drop_database(&name).await;
+        }
+    }
+}
+
+async fn drop_database(name: &str) {
+    let mut conn = sqlx::AnyConnection::connect(&postgres_admin_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
+/// A test that ends without [`TestServer::stop`] still drops its Postgres database (`FORCE`
+/// ends the server's connections), on a thread of its own: `Drop` cannot await, and the
+/// test's runtime may be the one dropping.
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_database.take() else { return };
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test database")
+                .block_on(drop_database(&name))
+        })
+        .join();
+        if dropped.is_err() && !std::thread::panicking() {
+            panic!("dropping the test's Postgres database failed");
         }
     }
 }
