@@ -42,6 +42,24 @@ fn f16_at(raw: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([raw[at], raw[at + 1]]).to_f32()
 }
 
+/// Calls the AVX2 kernel `$kernel` specialised for `$rows` input rows (1 to 8), with the
+/// accumulators per row that suit that count (see [`avx2`]).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_row_count {
+    ($kernel:ident, $rows:expr, $($arg:expr),*) => {
+        match $rows {
+            1 => avx2::$kernel::<1, 4>($($arg),*),
+            2 => avx2::$kernel::<2, 4>($($arg),*),
+            3 => avx2::$kernel::<3, 2>($($arg),*),
+            4 => avx2::$kernel::<4, 2>($($arg),*),
+            5 => avx2::$kernel::<5, 1>($($arg),*),
+            6 => avx2::$kernel::<6, 1>($($arg),*),
+            7 => avx2::$kernel::<7, 1>($($arg),*),
+            _ => avx2::$kernel::<8, 1>($($arg),*),
+        }
+    };
+}
+
 impl PackedWeight {
     /// The weight from a GGUF tensor's raw data (ggml's block layout, rows one after the
     /// other), or `None` for a format kept only as f32.
@@ -146,7 +164,10 @@ impl PackedWeight {
         let simd = simd_available();
         // Each input row's sum over each block, for the `min` term of 4-bit blocks:
         // Σ (scale·q + min)·x = scale · Σ q·x + min · Σ x.
-        let block_sums: Vec<f32> = x.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
+        let block_sums: Vec<f32> = match self.blocks {
+            Blocks::Nibbles { .. } => x.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect(),
+            Blocks::Bytes { .. } => Vec::new(),
+        };
         // Output rows by weight row (`[rows, m]`), in chunks a thread each.
         let chunk = self.rows.div_ceil(4 * rayon::current_num_threads()).max(16);
         let mut by_row = vec![0f32; self.rows * m];
@@ -181,18 +202,7 @@ impl PackedWeight {
                 if simd {
                     // SAFETY: the CPU has AVX2 and FMA (`simd_available`); the slices hold
                     // `per_row` blocks and `x` `out.len()` rows of `cols`.
-                    unsafe {
-                        match out.len() {
-                            1 => avx2::nibble_row::<1, 4>(scales, quants, x, self.cols, out),
-                            2 => avx2::nibble_row::<2, 4>(scales, quants, x, self.cols, out),
-                            3 => avx2::nibble_row::<3, 2>(scales, quants, x, self.cols, out),
-                            4 => avx2::nibble_row::<4, 2>(scales, quants, x, self.cols, out),
-                            5 => avx2::nibble_row::<5, 1>(scales, quants, x, self.cols, out),
-                            6 => avx2::nibble_row::<6, 1>(scales, quants, x, self.cols, out),
-                            7 => avx2::nibble_row::<7, 1>(scales, quants, x, self.cols, out),
-                            _ => avx2::nibble_row::<8, 1>(scales, quants, x, self.cols, out),
-                        }
-                    };
+                    unsafe { by_row_count!(nibble_row, out.len(), scales, quants, x, self.cols, out) };
                     for (o, sums) in out.iter_mut().zip(block_sums.chunks_exact(per_row)) {
                         // SAFETY: as above; both slices hold `per_row` values.
                         *o += unsafe { avx2::dot(mins, sums) };
@@ -221,18 +231,7 @@ impl PackedWeight {
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: as above.
-                    unsafe {
-                        match out.len() {
-                            1 => avx2::byte_row::<1, 4>(scales, quants, x, self.cols, out),
-                            2 => avx2::byte_row::<2, 4>(scales, quants, x, self.cols, out),
-                            3 => avx2::byte_row::<3, 2>(scales, quants, x, self.cols, out),
-                            4 => avx2::byte_row::<4, 2>(scales, quants, x, self.cols, out),
-                            5 => avx2::byte_row::<5, 1>(scales, quants, x, self.cols, out),
-                            6 => avx2::byte_row::<6, 1>(scales, quants, x, self.cols, out),
-                            7 => avx2::byte_row::<7, 1>(scales, quants, x, self.cols, out),
-                            _ => avx2::byte_row::<8, 1>(scales, quants, x, self.cols, out),
-                        }
-                    };
+                    unsafe { by_row_count!(byte_row, out.len(), scales, quants, x, self.cols, out) };
                     return;
                 }
                 for (b, o) in out.iter_mut().enumerate() {
