@@ -184,7 +184,7 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let prefixed = self.prefix.is_some() && ctx.adapters;
-        if fused_kernels(x.device()) && !prefixed && self.softcap.is_none() {
+        if fused_kernels(x.device()) && !prefixed {
             // On the CPU, everything between the projections (and their q/k norms) is one op
             // (see `kernels::Attention`): a short graph is a fast one.
             let project = |proj: &AdaptedLinear, norm: &Option<RmsNorm>| {
@@ -201,6 +201,7 @@ impl Attention {
                 kv_heads: nkv,
                 head_dim: hd,
                 scale: self.scale,
+                softcap: self.softcap,
             };
             let (q, k, v) = (
                 project(&self.q_proj, &self.q_norm)?,

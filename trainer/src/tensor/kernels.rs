@@ -387,8 +387,8 @@ fn gemm_views<T: Float + 'static>(
 
 /// Grouped-query attention from the projections to the output projection's input, as one op:
 /// `q` `[B·T, H·D]`, `k` and `v` `[B·T, KV·D]` (the linear layers' row-major outputs) →
-/// `[B·T, H·D]`, with RoPE (tables `[T, D]`), the score scale, the additive mask `[T, T]`
-/// and softmax inside. The backward recomputes the scores rather than keeping them (they are
+/// `[B·T, H·D]`, with RoPE (tables `[T, D]`), the score scale, Gemma 2's soft-capping, the
+/// additive mask `[T, T]` and softmax inside. The backward recomputes the scores rather than keeping them (they are
 /// cheap at these lengths), so the op holds no intermediates between the passes.
 #[derive(Clone)]
 pub struct Attention {
@@ -401,15 +401,19 @@ pub struct Attention {
     pub head_dim: usize,
     /// Multiplies the scores: `1/√D`, or Gemma's `query_pre_attn_scalar^-½`.
     pub scale: f64,
+    /// `cap · tanh(scores / cap)` on the scaled scores, before the mask (Gemma 2).
+    pub softcap: Option<f64>,
 }
 
 /// The per-`(row, KV head)` pieces both passes share: rotated keys, values, and for each query
-/// head of the group its rotated query and softmax probabilities.
+/// head of the group its rotated query, softmax probabilities and (soft-capped scores only)
+/// the cap's slope `1 − tanh²(s / cap)` at each score.
 struct HeadGroup<T> {
     keys: Vec<T>,
     values: Vec<T>,
     queries: Vec<Vec<T>>,
     probs: Vec<Vec<T>>,
+    cap_slopes: Vec<Vec<T>>,
 }
 
 impl Attention {
@@ -472,8 +476,10 @@ impl Attention {
             rotate(&k[row..row + d], table, &sin[s * d..(s + 1) * d], false, &mut keys[s * d..(s + 1) * d]);
             values[s * d..(s + 1) * d].copy_from_slice(&v[row..row + d]);
         }
+        let softcap: Option<T> = self.softcap.map(|cap| cast(cap).expect("cap fits the dtype"));
         let mut queries = Vec::with_capacity(groups);
         let mut probs = Vec::with_capacity(groups);
+        let mut cap_slopes = Vec::new();
         for g in 0..groups {
             let h = j * groups + g;
             let mut query = vec![T::zero(); t * d];
@@ -482,9 +488,21 @@ impl Attention {
                 let (c, sn) = (&cos[s * d..(s + 1) * d], &sin[s * d..(s + 1) * d]);
                 rotate(&q[row..row + d], c, sn, false, &mut query[s * d..(s + 1) * d]);
             }
-            // scores = scale · Q Kᵀ + mask, then softmax per row.
-            let mut p = mask.to_vec();
+            // scores = scale · Q Kᵀ + mask (soft-capped before the mask), then softmax per row.
+            let mut p = match softcap {
+                Some(_) => vec![T::zero(); t * t],
+                None => mask.to_vec(),
+            };
             gemm_views((&mut p, t), true, (&query, d, 1), (&keys, 1, d), (t, d, t), scale);
+            if let Some(cap) = softcap {
+                let mut slopes = Vec::with_capacity(t * t);
+                for (x, &m) in p.iter_mut().zip(mask) {
+                    let tanh = (*x / cap).tanh();
+                    slopes.push(T::one() - tanh * tanh);
+                    *x = cap * tanh + m;
+                }
+                cap_slopes.push(slopes);
+            }
             for row in p.chunks_exact_mut(t) {
                 let max = row.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
                 let mut sum = T::zero();
@@ -497,7 +515,7 @@ impl Attention {
             queries.push(query);
             probs.push(p);
         }
-        HeadGroup { keys, values, queries, probs }
+        HeadGroup { keys, values, queries, probs, cap_slopes }
     }
 
     fn tables<'a>(
@@ -584,7 +602,8 @@ impl candle_core::CustomOp3 for Attention {
 
 /// `[dq; dk; dv]` flattened, for the output gradient `dout`. Per head, with `P` the softmax
 /// probabilities and `O = P V`: `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = P ∘ (dP − rowsum(dP ∘ P))`,
-/// `dQ = scale · dS K`, `dK = scale · dSᵀ Q` (rotated space), then the inverse rotation.
+/// `dQ = scale · dS K`, `dK = scale · dSᵀ Q` (rotated space), then the inverse rotation;
+/// soft-capped scores scale `dS` by the cap's slope first.
 struct AttentionBackward {
     forward: Attention,
     dout: Tensor,
@@ -643,6 +662,9 @@ impl candle_core::CustomOp3 for AttentionBackward {
                             let dot = dp_row.iter().zip(p_row).fold(T::zero(), |acc, (&x, &y)| acc + x * y);
                             dp_row.iter_mut().zip(p_row).for_each(|(x, &y)| *x = y * (*x - dot));
                         }
+                        if let Some(slopes) = group.cap_slopes.get(g) {
+                            dp.iter_mut().zip(slopes).for_each(|(x, &slope)| *x *= slope);
+                        }
                         // dQ (rotated) = scale · dS K, rotated back into dq's rows.
                         gemm_views((&mut rotated, d), false, (&dp, t, 1), (&group.keys, d, 1), (t, t, d), scale);
                         for s in 0..t {
@@ -683,8 +705,16 @@ mod tests {
         Tensor::from_vec(mask, (T, T), &Device::Cpu)
     }
 
-    /// The same attention from candle's tensor ops: heads, RoPE, GQA by repeating KV heads.
-    fn composite(q: &Tensor, k: &Tensor, v: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    /// The same attention from candle's tensor ops: heads, RoPE, GQA by repeating KV heads,
+    /// scores soft-capped as `cap · tanh(s / cap)` when asked.
+    fn composite(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        softcap: Option<f64>,
+    ) -> Result<Tensor> {
         let heads = |x: &Tensor, n: usize| x.reshape((B, T, n, HD))?.transpose(1, 2)?.contiguous();
         let rope = |x: &Tensor| -> Result<Tensor> {
             let (x1, x2) = (x.narrow(D::Minus1, 0, HD / 2)?, x.narrow(D::Minus1, HD / 2, HD / 2)?);
@@ -696,7 +726,12 @@ mod tests {
             Tensor::cat(&per_kv.iter().flat_map(|h| std::iter::repeat_n(h, H / KV)).collect::<Vec<_>>(), 1)
         };
         let (q, k, v) = (rope(&heads(q, H)?)?, repeat(rope(&heads(k, KV)?)?)?, repeat(heads(v, KV)?)?);
-        let scores = (q.matmul(&k.t()?)? / (HD as f64).sqrt())?.broadcast_add(&causal_mask()?)?;
+        let scores = (q.matmul(&k.t()?)? / (HD as f64).sqrt())?;
+        let scores = match softcap {
+            Some(cap) => ((scores / cap)?.tanh()? * cap)?,
+            None => scores,
+        };
+        let scores = scores.broadcast_add(&causal_mask()?)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         probs.matmul(&v)?.transpose(1, 2)?.reshape((B * T, H * HD))
     }
@@ -716,6 +751,7 @@ mod tests {
             kv_heads: KV,
             head_dim: HD,
             scale: 1.0 / (HD as f64).sqrt(),
+            softcap: None,
         };
         assert!(q.apply_op3(&kv, &kv, op(causal_mask()?)).is_ok());
         let err = q.apply_op3(&kv, &kv, op(Tensor::zeros((T, T + 1), candle_core::DType::F64, &dev)?)).unwrap_err();
@@ -726,6 +762,14 @@ mod tests {
 
     #[test]
     fn attention_matches_composite_and_finite_differences() -> Result<()> {
+        // A cap of 1 bends every score (they reach ±3 here), so the cap's slope is tested.
+        for softcap in [None, Some(1.0)] {
+            attention_matches_composite_with(softcap)?;
+        }
+        Ok(())
+    }
+
+    fn attention_matches_composite_with(softcap: Option<f64>) -> Result<()> {
         let dev = Device::Cpu;
         let q = Var::from_tensor(&Tensor::randn(0f64, 1.0, (B * T, H * HD), &dev)?)?;
         let k = Var::from_tensor(&Tensor::randn(0f64, 1.0, (B * T, KV * HD), &dev)?)?;
@@ -741,16 +785,17 @@ mod tests {
             kv_heads: KV,
             head_dim: HD,
             scale: 1.0 / (HD as f64).sqrt(),
+            softcap,
         };
         let fused = q.apply_op3(&k, &v, op.clone())?;
-        let reference = composite(&q, &k, &v, &cos, &sin)?;
+        let reference = composite(&q, &k, &v, &cos, &sin, softcap)?;
         let diff = (fused - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
-        assert!(diff < 1e-12, "fused and composite attention differ by {diff}");
+        assert!(diff < 1e-12, "fused and composite attention (soft-cap {softcap:?}) differ by {diff}");
         let probe = Tensor::randn(0f64, 1.0, (B * T, H * HD), &dev)?;
         let f = || (q.apply_op3(&k, &v, op.clone())? * &probe)?.sum_all();
         for (var, entries) in [(&q, [0, 9, 130, 319]), (&k, [1, 20, 77, 159]), (&v, [2, 31, 64, 150])] {
             let worst = check_gradient(var, &f, &entries)?;
-            assert!(worst < 1e-6, "relative gradient error {worst}");
+            assert!(worst < 1e-6, "relative gradient error {worst} (soft-cap {softcap:?})");
         }
         Ok(())
     }
