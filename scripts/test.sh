@@ -31,3 +31,7 @@ cargo build --locked --bin pairwise
 # llama.cpp's Python bindings: the GGUF export test loads its files in llama.cpp too.
 ./scripts/setup-llama-cpp.sh
 cargo test --locked
+# The trainer's CUDA backend must compile; nothing runs on a GPU here. scripts/build-cuda.sh lays
+# out a build-only CUDA toolkit from NVIDIA's PyPI wheels in .tools/cuda and builds into
+# target/cuda (10.4 min cold on 2 cores, toolkit download included, so it runs last).
+./scripts/build-cuda.sh
