@@ -388,8 +388,9 @@ fn gemm_views<T: Float + 'static>(
 /// Grouped-query attention from the projections to the output projection's input, as one op:
 /// `q` `[B·T, H·D]`, `k` and `v` `[B·T, KV·D]` (the linear layers' row-major outputs) →
 /// `[B·T, H·D]`, with RoPE (tables `[T, D]`), the score scale, Gemma 2's soft-capping, the
-/// additive mask `[T, T]` and softmax inside. The backward recomputes the scores rather than keeping them (they are
-/// cheap at these lengths), so the op holds no intermediates between the passes.
+/// additive mask `[T, T]` and softmax inside. The backward recomputes the scores rather than
+/// keeping them (they are cheap at these lengths), so the op holds no intermediates between
+/// the passes.
 #[derive(Clone)]
 pub struct Attention {
     pub cos: Tensor,
@@ -706,7 +707,7 @@ mod tests {
     }
 
     /// The same attention from candle's tensor ops: heads, RoPE, GQA by repeating KV heads,
-    /// scores soft-capped as `cap · tanh(s / cap)` when asked.
+    /// scores soft-capped by the composite path's own `ops::soft_cap` when asked.
     fn composite(
         q: &Tensor,
         k: &Tensor,
@@ -728,7 +729,7 @@ mod tests {
         let (q, k, v) = (rope(&heads(q, H)?)?, repeat(rope(&heads(k, KV)?)?)?, repeat(heads(v, KV)?)?);
         let scores = (q.matmul(&k.t()?)? / (HD as f64).sqrt())?;
         let scores = match softcap {
-            Some(cap) => ((scores / cap)?.tanh()? * cap)?,
+            Some(cap) => crate::tensor::ops::soft_cap(&scores, cap)?,
             None => scores,
         };
         let scores = scores.broadcast_add(&causal_mask()?)?;
