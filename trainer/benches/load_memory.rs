@@ -1,6 +1,7 @@
 //! Peak memory of loading a ~0.5B-parameter bf16 checkpoint (Qwen2-0.5B's shape, random
-//! weights, written once to a temporary folder) for LoRA (f32 base) and for QLoRA (Q8_0 base
-//! quantized as each tensor is read). Each load runs in its own process, so its peak RSS
+//! weights, written once to a temporary folder) for LoRA (f32 base), LoRA in mixed precision
+//! (`--precision bf16`: the base kept bf16) and QLoRA (Q8_0 base quantized as each tensor is
+//! read). Each load runs in its own process, so its peak RSS
 //! (VmHWM) is its own; the modes alternate for `--rounds` rounds (default 3) and the medians
 //! are printed.
 //!
@@ -14,7 +15,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use pairwise_trainer::model::config::ModelConfig;
 use pairwise_trainer::model::llama::random_tensors;
-use pairwise_trainer::model::load::load_model_quantized;
+use pairwise_trainer::model::load::{Precision, load_model_as};
 use pairwise_trainer::peft::qlora::linear_weight_bytes;
 
 /// Qwen2-0.5B's sizes (494M parameters, tied embeddings).
@@ -49,13 +50,14 @@ fn write_checkpoint(dir: &Path) -> anyhow::Result<()> {
 
 /// Child: load once and print `peak_rss_mb seconds linear_weight_mb`.
 fn load(dir: &Path, mode: &str) -> anyhow::Result<()> {
-    let quant = match mode {
-        "lora" => None,
-        "qlora" => Some(GgmlDType::Q8_0),
-        other => anyhow::bail!("mode {other}: lora or qlora"),
+    let (quant, precision) = match mode {
+        "lora" => (None, Precision::F32),
+        "bf16" => (None, Precision::Bf16),
+        "qlora" => (Some(GgmlDType::Q8_0), Precision::F32),
+        other => anyhow::bail!("mode {other}: lora, bf16 or qlora"),
     };
     let start = Instant::now();
-    let model = load_model_quantized(dir, &Device::Cpu, quant)?;
+    let model = load_model_as(dir, &Device::Cpu, quant, precision)?;
     let seconds = start.elapsed().as_secs_f64();
     println!("{:.0} {seconds:.2} {:.0}", peak_rss_mb(), linear_weight_bytes(&model) as f64 / 1e6);
     Ok(())
@@ -75,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     write_checkpoint(dir.path())?;
     let mut figures: Vec<(&str, Vec<f64>, Vec<f64>, f64)> =
-        vec![("lora", vec![], vec![], 0.0), ("qlora", vec![], vec![], 0.0)];
+        vec![("lora", vec![], vec![], 0.0), ("bf16", vec![], vec![], 0.0), ("qlora", vec![], vec![], 0.0)];
     for round in 0..rounds {
         for (mode, rss, secs, linear) in &mut figures {
             let out = Command::new(std::env::current_exe()?).args(["--child"]).arg(dir.path()).arg(*mode).output()?;

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use pairwise_trainer::model::load::load_model_and_tokenizer;
+use pairwise_trainer::model::load::{Precision, load_model_and_tokenizer};
 use pairwise_trainer::model::{ForwardCtx, LlamaModel, ModelInput};
 use pairwise_trainer::peft::load::load_peft;
 
@@ -51,7 +51,15 @@ fn stored_as(model: &LlamaModel, dtype: GgmlDType) -> LlamaModel {
             (name, QTensor::quantize(&t, dtype).unwrap().dequantize(&Device::Cpu).unwrap())
         })
         .collect();
-    LlamaModel::from_tensors(model.config.clone(), &mut tensors, Path::new("stored"), &Device::Cpu, None).unwrap()
+    LlamaModel::from_tensors(
+        model.config.clone(),
+        &mut tensors,
+        Path::new("stored"),
+        &Device::Cpu,
+        None,
+        Precision::F32,
+    )
+    .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -4,11 +4,13 @@
 //! thumbs (single answers labelled up or down) gives the right sign of reward to ≥ 90% of
 //! held-out answers; SFT on the praising answers learns to write them; on rankings of four
 //! answers by a simulated panel (graded praise), the listwise reward model and listwise DPO
-//! order ≥ 90% of held-out differently ranked answer pairs as the panel did. Also checks that a run
+//! order ≥ 90% of held-out differently ranked answer pairs as the panel did; in mixed precision
+//! (bf16) DPO and a full fine-tune learn it too and save f32 weights. Also checks that a run
 //! interrupted and resumed from a checkpoint logs exactly the same metrics.
 
 use std::path::Path;
 
+use pairwise_trainer::model::load::Precision;
 use pairwise_trainer::peft::AdapterKind;
 use pairwise_trainer::synthetic::{rule_completions, rule_pairs, rule_rankings, tiny_config, write_tiny_model};
 use pairwise_trainer::train::config::DpoLossType;
@@ -211,6 +213,33 @@ fn full_fine_tuning_qlora_and_prefix_tuning_train_too() {
         assert!(accuracy >= 0.9, "{adapter:?}: held-out accuracy {accuracy}");
         let saved = if adapter == AdapterKind::Full { "model.safetensors" } else { "adapter_model.safetensors" };
         assert!(config.output.join(saved).exists(), "{adapter:?} saved nothing");
+    }
+}
+
+#[test]
+fn mixed_precision_runs_learn_and_save_f32_weights() {
+    for (method, adapter) in [("dpo", AdapterKind::Lora), ("reward", AdapterKind::Full)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig {
+            adapter,
+            precision: Precision::Bf16,
+            epochs: 2,
+            learning_rate: if adapter == AdapterKind::Full { 3e-3 } else { 1e-2 },
+            ..setup(dir.path(), 200)
+        };
+        let accuracy = if method == "dpo" {
+            pairwise_trainer::methods::dpo::run_dpo(&config).unwrap().eval["eval_rewards/accuracies"]
+        } else {
+            pairwise_trainer::methods::reward::run_reward(&config).unwrap().eval["eval_accuracy"]
+        };
+        println!("bf16 {method} {adapter:?}: held-out accuracy {accuracy}");
+        assert!(accuracy >= 0.9, "bf16 {method} {adapter:?}: held-out accuracy {accuracy}");
+        let saved = if adapter == AdapterKind::Full { "model.safetensors" } else { "adapter_model.safetensors" };
+        let tensors = candle_core::safetensors::load(config.output.join(saved), &candle_core::Device::Cpu).unwrap();
+        assert!(!tensors.is_empty());
+        for (name, t) in tensors {
+            assert_eq!(t.dtype(), candle_core::DType::F32, "bf16 {method}: {name} is saved from its f32 master");
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub fn last_token_rewards(
     score: &Tensor,
     ctx: &ForwardCtx,
 ) -> Result<Tensor> {
-    let last = model.hidden_rows(&batch.input, &batch.last_rows, ctx)?;
+    let last = model.hidden_rows(&batch.input, &batch.last_rows, ctx)?.to_dtype(score.dtype())?;
     let h = last.dim(1)?;
     last.matmul(&score.reshape((h, 1))?)?.squeeze(1)
 }

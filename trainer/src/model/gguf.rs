@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::TrainerError;
 use crate::model::LlamaModel;
 use crate::model::config::{Activation, Architecture, LayerType, ModelConfig, Rope, RopeScaling};
+use crate::model::load::Precision;
 use crate::model::tokenizer::ChatTokenizer;
 use crate::tensor::io::TensorSource;
 use crate::tensor::packed::PackedWeight;
@@ -115,8 +116,8 @@ fn llama3_rope_from_divisors(theta: f64, head_dim: usize, divisors: &[f32]) -> a
     Ok(rope)
 }
 
-/// Reads a GGUF file into a trainable model and its tokenizer.
-pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, ChatTokenizer)> {
+/// Reads a GGUF file into a trainable model (in `precision`) and its tokenizer.
+pub fn load_gguf(path: &Path, device: &Device, precision: Precision) -> anyhow::Result<(LlamaModel, ChatTokenizer)> {
     let mut file = std::fs::File::open(path)
         .map_err(|_| TrainerError::MissingFile { path: path.to_path_buf(), what: "the GGUF model file" })?;
     let content = Content::read(&mut file).with_context(|| format!("reading {}", path.display()))?;
@@ -219,7 +220,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> anyhow::Result<(LlamaModel, Ch
         tensors.dense.insert(hf_name, t);
     }
     let tokenizer = gguf_tokenizer(&content)?;
-    let model = LlamaModel::from_tensors(config, &mut tensors, path, device, None)?;
+    let model = LlamaModel::from_tensors(config, &mut tensors, path, device, None, precision)?;
     Ok((model, tokenizer))
 }
 

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::tensor::ops::{FrozenWeight, GradSink, frozen_linear, trainable_linear};
+use crate::tensor::ops::{FrozenWeight, GradSink, frozen_linear, trainable_linear, widen};
 use crate::tensor::packed::PackedWeight;
 
 /// A model parameter that is either frozen (plain tensor) or trained (a `Var`).
@@ -28,10 +28,11 @@ impl Param {
         }
     }
 
-    /// Turns a frozen parameter into a trainable one (full fine-tuning).
+    /// Turns a frozen parameter into a trainable one (full fine-tuning); a half-precision one
+    /// gets an f32 master copy.
     pub fn make_trainable(&mut self) -> Result<Var> {
         let var = match self {
-            Param::Frozen(t) => Var::from_tensor(t)?,
+            Param::Frozen(t) => Var::from_tensor(&widen(t)?)?,
             Param::Trainable(v) => return Ok(v.clone()),
         };
         *self = Param::Trainable(var.clone());
@@ -207,17 +208,19 @@ impl AdaptedLinear {
         }
     }
 
-    /// `y = x Wᵀ + b + scale · dropout(x) Aᵀ Bᵀ` over the last dimension of `x`.
+    /// `y = x Wᵀ + b + scale · dropout(x) Aᵀ Bᵀ` over the last dimension of `x`, in `x`'s
+    /// dtype: trained (f32) parameters are rounded to it where they are read, and their
+    /// gradients come back through the rounding in f32.
     pub fn forward(&self, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let mut out_dims = x.dims().to_vec();
         let rows = x.elem_count() / self.in_features;
         let x2 = x.reshape((rows, self.in_features))?;
         let mut y = match &self.weight {
             LinearWeight::Frozen(w) => frozen_linear(&x2, w)?,
-            LinearWeight::Trainable(w) => trainable_linear(&x2, w.as_tensor(), ctx.grad_sink.as_ref())?,
+            LinearWeight::Trainable(w) => trainable_linear(&x2, &w.to_dtype(x.dtype())?, ctx.grad_sink.as_ref())?,
         };
         if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias.tensor())?;
+            y = y.broadcast_add(&bias.tensor().to_dtype(y.dtype())?)?;
         }
         if let Some(rows) = ctx.row_adapters.as_ref().filter(|_| ctx.adapters) {
             y = self.add_bank_deltas(&x2, y, rows)?;
@@ -233,8 +236,8 @@ impl AdaptedLinear {
 
     /// `scale · x Aᵀ Bᵀ` for rows `x` `[n, in]`.
     fn lora_delta(x: &Tensor, lora: &LoraAdapter, sink: Option<&Arc<GradSink>>) -> Result<Tensor> {
-        let low = trainable_linear(x, lora.a.as_tensor(), sink)?;
-        trainable_linear(&low, lora.b.as_tensor(), sink)? * lora.scale
+        let low = trainable_linear(x, &lora.a.to_dtype(x.dtype())?, sink)?;
+        trainable_linear(&low, &lora.b.to_dtype(x.dtype())?, sink)? * lora.scale
     }
 
     /// The base output `y` plus each row's own bank adapter delta (inference only): the base

@@ -25,6 +25,7 @@ use super::input::ModelInput;
 use super::linear::{AdaptedLinear, ForwardCtx, LinearWeight, Param};
 use crate::error::TrainerError;
 use crate::model::config::{Activation, ModelConfig, Rope};
+use crate::model::load::Precision;
 use crate::tensor::device::fused_kernels;
 use crate::tensor::io::TensorSource;
 use crate::tensor::kernels;
@@ -39,8 +40,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
+    /// Half-precision activations are normalised in f32 (as transformers does) and rounded back.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::rms_norm(x, self.weight.tensor(), self.eps)
+        ops::rms_norm(&ops::widen(x)?, self.weight.tensor(), self.eps)?.to_dtype(x.dtype())
     }
 }
 
@@ -157,12 +159,16 @@ impl Attention {
         }
     }
 
-    /// Softmax over the keys of `scale · q·kᵀ` scores (soft-capped first when asked) plus `mask`.
+    /// Softmax over the keys of `scale · q·kᵀ` scores (soft-capped first when asked) plus `mask`,
+    /// in f32 for half-precision scores (as transformers does), rounded back to their dtype.
     fn probabilities(&self, scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        match self.softcap {
-            Some(cap) => ops::masked_softmax(&ops::soft_cap(scores, cap)?, mask),
-            None => ops::masked_softmax(scores, mask),
-        }
+        let wide = ops::widen(scores)?;
+        let mask = mask.to_dtype(wide.dtype())?;
+        let probs = match self.softcap {
+            Some(cap) => ops::masked_softmax(&ops::soft_cap(&wide, cap)?, &mask),
+            None => ops::masked_softmax(&wide, &mask),
+        }?;
+        probs.to_dtype(scores.dtype())
     }
 
     /// Prepends the prefix keys/values (`[B, nkv, T, hd]` → `[B, nkv, P + T, hd]`).
@@ -170,7 +176,8 @@ impl Attention {
         match &self.prefix {
             Some(prefix) if ctx.adapters => {
                 let b = k.dim(0)?;
-                let expand = |p: &Var| p.unsqueeze(0)?.broadcast_as((b, p.dim(0)?, p.dim(1)?, p.dim(2)?));
+                let expand =
+                    |p: &Var| p.to_dtype(k.dtype())?.unsqueeze(0)?.broadcast_as((b, p.dim(0)?, p.dim(1)?, p.dim(2)?));
                 Ok((
                     Tensor::cat(&[&expand(&prefix.key)?, &k], 2)?.contiguous()?,
                     Tensor::cat(&[&expand(&prefix.value)?, &v], 2)?.contiguous()?,
@@ -184,7 +191,7 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let prefixed = self.prefix.is_some() && ctx.adapters;
-        if fused_kernels(x.device()) && !prefixed {
+        if fused_kernels(x) && !prefixed {
             // On the CPU, everything between the projections (and their q/k norms) is one op
             // (see `kernels::Attention`): a short graph is a fast one.
             let project = |proj: &AdaptedLinear, norm: &Option<RmsNorm>| {
@@ -340,11 +347,14 @@ impl Attention {
         };
         let q = (q.reshape((b, nkv, groups * t, hd))? * self.scale)?;
         let scores = q.matmul(&k.t()?)?.reshape((b, nkv, groups, t, keys))?;
-        let scores = match self.softcap {
-            Some(cap) => ops::soft_cap(&scores, cap)?,
-            None => scores,
+        // In f32 for half-precision scores, as in `probabilities`.
+        let wide = ops::widen(&scores)?;
+        let wide = match self.softcap {
+            Some(cap) => ops::soft_cap(&wide, cap)?,
+            None => wide,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        let mask = mask.to_dtype(wide.dtype())?;
+        let probs = candle_nn::ops::softmax_last_dim(&wide.broadcast_add(&mask)?)?.to_dtype(scores.dtype())?;
         let out = probs.reshape((b, nkv, groups * t, keys))?.matmul(&v)?;
         let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out, ctx)
@@ -510,6 +520,9 @@ pub struct LlamaModel {
     /// Tied embeddings' llama.cpp blocks (a GGUF model), for the output projection of a
     /// decode step.
     pub packed_embeddings: Option<Arc<PackedWeight>>,
+    /// The activations' dtype, that of the frozen weights ([`Precision`]); trained
+    /// parameters are f32 whatever it is, and rounded to it where the forward reads them.
+    pub dtype: DType,
 }
 
 /// Gemma stores norm weights as `w` in `x̂·(1 + w)`; the model holds `1 + w`.
@@ -532,34 +545,38 @@ fn stored_names(name: &str) -> Vec<String> {
 
 impl LlamaModel {
     /// Builds the model from Hugging Face tensor names (`model.layers.N.self_attn.q_proj.weight`, …),
-    /// taking one tensor at a time from `tensors`. Everything is converted to f32, except that
-    /// with `quant` the decoder layers' linear weights are quantized as they arrive (QLoRA:
-    /// the f32 copy of the base never exists whole). `path` only appears in error messages.
+    /// taking one tensor at a time from `tensors`. Weights are converted to `precision`'s dtype
+    /// (norms always to f32), except that with `quant` the decoder layers' linear weights are
+    /// quantized as they arrive (QLoRA: the f32 copy of the base never exists whole). `path`
+    /// only appears in error messages.
     pub fn from_tensors(
         config: ModelConfig,
         tensors: &mut dyn TensorSource,
         path: &Path,
         device: &Device,
         quant: Option<GgmlDType>,
+        precision: Precision,
     ) -> anyhow::Result<Self> {
         let offset = norm_offset(&config);
+        let dtype = precision.dtype();
         let mut packed = tensors.packed_weights();
-        let mut take = |name: &str| -> anyhow::Result<Tensor> {
+        let mut take = |name: &str, dtype: DType| -> anyhow::Result<Tensor> {
             let stored = stored_names(name).into_iter().find(|n| tensors.contains(n));
             let t = match stored {
                 Some(stored) => tensors.take(&stored)?,
                 None => None,
             }
             .ok_or_else(|| TrainerError::MissingTensor { name: name.to_string(), path: path.to_path_buf() })?;
-            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+            Ok(t.to_dtype(dtype)?.to_device(device)?)
         };
-        let embed_tokens = take("model.embed_tokens.weight")?;
+        let embed_tokens = take("model.embed_tokens.weight", dtype)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut linear = |name: &str, bias: bool| -> anyhow::Result<AdaptedLinear> {
-                let weight = take(&format!("{p}.{name}.weight"))?;
-                let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
+                // Quantization reads f32 rows.
+                let weight = take(&format!("{p}.{name}.weight"), if quant.is_some() { DType::F32 } else { dtype })?;
+                let bias = if bias { Some(take(&format!("{p}.{name}.bias"), dtype)?) } else { None };
                 match quant {
                     Some(dtype) => {
                         let (out_features, in_features) = weight.dims2()?;
@@ -595,7 +612,7 @@ impl LlamaModel {
                 activation: config.activation,
             };
             let mut norm = |name: &str| -> anyhow::Result<RmsNorm> {
-                let weight = (take(&format!("{p}.{name}.weight"))? + offset)?;
+                let weight = (take(&format!("{p}.{name}.weight"), DType::F32)? + offset)?;
                 Ok(RmsNorm { weight: Param::Frozen(weight), eps: config.rms_norm_eps })
             };
             let (q_norm, k_norm) = if config.qk_norm {
@@ -632,12 +649,15 @@ impl LlamaModel {
                 local_rope: window.is_some() && config.local_rope.is_some(),
             });
         }
-        let norm = RmsNorm { weight: Param::Frozen((take("model.norm.weight")? + offset)?), eps: config.rms_norm_eps };
+        let norm = RmsNorm {
+            weight: Param::Frozen((take("model.norm.weight", DType::F32)? + offset)?),
+            eps: config.rms_norm_eps,
+        };
         // Checkpoints with tied embeddings usually omit lm_head.weight; some still carry a copy.
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            let head = AdaptedLinear::frozen(take("lm_head.weight")?, None)?;
+            let head = AdaptedLinear::frozen(take("lm_head.weight", dtype)?, None)?;
             Some(match packed.remove("lm_head.weight") {
                 Some(blocks) => head.with_packed(blocks),
                 None => head,
@@ -655,6 +675,7 @@ impl LlamaModel {
             norm,
             lm_head,
             packed_embeddings,
+            dtype,
         })
     }
 
@@ -662,7 +683,7 @@ impl LlamaModel {
     /// for tests and benchmarks. Deterministic for a given seed.
     pub fn random(config: ModelConfig, seed: u64, device: &Device) -> anyhow::Result<Self> {
         let mut tensors = random_tensors(&config, seed)?;
-        LlamaModel::from_tensors(config, &mut tensors, Path::new("<random>"), device, None)
+        LlamaModel::from_tensors(config, &mut tensors, Path::new("<random>"), device, None, Precision::F32)
     }
 
     pub fn device(&self) -> &Device {
@@ -787,7 +808,8 @@ impl LlamaModel {
             .map(|layer| match (&layer.self_attn.prefix, p) {
                 (Some(prefix), p) if p > 0 => {
                     let expand = |v: &Var| -> Result<Tensor> {
-                        v.as_tensor().unsqueeze(0)?.broadcast_as((b, v.dim(0)?, v.dim(1)?, v.dim(2)?))?.contiguous()
+                        let v = v.to_dtype(self.dtype)?;
+                        v.unsqueeze(0)?.broadcast_as((b, v.dim(0)?, v.dim(1)?, v.dim(2)?))?.contiguous()
                     };
                     let positions = Tensor::arange(0u32, p as u32, self.device())?
                         .unsqueeze(0)?
@@ -825,19 +847,17 @@ impl LlamaModel {
         }))
     }
 
-    /// Token embeddings of `ids` `[B, T]` → `[B, T, hidden]` (times √hidden for Gemma, in
-    /// float32 as transformers rounds it).
+    /// Token embeddings of `ids` `[B, T]` → `[B, T, hidden]` in the activations' dtype (times
+    /// √hidden for Gemma, in float32 as transformers rounds it).
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let x = self.embed_tokens.tensor().index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            t,
-            self.config.hidden_size,
-        ))?;
+        let rows = self.embed_tokens.tensor().index_select(&ids.flatten_all()?, 0)?;
+        let x = rows.to_dtype(self.dtype)?.reshape((b, t, self.config.hidden_size))?;
         if self.config.architecture.is_gemma() { x * ((self.config.hidden_size as f32).sqrt() as f64) } else { Ok(x) }
     }
 
-    /// Vocabulary logits for selected hidden-state rows `[n, hidden]` → `[n, vocab]`.
+    /// Vocabulary logits for selected hidden-state rows `[n, hidden]` → `[n, vocab]`, in f32
+    /// whatever the activations' dtype (the log-softmax and the losses read them).
     pub fn logits(&self, rows: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let logits = match (&self.lm_head, &self.embed_tokens) {
             (Some(head), _) => head.forward(rows, ctx),
@@ -849,15 +869,18 @@ impl LlamaModel {
                 };
                 ops::frozen_linear(rows, &weight)
             }
-            (None, Param::Trainable(embed)) => ops::trainable_linear(rows, embed.as_tensor(), ctx.grad_sink.as_ref()),
+            (None, Param::Trainable(embed)) => {
+                ops::trainable_linear(rows, &embed.to_dtype(rows.dtype())?, ctx.grad_sink.as_ref())
+            }
         }?;
+        let logits = ops::widen(&logits)?;
         match self.config.final_logit_softcapping {
             Some(cap) => ops::soft_cap(&logits, cap),
             None => Ok(logits),
         }
     }
 
-    /// Every base-model parameter with its Hugging Face name; LoRA folded in when present.
+    /// Every base-model parameter with its Hugging Face name, in f32; LoRA folded in when present.
     pub fn merged_weights(&self) -> Result<Vec<(String, Tensor)>> {
         let offset = norm_offset(&self.config);
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.tensor().clone())];
@@ -880,7 +903,8 @@ impl LlamaModel {
         if let Some(head) = &self.lm_head {
             out.push(("lm_head.weight".into(), head.dense_weight()?));
         }
-        Ok(out)
+        // A bf16 base gives f32 weights too, like the trained parameters beside them.
+        out.into_iter().map(|(name, t)| Ok((name, ops::widen(&t)?))).collect()
     }
 
     /// Makes every base parameter trainable (full fine-tuning) and returns them by HF name.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::bail;
+use candle_core::DType;
 use candle_core::quantized::{GgmlDType, QTensor};
 
 use crate::model::LlamaModel;
@@ -22,8 +23,8 @@ pub fn ggml_dtype(kind: QuantKind) -> GgmlDType {
 
 /// Replaces every frozen dense linear weight of the decoder layers by a quantized copy
 /// (a no-op for weights that were quantized as the model was read, see
-/// [`crate::model::load::load_model_quantized`]). Embeddings, norms and the lm_head stay f32
-/// (as in bitsandbytes QLoRA).
+/// [`crate::model::load::load_model_as`]). Embeddings, norms and the lm_head stay as they
+/// are (as in bitsandbytes QLoRA).
 pub fn quantize_base(model: &mut LlamaModel, kind: QuantKind) -> anyhow::Result<()> {
     let dtype = ggml_dtype(kind);
     for layer in &mut model.layers {
@@ -39,7 +40,7 @@ pub fn quantize_base(model: &mut LlamaModel, kind: QuantKind) -> anyhow::Result<
                     dtype.block_size()
                 );
             }
-            let q = QTensor::quantize(&w.weight, dtype)?;
+            let q = QTensor::quantize(&w.weight.to_dtype(DType::F32)?, dtype)?;
             linear.weight = LinearWeight::Frozen(FrozenWeight::Quantized(Arc::new(q)));
         }
     }
@@ -54,8 +55,8 @@ pub fn linear_weight_bytes(model: &LlamaModel) -> usize {
         .flat_map(|l| l.linears())
         .map(|(_, linear)| match &linear.weight {
             LinearWeight::Frozen(FrozenWeight::Quantized(q)) => q.storage_size_in_bytes(),
-            LinearWeight::Frozen(FrozenWeight::Dense(w)) => w.weight.elem_count() * 4,
-            LinearWeight::Trainable(v) => v.elem_count() * 4,
+            LinearWeight::Frozen(FrozenWeight::Dense(w)) => w.weight.elem_count() * w.weight.dtype().size_in_bytes(),
+            LinearWeight::Trainable(v) => v.elem_count() * v.dtype().size_in_bytes(),
         })
         .sum()
 }

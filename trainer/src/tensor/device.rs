@@ -3,17 +3,18 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
 
 /// Set when the CPU must take the composite-op path a GPU takes (see [`fused_kernels`]).
 static COMPOSITE_OPS: AtomicBool = AtomicBool::new(false);
 
-/// Whether the hand-written CPU kernels ([`crate::tensor::kernels`]) run on `device`. A GPU
-/// always takes candle's composite ops; the CPU does too after [`force_composite_ops`] (or
-/// with `PAIRWISE_COMPOSITE_OPS=1` in the environment), so the GPU's code path can be
-/// checked against PyTorch on a machine without one.
-pub fn fused_kernels(device: &Device) -> bool {
-    device.is_cpu() && !COMPOSITE_OPS.load(Ordering::Relaxed)
+/// Whether the hand-written CPU kernels ([`crate::tensor::kernels`]) run on `x`: an f32 or
+/// f64 tensor on the CPU. A GPU always takes candle's composite ops, and so do half-precision
+/// tensors (a bf16 run, see [`crate::model::load::Precision`]); the CPU does too after
+/// [`force_composite_ops`] (or with `PAIRWISE_COMPOSITE_OPS=1` in the environment), so the
+/// GPU's code path can be checked against PyTorch on a machine without one.
+pub fn fused_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && !COMPOSITE_OPS.load(Ordering::Relaxed)
 }
 
 /// Routes every later forward and backward pass through candle's composite ops.

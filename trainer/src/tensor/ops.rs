@@ -264,7 +264,7 @@ impl CustomOp1 for FrozenLinear {
 /// Off the CPU (the `cuda` feature) it falls back to candle's matmul on a detached weight,
 /// which is correct but computes the unused weight gradient.
 pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> Result<Tensor> {
-    if fused_kernels(x.device()) {
+    if fused_kernels(x) {
         x.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone() })
     } else {
         x.matmul(&weight.dense(x.dtype())?.to_device(x.device())?.t()?)
@@ -340,7 +340,7 @@ impl CustomOp2 for TrainableLinear {
 /// store then adds element by element through strides; here `dW = gᵀ · x` comes out
 /// contiguous in W's own layout, and goes to `sink` instead of the gradient store when given.
 pub fn trainable_linear(x: &Tensor, weight: &Tensor, sink: Option<&Arc<GradSink>>) -> Result<Tensor> {
-    if fused_kernels(x.device()) {
+    if fused_kernels(x) {
         x.contiguous()?
             .apply_op2(&weight.contiguous()?, TrainableLinear { sink: sink.map(|s| (s.clone(), weight.id())) })
     } else {
@@ -352,7 +352,7 @@ pub fn trainable_linear(x: &Tensor, weight: &Tensor, sink: Option<&Arc<GradSink>
 /// normalise in the input dtype, then scale). On the CPU one op with a hand-written backward
 /// ([`kernels::RmsNorm`]).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if fused_kernels(x.device()) {
+    if fused_kernels(x) {
         x.contiguous()?.apply_op2(&weight.contiguous()?, kernels::RmsNorm { eps })
     } else {
         rms_norm_composite(x, weight, eps)
@@ -368,7 +368,7 @@ fn rms_norm_composite(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// `silu(gate) · up`, the SwiGLU MLP's elementwise part; on the CPU one op with a hand-written
 /// backward ([`kernels::GatedUnit`]).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if fused_kernels(gate.device()) {
+    if fused_kernels(gate) {
         gate.contiguous()?.apply_op2(&up.contiguous()?, kernels::GatedUnit(kernels::Gate::Silu))
     } else {
         candle_nn::ops::silu(gate)? * up
@@ -379,10 +379,19 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// the CPU one op with a hand-written backward ([`kernels::GatedUnit`]), elsewhere candle's
 /// `gelu` (the tanh approximation, differentiable).
 pub fn gelu_tanh_glu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if fused_kernels(gate.device()) {
+    if fused_kernels(gate) {
         gate.contiguous()?.apply_op2(&up.contiguous()?, kernels::GatedUnit(kernels::Gate::GeluTanh))
     } else {
         gate.gelu()? * up
+    }
+}
+
+/// `x` in f32 when it is half-precision (bf16, f16), else as it is: what norms, softmax and
+/// log-probs of a mixed-precision run compute in.
+pub fn widen(x: &Tensor) -> Result<Tensor> {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => x.to_dtype(DType::F32),
+        _ => Ok(x.clone()),
     }
 }
 
@@ -395,7 +404,7 @@ pub fn soft_cap(x: &Tensor, cap: f64) -> Result<Tensor> {
 /// `[T, D]` for `x` `[.., T, D]` (one position per time step), or `[R, 1, D]` for `x`
 /// `[R, H, D]` (one position per leading row). On the CPU one op ([`kernels::Rope`]).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if !fused_kernels(x.device()) {
+    if !fused_kernels(x) {
         return rope_composite(x, cos, sin);
     }
     let repeat = match cos.rank() {
@@ -419,7 +428,7 @@ fn rope_composite(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// against `scores`. On the CPU: candle's fused softmax kernel forward, [`Softmax::bwd`] backward.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let masked = scores.broadcast_add(mask)?;
-    if fused_kernels(masked.device()) { masked.apply_op1(Softmax) } else { candle_nn::ops::softmax(&masked, D::Minus1) }
+    if fused_kernels(&masked) { masked.apply_op1(Softmax) } else { candle_nn::ops::softmax(&masked, D::Minus1) }
 }
 
 struct Softmax;
@@ -449,7 +458,7 @@ impl CustomOp1 for Softmax {
 /// On the CPU one op ([`kernels::TokenLogProbs`]) with backward `g·(onehot − softmax)`: unlike
 /// the composite, it keeps no `[n, vocab]` intermediates alive for the backward pass.
 pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if fused_kernels(logits.device()) {
+    if fused_kernels(logits) {
         logits.contiguous()?.apply_op1(kernels::TokenLogProbs { targets: targets.to_vec1::<u32>()? })
     } else {
         candle_nn::ops::log_softmax(logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)

@@ -12,6 +12,7 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
 use crate::data::pairs::Truncation;
+use crate::model::load::Precision;
 use crate::peft::{AdapterKind, QuantKind};
 use crate::train::optim::ScheduleKind;
 
@@ -88,6 +89,11 @@ pub struct TrainConfig {
     /// Quantization of the frozen base with --adapter qlora.
     #[arg(long, value_enum, default_value_t = QuantKind::Q8_0)]
     pub quant: QuantKind,
+    /// Floating-point format of the frozen base and the activations. bf16 is mixed precision
+    /// (for GPUs): bf16 base and activations, f32 master copies of the trained parameters,
+    /// norms, softmax, log-probs and losses in f32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// LoRA rank r.
     #[arg(long, default_value_t = 16)]
     pub lora_r: usize,

@@ -15,6 +15,7 @@ use crate::data::completions::{TokenizedCompletion, Use, read_completions, token
 use crate::data::pairs::{TokenizedPair, Truncation};
 use crate::data::rankings::{TokenizedRanking, read_rankings, tokenize_ranking};
 use crate::model::LlamaModel;
+use crate::model::load::Precision;
 use crate::model::tokenizer::ChatTokenizer;
 use crate::peft::AdapterKind;
 use crate::peft::lora::{LoraConfig, attach_lora};
@@ -178,7 +179,11 @@ pub fn prepare_with<S: ExampleSource>(config: &TrainConfig, source: &S) -> anyho
     let device = crate::tensor::device::default_device()?;
     // QLoRA quantizes the base as it is read, so its f32 copy never exists whole.
     let quant = (config.adapter == AdapterKind::Qlora).then(|| crate::peft::qlora::ggml_dtype(config.quant));
-    let (model, tokenizer) = crate::model::load::load_model_and_tokenizer_quantized(&config.model, &device, quant)?;
+    let (model, tokenizer) =
+        crate::model::load::load_model_and_tokenizer_as(&config.model, &device, quant, config.precision)?;
+    if config.precision == Precision::Bf16 {
+        eprintln!("mixed precision: bf16 base and activations, f32 trained parameters");
+    }
     let tokenize = |path: &Path, limit: Option<usize>| -> anyhow::Result<Vec<S::Example>> {
         let (examples, truncated) = source.load(&tokenizer, path, limit, config.truncation())?;
         if truncated > 0 {
