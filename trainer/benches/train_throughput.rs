@@ -5,7 +5,8 @@
 //! `cargo bench -p pairwise-trainer --bench train_throughput` runs every mode (on the model
 //! `PAIRWISE_BENCH_MODEL` shapes when set, e.g. the Qwen3-shaped `benches/fixtures/bench-qwen3`), each in its own
 //! process so peak memory (VmHWM) is per mode; `-- MODE` runs one. Modes: dpo-lora,
-//! rm-lora, rm-full, rm-qlora, rm-prefix (16 virtual tokens), dpo-qlora, long (GFLOP/s on 4 × 256-token sequences).
+//! rm-lora, rm-full, rm-qlora, rm-prefix (16 virtual tokens), dpo-qlora, long (GFLOP/s on 4 × 256-token sequences);
+//! a mode with `-bf16` appended (dpo-lora-bf16, rm-lora-bf16) runs in mixed precision.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +17,8 @@ use pairwise_trainer::methods::dpo::{DpoObjective, reference_log_probs};
 use pairwise_trainer::methods::reward::{RewardObjective, reward_trainable};
 use pairwise_trainer::model::LlamaModel;
 use pairwise_trainer::model::config::ModelConfig;
+use pairwise_trainer::model::llama::random_tensors;
+use pairwise_trainer::model::load::Precision;
 use pairwise_trainer::model::tokenizer::ChatTokenizer;
 use pairwise_trainer::peft::AdapterKind;
 use pairwise_trainer::train::config::TrainConfig;
@@ -23,7 +26,8 @@ use pairwise_trainer::train::optim::{AdamW, clip_factor, global_norm};
 use pairwise_trainer::train::prepare::prepare_trainable;
 use pairwise_trainer::train::run::{Objective, step_gradients};
 
-const MODES: [&str; 7] = ["dpo-lora", "rm-lora", "rm-full", "rm-qlora", "rm-prefix", "dpo-qlora", "long"];
+const MODES: [&str; 9] =
+    ["dpo-lora", "rm-lora", "rm-full", "rm-qlora", "rm-prefix", "dpo-qlora", "long", "dpo-lora-bf16", "rm-lora-bf16"];
 const WARMUP: usize = 3;
 const TIMED: usize = 20;
 const PAIRS_PER_STEP: usize = 4;
@@ -54,7 +58,13 @@ fn peak_rss_mb() -> f64 {
 fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
     let dir = fixture();
     let config = ModelConfig::from_dir(&model_dir())?;
-    let mut model = LlamaModel::random(config.clone(), 1234, &Device::Cpu)?;
+    let (mode, precision) = match mode.strip_suffix("-bf16") {
+        Some(mode) => (mode, Precision::Bf16),
+        None => (mode, Precision::F32),
+    };
+    let mut tensors = random_tensors(&config, 1234)?;
+    let mut model =
+        LlamaModel::from_tensors(config.clone(), &mut tensors, Path::new("<random>"), &Device::Cpu, None, precision)?;
     let tokenizer = ChatTokenizer::from_dir(&dir)?;
     if mode == "long" {
         return long_sequences(&mut model);
@@ -117,6 +127,7 @@ fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
     let total: f64 = times.iter().sum();
     Ok(serde_json::json!({
         "mode": mode,
+        "precision": precision,
         "trainable_params": params,
         "median_s_per_step": sorted[sorted.len() / 2],
         "tokens_per_s": tokens as f64 / total,
