@@ -183,6 +183,13 @@ pub fn prepare_with<S: ExampleSource>(config: &TrainConfig, source: &S) -> anyho
         crate::model::load::load_model_and_tokenizer_as(&config.model, &device, quant, config.precision)?;
     if config.precision == Precision::Bf16 {
         eprintln!("mixed precision: bf16 base and activations, f32 trained parameters");
+        if device.is_cpu() {
+            // Measured in BENCHMARKS.md: candle's CPU matmul widens bf16 operands on every call.
+            eprintln!(
+                "warning: bf16 on the CPU trains about 10x slower than f32 and needs more memory while \
+                 training; it is meant for a GPU (--precision f32 is the CPU's fast path)"
+            );
+        }
     }
     let tokenize = |path: &Path, limit: Option<usize>| -> anyhow::Result<Vec<S::Example>> {
         let (examples, truncated) = source.load(&tokenizer, path, limit, config.truncation())?;
