@@ -2,9 +2,10 @@
 //! written as GGUF (the real binary), read back with candle's GGUF reader, gives the merged
 //! model's logits: within 1e-3 of the merged model with its matrices stored in that format
 //! (F32 — the merged model itself —, F16, Q8_0, Q4_0) — on a Llama (plain RoPE),
-//! a Llama 3 (RoPE scaling as `rope_freqs.weight`), a Qwen2 (biases, rotate-half RoPE) and a
-//! Qwen3 (q/k norms, a head size other than hidden / heads) fixture, with the tokenizer's ids
-//! unchanged. When llama.cpp's Python bindings are at hand
+//! a Llama 3 (RoPE scaling as `rope_freqs.weight`), a Qwen2 (biases, rotate-half RoPE), a
+//! Qwen3 (q/k norms, a head size other than hidden / heads), a Gemma 2 (soft-capping) and a
+//! Gemma 3 (sliding and global layers with their own RoPE, `1 + w` norms) fixture, with the
+//! tokenizer's ids, RoPE frequencies and sliding layers unchanged. When llama.cpp's Python bindings are at hand
 //! (`LLAMA_CPP_VENV`, or `.cache/llama-cpp-venv` that `scripts/setup-llama-cpp.sh` builds),
 //! llama.cpp loads the file and its logits agree too; otherwise that check says why it was
 //! skipped.
@@ -15,6 +16,7 @@ use std::process::Command;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use pairwise_trainer::model::config::ModelConfig;
 use pairwise_trainer::model::load::{Precision, load_model_and_tokenizer};
 use pairwise_trainer::model::{ForwardCtx, LlamaModel, ModelInput};
 use pairwise_trainer::peft::load::load_peft;
@@ -83,11 +85,21 @@ fn export(model: &Path, adapter: &Path, quant: &str, out: &Path) {
 #[test]
 fn exported_gguf_gives_the_merged_models_logits() {
     let dir = tempfile::tempdir().unwrap();
-    for family in ["parity", "llama3", "qwen2", "qwen3"] {
+    for family in ["parity", "llama3", "qwen2", "qwen3", "gemma2", "gemma3"] {
         let (model_dir, adapter) = (fixture(family).join("model"), fixture(family).join("lora"));
+        // llama.cpp's gemma3 scales scores by head_dim^-½ (as Gemma 3 1B–12B do) without reading
+        // query_pre_attn_scalar, so the fixture's 24 is set to head_dim 16 (the export refuses 24).
+        let model_dir = if family == "gemma3" {
+            with_config(&model_dir, dir.path(), "query_pre_attn_scalar", 16)
+        } else {
+            model_dir
+        };
         let (mut merged, tokenizer) = load_model_and_tokenizer(&model_dir, &Device::Cpu).unwrap();
         load_peft(&adapter, &mut merged).unwrap();
         let ids = tokenizer.encode_prompt(TEXT).unwrap();
+        if let Some(window) = merged.config.sliding_window {
+            assert!(ids.len() > window, "{family}: {} tokens do not reach past the {window}-token window", ids.len());
+        }
         let expected = logits(&merged, &ids);
         let scale: f32 = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
         for (quant, dtype) in
@@ -100,9 +112,16 @@ fn exported_gguf_gives_the_merged_models_logits() {
             assert_eq!(back.config.architecture, merged.config.architecture, "{family}");
             // The same frequencies (a Llama 3 scaling comes back as an equivalent one).
             let hd = merged.config.head_dim;
-            for (a, b) in back.config.rope.inv_freq(hd).iter().zip(merged.config.rope.inv_freq(hd)) {
-                assert!((a - b).abs() <= 1e-5 * b, "{family}: RoPE frequency {a} instead of {b}");
+            // Global layers', then sliding layers' (the global ones' unless set apart).
+            let frequencies =
+                |c: &ModelConfig| [&c.rope, c.local_rope.as_ref().unwrap_or(&c.rope)].map(|r| r.inv_freq(hd));
+            for (back_freqs, merged_freqs) in frequencies(&back.config).iter().zip(frequencies(&merged.config)) {
+                for (a, b) in back_freqs.iter().zip(merged_freqs) {
+                    assert!((a - b).abs() <= 1e-5 * b, "{family}: RoPE frequency {a} instead of {b}");
+                }
             }
+            assert_eq!(back.config.layer_types, merged.config.layer_types, "{family}: sliding layers");
+            assert_eq!(back.config.sliding_window, merged.config.sliding_window, "{family}");
             if !family.starts_with("qwen") {
                 // Qwen's own pre-tokenizer regex is not among those the GGUF reader rebuilds.
                 assert_eq!(back_tokenizer.encode_prompt(TEXT).unwrap(), ids, "{family}: the tokenizer's ids");
@@ -120,6 +139,21 @@ fn exported_gguf_gives_the_merged_models_logits() {
             }
         }
     }
+}
+
+/// A copy of the model folder `model` under `scratch` with `key` of its config.json set to `value`.
+fn with_config(model: &Path, scratch: &Path, key: &str, value: i64) -> PathBuf {
+    let copy = scratch.join(format!("{}-{key}", model.parent().unwrap().file_name().unwrap().to_string_lossy()));
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(model).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copy.join("config.json")).unwrap()).unwrap();
+    config[key] = value.into();
+    std::fs::write(copy.join("config.json"), config.to_string()).unwrap();
+    copy
 }
 
 /// llama.cpp itself loads the file and computes the same last-position logits.

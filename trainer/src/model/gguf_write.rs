@@ -1,5 +1,7 @@
 //! Writing a model as a GGUF file that llama.cpp and Ollama load: llama.cpp's `llama`
-//! architecture (Llama 1–3.x, SmolLM, Mistral without a sliding window), `qwen2` and `qwen3`, weight
+//! architecture (Llama 1–3.x, SmolLM, Mistral without a sliding window), `qwen2`, `qwen3`,
+//! `gemma2` and `gemma3` (norms stored as the `1 + w` they compute, as llama.cpp's converter
+//! does, and each layer's sliding window written out), weight
 //! matrices as F32, F16, Q8_0 or Q4_0 (norms and biases stay F32, as llama.cpp's converter keeps
 //! them), the byte-level BPE tokenizer and the chat template as `tokenizer.ggml.*` metadata,
 //! and Llama 3's RoPE scaling as the `rope_freqs.weight` divisors. For `llama`, Q/K rows go
@@ -15,7 +17,7 @@ use candle_core::{DType, Tensor};
 use serde_json::Value as Json;
 
 use crate::model::LlamaModel;
-use crate::model::config::{Architecture, ModelConfig, Rope, RopeScaling};
+use crate::model::config::{Architecture, LayerType, ModelConfig, Rope, RopeScaling};
 use crate::model::tokenizer::ChatTokenizer;
 
 /// How the weight matrices are stored.
@@ -64,15 +66,64 @@ fn gguf_architecture(config: &ModelConfig) -> anyhow::Result<&'static str> {
         Architecture::Mistral if config.sliding_window.is_none() => "llama",
         Architecture::Qwen2 => "qwen2",
         Architecture::Qwen3 => "qwen3",
+        Architecture::Gemma2 => "gemma2",
+        Architecture::Gemma3 => "gemma3",
         other => bail!(
-            "GGUF export writes llama, mistral (without a sliding window), qwen2 and qwen3 models; this one is {other:?}"
+            "GGUF export writes llama, mistral (without a sliding window), qwen2, qwen3, gemma2 and gemma3 models; \
+             this one is {other:?}"
         ),
     };
-    let unread_norms = config.qk_norm && arch != "qwen3";
+    let unread_norms = config.qk_norm && !matches!(arch, "qwen3" | "gemma3");
     if config.o_bias || config.mlp_bias || unread_norms || (config.qkv_bias && arch != "qwen2") {
         bail!("GGUF export: this {arch} model has biases or q/k norms llama.cpp's {arch} does not read");
     }
+    if config.architecture.is_gemma() {
+        check_gemma(config, arch)?;
+    }
     Ok(arch)
+}
+
+/// What llama.cpp's `gemma2` / `gemma3` cannot be told, and so must already hold: the score
+/// scale is `head_dim^-½` (`(hidden / heads)^-½` for the 27B models, by their layer count),
+/// not read from the file; RoPE scaling is linear or none; `gemma3`'s sliding layers rotate
+/// unscaled and it has no attention soft-capping; `gemma2`'s sliding layers use the global
+/// layers' scaling and its output is always the embedding matrix.
+fn check_gemma(config: &ModelConfig, arch: &str) -> anyhow::Result<()> {
+    let layers_27b = if arch == "gemma2" { 46 } else { 62 };
+    let llama_cpp_scalar = if config.num_hidden_layers == layers_27b {
+        (config.hidden_size / config.num_attention_heads) as f64
+    } else {
+        config.head_dim as f64
+    };
+    let scalar = config.query_pre_attn_scalar.unwrap_or(config.head_dim as f64);
+    if scalar != llama_cpp_scalar {
+        bail!(
+            "GGUF export: query_pre_attn_scalar {scalar} is not the {llama_cpp_scalar} llama.cpp's {arch} assumes for a \
+             {}-layer model (it does not read the value from the file)",
+            config.num_hidden_layers
+        );
+    }
+    let readable = |rope: &Rope| matches!(rope.scaling, RopeScaling::None | RopeScaling::Linear { .. });
+    let local = config.local_rope.as_ref().unwrap_or(&config.rope);
+    if !readable(&config.rope) || !readable(local) {
+        bail!("GGUF export: llama.cpp's {arch} reads only linear RoPE scaling");
+    }
+    if arch == "gemma3" {
+        if config.attn_logit_softcapping.is_some() {
+            bail!("GGUF export: llama.cpp's gemma3 has no attention soft-capping (attn_logit_softcapping is set)");
+        }
+        if local.scaling != RopeScaling::None {
+            bail!("GGUF export: llama.cpp's gemma3 rotates sliding-window layers unscaled; this model scales them");
+        }
+    } else {
+        if local.scaling != config.rope.scaling {
+            bail!("GGUF export: llama.cpp's gemma2 scales sliding-window layers' RoPE as the global ones'");
+        }
+        if !config.tie_word_embeddings {
+            bail!("GGUF export: llama.cpp's gemma2 always uses the embeddings as the output; this model has its own");
+        }
+    }
+    Ok(())
 }
 
 /// Writes `model` (adapters merged) and its tokenizer as one GGUF file at `out`.
@@ -90,8 +141,13 @@ pub fn write_gguf(
 
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     for (hf, weight) in model.merged_weights()? {
-        let gguf = gguf_name(&hf).ok_or_else(|| anyhow!("GGUF export: no llama.cpp name for tensor {hf}"))?;
+        let gguf = gguf_name(&hf, config.architecture.is_gemma())
+            .ok_or_else(|| anyhow!("GGUF export: no llama.cpp name for tensor {hf}"))?;
         let mut weight = weight.to_dtype(DType::F32)?;
+        // llama.cpp multiplies by a Gemma norm's weight as stored: the `1 + w` Gemma computes.
+        if config.architecture.is_gemma() && hf.ends_with("norm.weight") {
+            weight = (weight + 1.0)?;
+        }
         // llama.cpp's `llama` rotates interleaved pairs; `qwen2`/`qwen3` rotate halves as HF does.
         if arch == "llama" && gguf.ends_with("attn_q.weight") {
             weight = permute_rope_rows(&weight, config.num_attention_heads)?;
@@ -144,6 +200,24 @@ fn model_metadata(config: &ModelConfig, arch: &str, quant: GgufQuant, name: &str
     if let RopeScaling::Linear { factor } = config.rope.scaling {
         metadata.push((key("rope.scaling.type"), Value::String("linear".into())));
         metadata.push((key("rope.scaling.factor"), Value::F32(factor as f32)));
+    }
+    if config.architecture.is_gemma() {
+        // Gemma's window and which layers use it, per layer: llama.cpp otherwise assumes every
+        // 6th (gemma3) or 2nd (gemma2) layer is global, and a 4096-token window for gemma2.
+        let sliding = |layer: &LayerType| config.sliding_window.is_some() && *layer == LayerType::Sliding;
+        if let Some(window) = config.sliding_window {
+            metadata.push((key("attention.sliding_window"), u32_of(window)));
+        }
+        let pattern = config.layer_types.iter().map(|layer| Value::Bool(sliding(layer))).collect();
+        metadata.push((key("attention.sliding_window_pattern"), Value::Array(pattern)));
+        let local = config.local_rope.as_ref().unwrap_or(&config.rope);
+        metadata.push((key("rope.freq_base_swa"), Value::F32(local.theta as f32)));
+        if let Some(cap) = config.attn_logit_softcapping {
+            metadata.push((key("attn_logit_softcapping"), Value::F32(cap as f32)));
+        }
+        if let Some(cap) = config.final_logit_softcapping {
+            metadata.push((key("final_logit_softcapping"), Value::F32(cap as f32)));
+        }
     }
     metadata
 }
@@ -235,8 +309,8 @@ fn pre_tokenizer(json: &Json, arch: &str) -> &'static str {
     }
 }
 
-/// Hugging Face tensor name → llama.cpp's.
-fn gguf_name(hf: &str) -> Option<String> {
+/// Hugging Face tensor name → llama.cpp's (Gemma's four norms a layer have names of their own).
+fn gguf_name(hf: &str, gemma: bool) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -262,7 +336,10 @@ fn gguf_name(hf: &str) -> Option<String> {
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
         "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" if gemma => "post_attention_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
         _ => return None,
     };
     Some(format!("blk.{layer}.{leaf}"))
@@ -291,4 +368,39 @@ fn rope_divisors(rope: &Rope, head_dim: usize) -> Vec<f32> {
     let plain = Rope::plain(rope.theta).inv_freq(head_dim);
     let scaled = rope.inv_freq(head_dim);
     plain.iter().zip(&scaled).map(|(p, s)| p / s).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::gguf_architecture;
+    use crate::model::config::{ModelConfig, Rope, RopeScaling};
+
+    fn gemma_fixture(family: &str) -> ModelConfig {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families").join(family).join("model");
+        ModelConfig::from_dir(&dir).unwrap()
+    }
+
+    /// What llama.cpp's Gemma architectures would silently compute differently is refused,
+    /// naming the setting.
+    #[test]
+    fn gemma_settings_llama_cpp_cannot_read_are_refused() {
+        let refusal = |config: &ModelConfig| gguf_architecture(config).unwrap_err().to_string();
+        // The Gemma 3 fixture scales scores by 24^-½ where llama.cpp assumes head_dim 16.
+        let mut gemma3 = gemma_fixture("gemma3");
+        assert!(refusal(&gemma3).contains("query_pre_attn_scalar 24"), "{}", refusal(&gemma3));
+        gemma3.query_pre_attn_scalar = Some(16.0);
+        assert_eq!(gguf_architecture(&gemma3).unwrap(), "gemma3");
+        gemma3.attn_logit_softcapping = Some(50.0);
+        assert!(refusal(&gemma3).contains("attn_logit_softcapping"));
+        gemma3.attn_logit_softcapping = None;
+        gemma3.local_rope = Some(Rope { theta: 10_000.0, scaling: RopeScaling::Linear { factor: 2.0 } });
+        assert!(refusal(&gemma3).contains("unscaled"));
+
+        let mut gemma2 = gemma_fixture("gemma2");
+        assert_eq!(gguf_architecture(&gemma2).unwrap(), "gemma2");
+        gemma2.tie_word_embeddings = false;
+        assert!(refusal(&gemma2).contains("embeddings as the output"));
+    }
 }
