@@ -284,3 +284,147 @@ fn decode_steps_on_gguf_blocks_equal_the_dense_forward() {
         }
     }
 }
+
+/// A Gemma 3 GGUF as llama.cpp's converter writes real ones: norms stored as `1 + w`, a
+/// SentencePiece vocabulary (`tokenizer.ggml.model = llama`, scores, byte pieces), and neither
+/// the sliding-window pattern nor the local RoPE base written (llama.cpp's defaults: every 6th
+/// layer global, base 10000). The Gemma 3 fixture's weights with its embeddings cut to the
+/// SentencePiece fixture's 400 pieces (`fixtures/spm`).
+fn write_gemma3_sentencepiece_gguf(path: &Path) -> Json {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let spm: Json =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("spm/spm-no-prefix.json")).unwrap()).unwrap();
+    let weights =
+        candle_core::safetensors::load(dir.join("families/gemma3/model/model.safetensors"), &Device::Cpu).unwrap();
+    let vocab = spm["tokens"].as_array().unwrap().len();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for (name, t) in &weights {
+        let gguf_name = name
+            .replace("model.embed_tokens", "token_embd")
+            .replace("model.norm", "output_norm")
+            .replace("model.layers.", "blk.")
+            .replace("self_attn.q_proj", "attn_q")
+            .replace("self_attn.k_proj", "attn_k")
+            .replace("self_attn.v_proj", "attn_v")
+            .replace("self_attn.o_proj", "attn_output")
+            .replace("self_attn.q_norm", "attn_q_norm")
+            .replace("self_attn.k_norm", "attn_k_norm")
+            .replace("mlp.gate_proj", "ffn_gate")
+            .replace("mlp.up_proj", "ffn_up")
+            .replace("mlp.down_proj", "ffn_down")
+            .replace("input_layernorm", "attn_norm")
+            .replace("post_attention_layernorm", "post_attention_norm")
+            .replace("pre_feedforward_layernorm", "ffn_norm")
+            .replace("post_feedforward_layernorm", "post_ffw_norm");
+        let t = if name.ends_with("norm.weight") { (t + 1.0).unwrap() } else { t.clone() };
+        let t = if name == "model.embed_tokens.weight" {
+            t.narrow(0, 0, vocab).unwrap().affine(1.0, 0.0).unwrap()
+        } else {
+            t
+        };
+        tensors.push((gguf_name, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    }
+    let strings = |key: &str| {
+        Value::Array(spm[key].as_array().unwrap().iter().map(|t| Value::String(t.as_str().unwrap().into())).collect())
+    };
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("gemma3".into())),
+        ("gemma3.context_length", Value::U32(512)),
+        ("gemma3.embedding_length", Value::U32(64)),
+        ("gemma3.block_count", Value::U32(3)),
+        ("gemma3.feed_forward_length", Value::U32(96)),
+        ("gemma3.attention.head_count", Value::U32(4)),
+        ("gemma3.attention.head_count_kv", Value::U32(2)),
+        ("gemma3.attention.key_length", Value::U32(16)),
+        ("gemma3.attention.value_length", Value::U32(16)),
+        ("gemma3.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+        ("gemma3.attention.sliding_window", Value::U32(8)),
+        ("gemma3.rope.freq_base", Value::F32(1_000_000.0)),
+        ("gemma3.rope.scaling.type", Value::String("linear".into())),
+        ("gemma3.rope.scaling.factor", Value::F32(8.0)),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        ("tokenizer.ggml.tokens", strings("tokens")),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(
+                spm["scores"].as_array().unwrap().iter().map(|s| Value::F32(s.as_f64().unwrap() as f32)).collect(),
+            ),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(
+                spm["token_type"].as_array().unwrap().iter().map(|t| Value::I32(t.as_i64().unwrap() as i32)).collect(),
+            ),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+    ];
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
+    spm
+}
+
+/// The file loads with llama.cpp's defaults made explicit, tokenizes as SentencePiece does,
+/// and — when llama-cpp-python is installed (see `tests/gguf_export.rs`) — llama.cpp gives the
+/// same ids and last-position logits.
+#[test]
+fn gemma3_gguf_with_a_sentencepiece_vocabulary_reads_as_llama_cpp_does() {
+    use pairwise_trainer::model::config::LayerType;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gemma3-spm.gguf");
+    let spm = write_gemma3_sentencepiece_gguf(&path);
+    let (model, tokenizer) = load_model_and_tokenizer(&path, &Device::Cpu).unwrap();
+    let config = &model.config;
+    assert_eq!(config.layer_types, vec![LayerType::Sliding; 3], "every layer but each 6th slides");
+    assert_eq!(config.local_rope.as_ref().map(|r| r.theta), Some(10_000.0));
+    assert_eq!(config.query_pre_attn_scalar, Some(16.0));
+    let case = &spm["cases"][0];
+    let text = case["text"].as_str().unwrap();
+    let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+    let ids = tokenizer.encode_prompt(text).unwrap();
+    assert_eq!(ids[0], 1, "BOS first");
+    assert_eq!(&ids[1..], &expected[..], "SentencePiece's ids");
+    assert!(ids.len() > 8, "the text reaches past the 8-token window");
+
+    let venv = std::env::var("LLAMA_CPP_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/llama-cpp-venv"));
+    let python = venv.join("bin/python");
+    if !std::process::Command::new(&python).args(["-c", "import llama_cpp"]).output().is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipping the llama.cpp check: llama-cpp-python is not installed in {}", venv.display());
+        return;
+    }
+    let script = r#"
+import json, sys
+from llama_cpp import Llama
+model = Llama(model_path=sys.argv[1], n_ctx=256, logits_all=True, verbose=False)
+ids = model.tokenize(sys.argv[2].encode(), add_bos=True, special=False)
+model.eval(ids)
+print(json.dumps({"ids": ids, "logits": [float(x) for x in model.scores[len(ids) - 1]]}))
+"#;
+    let output = std::process::Command::new(&python).args(["-c", script]).arg(&path).arg(text).output().unwrap();
+    assert!(output.status.success(), "llama.cpp could not load the file: {}", String::from_utf8_lossy(&output.stderr));
+    let theirs: Json = serde_json::from_slice(&output.stdout).unwrap();
+    let their_ids: Vec<u32> = theirs["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+    assert_eq!(their_ids, ids, "llama.cpp's tokenization");
+    let input = ModelInput::right_padded(&[&ids[..]], 0, &Device::Cpu).unwrap();
+    let ctx = ForwardCtx::eval(true);
+    let hidden = model.hidden_states(&input, &ctx).unwrap().squeeze(0).unwrap();
+    let ours: Vec<f32> = model.logits(&hidden, &ctx).unwrap().get(ids.len() - 1).unwrap().to_vec1().unwrap();
+    let diff = theirs["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&ours)
+        .map(|(a, b)| (a.as_f64().unwrap() as f32 - b).abs())
+        .fold(0.0f32, f32::max);
+    let scale = ours.iter().map(|x| x.abs()).fold(0.0f32, f32::max).max(1.0);
+    assert!(diff <= 1e-3 * scale, "llama.cpp's logits differ by {diff} (scale {scale})");
+    eprintln!("gemma3 SentencePiece GGUF: llama.cpp's ids and logits agree (within {diff})");
+}

@@ -5,8 +5,8 @@
 //! also kept in their blocks for decode steps (see [`PackedWeight`]), `llama`'s Q/K rows put
 //! back from llama.cpp's interleaved-RoPE order into Hugging Face's rotate-half order, Gemma's
 //! norms taken back from the stored `1 + w` to `w` and the settings llama.cpp leaves to its
-//! defaults made explicit ([`gemma_settings`]), and a byte-level BPE tokenizer rebuilt from
-//! the GGUF's vocabulary and merges.
+//! defaults made explicit ([`gemma_settings`]), and the tokenizer rebuilt from the GGUF's
+//! vocabulary: byte-level BPE from its merges, SentencePiece BPE from its scores.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -387,21 +387,12 @@ impl TensorSource for GgufTensors {
     }
 }
 
-/// Byte-level BPE from `tokenizer.ggml.tokens` / `merges`, control tokens as special tokens.
+/// The GGUF's tokenizer: byte-level BPE (`gpt2`) from its tokens and merges, or SentencePiece
+/// BPE (`llama`: Gemma, Llama 2, Mistral files) from its tokens and scores; control tokens
+/// become special tokens.
 fn gguf_tokenizer(content: &Content) -> anyhow::Result<ChatTokenizer> {
     let model = meta(content, "tokenizer.ggml.model")?.to_string()?;
-    if model != "gpt2" {
-        bail!(
-            "GGUF tokenizer {model:?} is not supported (only byte-level BPE, \"gpt2\"; \"llama\" is the \
-             SentencePiece vocabulary of Gemma and Llama 2 files): load the model's Hugging Face folder instead"
-        );
-    }
     let tokens: Vec<&String> = meta(content, "tokenizer.ggml.tokens")?
-        .to_vec()?
-        .iter()
-        .map(Value::to_string)
-        .collect::<candle_core::Result<_>>()?;
-    let merges: Vec<&String> = meta(content, "tokenizer.ggml.merges")?
         .to_vec()?
         .iter()
         .map(Value::to_string)
@@ -410,39 +401,23 @@ fn gguf_tokenizer(content: &Content) -> anyhow::Result<ChatTokenizer> {
         Some(v) => v.to_vec()?.iter().map(Value::to_i32).collect::<candle_core::Result<_>>()?,
         None => Vec::new(),
     };
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        tokens.iter().enumerate().map(|(i, t)| ((*t).clone(), i.into())).collect();
-    let added: Vec<serde_json::Value> = types
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| **t == CONTROL_TOKEN)
-        .map(|(i, _)| {
-            serde_json::json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    let byte_level =
-        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    // SmolLM's pre-tokenizer also splits digits one by one.
-    let pre = content.metadata.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str);
-    let pre_tokenizer = if pre == Some("smollm") {
-        serde_json::json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true}, byte_level]})
-    } else {
-        byte_level.clone()
+    let inner = match model.as_str() {
+        "gpt2" => byte_level_bpe(content, &tokens, &types)?,
+        "llama" => {
+            let scores: Vec<f32> = meta(content, "tokenizer.ggml.scores")?
+                .to_vec()?
+                .iter()
+                .map(Value::to_f32)
+                .collect::<candle_core::Result<_>>()?;
+            // llama.cpp's default for `llama` vocabularies is a leading space.
+            let add_space_prefix =
+                content.metadata.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
+            sentencepiece_bpe(&tokens, &scores, &types, add_space_prefix)?
+        }
+        other => {
+            bail!("GGUF tokenizer {other:?} is not supported (byte-level BPE \"gpt2\" and SentencePiece \"llama\" are)")
+        }
     };
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": added, "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": byte_level,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                  "ignore_merges": false, "vocab": vocab, "merges": merges}
-    });
-    let inner: tokenizers::Tokenizer =
-        json.to_string().parse().map_err(|e| anyhow!("building the GGUF tokenizer: {e}"))?;
     let token = |key: &str| -> Option<&str> {
         let id = content.metadata.get(key)?.to_u32().ok()? as usize;
         tokens.get(id).map(|s| s.as_str())
@@ -458,6 +433,118 @@ fn gguf_tokenizer(content: &Content) -> anyhow::Result<ChatTokenizer> {
         add_bos,
         template,
     )
+}
+
+/// The special tokens of a vocabulary: its control tokens (`<bos>`, `<|im_start|>`, …).
+fn control_tokens(tokens: &[&String], types: &[i32]) -> Vec<serde_json::Value> {
+    types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t == CONTROL_TOKEN)
+        .map(|(i, _)| {
+            serde_json::json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect()
+}
+
+/// Byte-level BPE from `tokenizer.ggml.tokens` / `merges`.
+fn byte_level_bpe(content: &Content, tokens: &[&String], types: &[i32]) -> anyhow::Result<tokenizers::Tokenizer> {
+    let merges: Vec<&String> = meta(content, "tokenizer.ggml.merges")?
+        .to_vec()?
+        .iter()
+        .map(Value::to_string)
+        .collect::<candle_core::Result<_>>()?;
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().enumerate().map(|(i, t)| ((*t).clone(), i.into())).collect();
+    let byte_level =
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    // SmolLM's pre-tokenizer also splits digits one by one.
+    let pre = content.metadata.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str);
+    let pre_tokenizer = if pre == Some("smollm") {
+        serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level]})
+    } else {
+        byte_level.clone()
+    };
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": control_tokens(tokens, types), "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": byte_level,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges}
+    });
+    json.to_string().parse().map_err(|e| anyhow!("building the GGUF tokenizer: {e}"))
+}
+
+/// Token types of a SentencePiece vocabulary that are text pieces (normal, user-defined).
+const TEXT_PIECES: [i32; 2] = [1, 4];
+
+/// SentencePiece BPE as Hugging Face represents it (transformers' `SentencePieceExtractor`):
+/// spaces as `▁` (and one in front when `add_space_prefix`), no pre-tokenizer, every split of
+/// a text piece into two pieces as a merge, ranked by the merged piece's score (SentencePiece
+/// merges the best-scoring adjacent pair first), characters outside the vocabulary as
+/// `<0xNN>` byte pieces, and the decoder undoing each step.
+fn sentencepiece_bpe(
+    tokens: &[&String],
+    scores: &[f32],
+    types: &[i32],
+    add_space_prefix: bool,
+) -> anyhow::Result<tokenizers::Tokenizer> {
+    anyhow::ensure!(
+        scores.len() == tokens.len() && types.len() == tokens.len(),
+        "GGUF SentencePiece vocabulary: {} tokens, {} scores, {} token types",
+        tokens.len(),
+        scores.len(),
+        types.len()
+    );
+    let ids: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let is_text = |id: usize| TEXT_PIECES.contains(&types[id]);
+    let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate().filter(|&(id, _)| is_text(id)) {
+        for (split, _) in piece.char_indices().skip(1) {
+            let (left, right) = piece.split_at(split);
+            if let (Some(&l), Some(&r)) = (ids.get(left), ids.get(right))
+                && is_text(l)
+                && is_text(r)
+            {
+                merges.push((scores[id], l, r, id));
+            }
+        }
+    }
+    // Best score first; among equals, by the parts' ids (as transformers orders them).
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let merges: Vec<[&str; 2]> = merges.iter().map(|&(_, l, r, _)| [tokens[l].as_str(), tokens[r].as_str()]).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().enumerate().map(|(i, t)| ((*t).clone(), i.into())).collect();
+    let unk = types.iter().position(|&t| t == 2).map(|i| tokens[i].as_str());
+    let space = serde_json::json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if add_space_prefix {
+        serde_json::json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, space]})
+    } else {
+        space
+    };
+    let mut decoders = vec![
+        serde_json::json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        serde_json::json!({"type": "ByteFallback"}),
+        serde_json::json!({"type": "Fuse"}),
+    ];
+    if add_space_prefix {
+        decoders.push(serde_json::json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": control_tokens(tokens, types), "normalizer": normalizer,
+        "pre_tokenizer": null, "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges}
+    });
+    json.to_string().parse().map_err(|e| anyhow!("building the GGUF SentencePiece tokenizer: {e}"))
 }
 
 #[cfg(test)]
@@ -485,6 +572,34 @@ mod tests {
             let recovered = llama3_rope_from_divisors(500_000.0, head_dim, &divisors).unwrap();
             for (a, b) in recovered.inv_freq(head_dim).iter().zip(&wanted) {
                 assert!((a / b - 1.0).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
+    /// SentencePiece's own ids for the fixtures' texts (`tests/fixtures/spm/make_spm.py`),
+    /// with and without the leading space, and the decoded text back.
+    #[test]
+    fn sentencepiece_vocabularies_tokenize_as_sentencepiece() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spm");
+        for name in ["spm-prefix.json", "spm-no-prefix.json"] {
+            let fixture: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap();
+            let tokens: Vec<String> =
+                fixture["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+            let tokens: Vec<&String> = tokens.iter().collect();
+            let scores: Vec<f32> =
+                fixture["scores"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap() as f32).collect();
+            let types: Vec<i32> =
+                fixture["token_type"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
+            let prefix = fixture["add_space_prefix"].as_bool().unwrap();
+            let tokenizer = super::sentencepiece_bpe(&tokens, &scores, &types, prefix).unwrap();
+            for case in fixture["cases"].as_array().unwrap() {
+                let text = case["text"].as_str().unwrap();
+                let expected: Vec<u32> =
+                    case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+                let ids = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+                assert_eq!(ids, expected, "{name}: {text:?}");
+                assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "{name}: decoding {text:?}");
             }
         }
     }
