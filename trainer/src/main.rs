@@ -23,8 +23,8 @@ use pairwise_trainer::train::run::RunSummary;
     after_help = "Model families (config.json model_type): llama (Llama 1-3.x incl. rope_type llama3/linear, SmolLM), \
 mistral (sliding_window), qwen2, qwen3, gemma2, gemma3_text and the text model of gemma3 checkpoints; \
 transformers 4.x and 5.x config keys; f32/bf16/f16 safetensors, sharded or not; llama.cpp GGUF (read and \
-written) for its llama (rope_freqs too), qwen2, qwen3, gemma2 and gemma3 architectures (read: byte-level BPE or \
-SentencePiece vocabularies; written: byte-level BPE). Refused with an error naming the key: other model types, RoPE types other \
+written) for its llama (rope_freqs too), qwen2, qwen3, gemma2 and gemma3 architectures with byte-level BPE or \
+SentencePiece vocabularies. Refused with an error naming the key: other model types, RoPE types other \
 than default/linear/llama3 (yarn, dynamic, longrope), activations other than silu/gelu_pytorch_tanh."
 )]
 struct Cli {

@@ -369,28 +369,10 @@ fn write_gemma3_sentencepiece_gguf(path: &Path) -> Json {
     spm
 }
 
-/// The file loads with llama.cpp's defaults made explicit, tokenizes as SentencePiece does,
-/// and — when llama-cpp-python is installed (see `tests/gguf_export.rs`) — llama.cpp gives the
-/// same ids and last-position logits.
-#[test]
-fn gemma3_gguf_with_a_sentencepiece_vocabulary_reads_as_llama_cpp_does() {
-    use pairwise_trainer::model::config::LayerType;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gemma3-spm.gguf");
-    let spm = write_gemma3_sentencepiece_gguf(&path);
-    let (model, tokenizer) = load_model_and_tokenizer(&path, &Device::Cpu).unwrap();
-    let config = &model.config;
-    assert_eq!(config.layer_types, vec![LayerType::Sliding; 3], "every layer but each 6th slides");
-    assert_eq!(config.local_rope.as_ref().map(|r| r.theta), Some(10_000.0));
-    assert_eq!(config.query_pre_attn_scalar, Some(16.0));
-    let case = &spm["cases"][0];
-    let text = case["text"].as_str().unwrap();
-    let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
-    let ids = tokenizer.encode_prompt(text).unwrap();
-    assert_eq!(ids[0], 1, "BOS first");
-    assert_eq!(&ids[1..], &expected[..], "SentencePiece's ids");
-    assert!(ids.len() > 8, "the text reaches past the 8-token window");
-
+/// llama.cpp's ids for `text` (BOS first) and its last-position logits from the file at
+/// `path`, when llama-cpp-python is installed (see `tests/gguf_export.rs`); `None`, saying
+/// why, when it is not.
+fn llama_cpp_reads(path: &Path, text: &str) -> Option<(Vec<u32>, Vec<f32>)> {
     let venv = std::env::var("LLAMA_CPP_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/llama-cpp-venv"));
@@ -398,7 +380,7 @@ fn gemma3_gguf_with_a_sentencepiece_vocabulary_reads_as_llama_cpp_does() {
     if !std::process::Command::new(&python).args(["-c", "import llama_cpp"]).output().is_ok_and(|o| o.status.success())
     {
         eprintln!("skipping the llama.cpp check: llama-cpp-python is not installed in {}", venv.display());
-        return;
+        return None;
     }
     let script = r#"
 import json, sys
@@ -408,23 +390,67 @@ ids = model.tokenize(sys.argv[2].encode(), add_bos=True, special=False)
 model.eval(ids)
 print(json.dumps({"ids": ids, "logits": [float(x) for x in model.scores[len(ids) - 1]]}))
 "#;
-    let output = std::process::Command::new(&python).args(["-c", script]).arg(&path).arg(text).output().unwrap();
+    let output = std::process::Command::new(&python).args(["-c", script]).arg(path).arg(text).output().unwrap();
     assert!(output.status.success(), "llama.cpp could not load the file: {}", String::from_utf8_lossy(&output.stderr));
     let theirs: Json = serde_json::from_slice(&output.stdout).unwrap();
-    let their_ids: Vec<u32> = theirs["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
-    assert_eq!(their_ids, ids, "llama.cpp's tokenization");
-    let input = ModelInput::right_padded(&[&ids[..]], 0, &Device::Cpu).unwrap();
+    let numbers = |key: &str| theirs[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    Some((numbers("ids").iter().map(|&i| i as u32).collect(), numbers("logits").iter().map(|&x| x as f32).collect()))
+}
+
+/// Our ids for each fixture text (spaces, digits, byte-fallback characters, newlines) and the
+/// last-position logits from the file at `path`, checked against SentencePiece's ids and, when
+/// it is installed, llama.cpp's ids and logits.
+fn check_sentencepiece_gguf(path: &Path, cases: &Json) {
+    let (model, tokenizer) = load_model_and_tokenizer(path, &Device::Cpu).unwrap();
+    for case in cases.as_array().unwrap().iter().filter(|c| !c["text"].as_str().unwrap().is_empty()) {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+        let ids = tokenizer.encode_prompt(text).unwrap();
+        assert_eq!(ids[0], 1, "BOS first");
+        assert_eq!(&ids[1..], &expected[..], "SentencePiece's ids of {text:?}");
+        assert!(ids.len() > 8, "{text:?} reaches past the 8-token window");
+        check_with_llama_cpp(path, &model, text, &ids);
+    }
+}
+
+/// llama.cpp's ids for `text` and its last-position logits equal ours.
+fn check_with_llama_cpp(path: &Path, model: &LlamaModel, text: &str, ids: &[u32]) {
+    let Some((their_ids, their_logits)) = llama_cpp_reads(path, text) else { return };
+    assert_eq!(their_ids, ids, "llama.cpp's tokenization of {}", path.display());
+    let input = ModelInput::right_padded(&[ids], 0, &Device::Cpu).unwrap();
     let ctx = ForwardCtx::eval(true);
     let hidden = model.hidden_states(&input, &ctx).unwrap().squeeze(0).unwrap();
     let ours: Vec<f32> = model.logits(&hidden, &ctx).unwrap().get(ids.len() - 1).unwrap().to_vec1().unwrap();
-    let diff = theirs["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(&ours)
-        .map(|(a, b)| (a.as_f64().unwrap() as f32 - b).abs())
-        .fold(0.0f32, f32::max);
+    let diff = their_logits.iter().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     let scale = ours.iter().map(|x| x.abs()).fold(0.0f32, f32::max).max(1.0);
-    assert!(diff <= 1e-3 * scale, "llama.cpp's logits differ by {diff} (scale {scale})");
-    eprintln!("gemma3 SentencePiece GGUF: llama.cpp's ids and logits agree (within {diff})");
+    assert!(diff <= 1e-3 * scale, "{}: llama.cpp's logits differ by {diff} (scale {scale})", path.display());
+    eprintln!("{}: llama.cpp's ids and logits of {text:?} agree (within {diff})", path.display());
+}
+
+/// The file loads with llama.cpp's defaults made explicit and tokenizes as SentencePiece and
+/// llama.cpp do; `pairwise-train export` writes it back (as a `llama` vocabulary with scores,
+/// the pattern spelled out) and that file reads the same in both.
+#[test]
+fn gemma3_gguf_with_a_sentencepiece_vocabulary_reads_as_llama_cpp_does() {
+    use pairwise_trainer::model::config::LayerType;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gemma3-spm.gguf");
+    let spm = write_gemma3_sentencepiece_gguf(&path);
+    let (model, _) = load_model_and_tokenizer(&path, &Device::Cpu).unwrap();
+    let config = &model.config;
+    assert_eq!(config.layer_types, vec![LayerType::Sliding; 3], "every layer but each 6th slides");
+    assert_eq!(config.local_rope.as_ref().map(|r| r.theta), Some(10_000.0));
+    assert_eq!(config.query_pre_attn_scalar, Some(16.0));
+    check_sentencepiece_gguf(&path, &spm["cases"]);
+
+    let exported = dir.path().join("exported.gguf");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pairwise-train"))
+        .args(["export", "--format", "gguf", "--quant", "f32", "--model"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&exported)
+        .status()
+        .unwrap();
+    assert!(status.success(), "pairwise-train export of a SentencePiece GGUF failed");
+    check_sentencepiece_gguf(&exported, &spm["cases"]);
 }

@@ -1,11 +1,12 @@
 //! Writing a model as a GGUF file that llama.cpp and Ollama load: llama.cpp's `llama`
 //! architecture (Llama 1–3.x, SmolLM, Mistral without a sliding window), `qwen2`, `qwen3`,
 //! `gemma2` and `gemma3` (norms stored as the `1 + w` they compute, as llama.cpp's converter
-//! does, and each layer's sliding window written out), weight
-//! matrices as F32, F16, Q8_0 or Q4_0 (norms and biases stay F32, as llama.cpp's converter keeps
-//! them), the byte-level BPE tokenizer and the chat template as `tokenizer.ggml.*` metadata,
-//! and Llama 3's RoPE scaling as the `rope_freqs.weight` divisors. For `llama`, Q/K rows go
-//! into llama.cpp's interleaved-RoPE order (`gguf.rs` undoes it when reading back).
+//! does, and each layer's sliding window written out), weight matrices as F32, F16, Q8_0 or
+//! Q4_0 (norms and biases stay F32, as llama.cpp's converter keeps them), the tokenizer (byte-level
+//! BPE with its merges, or SentencePiece-style BPE with a score per piece) and the chat template
+//! as `tokenizer.ggml.*` metadata, and Llama 3's RoPE scaling as the `rope_freqs.weight`
+//! divisors. For `llama`, Q/K rows go into llama.cpp's interleaved-RoPE order (`gguf.rs` undoes
+//! it when reading back).
 
 use std::io::BufWriter;
 use std::path::Path;
@@ -55,9 +56,11 @@ impl GgufQuant {
 
 /// Token types of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
 const NORMAL_TOKEN: i32 = 1;
+const UNKNOWN_TOKEN: i32 = 2;
 const CONTROL_TOKEN: i32 = 3;
 const USER_DEFINED_TOKEN: i32 = 4;
 const UNUSED_TOKEN: i32 = 5;
+const BYTE_TOKEN: i32 = 6;
 
 /// llama.cpp's architecture name for the model, or why it cannot be written.
 fn gguf_architecture(config: &ModelConfig) -> anyhow::Result<&'static str> {
@@ -222,7 +225,9 @@ fn model_metadata(config: &ModelConfig, arch: &str, quant: GgufQuant, name: &str
     metadata
 }
 
-/// The byte-level BPE vocabulary, merges, token types, special tokens and chat template.
+/// The vocabulary, token types, special tokens and chat template: byte-level BPE as llama.cpp's
+/// `gpt2` (with its merges), SentencePiece-style BPE (byte fallback, spaces as `▁`: Gemma,
+/// Llama 2, Mistral) as `llama` (with each piece's score).
 fn tokenizer_metadata(
     tokenizer: &ChatTokenizer,
     config: &ModelConfig,
@@ -233,9 +238,13 @@ fn tokenizer_metadata(
     let kind = json["model"]["type"].as_str().unwrap_or("unknown");
     let byte_level =
         json["pre_tokenizer"].to_string().contains("ByteLevel") || json["decoder"].to_string().contains("ByteLevel");
-    if kind != "BPE" || !byte_level {
+    let sentencepiece = json["model"]["byte_fallback"].as_bool() == Some(true)
+        && (json["normalizer"].to_string().contains('\u{2581}')
+            || json["pre_tokenizer"].to_string().contains("Metaspace"));
+    if kind != "BPE" || !(byte_level || sentencepiece) {
         bail!(
-            "GGUF export needs a byte-level BPE tokenizer (llama.cpp's \"gpt2\"); this tokenizer.json is a {kind} model"
+            "GGUF export needs a byte-level BPE tokenizer (llama.cpp's \"gpt2\") or a SentencePiece-style BPE with byte \
+             fallback (\"llama\"); this tokenizer.json is a {kind} model of neither kind"
         );
     }
     let mut tokens: Vec<Option<(String, i32)>> = vec![None; config.vocab_size];
@@ -243,8 +252,14 @@ fn tokenizer_metadata(
     for (token, id) in vocab {
         let id = id.as_u64().ok_or_else(|| anyhow!("tokenizer.json: the id of {token:?} is not a number"))? as usize;
         if let Some(slot) = tokens.get_mut(id) {
-            *slot = Some((token.clone(), NORMAL_TOKEN));
+            let is_byte = token.len() == 6 && token.starts_with("<0x") && token.ends_with('>');
+            *slot = Some((token.clone(), if sentencepiece && is_byte { BYTE_TOKEN } else { NORMAL_TOKEN }));
         }
+    }
+    if let Some(unk) = json["model"]["unk_token"].as_str().and_then(|t| vocab.get(t)).and_then(Json::as_u64)
+        && let Some(Some((_, kind))) = tokens.get_mut(unk as usize)
+    {
+        *kind = UNKNOWN_TOKEN;
     }
     for added in json["added_tokens"].as_array().into_iter().flatten() {
         let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str()) else { continue };
@@ -254,42 +269,84 @@ fn tokenizer_metadata(
         }
     }
     // Rows of a padded embedding that no token uses.
-    let (tokens, types): (Vec<Value>, Vec<Value>) = tokens
+    let tokens: Vec<(String, i32)> = tokens
         .into_iter()
         .enumerate()
-        .map(|(id, token)| {
-            let (text, kind) = token.unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED_TOKEN));
-            (Value::String(text), Value::I32(kind))
-        })
-        .unzip();
+        .map(|(id, token)| token.unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED_TOKEN)))
+        .collect();
     // Merges come as "a b" strings or, from newer tokenizers, as ["a", "b"] pairs.
-    let merges: Vec<Value> = json["model"]["merges"]
+    let merges: Vec<(String, String)> = json["model"]["merges"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|merge| match merge {
-            Json::String(s) => Ok(Value::String(s.clone())),
-            Json::Array(pair) if pair.len() == 2 => {
-                Ok(Value::String(format!("{} {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""))))
-            }
-            other => Err(anyhow!("tokenizer.json: unreadable merge {other}")),
+        .map(|merge| {
+            let pair = match merge {
+                Json::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
+                Json::Array(pair) if pair.len() == 2 => {
+                    pair[0].as_str().zip(pair[1].as_str()).map(|(a, b)| (a.into(), b.into()))
+                }
+                _ => None,
+            };
+            pair.ok_or_else(|| anyhow!("tokenizer.json: unreadable merge {merge}"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let mut metadata = vec![
-        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".to_string(), Value::String(pre_tokenizer(&json, arch).into())),
+    let mut metadata = if sentencepiece {
+        sentencepiece_metadata(&json, &tokens, &merges)
+    } else {
+        vec![
+            ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre".to_string(), Value::String(pre_tokenizer(&json, arch).into())),
+            (
+                "tokenizer.ggml.merges".to_string(),
+                Value::Array(merges.iter().map(|(a, b)| Value::String(format!("{a} {b}"))).collect()),
+            ),
+        ]
+    };
+    let (tokens, types): (Vec<Value>, Vec<Value>) =
+        tokens.into_iter().map(|(text, kind)| (Value::String(text), Value::I32(kind))).unzip();
+    metadata.extend([
         ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
         ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),
-        ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
         ("tokenizer.ggml.eos_token_id".to_string(), Value::U32(tokenizer.eos.1)),
         ("tokenizer.ggml.padding_token_id".to_string(), Value::U32(tokenizer.pad_id)),
         ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(tokenizer.adds_bos())),
         ("tokenizer.chat_template".to_string(), Value::String(tokenizer.chat_template().to_string())),
-    ];
+    ]);
     if let Some((_, bos)) = &tokenizer.bos {
         metadata.push(("tokenizer.ggml.bos_token_id".to_string(), Value::U32(*bos)));
     }
     Ok(metadata)
+}
+
+/// A SentencePiece-style BPE as llama.cpp's `llama` vocabulary, which merges the adjacent pair
+/// whose merged piece scores highest: each piece scores minus the rank of its best merge
+/// (pieces no merge makes score below them all), and a leading space is added when the
+/// normalizer prepends `▁` (or a Metaspace pre-tokenizer does).
+fn sentencepiece_metadata(json: &Json, tokens: &[(String, i32)], merges: &[(String, String)]) -> Vec<(String, Value)> {
+    let mut rank_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (rank, (a, b)) in merges.iter().enumerate() {
+        rank_of.entry(format!("{a}{b}")).or_insert(rank);
+    }
+    let unmerged = -(merges.len() as f32) - 1.0;
+    let scores =
+        tokens.iter().map(|(text, _)| Value::F32(rank_of.get(text).map_or(unmerged, |&rank| -(rank as f32)))).collect();
+    let normalizer = json["normalizer"].to_string();
+    let metaspace = &json["pre_tokenizer"];
+    let metaspace_prefix = metaspace.to_string().contains("Metaspace")
+        && !metaspace.to_string().contains("\"prepend_scheme\":\"never\"")
+        && !metaspace.to_string().contains("\"add_prefix_space\":false");
+    let add_space_prefix = normalizer.contains("\"Prepend\"") || metaspace_prefix;
+    let unk = tokens.iter().position(|(_, kind)| *kind == UNKNOWN_TOKEN);
+    let mut metadata = vec![
+        ("tokenizer.ggml.model".to_string(), Value::String("llama".into())),
+        ("tokenizer.ggml.pre".to_string(), Value::String("default".into())),
+        ("tokenizer.ggml.scores".to_string(), Value::Array(scores)),
+        ("tokenizer.ggml.add_space_prefix".to_string(), Value::Bool(add_space_prefix)),
+    ];
+    if let Some(unk) = unk {
+        metadata.push(("tokenizer.ggml.unknown_token_id".to_string(), Value::U32(unk as u32)));
+    }
+    metadata
 }
 
 /// llama.cpp's name for the pre-tokenizer's splitting rules (`tokenizer.ggml.pre`).
