@@ -324,48 +324,82 @@ fn write_gemma3_sentencepiece_gguf(path: &Path) -> Json {
         };
         tensors.push((gguf_name, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
     }
-    let strings = |key: &str| {
-        Value::Array(spm[key].as_array().unwrap().iter().map(|t| Value::String(t.as_str().unwrap().into())).collect())
-    };
-    let metadata: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String("gemma3".into())),
-        ("gemma3.context_length", Value::U32(512)),
-        ("gemma3.embedding_length", Value::U32(64)),
-        ("gemma3.block_count", Value::U32(3)),
-        ("gemma3.feed_forward_length", Value::U32(96)),
-        ("gemma3.attention.head_count", Value::U32(4)),
-        ("gemma3.attention.head_count_kv", Value::U32(2)),
-        ("gemma3.attention.key_length", Value::U32(16)),
-        ("gemma3.attention.value_length", Value::U32(16)),
-        ("gemma3.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
-        ("gemma3.attention.sliding_window", Value::U32(8)),
-        ("gemma3.rope.freq_base", Value::F32(1_000_000.0)),
-        ("gemma3.rope.scaling.type", Value::String("linear".into())),
-        ("gemma3.rope.scaling.factor", Value::F32(8.0)),
-        ("tokenizer.ggml.model", Value::String("llama".into())),
-        ("tokenizer.ggml.tokens", strings("tokens")),
-        (
-            "tokenizer.ggml.scores",
-            Value::Array(
-                spm["scores"].as_array().unwrap().iter().map(|s| Value::F32(s.as_f64().unwrap() as f32)).collect(),
-            ),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            Value::Array(
-                spm["token_type"].as_array().unwrap().iter().map(|t| Value::I32(t.as_i64().unwrap() as i32)).collect(),
-            ),
-        ),
-        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
-        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
-        ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
-        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
-        ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+    let mut metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String("gemma3".into())),
+        ("gemma3.context_length".into(), Value::U32(512)),
+        ("gemma3.embedding_length".into(), Value::U32(64)),
+        ("gemma3.block_count".into(), Value::U32(3)),
+        ("gemma3.feed_forward_length".into(), Value::U32(96)),
+        ("gemma3.attention.head_count".into(), Value::U32(4)),
+        ("gemma3.attention.head_count_kv".into(), Value::U32(2)),
+        ("gemma3.attention.key_length".into(), Value::U32(16)),
+        ("gemma3.attention.value_length".into(), Value::U32(16)),
+        ("gemma3.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-6)),
+        ("gemma3.attention.sliding_window".into(), Value::U32(8)),
+        ("gemma3.rope.freq_base".into(), Value::F32(1_000_000.0)),
+        ("gemma3.rope.scaling.type".into(), Value::String("linear".into())),
+        ("gemma3.rope.scaling.factor".into(), Value::F32(8.0)),
     ];
-    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    metadata.extend(sentencepiece_metadata(&spm));
+    write_file(path, &metadata, &tensors);
+    spm
+}
+
+/// A SentencePiece fixture's vocabulary (`fixtures/spm`) as GGUF metadata.
+fn sentencepiece_metadata(spm: &Json) -> Vec<(String, Value)> {
+    let list =
+        |key: &str, value: fn(&Json) -> Value| Value::Array(spm[key].as_array().unwrap().iter().map(value).collect());
+    vec![
+        ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+        ("tokenizer.ggml.tokens".into(), list("tokens", |t| Value::String(t.as_str().unwrap().into()))),
+        ("tokenizer.ggml.scores".into(), list("scores", |s| Value::F32(s.as_f64().unwrap() as f32))),
+        ("tokenizer.ggml.token_type".into(), list("token_type", |t| Value::I32(t.as_i64().unwrap() as i32))),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+        ("tokenizer.ggml.add_space_prefix".into(), Value::Bool(spm["add_space_prefix"].as_bool().unwrap())),
+    ]
+}
+
+fn write_file(path: &Path, metadata: &[(String, Value)], tensors: &[(String, QTensor)]) {
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut file = std::fs::File::create(path).unwrap();
     gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
+}
+
+/// A Llama 2-style GGUF: the parity model's `llama` file (interleaved Q/K rows) with the
+/// leading-space SentencePiece fixture as its vocabulary, embedding and output rows cut to it.
+fn write_llama_sentencepiece_gguf(path: &Path) -> Json {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spm");
+    let spm: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("spm-prefix.json")).unwrap()).unwrap();
+    let vocab = spm["tokens"].as_array().unwrap().len();
+    let plain = path.with_extension("bpe.gguf");
+    write_gguf(&plain, GgmlDType::F32);
+    let mut file = std::fs::File::open(&plain).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut metadata: Vec<(String, Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with("tokenizer."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.extend(sentencepiece_metadata(&spm));
+    let tensors: Vec<(String, QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|name| {
+            let t = content.tensor(&mut file, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
+            let t = if name == "token_embd.weight" || name == "output.weight" {
+                t.narrow(0, 0, vocab).unwrap().affine(1.0, 0.0).unwrap()
+            } else {
+                t
+            };
+            (name.clone(), QTensor::quantize(&t, GgmlDType::F32).unwrap())
+        })
+        .collect();
+    write_file(path, &metadata, &tensors);
     spm
 }
 
@@ -444,13 +478,31 @@ fn gemma3_gguf_with_a_sentencepiece_vocabulary_reads_as_llama_cpp_does() {
     check_sentencepiece_gguf(&path, &spm["cases"]);
 
     let exported = dir.path().join("exported.gguf");
+    export_f32(&path, &exported);
+    check_sentencepiece_gguf(&exported, &spm["cases"]);
+}
+
+/// `pairwise-train export --quant f32` of the GGUF at `model`.
+fn export_f32(model: &Path, out: &Path) {
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_pairwise-train"))
         .args(["export", "--format", "gguf", "--quant", "f32", "--model"])
-        .arg(&path)
+        .arg(model)
         .arg("--out")
-        .arg(&exported)
+        .arg(out)
         .status()
         .unwrap();
-    assert!(status.success(), "pairwise-train export of a SentencePiece GGUF failed");
+    assert!(status.success(), "pairwise-train export of {} failed", model.display());
+}
+
+/// A Llama 2-style file (SentencePiece vocabulary with the leading space) reads as
+/// SentencePiece and llama.cpp do, and again once `export` has written it back.
+#[test]
+fn llama_gguf_with_a_leading_space_sentencepiece_vocabulary_reads_as_llama_cpp_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llama-spm.gguf");
+    let spm = write_llama_sentencepiece_gguf(&path);
+    check_sentencepiece_gguf(&path, &spm["cases"]);
+    let exported = dir.path().join("exported.gguf");
+    export_f32(&path, &exported);
     check_sentencepiece_gguf(&exported, &spm["cases"]);
 }
