@@ -381,12 +381,29 @@ async fn fresh_next_latencies(
     let per_client = raters.div_ceil(64);
     let chunks: Vec<Vec<String>> =
         fresh.chunks(per_client).map(|c| c.iter().map(|(_, t)| t.clone()).collect()).collect();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|tokens| {
+    // Each client's connection, and the server's pool behind it, open before the timing: a
+    // rater's browser keeps its connection, and this measures assignments, not connects.
+    let warm: Vec<_> = chunks
+        .iter()
+        .map(|_| {
             let base = server.base.clone();
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
+                anyhow::ensure!(http.get(format!("{base}/healthz")).send().await?.status().is_success());
+                Ok::<_, anyhow::Error>(http)
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for h in warm {
+        clients.push(h.await??);
+    }
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .zip(clients)
+        .map(|(tokens, http)| {
+            let base = server.base.clone();
+            tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 for token in tokens {
                     let started = Instant::now();
