@@ -136,3 +136,76 @@ BEGIN
     LEFT JOIN responses rb ON rb.id = p.response_b_id WHERE p.id = v_lease.pair_id;
 END
 $$;
+
+-- A vote went through three nested functions (this wrapper, 0008's `pairwise_vote_aspects`,
+-- then `pairwise_vote`), each copying the rows of the one below and looking the new vote up
+-- again by its client key. One wrapper now makes the aspect checks and the feedback checks
+-- of both on one lookup of the vote and its campaign, in the same order.
+CREATE OR REPLACE FUNCTION pairwise_vote_feedback(p_rater BIGINT, p_assignment BIGINT, p_pair BIGINT, p_swapped BIGINT, p_choice TEXT,
+                                       p_strength BIGINT, p_rationale TEXT, p_time_ms BIGINT, p_client_key TEXT,
+                                       p_now BIGINT, p_gold_roll DOUBLE PRECISION, p_swap BIGINT, p_aspects TEXT,
+                                       p_ranked BIGINT)
+RETURNS TABLE (vote_id BIGINT, vote_seq BIGINT, vote_pair_id BIGINT, vote_choice TEXT, vote_strength BIGINT,
+               vote_swapped BIGINT, vote_created_at BIGINT, duplicate BIGINT, my_votes BIGINT,
+               next_kind TEXT, campaign_status TEXT, campaign_id BIGINT, assignment_id BIGINT, pair_id BIGINT, prompt TEXT,
+               messages TEXT, text_a TEXT, text_b TEXT, swapped BIGINT, expires_at BIGINT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v RECORD;
+    v_aspects JSON;
+    v_name TEXT;
+    v_duplicate BOOLEAN;
+BEGIN
+    v_duplicate := EXISTS (SELECT 1 FROM comparisons k WHERE k.rater_id = p_rater AND k.client_key = p_client_key);
+    -- RETURN QUERY adds the row and carries on: the checks below still fail the statement.
+    RETURN QUERY SELECT * FROM pairwise_vote(p_rater, p_assignment, p_pair, p_swapped, p_choice, p_strength,
+                                             p_rationale, p_time_ms, p_client_key, p_now, p_gold_roll, p_swap);
+    IF v_duplicate THEN
+        RETURN;
+    END IF;
+    SELECT k.id, k.campaign_id, k.pair_id, k.swapped, c.feedback, c.aspects INTO v
+    FROM comparisons k JOIN campaigns c ON c.id = k.campaign_id
+    WHERE k.rater_id = p_rater AND k.client_key = p_client_key;
+    v_aspects := v.aspects::json;
+    IF json_array_length(v_aspects) = 0 THEN
+        IF p_aspects IS NOT NULL THEN
+            RAISE EXCEPTION 'aspects: this campaign asks only for the overall choice' USING ERRCODE = 'PW400';
+        END IF;
+    ELSE
+        SELECT a->>'name' INTO v_name FROM json_array_elements(v_aspects) a
+        WHERE p_aspects IS NULL OR (p_aspects::json ->> (a->>'name')) IS NULL LIMIT 1;
+        IF v_name IS NOT NULL THEN
+            RAISE EXCEPTION 'aspects.%: missing; this campaign asks for a choice on each of its aspects', v_name
+                USING ERRCODE = 'PW400';
+        END IF;
+        SELECT e.key INTO v_name FROM json_each_text(p_aspects::json) e
+        WHERE NOT EXISTS (SELECT 1 FROM json_array_elements(v_aspects) a WHERE a->>'name' = e.key) LIMIT 1;
+        IF v_name IS NOT NULL THEN
+            RAISE EXCEPTION 'aspects.%: not an aspect of this campaign', v_name USING ERRCODE = 'PW400';
+        END IF;
+        INSERT INTO aspect_votes (comparison_id, campaign_id, pair_id, aspect, choice)
+        SELECT v.id, v.campaign_id, v.pair_id, e.key, CASE e.value
+            WHEN 'left' THEN CASE WHEN v.swapped = 1 THEN 'b' ELSE 'a' END
+            WHEN 'right' THEN CASE WHEN v.swapped = 1 THEN 'a' ELSE 'b' END
+            ELSE e.value END
+        FROM json_each_text(p_aspects::json) e;
+    END IF;
+    IF v.feedback = 'ranking' AND p_ranked <> 1 THEN
+        RAISE EXCEPTION 'ranks: required; this campaign ranks all of a task''s responses (send ranks, not choice)'
+            USING ERRCODE = 'PW400';
+    ELSIF v.feedback IN ('thumbs', 'scale') AND p_ranked <> 2 THEN
+        RAISE EXCEPTION 'rating: required; this campaign rates one response at a time (send rating, not choice)'
+            USING ERRCODE = 'PW400';
+    ELSIF v.feedback = 'pair' AND p_ranked = 1 THEN
+        RAISE EXCEPTION 'ranks: this campaign asks for a choice between two responses, not a ranking'
+            USING ERRCODE = 'PW400';
+    ELSIF v.feedback = 'pair' AND p_ranked = 2 THEN
+        RAISE EXCEPTION 'rating: this campaign asks for a choice between two responses, not a rating'
+            USING ERRCODE = 'PW400';
+    END IF;
+END
+$$;
+
+DROP FUNCTION pairwise_vote_aspects(BIGINT, BIGINT, BIGINT, BIGINT, TEXT, BIGINT, TEXT, BIGINT, TEXT, BIGINT,
+                                    DOUBLE PRECISION, BIGINT, TEXT);

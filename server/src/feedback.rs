@@ -4,8 +4,8 @@
 //! revises by `corrections`; the original is never touched). A correction on a thumbs or
 //! scale task is of its one response.
 //!
-//! Postgres checks and stores aspects inside its vote function (`pairwise_vote_aspects`,
-//! migration 0008) with the same rules and messages as `store_aspects` here.
+//! Postgres checks and stores aspects inside its vote function (`pairwise_vote_feedback`,
+//! migration 0012) with the same rules and messages as `store_aspects` here.
 
 use std::collections::BTreeMap;
 
