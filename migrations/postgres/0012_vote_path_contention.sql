@@ -16,12 +16,15 @@
 -- `assignments_by_rater` goes: the rater's live lease is found through
 -- `assignments_one_active` and their pairs through `UNIQUE (pair_id, rater_id)`. Likewise
 -- `comparisons_by_pair` duplicated `UNIQUE (pair_id, rater_id)` (a pair's votes) and
--- `UNIQUE (campaign_id, seq)` (a campaign's).
+-- `UNIQUE (campaign_id, seq)` (a campaign's), and `comparisons_by_rater` duplicated
+-- `UNIQUE (rater_id, client_key)` (nothing asks for a rater's votes by campaign; the tallies
+-- keep those).
 
 DROP INDEX assignments_by_rater;
 DROP INDEX assignments_expiry;
 CREATE INDEX assignments_live_expiry ON assignments (campaign_id, expires_at) WHERE status = 'active';
 DROP INDEX comparisons_by_pair;
+DROP INDEX comparisons_by_rater;
 
 CREATE OR REPLACE FUNCTION pairwise_assign(c campaigns, p_rater BIGINT, p_now BIGINT, p_gold_roll DOUBLE PRECISION, p_swap BIGINT)
 RETURNS TABLE (next_kind TEXT, campaign_status TEXT, campaign_id BIGINT, assignment_id BIGINT, pair_id BIGINT, prompt TEXT,
