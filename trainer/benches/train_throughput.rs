@@ -6,7 +6,9 @@
 //! `PAIRWISE_BENCH_MODEL` shapes when set, e.g. the Qwen3-shaped `benches/fixtures/bench-qwen3`), each in its own
 //! process so peak memory (VmHWM) is per mode; `-- MODE` runs one. Modes: dpo-lora,
 //! rm-lora, rm-full, rm-qlora, rm-prefix (16 virtual tokens), dpo-qlora, long (GFLOP/s on 4 × 256-token sequences);
-//! a mode with `-bf16` appended (dpo-lora-bf16, rm-lora-bf16) runs in mixed precision.
+//! a mode with `-bf16` appended (dpo-lora-bf16, rm-lora-bf16) runs in mixed precision;
+//! `peak` is the machine's measured f32 peak, the yardstick of `long`: a 1024³ product
+//! through the gemm crate (the trainer's matmul) on one core and on all cores, best of 10.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,8 +28,18 @@ use pairwise_trainer::train::optim::{AdamW, clip_factor, global_norm};
 use pairwise_trainer::train::prepare::prepare_trainable;
 use pairwise_trainer::train::run::{Objective, step_gradients};
 
-const MODES: [&str; 9] =
-    ["dpo-lora", "rm-lora", "rm-full", "rm-qlora", "rm-prefix", "dpo-qlora", "long", "dpo-lora-bf16", "rm-lora-bf16"];
+const MODES: [&str; 10] = [
+    "dpo-lora",
+    "rm-lora",
+    "rm-full",
+    "rm-qlora",
+    "rm-prefix",
+    "dpo-qlora",
+    "long",
+    "peak",
+    "dpo-lora-bf16",
+    "rm-lora-bf16",
+];
 const WARMUP: usize = 3;
 const TIMED: usize = 20;
 const PAIRS_PER_STEP: usize = 4;
@@ -56,6 +68,9 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn run_mode(mode: &str) -> anyhow::Result<serde_json::Value> {
+    if mode == "peak" {
+        return Ok(gemm_peak());
+    }
     let dir = fixture();
     let config = ModelConfig::from_dir(&model_dir())?;
     let (mode, precision) = match mode.strip_suffix("-bf16") {
@@ -177,6 +192,59 @@ fn long_sequences(model: &mut LlamaModel) -> anyhow::Result<serde_json::Value> {
         "tokens_per_s": tokens / best,
         "peak_rss_mb": peak_rss_mb(),
     }))
+}
+
+/// GFLOP/s of a square f32 product `[n, n]·[n, n]` (row-major, as the trainer's operands),
+/// the best of 10 after 2 warm-up runs, on one core and on every core rayon has.
+fn gemm_peak() -> serde_json::Value {
+    let n = 1024;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.01).collect();
+    let mut c = vec![0f32; n * n];
+    let mut best = |parallelism: gemm::Parallelism| {
+        let mut best = f64::INFINITY;
+        for round in 0..12 {
+            let started = Instant::now();
+            // SAFETY: all three buffers hold n·n floats, addressed row-major with row stride n.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            };
+            if round >= 2 {
+                best = best.min(started.elapsed().as_secs_f64());
+            }
+        }
+        2.0 * (n * n * n) as f64 / best / 1e9
+    };
+    let one = best(gemm::Parallelism::None);
+    let threads = rayon::current_num_threads();
+    let all = best(gemm::Parallelism::Rayon(threads));
+    serde_json::json!({
+        "mode": "peak",
+        "product": format!("[{n}, {n}]·[{n}, {n}] f32, best of 10"),
+        "gflop_per_s_one_core": one,
+        "gflop_per_s_all_cores": all,
+        "cores": threads,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
