@@ -64,6 +64,13 @@ async fn auth_rules(backend: Backend) {
     assert_eq!(other.delete(&format!("/api/v1/tokens/{token_id}")).await.status, 404);
     assert_eq!(annotator.delete(&format!("/api/v1/tokens/{token_id}")).await.status, 204);
     assert_eq!(with_second.get("/api/v1/auth/me").await.status, 401);
+    // The rating endpoints refuse it too.
+    let next = format!("/api/v1/campaigns/{campaign}/next");
+    let vote = json!({"assignment_id": 1, "choice": "left", "client_key": "k1"});
+    assert_eq!(annotator.get(&next).await.status, 200);
+    assert_eq!(with_second.get(&next).await.status, 401);
+    assert_eq!(with_second.post("/api/v1/votes", &vote).await.status, 401);
+    assert_eq!(with_second.post("/api/v1/assignments/1/skip", &json!({})).await.status, 401);
     let listed = annotator.get("/api/v1/tokens").await.json;
     assert!(listed.as_array().unwrap().iter().all(|t| t.get("token").is_none()), "secrets are never listed");
 
@@ -74,8 +81,11 @@ async fn auth_rules(backend: Backend) {
     let cookie = login.headers["set-cookie"].to_str().unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     assert_eq!(browser.get("/api/v1/auth/me").await.json["role"], "annotator");
+    assert_eq!(browser.get(&next).await.status, 200);
     assert_eq!(browser.post("/api/v1/auth/logout", &json!({})).await.status, 200);
     assert_eq!(browser.get("/api/v1/auth/me").await.status, 401);
+    assert_eq!(browser.get(&next).await.status, 401);
+    assert_eq!(browser.post("/api/v1/votes", &vote).await.status, 401);
 
     // Disabling a user cuts off both their tokens and their sessions.
     let login = browser.post("/api/v1/auth/login", &json!({"username": "other", "password": "password-123"})).await;
@@ -84,6 +94,8 @@ async fn auth_rules(backend: Backend) {
     assert_eq!(disabled.status, 200, "{}", disabled.text);
     assert_eq!(other.get("/api/v1/auth/me").await.status, 401);
     assert_eq!(browser.get("/api/v1/auth/me").await.status, 401);
+    assert_eq!(other.get(&next).await.status, 401);
+    assert_eq!(browser.get(&next).await.status, 401);
     assert_eq!(
         browser.post("/api/v1/auth/login", &json!({"username": "other", "password": "password-123"})).await.status,
         401
