@@ -38,22 +38,55 @@ pub enum Credential<'a> {
     Token(&'a str),
 }
 
+/// A credential as it is stored: its kind and the SHA-256 of its secret.
+#[derive(Debug, Clone)]
+pub struct HashedCredential {
+    pub kind: CredentialKind,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    Session,
+    Token,
+}
+
+impl CredentialKind {
+    /// The name Postgres's `pairwise_rater` (migration 0014) takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Session => "session",
+            CredentialKind::Token => "token",
+        }
+    }
+}
+
+impl Credential<'_> {
+    pub fn hashed(&self) -> HashedCredential {
+        match self {
+            Credential::Session(secret) => HashedCredential { kind: CredentialKind::Session, hash: sha256_hex(secret) },
+            Credential::Token(token) => HashedCredential { kind: CredentialKind::Token, hash: sha256_hex(token) },
+        }
+    }
+}
+
 fn user_from_row(row: &SqlRow) -> ApiResult<CurrentUser> {
     Ok(CurrentUser { id: row.int("id")?, username: row.text("username")?, role: role_of(row)? })
 }
 
-/// The active user behind a live session or an unrevoked token, if any.
-pub async fn lookup_caller(db: &Db, credential: Credential<'_>) -> ApiResult<Option<CurrentUser>> {
-    let row = match credential {
-        Credential::Token(token) => {
+/// The active user behind a live session or an unrevoked token, if any. Postgres's
+/// `pairwise_rater` makes the same checks.
+pub async fn lookup_caller(db: &Db, credential: &HashedCredential) -> ApiResult<Option<CurrentUser>> {
+    let row = match credential.kind {
+        CredentialKind::Token => {
             let sql = "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
                        WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.active = 1";
-            db.read_row(sql, args![sha256_hex(token)]).await?
+            db.read_row(sql, args![credential.hash.as_str()]).await?
         }
-        Credential::Session(secret) => {
+        CredentialKind::Session => {
             let sql = "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
                        WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.active = 1";
-            db.read_row(sql, args![sha256_hex(secret), now_ms()]).await?
+            db.read_row(sql, args![credential.hash.as_str(), now_ms()]).await?
         }
     };
     row.as_ref().map(user_from_row).transpose()

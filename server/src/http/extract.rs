@@ -6,30 +6,45 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum_extra::extract::cookie::CookieJar;
 
-use crate::accounts::sessions::{Credential, SESSION_COOKIE, lookup_caller};
+use crate::accounts::sessions::{Credential, HashedCredential, SESSION_COOKIE, lookup_caller};
 use crate::accounts::{CurrentUser, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::http::state::AppState;
+use crate::votes::Rater;
+
+/// The request's credential, hashed: an API token, else the session cookie.
+fn credential(parts: &Parts) -> ApiResult<HashedCredential> {
+    let bearer = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // A token skips the cookie parsing: API clients send no cookies, on every request.
+    match bearer {
+        Some(token) => Ok(Credential::Token(token.trim()).hashed()),
+        None => {
+            let jar = CookieJar::from_headers(&parts.headers);
+            let cookie = jar.get(SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
+            Ok(Credential::Session(cookie.value()).hashed())
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<CurrentUser> {
-        let bearer = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // A token skips the cookie parsing: API clients send no cookies, on every request.
-        let caller = match bearer {
-            Some(token) => lookup_caller(&state.db, Credential::Token(token.trim())).await?,
-            None => {
-                let jar = CookieJar::from_headers(&parts.headers);
-                let cookie = jar.get(SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
-                lookup_caller(&state.db, Credential::Session(cookie.value())).await?
-            }
-        };
-        caller.ok_or(ApiError::Unauthorized)
+        lookup_caller(&state.db, &credential(parts)?).await?.ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The caller of a rating endpoint, checked by the store where it does the work (see `Rater`).
+/// A request without any credential is refused here.
+impl FromRequestParts<AppState> for Rater {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> ApiResult<Rater> {
+        Ok(Rater(credential(parts)?))
     }
 }
 

@@ -9,9 +9,8 @@ use pairwise_api::votes::{Next, VoteOutcome, VoteRequest};
 
 use super::extract::{ApiJson, ApiPath};
 use super::state::AppState;
-use crate::accounts::CurrentUser;
 use crate::error::ApiResult;
-use crate::votes::{next_pair, skip, submit_vote};
+use crate::votes::{Rater, next_pair, skip, submit_vote};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -20,26 +19,18 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/assignments/{id}/skip", post(skip_handler))
 }
 
-async fn next_handler(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Next>> {
-    Ok(Json(next_pair(&state.db, id, user.id).await?))
+async fn next_handler(State(state): State<AppState>, rater: Rater, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Next>> {
+    Ok(Json(next_pair(&state.db, id, &rater).await?))
 }
 
 async fn vote_handler(
     State(state): State<AppState>,
-    user: CurrentUser,
+    rater: Rater,
     ApiJson(req): ApiJson<VoteRequest>,
 ) -> ApiResult<Json<VoteOutcome>> {
-    Ok(Json(submit_vote(&state.db, &state.sequencer, user.id, &req).await?))
+    Ok(Json(submit_vote(&state.db, &state.sequencer, &rater, &req).await?))
 }
 
-async fn skip_handler(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Next>> {
-    Ok(Json(skip(&state.db, user.id, id).await?))
+async fn skip_handler(State(state): State<AppState>, rater: Rater, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Next>> {
+    Ok(Json(skip(&state.db, &rater, id).await?))
 }

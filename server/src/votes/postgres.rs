@@ -11,26 +11,38 @@ use std::sync::{Arc, Mutex};
 use pairwise_api::campaigns::CampaignStatus;
 use pairwise_api::votes::{Choice, Next, ScreenChoice, StoredVote, VoteOutcome, VoteRequest};
 
-use super::{Dice, served_from_texts};
+use super::{Dice, Rater, served_from_texts};
+use crate::accounts::sessions::HashedCredential;
 use crate::args;
 use crate::error::{ApiError, ApiResult};
 use crate::feedback;
 use crate::store::{Db, DbError, SqlRow, SqlValue, Store, now_ms, tx_body};
 use crate::{ranking, rating};
 
-const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, $2, $3, $4, $5)";
-const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, $2, $3, $4, $5)";
+// The caller's credential (kind, hash) is checked by `pairwise_rater` in the same statement.
+const NEXT_SQL: &str = "SELECT * FROM pairwise_next($1, pairwise_rater($2, $3, $4), $4, $5, $6)";
+const SKIP_SQL: &str = "SELECT * FROM pairwise_skip($1, pairwise_rater($2, $3, $4), $4, $5, $6)";
+/// A vote by a known user (inside a Rust transaction that looked them up).
 const VOTE_SQL: &str =
     "SELECT * FROM pairwise_vote_feedback($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+/// A vote by the holder of a credential: $1 its kind, $15 its hash.
+const VOTE_AS_SQL: &str = "SELECT * FROM pairwise_vote_feedback(pairwise_rater($1, $15, $10), \
+                           $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 const SEQUENCE_SQL: &str = "SELECT * FROM pairwise_sequence_votes($1, $2)";
 
-pub(super) async fn next_pair(db: &Db, campaign_id: i64, rater: i64, dice: Dice) -> ApiResult<Next> {
-    let row = call(db, NEXT_SQL, || args![campaign_id, rater, now_ms(), dice.gold_roll, dice.swap]).await?;
+pub(super) async fn next_pair(db: &Db, campaign_id: i64, rater: &HashedCredential, dice: Dice) -> ApiResult<Next> {
+    let row = call(db, NEXT_SQL, || {
+        args![campaign_id, rater.kind.as_str(), rater.hash.as_str(), now_ms(), dice.gold_roll, dice.swap]
+    })
+    .await?;
     with_ranked_responses(db, next_from_row(&row)?).await
 }
 
-pub(super) async fn skip(db: &Db, rater: i64, assignment_id: i64, dice: Dice) -> ApiResult<Next> {
-    let row = call(db, SKIP_SQL, || args![assignment_id, rater, now_ms(), dice.gold_roll, dice.swap]).await?;
+pub(super) async fn skip(db: &Db, rater: &HashedCredential, assignment_id: i64, dice: Dice) -> ApiResult<Next> {
+    let row = call(db, SKIP_SQL, || {
+        args![assignment_id, rater.kind.as_str(), rater.hash.as_str(), now_ms(), dice.gold_roll, dice.swap]
+    })
+    .await?;
     with_ranked_responses(db, next_from_row(&row)?).await
 }
 
@@ -47,18 +59,26 @@ async fn with_ranked_responses(db: &Db, mut next: Next) -> ApiResult<Next> {
 pub(super) async fn submit_vote(
     db: &Db,
     sequencer: &Sequencer,
-    rater: i64,
+    rater: &Rater,
     req: &VoteRequest,
     dice: Dice,
 ) -> ApiResult<VoteOutcome> {
     let (mut outcome, campaign_id) = match (&req.correction, &req.ranks, req.rating) {
         (None, None, None) => {
-            let row = call(db, VOTE_SQL, || vote_args(rater, req, dice)).await.map_err(already_voted)?;
+            let credential = &rater.0;
+            let row = call(db, VOTE_AS_SQL, || {
+                let mut args = vote_args(credential.kind.as_str().into(), req, dice);
+                args.push(credential.hash.as_str().into());
+                args
+            })
+            .await
+            .map_err(already_voted)?;
             (outcome_from_row(&row)?, row.int("campaign_id")?)
         }
         // A correction, ranks or a rating are written by Rust code, so the vote and they
-        // share a transaction.
+        // share a transaction (and the caller is looked up first).
         _ => {
+            let rater = rater.user_id(db).await?;
             let req = Arc::new(req.clone());
             let outcome = db
                 .transact(tx_body(move |tx| {
@@ -98,11 +118,14 @@ pub(super) async fn submit_vote(
 
 /// The vote function in the caller's transaction; the vote's `seq` is 0 until numbered.
 pub(super) async fn vote_in(tx: &mut dyn Store, rater: i64, req: &VoteRequest, dice: Dice) -> ApiResult<VoteOutcome> {
-    let row = tx.fetch_one(VOTE_SQL, vote_args(rater, req, dice)).await.map_err(raised).map_err(already_voted)?;
+    let row =
+        tx.fetch_one(VOTE_SQL, vote_args(rater.into(), req, dice)).await.map_err(raised).map_err(already_voted)?;
     outcome_from_row(&row)
 }
 
-fn vote_args(rater: i64, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
+/// The vote function's arguments; the first is the rater's id, or the kind of their
+/// credential (`VOTE_AS_SQL`).
+fn vote_args(rater: SqlValue, req: &VoteRequest, dice: Dice) -> Vec<SqlValue> {
     // A ranking vote's choice is set from its ranks afterwards (`ranking::store_ranking`); a
     // rating vote is about response a, shown on the left (single responses are never swapped).
     let choice = match req.choice {
@@ -279,6 +302,7 @@ async fn call(db: &Db, sql: &'static str, args: impl Fn() -> Vec<SqlValue>) -> A
 fn raised(e: DbError) -> ApiError {
     let Some((code, message)) = e.raised() else { return e.into() };
     match code.as_str() {
+        "PW401" => ApiError::Unauthorized,
         "PW404" => ApiError::NotFound(message),
         "PW403" => ApiError::forbidden(message),
         "PW400" => ApiError::bad_request(message),
