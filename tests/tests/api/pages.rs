@@ -7,8 +7,16 @@ use pairwise_server::accounts::users;
 use pairwise_tests::{Backend, TestServer, both_backends, create_campaign, import};
 use serde_json::json;
 
+/// A client with a cookie jar that does not follow redirects. Each request has a minute: one
+/// run of this suite once waited forever on a page here (not seen again), and a timeout names
+/// the request that did not come back instead of holding the suite until CI's limit.
 fn browser_like() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// The value of `name="…" value="…"` in a rendered form.
