@@ -36,6 +36,19 @@ impl DbError {
         code.starts_with("PW").then(|| (code.into_owned(), error.message().to_string()))
     }
 
+    /// The connection broke under the statement (Postgres ended it, or the network did), so
+    /// whether it ran is unknown: only an idempotent statement may be sent again.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            DbError::Sqlx(sqlx::Error::Io(_)) => true,
+            // admin_shutdown, crash_shutdown: the backend was terminated.
+            DbError::Sqlx(e) => {
+                e.as_database_error().is_some_and(|d| matches!(d.code().as_deref(), Some("57P01" | "57P02")))
+            }
+            DbError::Sqlite(_) | DbError::WriterGone | DbError::Decode(_) => false,
+        }
+    }
+
     /// Errors after which re-running the whole transaction is the right answer: Postgres
     /// serialization failures and deadlocks, SQLite busy/locked.
     pub fn is_retryable(&self) -> bool {

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 pub use error::{DbError, TxError};
 pub use sqlite_file::{BackupReport, ServeLock};
@@ -37,6 +37,9 @@ use sqlite::{SqliteReaders, SqliteWriter};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A pooled Postgres connection idle this long is pinged before it is handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -160,6 +163,19 @@ impl Db {
                 let pool = AnyPoolOptions::new()
                     .max_connections(settings.max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(60))
+                    // sqlx pings every connection it hands out by default: a round trip to
+                    // Postgres before every statement, ~10% of a vote's cost (BENCHMARKS.md).
+                    // Only a connection that sat idle for a while may have been dropped by
+                    // the server or the network, so only those are checked.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= IDLE_BEFORE_PING {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect(&settings.url)
                     .await
                     .context("connecting to Postgres (is DATABASE_URL right and the server up?)")?;

@@ -282,15 +282,21 @@ impl Sequencer {
     }
 }
 
-/// One function call in a transaction of its own, run again when it lost a race: on a
-/// unique index (the same rater's concurrent requests; the re-run sees the winner's rows)
-/// or a deadlock.
+/// One function call in a transaction of its own, run again when it lost a race (on a
+/// unique index: the same rater's concurrent requests, and the re-run sees the winner's rows;
+/// or a deadlock) or its connection.
 async fn call(db: &Db, sql: &'static str, args: impl Fn() -> Vec<SqlValue>) -> ApiResult<SqlRow> {
-    let mut tries = 0;
+    let mut conflicts = 0;
+    let mut lost = 0;
+    let pooled = db.pool_connections().0;
     loop {
-        tries += 1;
         match db.fetch_one(sql, args()).await {
-            Err(e) if tries < 3 && (e.is_unique_violation() || e.is_retryable()) => continue,
+            Err(e) if conflicts < 2 && (e.is_unique_violation() || e.is_retryable()) => conflicts += 1,
+            // A pooled connection that Postgres or the network dropped (connections in use are
+            // not pinged before each statement, store/mod.rs). Every call here may be sent
+            // again: a vote is idempotent by its client key, a `next` returns the lease held,
+            // a skip of a skipped lease changes nothing. At most once per pooled connection.
+            Err(e) if e.is_connection_lost() && lost <= pooled => lost += 1,
             Err(e) => return Err(raised(e)),
             Ok(row) => return Ok(row),
         }

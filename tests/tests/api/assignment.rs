@@ -242,3 +242,47 @@ async fn votes_left_unnumbered_are_numbered_before_an_export() {
     assert_eq!(retry.json["vote"]["seq"], 1);
     server.stop().await;
 }
+
+/// The server hands out pooled Postgres connections without pinging them first (store/mod.rs).
+/// When Postgres ends them (a restart, an administrator), rating goes on: `next`, a vote and
+/// a skip are sent again on a working connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rating_goes_on_after_postgres_drops_the_connections() {
+    let server = TestServer::start(Backend::Postgres).await;
+    let admin = server.client_for("admin", Role::Admin).await;
+    let campaign = create_campaign(&admin, json!({"name": "dropped", "overlap": 1, "status": "active"})).await;
+    import(&admin, campaign, &numbered_pairs(4)).await;
+    let rater = server.client_for("rater", Role::Annotator).await;
+    let drop_server_connections = || async {
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&server.sql)
+        .await
+        .unwrap();
+        assert!(!ended.is_empty(), "the server holds connections");
+    };
+
+    let next = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    drop_server_connections().await;
+    let again = rater.get(&format!("/api/v1/campaigns/{campaign}/next")).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json["pair"]["assignment_id"], next.json["pair"]["assignment_id"], "the same lease");
+
+    drop_server_connections().await;
+    let assignment = next.json["pair"]["assignment_id"].as_i64().unwrap();
+    let vote =
+        rater.post("/api/v1/votes", &json!({"assignment_id": assignment, "choice": "left", "client_key": "k1"})).await;
+    assert_eq!(vote.status, 200, "{}", vote.text);
+    assert_eq!(vote.json["vote"]["seq"], 1);
+
+    drop_server_connections().await;
+    let skipped = vote.json["next"]["pair"]["assignment_id"].as_i64().unwrap();
+    let skip = rater.post(&format!("/api/v1/assignments/{skipped}/skip"), &json!({})).await;
+    assert_eq!(skip.status, 200, "{}", skip.text);
+    let votes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM comparisons").fetch_one(&server.sql).await.unwrap();
+    assert_eq!(votes, 1);
+    server.stop().await;
+}
