@@ -117,8 +117,8 @@ fn lora_gradients_of_dpo_loss_match_pytorch() {
     // Chosen then rejected in one forward pass, as the DPO trainer batches them.
     let seqs: Vec<TokenizedSequence> =
         pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
-    // Both batch layouts train, so both must give PyTorch's gradients.
-    for layout in [Layout::Padded, Layout::Packed] {
+    // Every batch layout trains, so each must give PyTorch's gradients.
+    for layout in [Layout::Padded, Layout::Packed, Layout::SharedPrefix] {
         check_dpo_gradients(&model, &adapter.vars, &seqs, tokenizer.pad_id, layout, &exp);
     }
 }
@@ -159,6 +159,34 @@ fn check_dpo_gradients(
         let theirs = f(&norms[name]);
         let rel = (ours - theirs).abs() / theirs;
         assert!(rel < 1e-3, "{name}: grad norm {ours} vs PyTorch {theirs} (rel {rel:.2e})");
+    }
+}
+
+#[test]
+fn shared_prefix_layout_agrees_with_padded_and_computes_fewer_rows() {
+    let (tokenizer, pairs) = tokenized_pairs(8);
+    let mut model = load_model(&fixture().join("model"), &Device::Cpu).unwrap();
+    load_peft(&fixture().join("lora"), &mut model).unwrap();
+    let score = Tensor::randn(0f32, 1.0, (1, 64), &Device::Cpu).unwrap();
+    // Chosen then rejected, as `SequenceBatch::for_pairs` orders them.
+    let seqs: Vec<TokenizedSequence> =
+        pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
+    let ctx = ForwardCtx::eval(true);
+    let run = |layout| {
+        let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, layout, &Device::Cpu).unwrap();
+        let logps = completion_log_probs(&model, &batch, &ctx).unwrap().to_vec1::<f32>().unwrap();
+        let rewards = last_token_rewards(&model, &batch, &score, &ctx).unwrap().to_vec1::<f32>().unwrap();
+        (batch.input.ids.elem_count(), logps, rewards)
+    };
+    let (_, padded, padded_r) = run(Layout::Padded);
+    let (packed_rows, _, _) = run(Layout::Packed);
+    let (shared_rows, shared, shared_r) = run(Layout::SharedPrefix);
+    // Each pair's prompt is in the row once, not twice.
+    let prompts: usize = pairs.iter().map(|p| p.chosen.prompt_len).sum();
+    assert!(shared_rows <= packed_rows - prompts, "{shared_rows} rows shared against {packed_rows} packed");
+    assert_eq!(padded.len(), shared.len());
+    for (a, b) in padded.iter().chain(&padded_r).zip(shared.iter().chain(&shared_r)) {
+        assert!((a - b).abs() < 1e-4, "padded {a} vs shared prefix {b}");
     }
 }
 

@@ -1,11 +1,12 @@
-//! Tokenized sequences (prompt + completion) collated into one forward batch, with the index
-//! tensors that pick out completion tokens and last tokens.
+//! Tokenized sequences (prompt + completion) collated into one forward batch (padded, packed,
+//! or as pairs sharing their prompt), with the index tensors that pick out completion tokens
+//! and last tokens.
 
 use candle_core::{Device, Result, Tensor};
 
 use crate::data::pairs::{TokenizedPair, TokenizedSequence};
 use crate::model::config::ModelConfig;
-use crate::model::input::{Layout, ModelInput};
+use crate::model::input::{Layout, ModelInput, common_prefix};
 
 pub struct SequenceBatch {
     pub input: ModelInput,
@@ -19,48 +20,64 @@ pub struct SequenceBatch {
     pub last_rows: Tensor,
     /// Completion tokens per sequence (IPO's length normalisation).
     pub completion_lens: Vec<usize>,
-    /// Non-padding tokens in the batch (what tokens/s counts).
+    /// Tokens of the batch's sequences, padding left out and a shared prefix counted in each
+    /// of its two sequences (what tokens/s counts, as TRL does).
     pub real_tokens: usize,
 }
 
 impl SequenceBatch {
-    /// One batch of all the chosen sequences followed by all the rejected ones: row `i` is
-    /// pair `i`'s chosen, row `n + i` its rejected (both methods score them in one pass).
+    /// One batch of all the chosen sequences followed by all the rejected ones: sequence `i`
+    /// is pair `i`'s chosen, `n + i` its rejected (both methods score them in one pass). A
+    /// pair's chosen and rejected begin with the same prompt, which the cheapest layout
+    /// usually computes once for both ([`Layout::SharedPrefix`]).
     pub fn for_pairs(pairs: &[&TokenizedPair], pad_id: u32, config: &ModelConfig, device: &Device) -> Result<Self> {
         let seqs: Vec<TokenizedSequence> =
             pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
-        SequenceBatch::new(&seqs, pad_id, config, device)
+        let shared: Vec<usize> = pairs.iter().map(|p| common_prefix(&p.chosen.ids, &p.rejected.ids)).collect();
+        Self::with_layout(&seqs, pad_id, cheapest_layout(&seqs, Some(&shared), config), device)
     }
 
     /// Collates `seqs` in whichever layout (padded or packed) costs `config` fewer FLOPs.
     pub fn new(seqs: &[TokenizedSequence], pad_id: u32, config: &ModelConfig, device: &Device) -> Result<Self> {
-        let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
-        let attention_width = (config.num_attention_heads * config.head_dim) as f64;
-        // Per token: 2 FLOPs per linear weight; per score: QKᵀ and PV, 2 FLOPs each per dim.
-        let linear = config.layer_linear_parameters() as f64;
-        let layout = Layout::cheapest(&lengths, 2.0 * linear, 4.0 * attention_width * config.num_hidden_layers as f64);
-        Self::with_layout(seqs, pad_id, layout, device)
+        Self::with_layout(seqs, pad_id, cheapest_layout(seqs, None, config), device)
     }
 
     /// Collates `seqs` in `layout`.
     pub fn with_layout(seqs: &[TokenizedSequence], pad_id: u32, layout: Layout, device: &Device) -> Result<Self> {
         let slices: Vec<&[u32]> = seqs.iter().map(|s| s.ids.as_slice()).collect();
         let t = slices.iter().map(|s| s.len()).max().unwrap_or(0);
-        let (input, starts): (ModelInput, Vec<usize>) = match layout {
-            Layout::Padded => {
-                (ModelInput::right_padded(&slices, pad_id, device)?, (0..seqs.len()).map(|b| b * t).collect())
-            }
+        // The row (in the flat `[rows·T]` view) of every position of every sequence.
+        let consecutive = |starts: Vec<usize>| -> Vec<Vec<usize>> {
+            starts.iter().zip(&slices).map(|(&start, s)| (start..start + s.len()).collect()).collect()
+        };
+        let (input, rows): (ModelInput, Vec<Vec<usize>>) = match layout {
+            Layout::Padded => (
+                ModelInput::right_padded(&slices, pad_id, device)?,
+                consecutive((0..seqs.len()).map(|b| b * t).collect()),
+            ),
             Layout::Packed => (
                 ModelInput::packed(&slices, device)?,
-                slices
-                    .iter()
-                    .scan(0, |offset, s| {
-                        let start = *offset;
-                        *offset += s.len();
-                        Some(start)
-                    })
-                    .collect(),
+                consecutive(
+                    slices
+                        .iter()
+                        .scan(0, |offset, s| {
+                            let start = *offset;
+                            *offset += s.len();
+                            Some(start)
+                        })
+                        .collect(),
+                ),
             ),
+            Layout::SharedPrefix => {
+                if !seqs.len().is_multiple_of(2) {
+                    candle_core::bail!("a shared-prefix batch needs pairs of sequences, got {}", seqs.len());
+                }
+                let n = seqs.len() / 2;
+                let pairs: Vec<(&[u32], &[u32])> = (0..n).map(|i| (slices[i], slices[n + i])).collect();
+                let (input, pair_rows) = ModelInput::shared_prefix(&pairs, device)?;
+                let (firsts, seconds): (Vec<_>, Vec<_>) = pair_rows.into_iter().map(|[a, b]| (a, b)).unzip();
+                (input, firsts.into_iter().chain(seconds).collect())
+            }
         };
         let mut predict_rows = Vec::new();
         let mut targets = Vec::new();
@@ -69,11 +86,11 @@ impl SequenceBatch {
         for (b, seq) in seqs.iter().enumerate() {
             // Position 0 has nothing before it to predict it, so a completion needs a prompt.
             for pos in seq.prompt_len.max(1)..seq.ids.len() {
-                predict_rows.push((starts[b] + pos - 1) as u32);
+                predict_rows.push(rows[b][pos - 1] as u32);
                 targets.push(seq.ids[pos]);
                 owner.push(b);
             }
-            last_rows.push((starts[b] + seq.ids.len().saturating_sub(1)) as u32);
+            last_rows.push(rows[b].last().copied().unwrap_or(0) as u32);
         }
         let m = targets.len();
         let mut segments = vec![0f32; seqs.len() * m];
@@ -90,4 +107,13 @@ impl SequenceBatch {
             real_tokens: slices.iter().map(|s| s.len()).sum(),
         })
     }
+}
+
+/// The layout that costs `config` the fewest FLOPs for `seqs` (`shared`: see [`Layout::cheapest`]).
+fn cheapest_layout(seqs: &[TokenizedSequence], shared: Option<&[usize]>, config: &ModelConfig) -> Layout {
+    let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
+    let attention_width = (config.num_attention_heads * config.head_dim) as f64;
+    // Per token: 2 FLOPs per linear weight; per score: QKᵀ and PV, 2 FLOPs each per dim.
+    let linear = config.layer_linear_parameters() as f64;
+    Layout::cheapest(&lengths, shared, 2.0 * linear, 4.0 * attention_width * config.num_hidden_layers as f64)
 }

@@ -18,20 +18,38 @@ pub enum Layout {
     Padded,
     /// All sequences back to back in a single row, each attending only to itself.
     Packed,
+    /// Pairs of sequences in a single row with their common first tokens (a pair's prompt)
+    /// once, see [`ModelInput::shared_prefix`]; sequence `i` and `i + S/2` are a pair.
+    SharedPrefix,
 }
 
 impl Layout {
     /// Picks the layout with fewer FLOPs: padding costs whole wasted rows in every linear
     /// layer, packing costs a larger (block-diagonal) attention matrix.
     /// `row_flops` ≈ 2·(linear parameters per token); `score_flops` ≈ per attention-score cost.
-    pub fn cheapest(lengths: &[usize], row_flops: f64, score_flops: f64) -> Layout {
+    /// `shared`, when the sequences are pairs (`i` and `i + S/2`), holds each pair's common
+    /// prefix length: sharing it saves those rows, in a single row like packing.
+    pub fn cheapest(lengths: &[usize], shared: Option<&[usize]>, row_flops: f64, score_flops: f64) -> Layout {
         let b = lengths.len() as f64;
         let t = lengths.iter().copied().max().unwrap_or(0) as f64;
         let n: f64 = lengths.iter().map(|&l| l as f64).sum();
         let padded = b * t * row_flops + b * t * t * score_flops;
         let packed = n * row_flops + n * n * score_flops;
-        if packed < padded { Layout::Packed } else { Layout::Padded }
+        let unshared = n - shared.map_or(0, |s| s.iter().sum::<usize>()) as f64;
+        let shared_cost = unshared * row_flops + unshared * unshared * score_flops;
+        if shared_cost < packed.min(padded) {
+            Layout::SharedPrefix
+        } else if packed < padded {
+            Layout::Packed
+        } else {
+            Layout::Padded
+        }
     }
+}
+
+/// How many first tokens two sequences have in common.
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl ModelInput {
@@ -81,5 +99,98 @@ impl ModelInput {
             positions: Tensor::from_vec(positions, n, device)?,
             mask: Tensor::from_vec(mask, (1, 1, 1, n, n), device)?,
         })
+    }
+
+    /// Pairs of sequences in a single row, each pair's common first tokens once: the prefix,
+    /// then the rest of the first sequence, then the rest of the second. The second's own
+    /// tokens see the prefix and themselves but not the first's rest, and their RoPE
+    /// positions continue the prefix's, so every sequence computes exactly what it would
+    /// alone (a sliding window measures the same distances) while the prefix, a chosen and a
+    /// rejected response's shared prompt, is computed once for both. Returns the input and,
+    /// per pair, the row of each position of its first and of its second sequence.
+    pub fn shared_prefix(pairs: &[(&[u32], &[u32])], device: &Device) -> Result<(Self, Vec<[Vec<usize>; 2]>)> {
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        // Per row, the two ranges of rows it may attend to (the second one often empty).
+        let mut visible: Vec<[(usize, usize); 2]> = Vec::new();
+        let mut rows = Vec::with_capacity(pairs.len());
+        for &(first, second) in pairs {
+            let start = ids.len();
+            let shared = common_prefix(first, second);
+            for (pos, &id) in first.iter().enumerate() {
+                ids.push(id);
+                positions.push(pos as u32);
+                visible.push([(start, start + pos + 1), (0, 0)]);
+            }
+            let rest = ids.len();
+            for (offset, &id) in second[shared..].iter().enumerate() {
+                ids.push(id);
+                positions.push((shared + offset) as u32);
+                visible.push([(start, start + shared), (rest, rest + offset + 1)]);
+            }
+            rows.push([
+                (start..start + first.len()).collect(),
+                (start..start + shared).chain(rest..rest + second.len() - shared).collect(),
+            ]);
+        }
+        let n = ids.len();
+        let mut mask = vec![f32::NEG_INFINITY; n * n];
+        for (row, ranges) in visible.iter().enumerate() {
+            for &(from, to) in ranges {
+                mask[row * n + from..row * n + to].fill(0.0);
+            }
+        }
+        let input = ModelInput {
+            ids: Tensor::from_vec(ids, (1, n), device)?,
+            positions: Tensor::from_vec(positions, n, device)?,
+            mask: Tensor::from_vec(mask, (1, 1, 1, n, n), device)?,
+        };
+        Ok((input, rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_prefix_rows_positions_and_mask() {
+        // Prefix [1, 2]; first [1, 2, 3, 4], second [1, 2, 5].
+        let first: &[u32] = &[1, 2, 3, 4];
+        let second: &[u32] = &[1, 2, 5];
+        let (input, rows) = ModelInput::shared_prefix(&[(first, second)], &Device::Cpu).unwrap();
+        assert_eq!(input.ids.to_vec2::<u32>().unwrap(), vec![vec![1, 2, 3, 4, 5]]);
+        assert_eq!(input.positions.to_vec1::<u32>().unwrap(), vec![0, 1, 2, 3, 2]);
+        assert_eq!(rows, vec![[vec![0, 1, 2, 3], vec![0, 1, 4]]]);
+        let visible: Vec<Vec<bool>> = input
+            .mask
+            .reshape((5, 5))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|row| row.iter().map(|&m| m == 0.0).collect())
+            .collect();
+        let (o, x) = (true, false);
+        assert_eq!(
+            visible,
+            vec![
+                vec![o, x, x, x, x],
+                vec![o, o, x, x, x],
+                vec![o, o, o, x, x],
+                vec![o, o, o, o, x],
+                // The second's own token sees the prefix and itself, not the first's rest.
+                vec![o, o, x, x, o],
+            ]
+        );
+    }
+
+    #[test]
+    fn sharing_a_prefix_is_chosen_when_it_saves_rows() {
+        let lengths = [30, 30, 20, 20];
+        assert_eq!(Layout::cheapest(&lengths, Some(&[10, 10]), 1e6, 1e3), Layout::SharedPrefix);
+        assert_eq!(Layout::cheapest(&lengths, Some(&[0, 0]), 1e6, 1e3), Layout::Packed);
+        assert_eq!(Layout::cheapest(&[30, 30], None, 1e6, 1e6), Layout::Padded);
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
     }
 }

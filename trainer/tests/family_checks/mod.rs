@@ -167,7 +167,7 @@ fn mean_dpo_sigmoid(model: &LlamaModel, batch: &SequenceBatch) -> (Tensor, Tenso
     (reference, policy, out)
 }
 
-/// Frobenius norms of the mean DPO loss's gradient for every LoRA tensor, padded and packed.
+/// Frobenius norms of the mean DPO loss's gradient for every LoRA tensor, in every layout.
 pub fn lora_gradients_match_pytorch(fx: &Fixture) {
     let (tokenizer, pairs) = fx.tokenized();
     let mut model = fx.model();
@@ -176,7 +176,7 @@ pub fn lora_gradients_match_pytorch(fx: &Fixture) {
         pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
     let norms = fx.expected["lora_grad_norms_mean_dpo_sigmoid"].as_object().unwrap();
     assert_eq!(norms.len(), adapter.vars.len(), "{}: LoRA tensors", fx.family);
-    for layout in [Layout::Padded, Layout::Packed] {
+    for layout in [Layout::Padded, Layout::Packed, Layout::SharedPrefix] {
         let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, layout, &Device::Cpu).unwrap();
         let (_, _, out) = mean_dpo_sigmoid(&model, &batch);
         let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
