@@ -162,25 +162,34 @@ fn check_dpo_gradients(
     }
 }
 
-#[test]
-fn shared_prefix_layout_agrees_with_padded_and_computes_fewer_rows() {
-    let (tokenizer, pairs) = tokenized_pairs(8);
+/// Per layout: the batch input's size, the completion log-probs and the last-token rewards
+/// of `seqs`, by the fixture model with its LoRA adapter and one random score head.
+fn outputs_by_layout(seqs: &[TokenizedSequence], pad_id: u32, layouts: &[Layout]) -> Vec<(usize, Vec<f32>, Vec<f32>)> {
     let mut model = load_model(&fixture().join("model"), &Device::Cpu).unwrap();
     load_peft(&fixture().join("lora"), &mut model).unwrap();
     let score = Tensor::randn(0f32, 1.0, (1, 64), &Device::Cpu).unwrap();
+    let ctx = ForwardCtx::eval(true);
+    layouts
+        .iter()
+        .map(|&layout| {
+            let batch = SequenceBatch::with_layout(seqs, pad_id, layout, &Device::Cpu).unwrap();
+            let logps = completion_log_probs(&model, &batch, &ctx).unwrap().to_vec1::<f32>().unwrap();
+            let rewards = last_token_rewards(&model, &batch, &score, &ctx).unwrap().to_vec1::<f32>().unwrap();
+            (batch.input.ids.elem_count(), logps, rewards)
+        })
+        .collect()
+}
+
+#[test]
+fn shared_prefix_layout_agrees_with_padded_and_computes_fewer_rows() {
+    let (tokenizer, pairs) = tokenized_pairs(8);
     // Chosen then rejected, as `SequenceBatch::for_pairs` orders them.
     let seqs: Vec<TokenizedSequence> =
         pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
-    let ctx = ForwardCtx::eval(true);
-    let run = |layout| {
-        let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, layout, &Device::Cpu).unwrap();
-        let logps = completion_log_probs(&model, &batch, &ctx).unwrap().to_vec1::<f32>().unwrap();
-        let rewards = last_token_rewards(&model, &batch, &score, &ctx).unwrap().to_vec1::<f32>().unwrap();
-        (batch.input.ids.elem_count(), logps, rewards)
-    };
-    let (_, padded, padded_r) = run(Layout::Padded);
-    let (packed_rows, _, _) = run(Layout::Packed);
-    let (shared_rows, shared, shared_r) = run(Layout::SharedPrefix);
+    let [(_, padded, padded_r), (packed_rows, _, _), (shared_rows, shared, shared_r)]: [_; 3] =
+        outputs_by_layout(&seqs, tokenizer.pad_id, &[Layout::Padded, Layout::Packed, Layout::SharedPrefix])
+            .try_into()
+            .unwrap();
     // Each pair's prompt is in the row once, not twice.
     let prompts: usize = pairs.iter().map(|p| p.chosen.prompt_len).sum();
     assert!(shared_rows <= packed_rows - prompts, "{shared_rows} rows shared against {packed_rows} packed");
@@ -193,19 +202,9 @@ fn shared_prefix_layout_agrees_with_padded_and_computes_fewer_rows() {
 #[test]
 fn packed_and_padded_layouts_agree() {
     let (tokenizer, pairs) = tokenized_pairs(8);
-    let mut model = load_model(&fixture().join("model"), &Device::Cpu).unwrap();
-    load_peft(&fixture().join("lora"), &mut model).unwrap();
-    let score = Tensor::randn(0f32, 1.0, (1, 64), &Device::Cpu).unwrap();
     let seqs: Vec<TokenizedSequence> = pairs.iter().flat_map(|p| [p.chosen.clone(), p.rejected.clone()]).collect();
-    let ctx = ForwardCtx::eval(true);
-    let run = |layout| {
-        let batch = SequenceBatch::with_layout(&seqs, tokenizer.pad_id, layout, &Device::Cpu).unwrap();
-        let logps = completion_log_probs(&model, &batch, &ctx).unwrap().to_vec1::<f32>().unwrap();
-        let rewards = last_token_rewards(&model, &batch, &score, &ctx).unwrap().to_vec1::<f32>().unwrap();
-        (logps, rewards)
-    };
-    let (padded, padded_r) = run(Layout::Padded);
-    let (packed, packed_r) = run(Layout::Packed);
+    let [(_, padded, padded_r), (_, packed, packed_r)]: [_; 2] =
+        outputs_by_layout(&seqs, tokenizer.pad_id, &[Layout::Padded, Layout::Packed]).try_into().unwrap();
     for (a, b) in padded.iter().chain(&padded_r).zip(packed.iter().chain(&packed_r)) {
         assert!((a - b).abs() < 1e-4, "padded {a} vs packed {b}");
     }
